@@ -1,0 +1,74 @@
+"""Atelier: a self-hosted web gallery for AI image generation on Azure OpenAI.
+
+`create_app()` builds the Flask application: configuration, extensions, blueprints, CLI.
+Nothing else happens here; background threads are started by the run command
+(`python -m app`) through `app.worker.start_background`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dotenv import load_dotenv
+from flask import Flask
+from flask_migrate import Migrate
+from flask_wtf.csrf import CSRFProtect
+
+from app.config import SETTINGS, ensure_secret_key, load_settings
+from app.models import configure_engine, db
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_REQUEST_BYTES = 64 * 1024
+
+migrate = Migrate()
+csrf = CSRFProtect()
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    app = Flask(
+        __name__,
+        instance_path=str(ROOT / "instance"),
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(ROOT / "static"),
+    )
+    environ: dict[str, str] = {}
+    if test_config is None:
+        load_dotenv(ROOT / ".env")  # never overrides variables already set
+        environ.update(os.environ)
+    overrides = dict(test_config or {})
+    setting_names = {setting.name for setting in SETTINGS}
+    environ.update(
+        {k: str(v) for k, v in overrides.items() if k in setting_names and v is not None}
+    )
+
+    settings = load_settings(environ, app.instance_path)
+    app.config.update(settings)
+    data_dir = Path(settings["ATELIER_DATA_DIR"])
+    data_dir.mkdir(parents=True, exist_ok=True)
+    using_emulator = not settings["AZURE_OPENAI_ENDPOINT"]
+    app.config.update(
+        SECRET_KEY=settings["ATELIER_SECRET_KEY"] or ensure_secret_key(str(data_dir)),
+        SQLALCHEMY_DATABASE_URI=settings["DATABASE_URL"],
+        MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
+        # A page left open for hours must still submit; the token is tied to the session.
+        WTF_CSRF_TIME_LIMIT=None,
+        SESSION_COOKIE_SAMESITE="Lax",
+        ATELIER_USING_EMULATOR=using_emulator,
+        ATELIER_PROVIDER_NAME="emulator" if using_emulator else "azure",
+        ATELIER_MODEL="dall-e-2",
+    )
+    app.config.update({k: v for k, v in overrides.items() if k not in setting_names})
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)
+    csrf.init_app(app)
+    with app.app_context():
+        configure_engine(db.engine)
+
+    from app import views
+
+    views.register(app, csrf)
+    return app

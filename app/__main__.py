@@ -1,0 +1,50 @@
+"""`python -m app`: serve Atelier with its background worker (what `make run` starts).
+
+Starts the worker threads (and the built-in emulator when Azure is not configured), serves on
+127.0.0.1:5000 by default, and on Ctrl-C or SIGTERM stops claiming jobs and lets each thread
+finish its current step before exiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+from werkzeug.serving import make_server
+
+from app import create_app
+from app.worker import start_background
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5000)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app()
+    worker = start_background(app)
+    server = make_server(args.host, args.port, app, threaded=True)
+
+    def _stop(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    print(f"Atelier is serving on http://{args.host}:{server.server_port}/", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        if worker is not None:
+            worker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Settings: built-in defaults, then the environment (and a `.env` file), then test overrides.
+
+Every setting Atelier reads is listed in `SETTINGS` with its default and a one-line description;
+README.md and .env.example document the same list. `load_settings` validates them once at
+start-up so a typo fails loudly instead of half-working.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str | None
+    description: str
+    kind: type = str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "AZURE_OPENAI_ENDPOINT",
+        None,
+        "Your Azure OpenAI resource, e.g. https://my-resource.openai.azure.com/. "
+        "Unset: the built-in emulator is used.",
+    ),
+    Setting("AZURE_OPENAI_API_KEY", None, "The resource's API key (sent as the api-key header)."),
+    Setting(
+        "AZURE_OPENAI_API_VERSION",
+        "2023-06-01-preview",
+        "api-version for the asynchronous image API.",
+    ),
+    Setting(
+        "DATABASE_URL",
+        None,
+        "SQLAlchemy database URL. Default: SQLite file atelier.db in the data folder.",
+    ),
+    Setting(
+        "ATELIER_DATA_DIR",
+        None,
+        "Folder for the database, images and secret key. Default: ./instance.",
+    ),
+    Setting(
+        "ATELIER_SECRET_KEY",
+        None,
+        "Signs sessions and CSRF tokens. Default: generated once, kept in the data folder.",
+    ),
+    Setting(
+        "ATELIER_WORKER_THREADS",
+        "2",
+        "Background worker threads started with the app (0: none, e.g. for a web-only process).",
+        int,
+    ),
+    Setting(
+        "ATELIER_JOB_DEADLINE_SECONDS",
+        "600",
+        "A job with no final result after this many seconds fails with code 'deadline'.",
+        int,
+    ),
+    Setting(
+        "ATELIER_LEASE_SECONDS",
+        "60",
+        "How long a worker holds a job before another worker may take it over.",
+        int,
+    ),
+    Setting(
+        "ATELIER_POLL_INTERVAL_SECONDS",
+        "5",
+        "Wait between status polls when Azure sends no retry-after header.",
+        float,
+    ),
+    Setting(
+        "ATELIER_HTTP_TIMEOUT_SECONDS",
+        "60",
+        "Read timeout for each call to Azure (the connect timeout is 5 s).",
+        float,
+    ),
+    Setting(
+        "ATELIER_MAX_IMAGE_BYTES",
+        str(50 * 1024 * 1024),
+        "Largest image download accepted, in bytes.",
+        int,
+    ),
+    Setting(
+        "ATELIER_EMULATOR_PORT",
+        "5001",
+        "Loopback port of the built-in emulator (0: any free port).",
+        int,
+    ),
+    Setting(
+        "ATELIER_EMULATOR_LATENCY_SECONDS",
+        "3",
+        "How long the built-in emulator takes to 'generate' an image.",
+        float,
+    ),
+)
+
+
+def _parse(setting: Setting, raw: str) -> Any:
+    if setting.kind is str:
+        return raw
+    try:
+        value = setting.kind(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{setting.name}={raw!r} is not a valid {setting.kind.__name__}."
+        ) from None
+    if value < 0:
+        raise ConfigError(f"{setting.name} must not be negative (got {raw!r}).")
+    return value
+
+
+def normalise_endpoint(raw: str) -> str:
+    """Return the endpoint with exactly one trailing slash, or raise ConfigError."""
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(
+            f"AZURE_OPENAI_ENDPOINT={raw!r} is not a URL; expected something like "
+            "https://my-resource.openai.azure.com/"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError("AZURE_OPENAI_ENDPOINT must not contain a query or fragment.")
+    return raw.strip().rstrip("/") + "/"
+
+
+def load_settings(environ: Mapping[str, str], instance_path: str) -> dict[str, Any]:
+    """Read every setting from `environ`, apply defaults and derived values, validate."""
+    settings: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = environ.get(setting.name)
+        if raw is None or raw.strip() == "":
+            settings[setting.name] = (
+                None if setting.default is None else _parse(setting, setting.default)
+            )
+        else:
+            settings[setting.name] = _parse(setting, raw.strip())
+
+    data_dir = Path(settings["ATELIER_DATA_DIR"] or instance_path).resolve()
+    settings["ATELIER_DATA_DIR"] = str(data_dir)
+    if not settings["DATABASE_URL"]:
+        settings["DATABASE_URL"] = f"sqlite:///{data_dir / 'atelier.db'}"
+
+    endpoint = settings["AZURE_OPENAI_ENDPOINT"]
+    if endpoint:
+        settings["AZURE_OPENAI_ENDPOINT"] = normalise_endpoint(endpoint)
+        if not settings["AZURE_OPENAI_API_KEY"]:
+            raise ConfigError(
+                "AZURE_OPENAI_ENDPOINT is set but AZURE_OPENAI_API_KEY is not. Set both (Azure "
+                "portal → your resource → Keys and Endpoint), or neither to use the emulator."
+            )
+    if settings["ATELIER_JOB_DEADLINE_SECONDS"] < 1:
+        raise ConfigError("ATELIER_JOB_DEADLINE_SECONDS must be at least 1.")
+    if settings["ATELIER_LEASE_SECONDS"] < 1:
+        raise ConfigError("ATELIER_LEASE_SECONDS must be at least 1.")
+    return settings
+
+
+def ensure_secret_key(data_dir: str) -> str:
+    """Return the persistent secret key in the data folder, creating it (mode 0600) once."""
+    path = Path(data_dir) / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    key = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    return key

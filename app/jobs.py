@@ -1,0 +1,431 @@
+"""The job lifecycle: create, claim, and every status change. No status changes anywhere else.
+
+Each change is one short write transaction. Changes made for a worker are *fenced* by the lease
+token the worker received when it claimed the job: if the job was canceled meanwhile, or its lease
+expired and another worker took it over, the update matches no row and `LeaseLost` is raised, so
+a worker that lost its job cannot overwrite anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import delete, literal, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from app import storage
+from app.models import (
+    Image,
+    ImageStatus,
+    Job,
+    JobPhase,
+    JobStatus,
+    UTCDateTime,
+    db,
+    utcnow,
+    write_transaction,
+)
+from app.validation import JobRequest
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 60
+
+
+class JobError(Exception):
+    """A user action that cannot be done; `code` and `message` are shown to the user."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class JobNotFound(JobError):
+    def __init__(self, job_id: int) -> None:
+        super().__init__("not_found", f"There is no job {job_id}.")
+
+
+class JobConflict(JobError):
+    """The job is in a state that does not allow the action (HTTP 409)."""
+
+
+class LeaseLost(Exception):
+    """The worker no longer holds the job: it was canceled, or another worker took it."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a worker knows about the job it holds. Plain values: no ORM object crosses I/O."""
+
+    job_id: int
+    token: str
+    phase: str | None
+    prompt: str
+    size: str
+    n: int
+    operation_url: str | None
+    deadline_at: datetime
+    submit_count: int
+
+
+# --- user actions -----------------------------------------------------------------------------
+
+
+def create_job(
+    request: JobRequest,
+    *,
+    idempotency_key: str | None = None,
+    retry_of_id: int | None = None,
+) -> tuple[Job, bool]:
+    """Store a queued job and wake the worker. Returns (job, created).
+
+    With an idempotency key already used for the same parameters, returns the existing job and
+    `created=False`; reusing a key for different parameters is a conflict.
+    """
+    if idempotency_key is not None:
+        existing = _job_by_idempotency_key(idempotency_key, request)
+        if existing is not None:
+            return existing, False
+    config = current_app.config
+    now = utcnow()
+    job = Job(
+        status=JobStatus.QUEUED,
+        prompt=request.prompt,
+        size=request.size,
+        n=request.n,
+        options=dict(request.options),
+        provider=config["ATELIER_PROVIDER_NAME"],
+        model=config["ATELIER_MODEL"],
+        idempotency_key=idempotency_key,
+        retry_of_id=retry_of_id,
+        created_at=now,
+        next_attempt_at=now,
+        deadline_at=now + timedelta(seconds=config["ATELIER_JOB_DEADLINE_SECONDS"]),
+    )
+    try:
+        with write_transaction() as session:
+            session.add(job)
+    except IntegrityError:
+        # Two requests with the same key raced; the other one won.
+        if idempotency_key is None:
+            raise
+        existing = _job_by_idempotency_key(idempotency_key, request)
+        if existing is None:
+            raise
+        return existing, False
+    log.info("job %s queued (n=%s, size=%s)", job.id, job.n, job.size)
+    _wake_worker()
+    return job, True
+
+
+def _job_by_idempotency_key(key: str, request: JobRequest) -> Job | None:
+    job = db.session.scalar(select(Job).where(Job.idempotency_key == key))
+    if job is None:
+        return None
+    if (job.prompt, job.size, job.n, job.options or {}) != (
+        request.prompt,
+        request.size,
+        request.n,
+        dict(request.options),
+    ):
+        raise JobConflict(
+            "idempotency_key_reused",
+            "This idempotency key was already used for a job with different parameters.",
+        )
+    return job
+
+
+def cancel_job(job_id: int) -> Job:
+    """Cancel a queued or running job; a worker holding it loses its lease at its next step."""
+    now = utcnow()
+    with write_transaction() as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_(JobStatus.ACTIVE))
+            .values(
+                status=JobStatus.CANCELED,
+                phase=None,
+                finished_at=now,
+                lease_token=None,
+                lease_expires_at=None,
+                error_code="canceled",
+                error_message="Canceled by you.",
+            )
+            .execution_options(synchronize_session=False)
+        )
+    job = get_job(job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    if result.rowcount != 1:
+        raise JobConflict("already_finished", f"Job {job_id} has already finished ({job.status}).")
+    log.info("job %s canceled", job_id)
+    return job
+
+
+def retry_job(job_id: int) -> Job:
+    """Queue a new job with the same parameters as a finished one."""
+    source = get_job(job_id)
+    if source is None:
+        raise JobNotFound(job_id)
+    if not source.is_final:
+        raise JobConflict("still_active", f"Job {job_id} is still {source.status}.")
+    request = JobRequest(
+        prompt=source.prompt, size=source.size, n=source.n, options=dict(source.options or {})
+    )
+    job, _ = create_job(request, retry_of_id=source.id)
+    return job
+
+
+def delete_job(job_id: int) -> None:
+    """Delete a finished job, its image rows and the files no other image uses."""
+    job = get_job(job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    if not job.is_final:
+        raise JobConflict(
+            "still_active", f"Job {job_id} is still {job.status}; cancel it before deleting it."
+        )
+    names = {name for image in job.images for name in (image.file_name, image.thumbnail_name)}
+    with write_transaction() as session:
+        session.execute(delete(Image).where(Image.job_id == job_id))
+        session.execute(delete(Job).where(Job.id == job_id))
+    still_used = set(
+        db.session.scalars(select(Image.file_name).where(Image.file_name.in_(names)))
+    ) | set(db.session.scalars(select(Image.thumbnail_name).where(Image.thumbnail_name.in_(names))))
+    storage.remove_files(current_app.config["ATELIER_DATA_DIR"], names - still_used - {None})
+    log.info("job %s deleted", job_id)
+
+
+def get_job(job_id: int) -> Job | None:
+    return db.session.get(Job, job_id, populate_existing=True)
+
+
+# --- worker side --------------------------------------------------------------------------------
+
+
+def claim_due_job(lease_seconds: int = LEASE_SECONDS) -> Claim | None:
+    """Atomically take the next due job (queued, or running with no live lease), or None."""
+    now = utcnow()
+    due = (
+        select(Job.id)
+        .where(
+            Job.status.in_(JobStatus.ACTIVE),
+            Job.next_attempt_at <= now,
+            or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now),
+        )
+        .order_by(Job.next_attempt_at, Job.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    token = uuid.uuid4().hex
+    with write_transaction() as session:
+        row = session.execute(
+            update(Job)
+            .where(Job.id == due)
+            .values(
+                status=JobStatus.RUNNING,
+                lease_token=token,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                claims=Job.claims + 1,
+                started_at=db.func.coalesce(Job.started_at, literal(now, UTCDateTime())),
+            )
+            .returning(
+                Job.id,
+                Job.phase,
+                Job.prompt,
+                Job.size,
+                Job.n,
+                Job.operation_url,
+                Job.deadline_at,
+                Job.submit_count,
+            )
+            .execution_options(synchronize_session=False)
+        ).one_or_none()
+    if row is None:
+        return None
+    return Claim(
+        job_id=row.id,
+        token=token,
+        phase=row.phase,
+        prompt=row.prompt,
+        size=row.size,
+        n=row.n,
+        operation_url=row.operation_url,
+        deadline_at=row.deadline_at,
+        submit_count=row.submit_count,
+    )
+
+
+def _fenced_update(claim: Claim, **values: Any) -> None:
+    with write_transaction() as session:
+        _fenced_update_in(session, claim, **values)
+
+
+def _fenced_update_in(session: Any, claim: Claim, **values: Any) -> None:
+    result = session.execute(
+        update(Job)
+        .where(
+            Job.id == claim.job_id,
+            Job.lease_token == claim.token,
+            Job.status == JobStatus.RUNNING,
+        )
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise LeaseLost(claim.job_id)
+
+
+def renew_lease(claim: Claim, lease_seconds: int = LEASE_SECONDS) -> None:
+    _fenced_update(claim, lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+
+
+def mark_submitting(claim: Claim) -> None:
+    """Record that a submit is about to be sent: after a crash its outcome is unknown."""
+    _fenced_update(claim, phase=JobPhase.SUBMITTING, submit_count=Job.submit_count + 1)
+    log.info("job %s submitting", claim.job_id)
+
+
+def mark_submitted(claim: Claim, operation_url: str, next_poll_at: datetime) -> None:
+    """Keep the operation URL (before any poll) and release the job until its next poll."""
+    _fenced_update(
+        claim,
+        phase=JobPhase.POLLING,
+        operation_url=operation_url,
+        next_attempt_at=next_poll_at,
+        lease_token=None,
+        lease_expires_at=None,
+    )
+    log.info("job %s submitted", claim.job_id)
+
+
+def requeue_submission(claim: Claim, next_attempt_at: datetime, reason: str) -> None:
+    """The provider refused the submit for now (rate limit, outage): try again later."""
+    _fenced_update(
+        claim,
+        status=JobStatus.QUEUED,
+        phase=None,
+        next_attempt_at=next_attempt_at,
+        lease_token=None,
+        lease_expires_at=None,
+    )
+    log.info("job %s requeued: %s", claim.job_id, reason)
+
+
+def release_until(claim: Claim, next_attempt_at: datetime) -> None:
+    """Let go of a job that is waiting on the provider; it is due again at `next_attempt_at`."""
+    _fenced_update(claim, next_attempt_at=next_attempt_at, lease_token=None, lease_expires_at=None)
+
+
+def mark_downloading(claim: Claim) -> None:
+    _fenced_update(
+        claim,
+        phase=JobPhase.DOWNLOADING,
+        lease_expires_at=utcnow() + timedelta(seconds=LEASE_SECONDS),
+    )
+    log.info("job %s downloading", claim.job_id)
+
+
+def recorded_image_indexes(job_id: int) -> set[int]:
+    """Slots already recorded, so a resumed download does not fetch them again."""
+    return set(db.session.scalars(select(Image.index).where(Image.job_id == job_id)))
+
+
+def record_stored_image(
+    claim: Claim, index: int, stored: storage.StoredImage, revised_prompt: str | None
+) -> None:
+    _record_image(
+        claim,
+        Image(
+            job_id=claim.job_id,
+            index=index,
+            status=ImageStatus.STORED,
+            sha256=stored.sha256,
+            bytes=stored.bytes,
+            width=stored.width,
+            height=stored.height,
+            content_type=stored.content_type,
+            file_name=stored.file_name,
+            thumbnail_name=stored.thumbnail_name,
+            revised_prompt=revised_prompt,
+        ),
+    )
+
+
+def record_missing_image(claim: Claim, index: int, status: str, code: str, message: str) -> None:
+    """A slot with no image: filtered by the provider, or the download failed."""
+    _record_image(
+        claim,
+        Image(
+            job_id=claim.job_id,
+            index=index,
+            status=status,
+            error_code=code,
+            error_message=message,
+        ),
+    )
+
+
+def _record_image(claim: Claim, image: Image) -> None:
+    with write_transaction() as session:
+        _fenced_update_in(
+            session, claim, lease_expires_at=utcnow() + timedelta(seconds=LEASE_SECONDS)
+        )
+        session.add(image)
+
+
+def finish_from_images(claim: Claim) -> str:
+    """Set the final status from the recorded images: succeeded if at least one was stored."""
+    statuses = [image.status for image in _images_of(claim.job_id)]
+    if ImageStatus.STORED in statuses:
+        _finish(claim, JobStatus.SUCCEEDED, None, None)
+        return JobStatus.SUCCEEDED
+    if statuses and all(status == ImageStatus.FILTERED for status in statuses):
+        mark_failed(
+            claim,
+            "contentFilter",
+            "Every image was filtered by Azure's safety system; none can be shown.",
+        )
+    else:
+        first = next((image for image in _images_of(claim.job_id) if image.error_message), None)
+        mark_failed(
+            claim,
+            "download_failed",
+            "No image could be downloaded"
+            + (f": {first.error_message}" if first is not None else "."),
+        )
+    return JobStatus.FAILED
+
+
+def _images_of(job_id: int) -> list[Image]:
+    return list(db.session.scalars(select(Image).where(Image.job_id == job_id)))
+
+
+def mark_failed(claim: Claim, code: str, message: str) -> None:
+    _finish(claim, JobStatus.FAILED, code, message)
+
+
+def _finish(claim: Claim, status: str, code: str | None, message: str | None) -> None:
+    _fenced_update(
+        claim,
+        status=status,
+        phase=None,
+        finished_at=utcnow(),
+        error_code=code,
+        error_message=message,
+        lease_token=None,
+        lease_expires_at=None,
+    )
+    log.info("job %s %s%s", claim.job_id, status, f" ({code})" if code else "")
+
+
+def _wake_worker() -> None:
+    worker = current_app.extensions.get("atelier_worker")
+    if worker is not None:
+        worker.wake()

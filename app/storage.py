@@ -1,0 +1,140 @@
+"""Image files on disk: checked, content-addressed, written atomically, with thumbnails.
+
+Layout under the data folder:
+    images/<sha[:2]>/<sha256>.<ext>         the bytes exactly as the provider sent them
+    thumbs/<sha[:2]>/<sha256>-256.webp      a WebP thumbnail, longest side 256 px
+
+A file is written to a temporary name in its final folder, fsynced, renamed into place and
+the folder fsynced, so a crash leaves either no file or a whole one, never a torn one. The
+database row that points at a file is committed only after the file is durable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image as PILImage
+
+# Formats the image APIs produce; anything else is refused before it reaches the disk.
+FORMATS = {
+    "PNG": ("png", "image/png"),
+    "JPEG": ("jpg", "image/jpeg"),
+    "WEBP": ("webp", "image/webp"),
+}
+# The largest image any supported model produces is 1792x1024; 4096x4096 leaves room and stops
+# decompression bombs long before Pillow's own (much higher) limit.
+MAX_PIXELS = 4096 * 4096
+THUMBNAIL_SIZE = 256
+TEMP_PREFIX = ".tmp-"
+
+
+class ImageRejected(ValueError):
+    """The bytes are not an acceptable image; nothing was written."""
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    sha256: str
+    bytes: int
+    width: int
+    height: int
+    content_type: str
+    file_name: str
+    thumbnail_name: str
+
+
+def inspect_image(data: bytes) -> tuple[str, int, int]:
+    """Return (Pillow format, width, height) or raise ImageRejected."""
+    try:
+        with PILImage.open(io.BytesIO(data), formats=list(FORMATS)) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ImageRejected(f"The image is {width}x{height} pixels, larger than allowed.")
+            image.verify()
+            return image.format, width, height
+    except ImageRejected:
+        raise
+    except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as error:
+        raise ImageRejected(
+            f"The download is not a valid PNG, JPEG or WebP image ({error})."
+        ) from None
+
+
+def store_image(data_dir: str, data: bytes) -> StoredImage:
+    """Check the image, write it and its thumbnail durably, return what was stored."""
+    image_format, width, height = inspect_image(data)
+    extension, content_type = FORMATS[image_format]
+    digest = hashlib.sha256(data).hexdigest()
+    file_name = f"images/{digest[:2]}/{digest}.{extension}"
+    thumbnail_name = f"thumbs/{digest[:2]}/{digest}-{THUMBNAIL_SIZE}.webp"
+    root = Path(data_dir)
+    target = root / file_name
+    # Content addressing makes a repeated store (a retried download) a no-op.
+    if not (target.exists() and target.stat().st_size == len(data)):
+        write_atomically(target, data)
+    thumbnail = root / thumbnail_name
+    if not thumbnail.exists():
+        write_atomically(thumbnail, make_thumbnail(data))
+    return StoredImage(
+        sha256=digest,
+        bytes=len(data),
+        width=width,
+        height=height,
+        content_type=content_type,
+        file_name=file_name,
+        thumbnail_name=thumbnail_name,
+    )
+
+
+def make_thumbnail(data: bytes) -> bytes:
+    with PILImage.open(io.BytesIO(data), formats=list(FORMATS)) as image:
+        image.draft("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE))  # cheap JPEG downscale on decode
+        image = image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB")
+        image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), PILImage.Resampling.LANCZOS)
+        out = io.BytesIO()
+        image.save(out, "WEBP", quality=80, method=4)
+        return out.getvalue()
+
+
+def write_atomically(target: Path, data: bytes) -> None:
+    """Temp file in the same folder, fsync, rename over the target, fsync the folder."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, target)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    _fsync_directory(target.parent)
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def resolve(data_dir: str, name: str) -> Path:
+    """The absolute path of a stored file name; refuses names that escape the data folder."""
+    root = Path(data_dir).resolve()
+    path = (root / name).resolve()
+    if root not in path.parents:
+        raise ValueError(f"{name!r} is outside the data folder")
+    return path
+
+
+def remove_files(data_dir: str, names: Iterable[str]) -> None:
+    for name in names:
+        resolve(data_dir, name).unlink(missing_ok=True)

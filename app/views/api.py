@@ -1,0 +1,131 @@
+"""The JSON API under /api, for scripts and tests. Errors are always
+`{"error": {"code", "message", "field"?}}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request, url_for
+
+from app import jobs, library
+from app.models import Image, Job
+from app.validation import ValidationError, parse_idempotency_key, parse_job_request
+from app.views.helpers import api_error
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+DEFAULT_LIMIT = 20
+
+
+@bp.errorhandler(ValidationError)
+def _invalid(error: ValidationError) -> tuple[Response, int]:
+    return api_error(400, "invalid_request", error.message, error.field)
+
+
+@bp.errorhandler(jobs.JobError)
+def _refused(error: jobs.JobError) -> tuple[Response, int]:
+    return api_error(404 if isinstance(error, jobs.JobNotFound) else 409, error.code, error.message)
+
+
+@bp.post("/jobs")
+def create_job() -> tuple[Response, int]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return api_error(400, "invalid_json", "The request body must be a JSON object.")
+    job_request = parse_job_request(body)
+    key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
+    job, created = jobs.create_job(job_request, idempotency_key=key)
+    return _accepted(job, replayed=not created)
+
+
+@bp.get("/jobs")
+def list_jobs() -> Response:
+    page = library.job_page(
+        status=request.args.get("status") or None,
+        q=(request.args.get("q") or "").strip() or None,
+        limit=library.parse_limit(request.args.get("limit"), DEFAULT_LIMIT),
+        after=request.args.get("cursor") or None,
+    )
+    return jsonify(
+        {"items": [job_json(job) for job in page.items], "next_cursor": page.next_cursor}
+    )
+
+
+@bp.get("/jobs/<int:job_id>")
+def get_job(job_id: int) -> Response:
+    job = jobs.get_job(job_id)
+    if job is None:
+        raise jobs.JobNotFound(job_id)
+    return jsonify(job_json(job))
+
+
+@bp.post("/jobs/<int:job_id>/cancel")
+def cancel_job(job_id: int) -> Response:
+    return jsonify(job_json(jobs.cancel_job(job_id)))
+
+
+@bp.post("/jobs/<int:job_id>/retry")
+def retry_job(job_id: int) -> tuple[Response, int]:
+    return _accepted(jobs.retry_job(job_id))
+
+
+@bp.delete("/jobs/<int:job_id>")
+def delete_job(job_id: int) -> tuple[str, int]:
+    jobs.delete_job(job_id)
+    return "", 204
+
+
+def _accepted(job: Job, *, replayed: bool = False) -> tuple[Response, int]:
+    response = jsonify(job_json(job))
+    response.headers["Location"] = url_for("api.get_job", job_id=job.id)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response, 202
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def _error(code: str | None, message: str | None) -> dict[str, str] | None:
+    return None if code is None else {"code": code, "message": message or ""}
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "status": job.status,
+        "phase": job.phase,
+        "prompt": job.prompt,
+        "provider": job.provider,
+        "model": job.model,
+        "size": job.size,
+        "n": job.n,
+        "options": job.options or {},
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "error": _error(job.error_code, job.error_message),
+        "retry_of": job.retry_of_id,
+        "images": [image_json(image) for image in job.images],
+    }
+
+
+def image_json(image: Image) -> dict[str, Any]:
+    stored = image.file_name is not None
+    return {
+        "id": image.id,
+        "index": image.index,
+        "status": image.status,
+        "url": url_for("files.image", image_id=image.id, _external=True) if stored else None,
+        "thumbnail_url": url_for("files.thumbnail", image_id=image.id, _external=True)
+        if stored
+        else None,
+        "content_type": image.content_type,
+        "width": image.width,
+        "height": image.height,
+        "bytes": image.bytes,
+        "sha256": image.sha256,
+        "revised_prompt": image.revised_prompt,
+        "error": _error(image.error_code, image.error_message),
+    }

@@ -1,0 +1,48 @@
+"""How jobs are described on pages: labels, error titles, and the polling delay."""
+
+from __future__ import annotations
+
+from app.models import Job, JobPhase, JobStatus, utcnow
+
+PHASE_LABELS = {
+    None: "Starting",
+    JobPhase.SUBMITTING: "Sending",
+    JobPhase.POLLING: "Generating",
+    JobPhase.DOWNLOADING: "Saving images",
+}
+STATUS_LABELS = {
+    JobStatus.QUEUED: "Queued",
+    JobStatus.SUCCEEDED: "Done",
+    JobStatus.FAILED: "Failed",
+    JobStatus.CANCELED: "Canceled",
+}
+ERROR_TITLES = {
+    "contentFilter": "Refused by the safety system",
+    "deadline": "Took too long",
+    "interrupted": "Interrupted",
+    "canceled": "Canceled by Azure",
+    "unauthorized": "Azure rejected the credentials",
+    "not_found": "Endpoint not found",
+    "rate_limited": "Rate limited",
+    "download_failed": "Images could not be saved",
+}
+
+
+def status_label(job: Job) -> str:
+    if job.status == JobStatus.RUNNING:
+        return PHASE_LABELS.get(job.phase, "Running")
+    return STATUS_LABELS.get(job.status, job.status)
+
+
+def error_title(code: str | None) -> str:
+    return ERROR_TITLES.get(code or "", "Failed")
+
+
+def poll_delay(job: Job) -> int:
+    """Seconds before a card asks for news: quick at first, backing off while a job waits."""
+    age = (utcnow() - job.created_at).total_seconds()
+    if age < 20:
+        return 1
+    if age < 120:
+        return 2
+    return 5
