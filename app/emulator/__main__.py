@@ -1,0 +1,80 @@
+"""`python -m app.emulator`: run the emulator as its own process.
+
+Owns the command line. Tests spawn the emulator this way so it can outlive an Atelier process
+they kill. Prints exactly one line, `EMULATOR_URL=<base url>`, to stdout once listening, and
+exits with status 0 on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from types import FrameType
+
+from .config import EmulatorConfig
+from .server import EmulatorServer
+
+
+class _StopRequested(Exception):
+    pass
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise _StopRequested
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m app.emulator", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--api-key", required=True, help="the key clients must send as api-key")
+    parser.add_argument(
+        "--latency", type=float, default=3.0, help="seconds until an operation finishes"
+    )
+    parser.add_argument(
+        "--poll-interval", type=int, default=1, help="seconds advertised in retry-after"
+    )
+    parser.add_argument("--state-file", help="keep operations in this JSON file across restarts")
+    parser.add_argument(
+        "--signing-secret", help="HMAC secret for image URLs (default: saved or random)"
+    )
+    parser.add_argument(
+        "--public-url", help="base URL clients reach the emulator at, if not this one"
+    )
+    parser.add_argument("--verbose", action="store_true", help="log one line per request to stderr")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = EmulatorConfig(
+        api_key=args.api_key,
+        latency=args.latency,
+        poll_interval=args.poll_interval,
+        signing_secret=args.signing_secret,
+        state_file=args.state_file,
+        public_url=args.public_url,
+    )
+    # Handlers first, so a signal arriving during start-up still ends in a clean stop.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    server = EmulatorServer(config, args.host, args.port, quiet=not args.verbose)
+    try:
+        server.start()
+        # The parent process waits for this line; flush, or it sits in a pipe buffer.
+        print(f"EMULATOR_URL={server.url}", flush=True)
+        while True:
+            time.sleep(3600)
+    except _StopRequested:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

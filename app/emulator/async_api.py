@@ -1,0 +1,274 @@
+"""The retired asynchronous DALL-E 2 API (azure-image-apis.md §2), route by route.
+
+Owns the three `/openai` routes of the api-versions 2023-06-01-preview to 2023-10-01-preview:
+- `POST /openai/images/generations:submit` validates the body and answers 202 with an
+  absolute `operation-location`;
+- `GET /openai/operations/images/{id}` reports the operation as it stands now;
+- `DELETE /openai/operations/images/{id}` removes a finished operation and its images.
+Authentication and `apim-request-id` are handled before these views run (see gateway.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+
+from flask import Blueprint, Response, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from .blobs import blob_url
+from .errors import azure_error, json_response, resource_not_found
+from .operations import Operation, Outcome
+from .request_log import mark_request_kind
+from .state import EmulatorState, emulator_state
+
+# The versions that carried the async API: added in 2023-06-01-preview, removed in
+# 2023-12-01-preview (azure-image-apis.md §2.1).
+ASYNC_API_VERSIONS = frozenset(
+    {
+        "2023-06-01-preview",
+        "2023-07-01-preview",
+        "2023-08-01-preview",
+        "2023-09-01-preview",
+        "2023-10-01-preview",
+    }
+)
+# Azure's own examples put 2023-06-01-preview into operation-location whatever version was submitted
+# with (azure-image-apis.md §2.3). Copying that makes clients poll the URL as given instead of
+# rebuilding it, which is what real clients have to do.
+OPERATION_LOCATION_API_VERSION = "2023-06-01-preview"
+
+MAX_PROMPT_CHARS = 1000
+# CONFLICT in azure-image-apis.md §2.2: reference.md says 1-5, dall-e.md and the TypeSpec say 1-10.
+# Accepting 1-10 never rejects a request the real service would have taken.
+MAX_IMAGES = 10
+SIZES = ("256x256", "512x512", "1024x1024")
+RESPONSE_FORMATS = ("url", "b64_json")
+# The app's MAX_CONTENT_LENGTH; larger submit bodies are refused with 413.
+MAX_BODY_BYTES = 1024 * 1024
+
+FAILURE_ERRORS = {
+    # azure-image-apis.md §2.6: a rejected prompt is a failed operation, not an HTTP error.
+    Outcome.REFUSE: {
+        "code": "contentFilter",
+        "message": "Your task failed as a result of our safety system.",
+    },
+    # Guess (UNCONFIRMED in azure-image-apis.md §2.6): the code is in the generated client's
+    # error-code enum; the message wording is ours.
+    Outcome.FAIL: {
+        "code": "internalFailure",
+        "message": "The image generation failed because of an internal error.",
+    },
+}
+FILTERED_IMAGE_ERROR = {
+    "code": "contentFilter",
+    "message": "Generated image was filtered as a result of our safety system.",
+}
+
+bp = Blueprint("emulator_async", __name__, url_prefix="/openai")
+
+
+class InvalidPayload(Exception):
+    """A submit body the service would refuse; `target` names the offending field."""
+
+    def __init__(self, message: str, target: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.target = target
+        self.status = status
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    n: int
+    size: str
+    response_format: str
+
+
+@bp.before_request
+def require_async_api_version() -> Response | None:
+    version = request.args.get("api-version")
+    if version is None:
+        # Guess (UNCONFIRMED in azure-image-apis.md §1.1): the spec only says api-version is
+        # required; we answer its absence like an unsupported version.
+        return resource_not_found()
+    if version not in ASYNC_API_VERSIONS:
+        # azure-image-apis.md §1.3: an api-version without this route is "Resource not found".
+        return resource_not_found()
+    return None
+
+
+@bp.post("/images/generations:submit")
+def submit_generation() -> Response:
+    mark_request_kind("submit")
+    state = emulator_state()
+    try:
+        generation = parse_generation_request(_read_body(), request.is_json)
+    except InvalidPayload as invalid:
+        # Guess (UNCONFIRMED in azure-image-apis.md §8): Azure's body for an invalid async submit is
+        # not sourced; we use the Azure.Core error envelope with code invalidPayload (from the
+        # generated client's error-code enum, §2.6) and the field as `target`.
+        return azure_error(invalid.status, "invalidPayload", invalid.message, target=invalid.target)
+
+    operation = state.store.create(
+        prompt=generation.prompt,
+        n=generation.n,
+        size=generation.size,
+        response_format=generation.response_format,
+        latency=state.config.latency,
+    )
+    response = json_response(
+        {"id": operation.id, "status": "notRunning", "created": operation.created},
+        status=202,
+    )
+    response.headers["operation-location"] = (
+        f"{_base_url(state)}openai/operations/images/{operation.id}"
+        f"?api-version={OPERATION_LOCATION_API_VERSION}"
+    )
+    # Guess (UNCONFIRMED in azure-image-apis.md §2.3): retry-after on the 202 itself; an early
+    # portal sample read it, and clients that do not expect it ignore it.
+    response.headers["retry-after"] = str(state.config.poll_interval)
+    return response
+
+
+@bp.get("/operations/images/<operation_id>")
+def get_operation(operation_id: str) -> Response:
+    mark_request_kind("poll")
+    state = emulator_state()
+    operation = state.store.get(operation_id)
+    if operation is None:
+        # Guess (UNCONFIRMED in azure-image-apis.md §2.6): unknown or expired id -> generic 404.
+        return resource_not_found()
+    response = json_response(operation_body(state, operation))
+    # Sent on every poll, terminal or not: clients sleep int(retry-after) and Microsoft's own sample
+    # crashes without it (azure-image-apis.md §2.9, §7 item 7).
+    response.headers["retry-after"] = str(state.config.poll_interval)
+    return response
+
+
+@bp.delete("/operations/images/<operation_id>")
+def delete_operation(operation_id: str) -> Response:
+    mark_request_kind("delete")
+    state = emulator_state()
+    operation = state.store.get(operation_id)
+    if operation is None:
+        # Guess (UNCONFIRMED in azure-image-apis.md §2.7): unknown id -> generic 404.
+        return resource_not_found()
+    if operation.status_at(state.store.clock()) in ("notRunning", "running"):
+        # Guess (UNCONFIRMED in azure-image-apis.md §2.7): the docs only say delete succeeds in an
+        # end state; 409 `conflict` comes from the generated client's error-code enum.
+        return azure_error(
+            409,
+            "conflict",
+            "The operation is not in a terminal state and cannot be deleted.",
+        )
+    # Guess (UNCONFIRMED in azure-image-apis.md §2.7): deleting an already deleted operation answers
+    # 204 again (idempotent delete) rather than 404.
+    state.store.mark_deleted(operation.id)
+    return Response(status=204)
+
+
+def parse_generation_request(body: bytes, is_json: bool) -> GenerationRequest:
+    """Validate a submit body; raises InvalidPayload naming the first bad field."""
+    if not is_json:
+        raise InvalidPayload(
+            "The request body must be JSON (Content-Type: application/json).", "body"
+        )
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidPayload(f"The request body is not valid JSON: {exc}.", "body") from exc
+    if not isinstance(payload, dict):
+        raise InvalidPayload("The request body must be a JSON object.", "body")
+
+    prompt = payload.get("prompt")
+    if not isinstance(prompt, str):
+        raise InvalidPayload("'prompt' is required and must be a string.", "prompt")
+    if not prompt.strip():
+        raise InvalidPayload("'prompt' must not be empty.", "prompt")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise InvalidPayload(
+            f"'prompt' is {len(prompt)} characters long; the maximum is {MAX_PROMPT_CHARS}.",
+            "prompt",
+        )
+
+    # JSON null counts as "not given" for every optional field, as in OpenAI's APIs.
+    n = payload.get("n")
+    if n is None:
+        n = 1
+    # bool is a subclass of int in Python; `true` must not pass as 1.
+    if type(n) is not int or not 1 <= n <= MAX_IMAGES:
+        raise InvalidPayload(f"'n' must be an integer between 1 and {MAX_IMAGES}.", "n")
+
+    size = payload.get("size")
+    if size is None:
+        size = "1024x1024"
+    if size not in SIZES:
+        raise InvalidPayload(f"'size' must be one of {', '.join(SIZES)}.", "size")
+
+    response_format = payload.get("response_format")
+    if response_format is None:
+        response_format = "url"
+    if response_format not in RESPONSE_FORMATS:
+        raise InvalidPayload(
+            f"'response_format' must be one of {', '.join(RESPONSE_FORMATS)}.",
+            "response_format",
+        )
+
+    user = payload.get("user")
+    if user is not None and not isinstance(user, str):
+        raise InvalidPayload("'user' must be a string.", "user")
+
+    model = payload.get("model")
+    # "If not specified, dall-e-2 will be inferred" (azure-image-apis.md §2.2): no other model ever
+    # ran on this route.
+    if model is not None and model != "dall-e-2":
+        raise InvalidPayload("'model' must be 'dall-e-2' on this API.", "model")
+
+    return GenerationRequest(prompt=prompt, n=n, size=size, response_format=response_format)
+
+
+def operation_body(state: EmulatorState, operation: Operation) -> dict[str, object]:
+    """The poll response for `operation` as of now."""
+    status = operation.status_at(state.store.clock())
+    body: dict[str, object] = {
+        "id": operation.id,
+        "created": operation.created,
+        "expires": operation.expires,
+        "status": status,
+    }
+    if status == "succeeded":
+        body["result"] = {
+            "created": operation.finished,
+            "data": [_image_entry(state, operation, index) for index in range(operation.n)],
+        }
+    elif status == "failed":
+        body["error"] = FAILURE_ERRORS[operation.outcome]
+    return body
+
+
+def _image_entry(state: EmulatorState, operation: Operation, index: int) -> dict[str, object]:
+    # Per-slot error, as in the TypeSpec's ImageLocation (azure-image-apis.md §2.6).
+    if operation.is_filtered(index):
+        return {"error": FILTERED_IMAGE_ERROR}
+    if operation.response_format == "b64_json":
+        # Guess (UNCONFIRMED in azure-image-apis.md §2.2): that the async service honoured b64_json;
+        # it is in the TypeSpec, so we serve it.
+        png = state.images.get(operation, index)
+        return {"b64_json": base64.b64encode(png).decode("ascii")}
+    return {"url": blob_url(_base_url(state), state.signing_secret, operation, index)}
+
+
+def _read_body() -> bytes:
+    try:
+        return request.get_data(cache=False)
+    except RequestEntityTooLarge as exc:
+        raise InvalidPayload(
+            f"The request body is larger than {MAX_BODY_BYTES} bytes.", "body", 413
+        ) from exc
+
+
+def _base_url(state: EmulatorState) -> str:
+    return state.config.public_url or request.host_url

@@ -1,0 +1,177 @@
+"""Placeholder pictures for the emulator's "generated" images.
+
+Owns `render_placeholder`, which draws a real PNG of the requested size that nobody could
+mistake for a generated image: a colour gradient derived from the prompt (so different prompts
+look different at a glance in the gallery), a few shapes, a label saying it is a placeholder,
+the prompt itself and which image of how many it is. Pure function, no caching: callers cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import unicodedata
+
+from PIL import Image, ImageDraw, ImageFont
+
+TITLE = "ATELIER EMULATOR · placeholder image"
+# Long prompts are cut to this many lines; the full prompt is in the operation anyway.
+MAX_PROMPT_LINES = 6
+# Level 6 keeps a 1024x1024 render well under 100 ms while still compressing the flat areas.
+PNG_COMPRESS_LEVEL = 6
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """`"512x512"` -> `(512, 512)`."""
+    width, _, height = size.partition("x")
+    return int(width), int(height)
+
+
+def render_placeholder(prompt: str, index: int, n: int, size: str) -> bytes:
+    """PNG bytes of placeholder image `index` (0-based) of `n` for `prompt`, `size` = "WxH".
+
+    Deterministic: the same arguments give the same bytes (for one Pillow version).
+    """
+    width, height = parse_size(size)
+    prompt_digest = hashlib.sha256(prompt.encode("utf-8")).digest()
+    image = _gradient(
+        width,
+        height,
+        _soft_colour(prompt_digest[0:3]),
+        _soft_colour(prompt_digest[3:6]),
+    )
+    # RGBA drawing on an RGB image blends the fill colours' alpha into the background.
+    draw = ImageDraw.Draw(image, "RGBA")
+    _draw_shapes(draw, width, height, random.Random(f"{prompt}\x00{index}"))
+    _draw_labels(draw, width, height, prompt, f"image {index + 1} of {n} · {size}")
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+def _soft_colour(three_bytes: bytes) -> tuple[int, int, int]:
+    """Map hash bytes to a mid-bright colour, so white and dark text both stay readable."""
+    return tuple(70 + byte * 150 // 255 for byte in three_bytes)  # type: ignore[return-value]
+
+
+def _gradient(
+    width: int, height: int, top: tuple[int, int, int], bottom: tuple[int, int, int]
+) -> Image.Image:
+    mask = Image.linear_gradient("L").resize((width, height))
+    return Image.composite(
+        Image.new("RGB", (width, height), bottom),
+        Image.new("RGB", (width, height), top),
+        mask,
+    )
+
+
+def _draw_shapes(draw: ImageDraw.ImageDraw, width: int, height: int, rng: random.Random) -> None:
+    for _ in range(rng.randint(3, 6)):
+        colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256), 110)
+        x0, y0 = rng.uniform(-0.1, 0.9) * width, rng.uniform(-0.1, 0.9) * height
+        extent = rng.uniform(0.15, 0.45) * min(width, height)
+        box = (x0, y0, x0 + extent, y0 + extent)
+        kind = rng.choice(("ellipse", "rectangle", "triangle"))
+        if kind == "ellipse":
+            draw.ellipse(box, fill=colour)
+        elif kind == "rectangle":
+            draw.rectangle(box, fill=colour)
+        else:
+            draw.polygon(
+                [(x0, y0 + extent), (x0 + extent / 2, y0), (x0 + extent, y0 + extent)],
+                fill=colour,
+            )
+
+
+def _draw_labels(
+    draw: ImageDraw.ImageDraw, width: int, height: int, prompt: str, footer: str
+) -> None:
+    margin = max(4, width // 32)
+    title_font = ImageFont.load_default(size=max(9, width // 26))
+    prompt_font = ImageFont.load_default(size=max(9, width // 22))
+    footer_font = ImageFont.load_default(size=max(8, width // 30))
+
+    # Title band across the top: the part that says "this is not a real generation".
+    title_height = title_font.size + 2 * margin // 2
+    draw.rectangle((0, 0, width, title_height + margin // 2), fill=(20, 20, 28, 215))
+    draw.text(
+        (width / 2, (title_height + margin // 2) / 2),
+        TITLE,
+        font=title_font,
+        fill="white",
+        anchor="mm",
+    )
+
+    # Footer band across the bottom.
+    footer_top = height - footer_font.size - margin
+    draw.rectangle((0, footer_top, width, height), fill=(20, 20, 28, 215))
+    draw.text(
+        (width / 2, (footer_top + height) / 2),
+        footer,
+        font=footer_font,
+        fill="white",
+        anchor="mm",
+    )
+
+    # The prompt, wrapped, on a translucent panel in the middle.
+    text = _drawable(prompt.strip(), prompt_font) or "(empty prompt)"
+    lines = _wrap(text, prompt_font, width - 4 * margin, MAX_PROMPT_LINES)
+    line_height = prompt_font.size * 1.25
+    block_height = line_height * len(lines)
+    top = (height - block_height) / 2
+    draw.rectangle(
+        (margin, top - margin / 2, width - margin, top + block_height + margin / 2),
+        fill=(255, 255, 255, 170),
+    )
+    for number, line in enumerate(lines):
+        y = top + line_height * (number + 0.5)
+        draw.text((width / 2, y), line, font=prompt_font, fill=(20, 20, 28), anchor="mm")
+
+
+_PUNCTUATION_FALLBACKS = {"\u2013": "-", "\u2014": "-", "\u2018": "'", "\u2019": "'"}
+
+
+def _drawable(text: str, font: ImageFont.FreeTypeFont) -> str:
+    """Replace characters the built-in font has no glyph for, so no tofu boxes are drawn.
+
+    Pillow's default font covers little beyond ASCII; accented letters fall back to their base
+    letter ("café" -> "cafe"), anything else becomes "?".
+    """
+    missing_glyph = bytes(font.getmask("\uffff"))
+    replacements: dict[str, str] = {}
+    for char in set(text):
+        if char.isspace() or bytes(font.getmask(char)) != missing_glyph:
+            replacements[char] = char
+            continue
+        base = unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode("ascii")
+        replacements[char] = base or _PUNCTUATION_FALLBACKS.get(char, "?")
+    return "".join(replacements[char] for char in text)
+
+
+def _wrap(text: str, font: ImageFont.FreeTypeFont, max_width: float, max_lines: int) -> list[str]:
+    """Greedy word wrap by rendered width; words wider than a line are split by characters."""
+    lines: list[str] = []
+    current = ""
+    for word in text.split():
+        candidate = f"{current} {word}" if current else word
+        if font.getlength(candidate) <= max_width:
+            current = candidate
+            continue
+        if current:
+            lines.append(current)
+        current = ""
+        for char in word:
+            if font.getlength(current + char) > max_width and current:
+                lines.append(current)
+                current = ""
+            current += char
+    if current:
+        lines.append(current)
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        last = lines[-1]
+        while last and font.getlength(last + "…") > max_width:
+            last = last[:-1]
+        lines[-1] = last.rstrip() + "…"
+    return lines

@@ -1,0 +1,70 @@
+"""What Azure's front door does for every `/openai` request, before any route sees it.
+
+Owns authentication (`api-key`, or any Entra ID bearer token), the `apim-request-id` header
+on every `/openai` response, and Azure-shaped answers for routes that do not exist. Route
+blueprints (the async API now, the deployment API later) therefore only handle their own
+api-versions and bodies.
+"""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+
+from flask import Flask, Request, Response, g, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+
+from .errors import access_denied, blob_not_found, resource_not_found
+from .state import emulator_state
+
+
+def register_gateway(app: Flask) -> None:
+    app.before_request(_authenticate)
+    app.after_request(_add_request_id)
+    app.register_error_handler(NotFound, _route_not_found)
+    app.register_error_handler(MethodNotAllowed, _route_not_found)
+
+
+def is_openai_path(path: str) -> bool:
+    return path == "/openai" or path.startswith("/openai/")
+
+
+def is_authorised(incoming: Request, api_key: str) -> bool:
+    """`api-key` decides when present; otherwise any non-empty bearer token is accepted.
+
+    openai-python 1.x sends both `api-key: K` and `Authorization: Bearer K` (azure-image-apis.md
+    §1.2), so the bearer value must not be required to be a JWT. Entra ID tokens are not
+    verified: the emulator is a local test double with no tenant to check them against.
+    """
+    sent_key = incoming.headers.get("api-key")
+    if sent_key is not None:
+        # Constant-time comparison, so the emulator is no worse an example than the real thing.
+        return hmac.compare_digest(sent_key.encode("utf-8"), api_key.encode("utf-8"))
+    scheme, _, token = incoming.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and bool(token.strip())
+
+
+def _authenticate() -> Response | None:
+    if not is_openai_path(request.path):
+        return None
+    g.apim_request_id = str(uuid.uuid4())
+    # Key checked before the route and api-version: a wrong key gets 401 on any /openai path.
+    if not is_authorised(request, emulator_state().config.api_key):
+        return access_denied()
+    return None
+
+
+def _add_request_id(response: Response) -> Response:
+    if is_openai_path(request.path):
+        response.headers["apim-request-id"] = g.get("apim_request_id") or str(uuid.uuid4())
+    return response
+
+
+def _route_not_found(error: HTTPException) -> Response | HTTPException:
+    if is_openai_path(request.path):
+        # Guess (UNCONFIRMED in azure-image-apis.md §1.3): a wrong method on a known path is
+        # answered like an unknown route, since API Management matches method and path together.
+        return resource_not_found()
+    if request.path.startswith("/blobs/"):
+        return blob_not_found()
+    return error
