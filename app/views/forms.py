@@ -6,6 +6,7 @@ import uuid
 
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, IntegerField, SelectField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 
 from app.validation import (
     DEFAULT_SIZE,
@@ -34,7 +35,9 @@ class PromptForm(FlaskForm):
             "placeholder": "A watercolour fox reading a map by lantern light",
         },
     )
-    size = SelectField("Size", choices=[(size, size) for size in SIZES], default=DEFAULT_SIZE)
+    size = SelectField(
+        "Size", choices=[SelectChoice(size, size) for size in SIZES], default=DEFAULT_SIZE
+    )
     n = IntegerField(
         "Images",
         default=1,
