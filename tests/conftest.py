@@ -13,13 +13,11 @@ import pytest
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
-from flask_migrate import upgrade
 
-from app import create_app
 from app.emulator import EmulatorConfig, EmulatorServer
 from app.models import db
 from app.worker import start_background
-from tests.helpers import EMULATOR_KEY
+from tests.helpers import EMULATOR_KEY, make_app
 
 
 @pytest.fixture(scope="session")
@@ -34,21 +32,6 @@ def emulator(emulator_server: EmulatorServer) -> EmulatorServer:
     """The shared emulator with its request log cleared for this test."""
     requests.post(emulator_server.url + "_emulator/reset", timeout=5).raise_for_status()
     return emulator_server
-
-
-def make_app(data_dir: Path, **overrides: Any) -> Flask:
-    config: dict[str, Any] = {
-        "TESTING": True,
-        "ATELIER_DATA_DIR": str(data_dir),
-        "ATELIER_WORKER_THREADS": 2,
-        "ATELIER_POLL_INTERVAL_SECONDS": 0.2,
-        "ATELIER_EMULATOR_PORT": 0,
-    }
-    config.update(overrides)
-    app = create_app(config)
-    with app.app_context():
-        upgrade()
-    return app
 
 
 @pytest.fixture

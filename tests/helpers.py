@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from flask import Flask
 from flask.testing import FlaskClient
+from flask_migrate import upgrade
 
+from app import create_app
 from app.emulator import EmulatorServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,3 +51,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def make_app(data_dir: Path, **overrides: Any) -> Flask:
+    config: dict[str, Any] = {
+        "TESTING": True,
+        "ATELIER_DATA_DIR": str(data_dir),
+        "ATELIER_WORKER_THREADS": 2,
+        "ATELIER_POLL_INTERVAL_SECONDS": 0.2,
+        "ATELIER_EMULATOR_PORT": 0,
+    }
+    config.update(overrides)
+    app = create_app(config)
+    with app.app_context():
+        upgrade()
+    return app

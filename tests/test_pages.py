@@ -1,0 +1,310 @@
+"""HTML pages and htmx partials: forms without JavaScript, polling markup, gallery, files."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.helpers import csrf_token, emulator_counts, make_app, wait_for_job
+
+
+def create(client, **fields):
+    data = {"csrf_token": csrf_token(client), "prompt": "a paper boat", "size": "256x256", "n": "1"}
+    data.update(fields)
+    return client.post("/jobs", data=data)
+
+
+def job_id_of(response) -> int:
+    """The id of the job a form POST created, from its 303 Location."""
+    return int(response.headers["Location"].rsplit("/", 1)[1])
+
+
+def test_home_page_has_the_prompt_form(idle_app):
+    page = idle_app.test_client().get("/").get_data(as_text=True)
+
+    assert '<form id="prompt-form"' in page
+    assert 'name="prompt"' in page
+    assert 'name="size"' in page
+    assert 'name="n"' in page
+    assert 'name="csrf_token"' in page
+    assert 'name="idempotency_key"' in page
+    assert "htmx-2.0.11.min.js" in page
+
+
+def test_emulator_mode_is_said_plainly(tmp_path):
+    app = make_app(tmp_path, ATELIER_WORKER_THREADS=0)
+
+    page = app.test_client().get("/").get_data(as_text=True)
+
+    assert "built-in Azure emulator" in page
+
+
+def test_azure_mode_shows_no_emulator_banner(idle_app):
+    assert "built-in Azure emulator" not in idle_app.test_client().get("/").get_data(as_text=True)
+
+
+def test_form_post_without_javascript_redirects_to_the_job(client):
+    response = create(client)
+
+    assert response.status_code == 303
+    assert re.fullmatch(r"/jobs/\d+", response.headers["Location"])
+    job_page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "a paper boat" in job_page
+
+
+def test_job_page_refreshes_itself_without_javascript_until_final(client):
+    job_url = create(client, prompt="slow [hang]").headers["Location"]
+
+    page = client.get(job_url).get_data(as_text=True)
+
+    assert '<noscript><meta http-equiv="refresh"' in page
+
+
+def test_form_post_without_csrf_token_is_refused(idle_app):
+    client = idle_app.test_client()
+
+    response = client.post("/jobs", data={"prompt": "no token"})
+
+    assert response.status_code == 400
+    assert "Reload the page" in response.get_data(as_text=True)
+    assert client.get("/api/jobs").get_json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"prompt": "  "}, "Enter a prompt."),
+        ({"prompt": "x" * 1001}, "the limit is 1000"),
+        ({"n": "0"}, "between 1 and 10"),
+        ({"n": "three"}, "whole number"),
+        ({"size": "2048x2048"}, "The size must be one of"),
+    ],
+)
+def test_invalid_form_shows_the_error_and_creates_nothing(idle_app, fields, message):
+    client = idle_app.test_client()
+
+    response = create(client, **fields)
+
+    assert response.status_code == 422
+    assert message in response.get_data(as_text=True)
+    assert client.get("/api/jobs").get_json()["items"] == []
+
+
+def test_double_submitted_form_creates_one_job(idle_app):
+    client = idle_app.test_client()
+    key = "form-render-1"
+
+    first = create(client, idempotency_key=key)
+    second = create(client, idempotency_key=key)
+
+    assert first.headers["Location"] == second.headers["Location"]
+    assert len(client.get("/api/jobs").get_json()["items"]) == 1
+
+
+def test_htmx_submit_returns_the_new_card_and_a_fresh_form(idle_app):
+    client = idle_app.test_client()
+    token = csrf_token(client)
+
+    response = client.post(
+        "/partials/jobs",
+        data={"csrf_token": token, "prompt": "a comet", "size": "512x512", "n": "2"},
+        headers={"HX-Request": "true"},
+    )
+
+    body = response.get_data(as_text=True)
+    assert response.status_code == 201
+    assert 'class="job-card status-queued"' in body
+    assert "a comet" in body
+    assert 'hx-swap-oob="true"' in body
+    assert "a comet</textarea>" not in body  # the fresh form is empty
+
+
+def test_htmx_submit_with_errors_retargets_the_form(idle_app):
+    client = idle_app.test_client()
+
+    response = client.post(
+        "/partials/jobs",
+        data={"csrf_token": csrf_token(client), "prompt": "", "n": "1"},
+        headers={"HX-Request": "true"},
+    )
+
+    assert response.status_code == 422
+    assert response.headers["HX-Retarget"] == "#prompt-form"
+    assert response.headers["HX-Reswap"] == "outerHTML"
+    assert "Enter a prompt." in response.get_data(as_text=True)
+
+
+def test_active_job_card_polls_and_final_card_does_not(client):
+    job_id = job_id_of(create(client))
+    active = client.get(f"/partials/jobs/{job_id}").get_data(as_text=True)
+
+    wait_for_job(client, job_id)
+    final = client.get(f"/partials/jobs/{job_id}").get_data(as_text=True)
+
+    assert f'hx-get="/partials/jobs/{job_id}"' in active
+    assert 'hx-trigger="load delay:1s"' in active
+    assert "hx-trigger" not in final.split("<form")[0]
+    assert "hx-get" not in final
+    assert "/files/thumbs/" in final
+
+
+def test_refused_prompt_card_says_which_prompt_and_why(client):
+    job_id = job_id_of(create(client, prompt="a forbidden thing [refuse]"))
+    wait_for_job(client, job_id)
+
+    card = client.get(f"/partials/jobs/{job_id}").get_data(as_text=True)
+
+    assert "a forbidden thing [refuse]" in card
+    assert "Refused by the safety system" in card
+    assert "safety system" in card
+    assert 'role="alert"' in card
+    assert ">Retry</button>" in card
+
+
+def test_cancel_from_the_card_without_javascript(idle_app):
+    client = idle_app.test_client()
+    job_url = create(client).headers["Location"]
+
+    response = client.post(f"{job_url}/cancel", data={"csrf_token": csrf_token(client)})
+
+    assert response.status_code == 303
+    assert "Canceled" in client.get(job_url).get_data(as_text=True)
+
+
+def test_cancel_through_htmx_returns_the_final_card(idle_app):
+    client = idle_app.test_client()
+    job_id = create(client).headers["Location"].rsplit("/", 1)[1]
+
+    response = client.post(
+        f"/partials/jobs/{job_id}/cancel", data={"csrf_token": csrf_token(client)}
+    )
+
+    assert response.status_code == 200
+    assert "badge-canceled" in response.get_data(as_text=True)
+    assert "hx-trigger" not in response.get_data(as_text=True)
+
+
+def test_retry_and_delete_from_pages(client, emulator):
+    job_url = create(client, prompt="oops [refuse]").headers["Location"]
+    wait_for_job(client, int(job_url.rsplit("/", 1)[1]))
+    token = csrf_token(client)
+
+    retried = client.post(f"{job_url}/retry", data={"csrf_token": token})
+    deleted = client.post(f"{job_url}/delete", data={"csrf_token": token})
+
+    assert retried.status_code == 303 and retried.headers["Location"] != job_url
+    assert deleted.status_code == 303
+    assert client.get(job_url).status_code == 404
+
+
+def test_gallery_lists_stored_images_newest_first(client):
+    first = wait_for_job(client, job_id_of(create(client, prompt="first")))
+    second = wait_for_job(client, job_id_of(create(client, prompt="second")))
+
+    page = client.get("/gallery").get_data(as_text=True)
+
+    first_thumb = f"/files/thumbs/{first['images'][0]['id']}"
+    second_thumb = f"/files/thumbs/{second['images'][0]['id']}"
+    assert page.index(second_thumb) < page.index(first_thumb)
+    assert 'loading="lazy"' in page
+    assert 'width="256" height="256"' in page
+
+
+def test_gallery_pages_forward_and_back_with_cursors(app, client):
+    from app import library
+    from app.views import pages
+
+    ids = []
+    for number in range(5):
+        job = wait_for_job(client, job_id_of(create(client, prompt=f"p{number}")))
+        ids.append(job["images"][0]["id"])
+    pages.GALLERY_PAGE_SIZE = 2
+    try:
+        first = client.get("/gallery").get_data(as_text=True)
+        older = re.search(r'href="(/gallery\?after=[^"]+)"', first).group(1)
+        second = client.get(older).get_data(as_text=True)
+        newer = re.search(r'href="(/gallery\?before=[^"]+)"', second).group(1)
+        back = client.get(newer).get_data(as_text=True)
+    finally:
+        pages.GALLERY_PAGE_SIZE = 48
+
+    def shown(page):
+        return [int(n) for n in re.findall(r"/files/thumbs/(\d+)", page)]
+
+    assert shown(first) == [ids[4], ids[3]]
+    assert shown(second) == [ids[2], ids[1]]
+    assert shown(back) == shown(first)
+    assert library.MAX_PAGE_SIZE >= 48
+
+
+def test_gallery_refuses_a_bad_cursor(idle_app):
+    assert idle_app.test_client().get("/gallery?after=%%%").status_code == 400
+
+
+def test_image_page_shows_the_image_prompt_and_details(client):
+    job = wait_for_job(client, job_id_of(create(client, prompt="a quiet harbour")))
+    image = job["images"][0]
+
+    page = client.get(f"/images/{image['id']}").get_data(as_text=True)
+
+    assert f"/files/images/{image['id']}" in page
+    assert "a quiet harbour" in page
+    assert image["sha256"] in page
+    assert f"/jobs/{job['id']}" in page
+
+
+def test_missing_pages_are_404(idle_app):
+    client = idle_app.test_client()
+
+    for url in ("/jobs/999", "/images/999", "/partials/jobs/999", "/nowhere"):
+        assert client.get(url).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/files/images/../../etc/passwd",
+        "/files/images/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "/files/images/%252e%252e%252fsecret_key",
+        "/files/images/1%2F..%2F..%2Fsecret_key",
+        "/files/images/-1",
+        "/files/images/1.png",
+        "/files/thumbs/..%5c..%5csecret_key",
+        "/static/../instance/secret_key",
+        "/static/%2e%2e/app/config.py",
+    ],
+)
+def test_file_routes_refuse_path_tricks(client, url):
+    create(client)  # an image row exists, so only the trick itself can be refused
+
+    with client.get(url) as response:
+        assert response.status_code == 404
+        assert b"secret" not in response.data
+
+
+def test_filtered_slot_has_no_file(client):
+    job = wait_for_job(client, job_id_of(create(client, prompt="x [filter]", n="2")))
+    filtered = job["images"][1]
+
+    assert filtered["status"] == "filtered"
+    assert client.get(f"/files/images/{filtered['id']}").status_code == 404
+    assert client.get(f"/images/{filtered['id']}").status_code == 404
+
+
+def test_image_file_is_served_with_etag_and_revalidates(client):
+    job = wait_for_job(client, job_id_of(create(client)))
+    url = f"/files/images/{job['images'][0]['id']}"
+
+    with client.get(url) as first:
+        etag = first.headers["ETag"]
+        assert first.headers["X-Content-Type-Options"] == "nosniff"
+    with client.get(url, headers={"If-None-Match": etag}) as second:
+        assert second.status_code == 304
+
+
+def test_emulator_saw_one_submit_per_form_post(client, emulator):
+    job_id = job_id_of(create(client))
+    wait_for_job(client, job_id)
+
+    assert emulator_counts(emulator)["submit"] == 1
