@@ -1,0 +1,142 @@
+"""A person's path through Atelier in real headless Chromium, against `python -m app` with its
+built-in emulator: submit a prompt, watch it finish without a reload, find it in the gallery."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.helpers import ROOT, free_port
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.fail("Browser tests need Debian's chromium on PATH: apt-get install chromium")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    data_dir = tmp_path_factory.mktemp("browser-data")
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AZURE_OPENAI_")}
+    env.update(
+        ATELIER_DATA_DIR=str(data_dir),
+        ATELIER_EMULATOR_PORT="0",
+        ATELIER_EMULATOR_LATENCY_SECONDS="1.5",
+    )
+    subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"],
+        cwd=ROOT, env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    log = (data_dir / "server.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            requests.get(base + "/", timeout=1).raise_for_status()
+            break
+        except requests.RequestException:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError((data_dir / "server.log").read_text()) from None
+            time.sleep(0.1)
+    yield base
+    process.terminate()
+    process.wait(timeout=20)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    # Chromium logs every 4xx as a console error; 422 is how a refused form answers.
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(msg.text)
+            if msg.type == "error" and "status of 422" not in msg.text
+            else None
+        ),
+    )
+    yield page
+    context.close()
+    assert errors == [], f"the page reported errors: {errors}"
+
+
+def test_prompt_to_image_without_a_reload_then_in_the_gallery(server, page, tmp_path):
+    page.goto(server + "/")
+    page.evaluate("window.atelierSameDocument = true")
+
+    page.get_by_label("Prompt").fill("a brass telescope on a windowsill")
+    page.get_by_label("Size").select_option("256x256")
+    page.get_by_label("Images").fill("2")
+    page.get_by_role("button", name="Generate").click()
+
+    card = page.locator(".job-card").filter(has_text="a brass telescope on a windowsill")
+    expect(card).to_have_count(1)
+    expect(card.locator("img")).to_have_count(2, timeout=20_000)
+    expect(card.locator(".badge")).to_have_text("Done")
+    assert page.evaluate("window.atelierSameDocument") is True, "the page reloaded"
+    expect(page.get_by_label("Prompt")).to_have_value("")  # a fresh form for the next prompt
+    page.screenshot(path=str(tmp_path / "home.png"), full_page=True)
+
+    page.get_by_role("link", name="Gallery").click()
+    gallery_images = page.locator(".gallery-grid img[alt*='brass telescope']")
+    expect(gallery_images).to_have_count(2)
+    gallery_images.first.click()
+    expect(page.locator(".image-info")).to_contain_text("a brass telescope on a windowsill")
+    expect(page.locator(".full-image img")).to_have_js_property("naturalWidth", 256)
+
+
+def test_empty_prompt_shows_the_error_beside_the_form(server, page):
+    page.goto(server + "/")
+    page.evaluate("window.atelierSameDocument = true")
+
+    page.get_by_role("button", name="Generate").click()
+
+    expect(page.locator("#prompt-form .field-error")).to_have_text("Enter a prompt.")
+    assert page.evaluate("window.atelierSameDocument") is True
+
+
+def test_refused_prompt_is_shown_with_the_reason(server, page):
+    page.goto(server + "/")
+
+    page.get_by_label("Prompt").fill("please refuse this [refuse]")
+    page.get_by_role("button", name="Generate").click()
+
+    card = page.locator(".job-card").filter(has_text="please refuse this")
+    expect(card.locator(".job-error")).to_contain_text("safety system", timeout=20_000)
+    expect(card.get_by_role("button", name="Retry")).to_be_visible()
