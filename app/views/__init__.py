@@ -4,6 +4,7 @@ pages     full HTML pages, plain forms that work without JavaScript (POST, then 
 partials  HTML fragments with their own URLs, requested by htmx (job cards, the prompt form)
 api       the JSON API under /api
 files     image and thumbnail files, looked up by id
+health    /healthz for container health checks
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from flask import Flask, Response, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
-from app.views import api, display, files, pages, partials
+from app.views import api, display, files, health, pages, partials
 from app.views.helpers import api_error, is_htmx
 
 HTMX_VERSION = "2.0.11"
@@ -22,6 +23,7 @@ def register(app: Flask, csrf: CSRFProtect) -> None:
     app.register_blueprint(pages.bp)
     app.register_blueprint(partials.bp)
     app.register_blueprint(files.bp)
+    app.register_blueprint(health.bp)
     # The JSON API takes no session cookie yet, so a forged cross-site form cannot use it;
     # token authentication (and CSRF for cookie-authenticated API calls) comes with sign-in.
     csrf.exempt(api.bp)
