@@ -34,8 +34,6 @@ from app.validation import JobRequest
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 60
-
 
 class JobError(Exception):
     """A user action that cannot be done; `code` and `message` are shown to the user."""
@@ -209,7 +207,11 @@ def get_job(job_id: int) -> Job | None:
 # --- worker side --------------------------------------------------------------------------------
 
 
-def claim_due_job(lease_seconds: int = LEASE_SECONDS) -> Claim | None:
+def _lease_until() -> datetime:
+    return utcnow() + timedelta(seconds=current_app.config["ATELIER_LEASE_SECONDS"])
+
+
+def claim_due_job() -> Claim | None:
     """Atomically take the next due job (queued, or running with no live lease), or None."""
     now = utcnow()
     due = (
@@ -231,7 +233,7 @@ def claim_due_job(lease_seconds: int = LEASE_SECONDS) -> Claim | None:
             .values(
                 status=JobStatus.RUNNING,
                 lease_token=token,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                lease_expires_at=_lease_until(),
                 claims=Job.claims + 1,
                 started_at=db.func.coalesce(Job.started_at, literal(now, UTCDateTime())),
             )
@@ -282,8 +284,8 @@ def _fenced_update_in(session: Any, claim: Claim, **values: Any) -> None:
         raise LeaseLost(claim.job_id)
 
 
-def renew_lease(claim: Claim, lease_seconds: int = LEASE_SECONDS) -> None:
-    _fenced_update(claim, lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+def renew_lease(claim: Claim) -> None:
+    _fenced_update(claim, lease_expires_at=_lease_until())
 
 
 def mark_submitting(claim: Claim) -> None:
@@ -324,11 +326,7 @@ def release_until(claim: Claim, next_attempt_at: datetime) -> None:
 
 
 def mark_downloading(claim: Claim) -> None:
-    _fenced_update(
-        claim,
-        phase=JobPhase.DOWNLOADING,
-        lease_expires_at=utcnow() + timedelta(seconds=LEASE_SECONDS),
-    )
+    _fenced_update(claim, phase=JobPhase.DOWNLOADING, lease_expires_at=_lease_until())
     log.info("job %s downloading", claim.job_id)
 
 
@@ -374,9 +372,7 @@ def record_missing_image(claim: Claim, index: int, status: str, code: str, messa
 
 def _record_image(claim: Claim, image: Image) -> None:
     with write_transaction() as session:
-        _fenced_update_in(
-            session, claim, lease_expires_at=utcnow() + timedelta(seconds=LEASE_SECONDS)
-        )
+        _fenced_update_in(session, claim, lease_expires_at=_lease_until())
         session.add(image)
 
 

@@ -103,7 +103,7 @@ class Worker:
 
     def run_once(self) -> bool:
         """Claim one due job and advance it by one step. False when nothing was due."""
-        claim = jobs.claim_due_job(self.app.config["ATELIER_LEASE_SECONDS"])
+        claim = jobs.claim_due_job()
         if claim is None:
             return False
         try:
@@ -180,7 +180,7 @@ def _download(claim: jobs.Claim, provider: Provider, config: dict, result: PollR
                 claim, slot.index, status, slot.error_code, slot.error_message or ""
             )
             continue
-        jobs.renew_lease(claim, config["ATELIER_LEASE_SECONDS"])
+        jobs.renew_lease(claim)
         try:
             stored = storage.store_image(config["ATELIER_DATA_DIR"], provider.fetch_image(slot))
         except ProviderError as error:
@@ -220,11 +220,6 @@ def _seconds_until_next_due() -> float:
     )
     if soonest is None:
         return MAX_IDLE_WAIT
-    # func.min returns the raw column value on some dialects; normalise to aware UTC.
-    if isinstance(soonest, str):
-        soonest = datetime.fromisoformat(soonest)
-    if soonest.tzinfo is None:
-        soonest = soonest.replace(tzinfo=utcnow().tzinfo)
     return min(MAX_IDLE_WAIT, max(0.02, (soonest - utcnow()).total_seconds()))
 
 
