@@ -34,6 +34,9 @@ from app.validation import JobRequest
 
 log = logging.getLogger(__name__)
 
+# Values that let go of a job: no worker holds it until it is claimed again.
+RELEASED = {"lease_token": None, "lease_expires_at": None}
+
 
 class JobError(Exception):
     """A user action that cannot be done; `code` and `message` are shown to the user."""
@@ -150,8 +153,7 @@ def cancel_job(job_id: int) -> Job:
                 status=JobStatus.CANCELED,
                 phase=None,
                 finished_at=now,
-                lease_token=None,
-                lease_expires_at=None,
+                **RELEASED,
                 error_code="canceled",
                 error_message="Canceled by you.",
             )
@@ -301,8 +303,7 @@ def mark_submitted(claim: Claim, operation_url: str, next_poll_at: datetime) -> 
         phase=JobPhase.POLLING,
         operation_url=operation_url,
         next_attempt_at=next_poll_at,
-        lease_token=None,
-        lease_expires_at=None,
+        **RELEASED,
     )
     log.info("job %s submitted", claim.job_id)
 
@@ -314,15 +315,14 @@ def requeue_submission(claim: Claim, next_attempt_at: datetime, reason: str) -> 
         status=JobStatus.QUEUED,
         phase=None,
         next_attempt_at=next_attempt_at,
-        lease_token=None,
-        lease_expires_at=None,
+        **RELEASED,
     )
     log.info("job %s requeued: %s", claim.job_id, reason)
 
 
 def release_until(claim: Claim, next_attempt_at: datetime) -> None:
     """Let go of a job that is waiting on the provider; it is due again at `next_attempt_at`."""
-    _fenced_update(claim, next_attempt_at=next_attempt_at, lease_token=None, lease_expires_at=None)
+    _fenced_update(claim, next_attempt_at=next_attempt_at, **RELEASED)
 
 
 def mark_downloading(claim: Claim) -> None:
@@ -415,8 +415,7 @@ def _finish(claim: Claim, status: str, code: str | None, message: str | None) ->
         finished_at=utcnow(),
         error_code=code,
         error_message=message,
-        lease_token=None,
-        lease_expires_at=None,
+        **RELEASED,
     )
     log.info("job %s %s%s", claim.job_id, status, f" ({code})" if code else "")
 

@@ -198,32 +198,28 @@ class AzureAsyncProvider:
         # The key is sent to this URL, so it must belong to the configured resource: the same
         # origin, another Azure OpenAI API host over https, or loopback when the endpoint is a
         # local server (a test double may name itself "localhost" while we call it 127.0.0.1).
-        origin = _origin(url)
-        if origin == self._endpoint_origin:
-            return
-        if origin[0] == "https" and origin[1].endswith(AZURE_API_SUFFIXES):
-            return
-        if _is_loopback(origin[1]) and _is_loopback(self._endpoint_origin[1]):
-            return
-        raise ProviderError(
-            "untrusted_url",
-            f"The {what} URL points at {urlsplit(url).netloc or url}, not at the configured "
-            "endpoint; Atelier will not send the API key there.",
-        )
+        if not self._is_trusted(url, AZURE_API_SUFFIXES):
+            raise ProviderError(
+                "untrusted_url",
+                f"The {what} URL points at {urlsplit(url).netloc or url}, not at the configured "
+                "endpoint; Atelier will not send the API key there.",
+            )
 
     def _check_download_host(self, url: str) -> None:
         # Only Azure's documented blob host, the configured endpoint itself, or (for a local
         # endpoint such as the emulator) another loopback address. Never anywhere else: fetching
         # arbitrary URLs from a response would be server-side request forgery.
-        origin = _origin(url)
-        if origin == self._endpoint_origin:
-            return
-        if origin[0] == "https" and origin[1].endswith(AZURE_BLOB_SUFFIX):
-            return
-        if _is_loopback(origin[1]) and _is_loopback(self._endpoint_origin[1]):
-            return
-        raise ProviderError(
-            "untrusted_url", f"Refused to download an image from {urlsplit(url).netloc or url}."
+        if not self._is_trusted(url, (AZURE_BLOB_SUFFIX,)):
+            raise ProviderError(
+                "untrusted_url", f"Refused to download an image from {urlsplit(url).netloc or url}."
+            )
+
+    def _is_trusted(self, url: str, https_suffixes: tuple[str, ...]) -> bool:
+        scheme, host, _ = origin = _origin(url)
+        return (
+            origin == self._endpoint_origin
+            or (scheme == "https" and host.endswith(https_suffixes))
+            or (_is_loopback(host) and _is_loopback(self._endpoint_origin[1]))
         )
 
     def _describe(self, response: requests.Response) -> ProviderError:

@@ -8,6 +8,8 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField, IntegerField, SelectField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 
+from app import jobs
+from app.models import Job
 from app.validation import (
     DEFAULT_SIZE,
     MAX_IMAGES,
@@ -50,6 +52,19 @@ class PromptForm(FlaskForm):
         super().__init__(*args, **kwargs)
         if not self.idempotency_key.data:
             self.idempotency_key.data = uuid.uuid4().hex
+
+    def create_job(self) -> Job | None:
+        """Create the job the form describes, or return None with errors on the fields."""
+        parsed = self.job_request()
+        if parsed is None:
+            return None
+        job_request, key = parsed
+        try:
+            job, _ = jobs.create_job(job_request, idempotency_key=key)
+        except jobs.JobConflict as error:
+            self.prompt.errors = [error.message]
+            return None
+        return job
 
     def job_request(self) -> tuple[JobRequest, str | None] | None:
         """The validated request, or None with the errors attached to the form's fields."""

@@ -24,17 +24,10 @@ def index() -> str:
 @bp.post("/jobs")
 def create_job() -> Response | tuple[str, int]:
     form = PromptForm()
-    parsed = form.job_request()
-    if parsed is None:
+    job = form.create_job()
+    if job is None:
         page = render_template("index.html", form=form, jobs=library.recent_jobs(RECENT_JOBS))
         return page, 422
-    job_request, key = parsed
-    try:
-        job, _ = jobs.create_job(job_request, idempotency_key=key)
-    except jobs.JobConflict as error:
-        form.prompt.errors = [error.message]
-        page = render_template("index.html", form=form, jobs=library.recent_jobs(RECENT_JOBS))
-        return page, 409
     return redirect(url_for("pages.job", job_id=job.id), 303)
 
 

@@ -23,16 +23,10 @@ def job_card(job_id: int) -> str:
 def create_job() -> Response:
     """Create from the prompt form: the new card (201) plus a fresh form swapped out of band."""
     form = PromptForm()
-    parsed = form.job_request()
-    if parsed is not None:
-        job_request, key = parsed
-        try:
-            job, _ = jobs.create_job(job_request, idempotency_key=key)
-        except jobs.JobConflict as error:
-            form.prompt.errors = [error.message]
-        else:
-            body = render_template("_job_created.html", job=job, form=PromptForm(formdata=None))
-            return make_response(body, 201)
+    job = form.create_job()
+    if job is not None:
+        body = render_template("_job_created.html", job=job, form=PromptForm(formdata=None))
+        return make_response(body, 201)
     response = make_response(render_template("_prompt_form.html", form=form), 422)
     response.headers["HX-Retarget"] = "#prompt-form"
     response.headers["HX-Reswap"] = "outerHTML"
