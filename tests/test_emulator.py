@@ -605,7 +605,7 @@ def test_poll_accepts_every_async_api_version(emulator, http, version):
 
 def test_unknown_openai_route_is_404_resource_not_found(emulator, http):
     response = http.post(
-        f"{emulator.url}openai/deployments/dalle3/images/generations?api-version=2024-02-01",
+        f"{emulator.url}openai/deployments/dall-e-3/chat/completions?api-version=2024-02-01",
         json={"prompt": "x"},
         timeout=TIMEOUT,
     )
@@ -717,7 +717,7 @@ def test_request_log_counts_answered_requests_by_kind(emulator, http, clock, ano
 
     log = anonymous.get(f"{emulator.url}_emulator/requests", timeout=TIMEOUT).json()
 
-    expected = {"submit": 1, "poll": 1, "delete": 1, "blob": 1}
+    expected = {"submit": 1, "poll": 1, "delete": 1, "blob": 1, "generate": 0}
     assert log["counts"] == expected
     assert emulator.request_counts() == expected
     assert [entry["method"] for entry in log["requests"]] == [

@@ -1,39 +1,66 @@
 """Atelier's built-in Azure OpenAI emulator: a real HTTP server for Azure's image APIs.
 
 Atelier's real HTTP client talks to it over loopback in demos and tests, so everything
-between "submit" and "image on disk" runs for real. Today it speaks the asynchronous
-DALL-E 2 API (`POST /openai/images/generations:submit`, then poll or delete
-`/openai/operations/images/{id}`; api-versions 2023-06-01-preview to 2023-10-01-preview)
-as described in shared/reference/azure-image-apis.md. Every behaviour that reference
-marks UNCONFIRMED is commented `# Guess (UNCONFIRMED ...)` where it is implemented.
+between "submit" and "image on disk" runs for real. It speaks three APIs, as described in
+shared/reference/azure-image-apis.md. Every behaviour that reference marks UNCONFIRMED, or
+that had to be invented, is commented `# Guess (...)` where it is implemented.
+
+- Azure's retired asynchronous DALL-E 2 API (async_api.py): `POST
+  /openai/images/generations:submit`, then poll or delete `/openai/operations/images/{id}`;
+  api-versions 2023-06-01-preview to 2023-10-01-preview.
+- Azure's synchronous deployment API (sync_api.py): `POST
+  /openai/deployments/{deployment}/images/generations?api-version=V` (2023-12-01-preview and
+  later); each configured deployment serves one model (models.py: dall-e-2, dall-e-3,
+  gpt-image-1, gpt-image-1-mini, gpt-image-1.5).
+- OpenAI's own API (openai_api.py): `POST /v1/images/generations` with `Authorization: Bearer
+  <openai key>`; the model comes from the body.
 
 Public API:
 - `EmulatorConfig(api_key, latency=3.0, poll_interval=1, signing_secret=None,
-  state_file=None, public_url=None)`
+  state_file=None, public_url=None, deployments={"gpt-image-1": "gpt-image-1",
+  "dall-e-3": "dall-e-3"}, openai_api_key=None, hang_seconds=30.0)`
 - `create_emulator_app(config) -> flask.Flask`
 - `EmulatorServer(config, host="127.0.0.1", port=0)`: `.start()` (returns self), `.url`
   (with trailing slash), `.stop()`, a context manager; `.request_counts()`.
 - `python -m app.emulator --port 0 --api-key KEY [--latency 2] [--poll-interval 1]
-  [--state-file F]` prints `EMULATOR_URL=http://127.0.0.1:PORT/` once listening.
+  [--state-file F] [--deployment NAME=MODEL ...] [--openai-api-key KEY] [--hang-seconds 30]`
+  prints `EMULATOR_URL=http://127.0.0.1:PORT/` once listening.
 
-Operations report `notRunning` for the first 20 % of `latency`, `running` until
-`latency` has passed, then their terminal state. Prompt triggers (case-insensitive
-substrings of the prompt; with several, the first in this list wins) provoke Azure's
-other endings:
+Async operations report `notRunning` for the first 20 % of `latency`, `running` until
+`latency` has passed, then their terminal state. Synchronous generations answer after
+`latency` seconds. Prompt triggers (case-insensitive substrings of the prompt; with several,
+the first in each list wins) provoke the services' other endings. On the async API:
 - `[hang]`   stays `running` forever (and so can never be deleted).
-- `[refuse]` ends `failed` with error `contentFilter` "Your task failed as a result of
-  our safety system." (a rejected prompt, no result).
+- `[refuse]` ends `failed` with error `contentFilter` "Your task failed as a result of our
+  safety system." (a rejected prompt, no result).
 - `[fail]`   ends `failed` with error `internalFailure`.
 - `[cancel]` ends `canceled` (Azure's "task has timed out"), no result.
 - `[filter]` ends `succeeded`, but the last slot of `result.data` is a `contentFilter`
   error instead of an image (with n=1 the only image is filtered).
 
+On the synchronous routes (only requests that pass validation reach them; Azure's deployment
+route / OpenAI's `/v1` route):
+- `[ratelimit-always]` 429 every time: Azure's `{"error":{"code":"429",...}}` with `retry-after:
+  1` and `retry-after-ms: 100` / OpenAI's `rate_limit_exceeded` with `retry-after: 1` and
+  `x-ratelimit-*-requests` headers.
+- `[ratelimit]` the same 429, but only for the first request with exactly this prompt (per
+  emulator instance); later ones succeed. Lets clients prove they retry.
+- `[hang]`   sleeps `hang_seconds`, then answers like `[fail]` (for read-timeout tests).
+- `[fail]`   500: Azure's `InternalServerError` / OpenAI's `server_error`.
+- `[refuse-legacy]` 400 `{"created", "error": {"code": "contentFilter", "message": "Your task
+  failed as a result of our safety system."}}` / OpenAI's `content_policy_violation`.
+- `[refuse]` 400 `content_policy_violation` with `inner_error` (`ResponsibleAIPolicyViolation`,
+  `sexual` filtered) / OpenAI's `content_policy_violation`.
+- `[filter]` after `latency`, 400 `contentFilter` "Generated image was filtered as a result
+  of our safety system." / OpenAI's `content_policy_violation` (it has no separate shape).
+
 Images are served at signed, expiring URLs on the emulator's own host, shaped like
-Azure's blob SAS URLs; the PNGs are labelled placeholders (see drawing.py).
+Azure's blob SAS URLs (a day for Azure's answers, an hour for OpenAI's); the images are
+labelled placeholders (see drawing.py) in the requested size and format.
 
 For tests: `GET /_emulator/requests` lists the requests received with counts per kind
-(submit/poll/delete/blob), `POST /_emulator/reset` clears them. In-process the counts
-are `app.extensions["emulator"].request_counts()` or `EmulatorServer.request_counts()`.
+(submit/poll/delete/blob/generate), `POST /_emulator/reset` clears them. In-process the
+counts are `app.extensions["emulator"].request_counts()` or `EmulatorServer.request_counts()`.
 """
 
 from __future__ import annotations
@@ -52,14 +79,15 @@ __all__ = ["EmulatorConfig", "EmulatorServer", "create_emulator_app"]
 
 def create_emulator_app(config: EmulatorConfig, *, clock: Callable[[], float] = time.time) -> Flask:
     """A Flask app serving the emulator; `clock` lets tests move time without sleeping."""
-    from . import async_api, blobs, request_log
+    from . import async_api, blobs, openai_api, request_log, sync_api
+    from .config import MAX_BODY_BYTES
     from .gateway import register_gateway
     from .operations import OperationStore
     from .state import EmulatorState
 
     app = Flask(__name__)
     # Werkzeug then refuses larger bodies (even chunked ones) before they are read into memory.
-    app.config["MAX_CONTENT_LENGTH"] = async_api.MAX_BODY_BYTES
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
 
     store = OperationStore(config.state_file, clock=clock)
     signing_secret = config.signing_secret or store.signing_secret or secrets.token_urlsafe(32)
@@ -72,9 +100,12 @@ def create_emulator_app(config: EmulatorConfig, *, clock: Callable[[], float] = 
         signing_secret=signing_secret,
     )
 
-    register_gateway(app)
+    # The log first: its before_request hook must run even when the gateway answers 401.
     request_log.register_request_log(app)
+    register_gateway(app)
     app.register_blueprint(async_api.bp)
+    app.register_blueprint(sync_api.bp)
+    app.register_blueprint(openai_api.bp)
     app.register_blueprint(blobs.bp)
     app.register_blueprint(request_log.bp)
     return app

@@ -13,7 +13,8 @@ import sys
 import time
 from types import FrameType
 
-from .config import EmulatorConfig
+from .config import DEFAULT_DEPLOYMENTS, EmulatorConfig
+from .models import MODELS
 from .server import EmulatorServer
 
 
@@ -23,6 +24,16 @@ class _StopRequested(Exception):
 
 def _stop(signum: int, frame: FrameType | None) -> None:
     raise _StopRequested
+
+
+def _deployment(value: str) -> tuple[str, str]:
+    """`NAME=MODEL` -> (name, model), for --deployment."""
+    name, separator, model = value.partition("=")
+    if not separator or not name or not model:
+        raise argparse.ArgumentTypeError(f"expected NAME=MODEL, got {value!r}")
+    if model not in MODELS:
+        raise argparse.ArgumentTypeError(f"unknown model {model!r} (known: {', '.join(MODELS)})")
+    return name, model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,20 +56,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--public-url", help="base URL clients reach the emulator at, if not this one"
     )
+    parser.add_argument(
+        "--deployment",
+        action="append",
+        type=_deployment,
+        metavar="NAME=MODEL",
+        help="an Azure deployment and the model it serves; repeatable, replaces the defaults "
+        + " ".join(f"{name}={model}" for name, model in DEFAULT_DEPLOYMENTS.items()),
+    )
+    parser.add_argument(
+        "--openai-api-key", help="the bearer key /v1/images/generations accepts (default: api key)"
+    )
+    parser.add_argument(
+        "--hang-seconds",
+        type=float,
+        default=30.0,
+        help="how long a synchronous [hang] request waits before answering 500",
+    )
     parser.add_argument("--verbose", action="store_true", help="log one line per request to stderr")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    config = EmulatorConfig(
+def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
+    deployments = dict(args.deployment) if args.deployment else dict(DEFAULT_DEPLOYMENTS)
+    return EmulatorConfig(
         api_key=args.api_key,
         latency=args.latency,
         poll_interval=args.poll_interval,
         signing_secret=args.signing_secret,
         state_file=args.state_file,
         public_url=args.public_url,
+        deployments=deployments,
+        openai_api_key=args.openai_api_key,
+        hang_seconds=args.hang_seconds,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        # E.g. a deployment name Azure would not allow: refuse like a bad argument would.
+        print(f"python -m app.emulator: error: {exc}", file=sys.stderr)
+        return 2
     # Handlers first, so a signal arriving during start-up still ends in a clean stop.
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)

@@ -18,6 +18,7 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .blobs import blob_url
+from .config import MAX_BODY_BYTES
 from .errors import azure_error, json_response, resource_not_found
 from .operations import Operation, Outcome
 from .request_log import mark_request_kind
@@ -45,8 +46,6 @@ MAX_PROMPT_CHARS = 1000
 MAX_IMAGES = 10
 SIZES = ("256x256", "512x512", "1024x1024")
 RESPONSE_FORMATS = ("url", "b64_json")
-# The app's MAX_CONTENT_LENGTH; larger submit bodies are refused with 413.
-MAX_BODY_BYTES = 1024 * 1024
 
 FAILURE_ERRORS = {
     # azure-image-apis.md §2.6: a rejected prompt is a failed operation, not an HTTP error.
@@ -137,7 +136,7 @@ def submit_generation() -> Response:
 def get_operation(operation_id: str) -> Response:
     mark_request_kind("poll")
     state = emulator_state()
-    operation = state.store.get(operation_id)
+    operation = _async_operation(state, operation_id)
     if operation is None:
         # Guess (UNCONFIRMED in azure-image-apis.md §2.6): unknown or expired id -> generic 404.
         return resource_not_found()
@@ -152,7 +151,7 @@ def get_operation(operation_id: str) -> Response:
 def delete_operation(operation_id: str) -> Response:
     mark_request_kind("delete")
     state = emulator_state()
-    operation = state.store.get(operation_id)
+    operation = _async_operation(state, operation_id)
     if operation is None:
         # Guess (UNCONFIRMED in azure-image-apis.md §2.7): unknown id -> generic 404.
         return resource_not_found()
@@ -259,6 +258,14 @@ def _image_entry(state: EmulatorState, operation: Operation, index: int) -> dict
         png = state.images.get(operation, index)
         return {"b64_json": base64.b64encode(png).decode("ascii")}
     return {"url": blob_url(_base_url(state), state.signing_secret, operation, index)}
+
+
+def _async_operation(state: EmulatorState, operation_id: str) -> Operation | None:
+    """The operation with this id, unless unknown, expired or made by a synchronous route."""
+    operation = state.store.get(operation_id)
+    if operation is None or operation.synchronous:
+        return None
+    return operation
 
 
 def _read_body() -> bytes:

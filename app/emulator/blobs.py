@@ -4,7 +4,8 @@ Owns the image URL format and its signature, the cache of rendered PNGs and the 
 `GET /blobs/private/images/{operation_id}/generated_{NN}.png?se=<expiry>&sig=<signature>`,
 shaped like Azure's `https://dalleproduse.blob.core.windows.net/private/images/<guid>/
 generated_00.png?se=...&sig=...`. Like a SAS URL it needs no api-key: the signature is the
-credential, and a wrong, missing or expired one gets Azure Storage's XML 403.
+credential, and a wrong, missing or expired one gets Azure Storage's XML 403. The synchronous
+routes' `url` answers are stored as finished operations (see operations.py) and served here too.
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ class ImageCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        png = render_placeholder(operation.prompt, index, operation.n, operation.size)
+        png = render_placeholder(
+            operation.prompt, index, operation.n, operation.size, model=operation.model
+        )
         with self._lock:
             self._items[key] = png
             self._items.move_to_end(key)

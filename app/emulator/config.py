@@ -1,22 +1,37 @@
 """Settings for one emulator instance.
 
-Owns `EmulatorConfig`, the only knobs the emulator has. It is a plain dataclass so the Flask
-app, the in-process `EmulatorServer` and the `python -m app.emulator` command line all build
-it the same way.
+Owns `EmulatorConfig`, the only knobs the emulator has, and `MAX_BODY_BYTES`, the largest
+request body any route reads. It is a plain dataclass so the Flask app, the in-process
+`EmulatorServer` and the `python -m app.emulator` command line all build it the same way.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+
+from .models import MODELS
+
+# The app's MAX_CONTENT_LENGTH; larger bodies are refused with 413 on every route.
+MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_DEPLOYMENTS = {"gpt-image-1": "gpt-image-1", "dall-e-3": "dall-e-3"}
+# Azure deployment names are letters, digits, '-', '_' and '.'; anything else could not appear
+# in the route's path segment anyway.
+DEPLOYMENT_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def _default_deployments() -> dict[str, str]:
+    return dict(DEFAULT_DEPLOYMENTS)
 
 
 @dataclass
 class EmulatorConfig:
     """How one emulator instance behaves.
 
-    api_key: the key clients must send in the `api-key` header.
-    latency: seconds from submit until an operation reaches its terminal state. The first 20 %
-        of it the operation reports `notRunning`, the rest `running`.
+    api_key: the key clients must send in the `api-key` header on the Azure routes.
+    latency: seconds from submit until an async operation reaches its terminal state (the first
+        20 % of it the operation reports `notRunning`, the rest `running`), and how long a
+        synchronous generation takes to answer.
     poll_interval: whole seconds advertised in `retry-after` (clients sleep this long).
     signing_secret: HMAC key for the image URLs' `sig`. None means: reuse the one saved in
         `state_file`, else a random one per start (old image URLs then stop working).
@@ -24,6 +39,12 @@ class EmulatorConfig:
         polls and serves images for operations submitted before the restart.
     public_url: base URL written into `operation-location` and image URLs, for when clients
         reach the emulator through a proxy. None means the URL the request came in on.
+    deployments: Azure deployment name -> model served at
+        `/openai/deployments/{name}/images/generations`. Models: see models.MODELS.
+    openai_api_key: the bearer key `/v1/images/generations` (OpenAI's route) accepts. None means
+        `api_key`.
+    hang_seconds: how long a synchronous request with `[hang]` in its prompt sleeps before it
+        answers 500, so clients can test their read timeouts.
     """
 
     api_key: str
@@ -32,6 +53,9 @@ class EmulatorConfig:
     signing_secret: str | None = None
     state_file: str | None = None
     public_url: str | None = None
+    deployments: dict[str, str] = field(default_factory=_default_deployments)
+    openai_api_key: str | None = None
+    hang_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.api_key:
@@ -46,3 +70,21 @@ class EmulatorConfig:
         # URLs are built as public_url + "openai/...", so the base must end with a slash.
         if self.public_url is not None and not self.public_url.endswith("/"):
             self.public_url += "/"
+        for name, model in self.deployments.items():
+            if not DEPLOYMENT_NAME.fullmatch(name):
+                raise ValueError(f"EmulatorConfig.deployments: invalid deployment name {name!r}")
+            if model not in MODELS:
+                known = ", ".join(MODELS)
+                raise ValueError(
+                    f"EmulatorConfig.deployments: unknown model {model!r} for {name!r} "
+                    f"(known: {known})"
+                )
+        if self.openai_api_key == "":
+            raise ValueError("EmulatorConfig.openai_api_key must be None or a non-empty key")
+        if self.hang_seconds < 0:
+            raise ValueError("EmulatorConfig.hang_seconds must be >= 0")
+
+    @property
+    def openai_key(self) -> str:
+        """The bearer key OpenAI's route accepts."""
+        return self.openai_api_key or self.api_key

@@ -1,9 +1,11 @@
 """Placeholder pictures for the emulator's "generated" images.
 
-Owns `render_placeholder`, which draws a real PNG of the requested size that nobody could
+Owns `render_placeholder`, which draws a real image of the requested size that nobody could
 mistake for a generated image: a colour gradient derived from the prompt (so different prompts
 look different at a glance in the gallery), a few shapes, a label saying it is a placeholder,
-the prompt itself and which image of how many it is. Pure function, no caching: callers cache.
+the prompt itself, the model and which image of how many it is. PNG by default; JPEG or WebP
+at a given quality, and a transparent background (no gradient, alpha channel) on request.
+Pure function, no caching: callers cache.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from PIL import Image, ImageDraw, ImageFont
 TITLE = "ATELIER EMULATOR · placeholder image"
 # Long prompts are cut to this many lines; the full prompt is in the operation anyway.
 MAX_PROMPT_LINES = 6
+# More characters than six lines ever hold, even of the narrowest glyphs. Wrapping measures text
+# piece by piece, so a 32000-character gpt-image prompt is cut to this first.
+MAX_DRAWN_PROMPT_CHARS = 2000
 # Level 6 keeps a 1024x1024 render well under 100 ms while still compressing the flat areas.
 PNG_COMPRESS_LEVEL = 6
 
@@ -28,25 +33,58 @@ def parse_size(size: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def render_placeholder(prompt: str, index: int, n: int, size: str) -> bytes:
-    """PNG bytes of placeholder image `index` (0-based) of `n` for `prompt`, `size` = "WxH".
+def render_placeholder(
+    prompt: str,
+    index: int,
+    n: int,
+    size: str,
+    *,
+    model: str = "dall-e-2",
+    output_format: str = "png",
+    quality: int = 100,
+    transparent: bool = False,
+) -> bytes:
+    """Image bytes of placeholder `index` (0-based) of `n` for `prompt`, `size` = "WxH".
 
-    Deterministic: the same arguments give the same bytes (for one Pillow version).
+    `output_format` is "png", "jpeg" or "webp"; `quality` (0-100) applies to JPEG and WebP.
+    `transparent` leaves the background fully transparent (PNG and WebP keep the alpha channel;
+    JPEG has none, so it is flattened onto white). Deterministic: the same arguments give the
+    same bytes (for one Pillow version).
     """
     width, height = parse_size(size)
-    prompt_digest = hashlib.sha256(prompt.encode("utf-8")).digest()
-    image = _gradient(
-        width,
-        height,
-        _soft_colour(prompt_digest[0:3]),
-        _soft_colour(prompt_digest[3:6]),
-    )
-    # RGBA drawing on an RGB image blends the fill colours' alpha into the background.
-    draw = ImageDraw.Draw(image, "RGBA")
+    if transparent:
+        image = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+        # On an RGBA image drawing writes colour and alpha as given: shapes stay translucent.
+        draw = ImageDraw.Draw(image)
+    else:
+        prompt_digest = hashlib.sha256(prompt.encode("utf-8")).digest()
+        image = _gradient(
+            width,
+            height,
+            _soft_colour(prompt_digest[0:3]),
+            _soft_colour(prompt_digest[3:6]),
+        )
+        # RGBA drawing on an RGB image blends the fill colours' alpha into the background.
+        draw = ImageDraw.Draw(image, "RGBA")
     _draw_shapes(draw, width, height, random.Random(f"{prompt}\x00{index}"))
-    _draw_labels(draw, width, height, prompt, f"image {index + 1} of {n} · {size}")
+    _draw_labels(draw, width, height, prompt, f"{model} · image {index + 1} of {n} · {size}")
+    return _encode(image, output_format, quality)
+
+
+def _encode(image: Image.Image, output_format: str, quality: int) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL)
+    if output_format == "png":
+        image.save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL)
+    elif output_format == "jpeg":
+        if image.mode == "RGBA":
+            flat = Image.new("RGB", image.size, "white")
+            flat.paste(image, mask=image.getchannel("A"))
+            image = flat
+        image.save(buffer, "JPEG", quality=quality)
+    elif output_format == "webp":
+        image.save(buffer, "WEBP", quality=quality)
+    else:
+        raise ValueError(f"unsupported output format {output_format!r}")
     return buffer.getvalue()
 
 
@@ -115,7 +153,7 @@ def _draw_labels(
     )
 
     # The prompt, wrapped, on a translucent panel in the middle.
-    text = _drawable(prompt.strip(), prompt_font) or "(empty prompt)"
+    text = _drawable(prompt.strip()[:MAX_DRAWN_PROMPT_CHARS], prompt_font) or "(empty prompt)"
     lines = _wrap(text, prompt_font, width - 4 * margin, MAX_PROMPT_LINES)
     line_height = prompt_font.size * 1.25
     block_height = line_height * len(lines)

@@ -2,8 +2,9 @@
 
 Owns authentication (`api-key`, or any Entra ID bearer token), the `apim-request-id` header
 on every `/openai` response, and Azure-shaped answers for routes that do not exist. Route
-blueprints (the async API now, the deployment API later) therefore only handle their own
-api-versions and bodies.
+blueprints (the async API, the deployment API) therefore only handle their own api-versions
+and bodies. OpenAI's `/v1` route is not behind this front door (it checks its own key), but
+an unknown `/v1` URL is answered here too, in OpenAI's shape, since routing happens app-wide.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from flask import Flask, Request, Response, g, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from .errors import access_denied, blob_not_found, resource_not_found
+from .openai_errors import invalid_url
 from .state import emulator_state
 
 
@@ -67,4 +69,6 @@ def _route_not_found(error: HTTPException) -> Response | HTTPException:
         return resource_not_found()
     if request.path.startswith("/blobs/"):
         return blob_not_found()
+    if request.path == "/v1" or request.path.startswith("/v1/"):
+        return invalid_url(request.method, request.path)
     return error

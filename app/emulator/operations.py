@@ -6,6 +6,11 @@ Owns the `Operation` record, the prompt triggers that decide how an operation en
 Status is computed from the time elapsed since the operation was created, never advanced by a
 background thread: a poll simply asks "what would Azure say now?". That keeps the emulator
 free of threads and makes a restarted emulator (same state file) answer exactly as before.
+
+The synchronous routes store their `url` answers here too, as `synchronous` operations that
+are finished when created: that way their images are served (and survive a restart) exactly
+like the async ones. They are never pollable, and their prompt triggers were already acted on
+by the route that made them.
 """
 
 from __future__ import annotations
@@ -74,6 +79,11 @@ class Operation:
     # Saved per operation so restarting with another latency does not rewrite old timelines.
     latency: float
     deleted_at: float | None = None
+    # The fields below came with the synchronous routes; their defaults describe every
+    # operation saved before them (all async DALL-E 2 operations with a day's retention).
+    model: str = "dall-e-2"
+    synchronous: bool = False
+    retention_seconds: int = RETENTION_SECONDS
 
     @property
     def created(self) -> int:
@@ -81,7 +91,7 @@ class Operation:
 
     @property
     def expires(self) -> int:
-        return self.created + RETENTION_SECONDS
+        return self.created + self.retention_seconds
 
     @property
     def finished(self) -> int:
@@ -90,6 +100,9 @@ class Operation:
 
     @property
     def outcome(self) -> Outcome:
+        if self.synchronous:
+            # The route answered the prompt's trigger itself; what got stored succeeded.
+            return Outcome.SUCCEED
         return outcome_for_prompt(self.prompt)
 
     def status_at(self, now: float) -> str:
@@ -158,7 +171,16 @@ class OperationStore:
             self._signing_secret = secret
 
     def create(
-        self, prompt: str, n: int, size: str, response_format: str, latency: float
+        self,
+        prompt: str,
+        n: int,
+        size: str,
+        response_format: str,
+        latency: float,
+        *,
+        model: str = "dall-e-2",
+        synchronous: bool = False,
+        retention_seconds: int = RETENTION_SECONDS,
     ) -> Operation:
         operation = Operation(
             id=str(uuid.uuid4()),
@@ -168,6 +190,9 @@ class OperationStore:
             size=size,
             response_format=response_format,
             latency=latency,
+            model=model,
+            synchronous=synchronous,
+            retention_seconds=retention_seconds,
         )
         with self._lock:
             self._operations[operation.id] = operation

@@ -2,12 +2,19 @@
 
 Owns `RequestLog` and the unauthenticated control routes:
 - `GET /_emulator/requests` -> `{"requests": [{"method", "path", "status", "time"}, ...],
-  "counts": {"submit": N, "poll": N, "delete": N, "blob": N}}`
-- `POST /_emulator/reset` clears both.
+  "counts": {"submit": N, "poll": N, "delete": N, "blob": N, "generate": N}}`
+- `POST /_emulator/reset` clears both (the `[ratelimit]` memory is not touched).
 
-A count goes up only when that route *answered* the request (status below 400): a submit that
-failed validation created no operation, so it is not counted. Every request, answered or not,
-is in `requests`. In-process, the same numbers are `app.extensions["emulator"].request_counts()`.
+A request is listed from the moment it arrives (`time` is its arrival), with `status` null
+until it is answered: a client test can see a `[hang]` request it gave up on while the
+emulator is still sleeping on it.
+
+Kinds: `submit`, `poll`, `delete` are the async API's routes, `blob` an image download, and
+`generate` a synchronous generation on either Azure's deployment route or OpenAI's `/v1` route.
+A count goes up only when that route *answered* the request (status below 400): a submit or
+generation that failed validation, was throttled, refused or filtered made no images, so it
+is not counted. Every request, answered or not, is in `requests`. In-process, the same
+numbers are `app.extensions["emulator"].request_counts()`.
 """
 
 from __future__ import annotations
@@ -22,20 +29,22 @@ from flask import Blueprint, Flask, Response, g, request
 from .errors import json_response
 from .state import emulator_state
 
-REQUEST_KINDS = ("submit", "poll", "delete", "blob")
+REQUEST_KINDS = ("submit", "poll", "delete", "blob", "generate")
 # Bounded so a long-running demo emulator cannot grow without limit; counts are not bounded.
 MAX_LOGGED_REQUESTS = 10_000
 
 bp = Blueprint("emulator_control", __name__, url_prefix="/_emulator")
 
 
-@dataclass(frozen=True)
+@dataclass
 class LoggedRequest:
+    """One request; mutable only to fill in `status`, and only under RequestLog's lock."""
+
     method: str
     # Path only: query strings carry image signatures, and nothing here ever records headers (that
     # is where the api-key travels).
     path: str
-    status: int
+    status: int | None
     time: float
 
 
@@ -45,11 +54,24 @@ class RequestLog:
         self._entries: deque[LoggedRequest] = deque(maxlen=max_entries)
         self._counts = dict.fromkeys(REQUEST_KINDS, 0)
 
-    def record(self, method: str, path: str, status: int, kind: str | None) -> None:
+    def arrived(self, method: str, path: str) -> LoggedRequest:
+        """List a request as received, not yet answered; pass the result to `answered`."""
+        entry = LoggedRequest(method, path, None, time.time())
         with self._lock:
-            self._entries.append(LoggedRequest(method, path, status, time.time()))
+            self._entries.append(entry)
+        return entry
+
+    def answered(self, entry: LoggedRequest, status: int, kind: str | None) -> None:
+        """Record the answer, and count it under `kind` when it succeeded."""
+        with self._lock:
+            # Harmless if a reset dropped the entry meanwhile: nobody lists it any more.
+            entry.status = status
             if kind is not None and status < 400:
                 self._counts[kind] += 1
+
+    def record(self, method: str, path: str, status: int, kind: str | None) -> None:
+        """A request that arrived and was answered at once."""
+        self.answered(self.arrived(method, path), status, kind)
 
     def entries(self) -> list[dict[str, object]]:
         with self._lock:
@@ -71,17 +93,27 @@ def mark_request_kind(kind: str) -> None:
 
 
 def register_request_log(app: Flask) -> None:
+    """Call before registering any other before_request hook: one that answers early (the
+    gateway's 401) skips the hooks after it, and the request must be listed all the same."""
+    app.before_request(_arrive)
     app.after_request(_record)
 
 
-def _record(response: Response) -> Response:
+def _arrive() -> None:
     if not request.path.startswith("/_emulator/"):
-        emulator_state().request_log.record(
-            request.method,
-            request.path,
-            response.status_code,
-            g.get("emulator_request_kind"),
-        )
+        g.emulator_log_entry = emulator_state().request_log.arrived(request.method, request.path)
+
+
+def _record(response: Response) -> Response:
+    if request.path.startswith("/_emulator/"):
+        return response
+    log = emulator_state().request_log
+    kind = g.get("emulator_request_kind")
+    entry = g.get("emulator_log_entry")
+    if entry is None:
+        log.record(request.method, request.path, response.status_code, kind)
+    else:
+        log.answered(entry, response.status_code, kind)
     return response
 
 

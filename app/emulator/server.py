@@ -99,7 +99,7 @@ class EmulatorServer:
         self._server = self._thread = None
 
     def request_counts(self) -> dict[str, int]:
-        """Answered requests per kind: {"submit", "poll", "delete", "blob"} -> count."""
+        """Answered requests per kind: {"submit", "poll", "delete", "blob", "generate"} -> count."""
         return self.app.extensions["emulator"].request_counts()
 
     def __enter__(self) -> Self:

@@ -6,13 +6,14 @@ inside a request. Tests read request counts from it: `app.extensions["emulator"]
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from flask import current_app
 
 from .config import EmulatorConfig
 from .operations import OperationStore
+from .sync_triggers import FirstSightings
 
 if TYPE_CHECKING:  # imported for annotations only; both modules import this one
     from .blobs import ImageCache
@@ -27,9 +28,11 @@ class EmulatorState:
     request_log: RequestLog
     # Resolved secret: the configured one, else the one in the state file, else random.
     signing_secret: str
+    # Prompts `[ratelimit]` already throttled once (both synchronous routes share it).
+    rate_limited_prompts: FirstSightings = field(default_factory=FirstSightings)
 
     def request_counts(self) -> dict[str, int]:
-        """Answered requests per kind: {"submit", "poll", "delete", "blob"} -> count."""
+        """Answered requests per kind: {"submit", "poll", "delete", "blob", "generate"} -> count."""
         return self.request_log.counts()
 
 

@@ -1,0 +1,230 @@
+"""Azure's synchronous deployment API (azure-image-apis.md §3), for DALL-E and gpt-image.
+
+Owns `POST /openai/deployments/{deployment}/images/generations?api-version=V`: which
+api-versions carry it, which deployment serves which model, Azure's answer for each prompt
+trigger, and the 200 body (DALL-E: URL or base64 plus `revised_prompt` and content-filter
+annotations per item; gpt-image: base64 plus `usage`). Authentication and `apim-request-id`
+are handled before this view runs (see gateway.py).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import date
+
+from flask import Blueprint, Response, request
+
+from .errors import (
+    content_policy_violation,
+    deployment_not_found,
+    internal_server_error,
+    invalid_request,
+    json_response,
+    legacy_content_filter,
+    rate_limited,
+    resource_not_found,
+)
+from .generation import GeneratedImage, generate_images, wait_out_latency
+from .image_requests import (
+    AZURE,
+    ImageRequest,
+    InvalidRequest,
+    parse_image_request,
+    read_json_object,
+)
+from .models import MODELS, ModelRules, usage
+from .request_log import mark_request_kind
+from .state import emulator_state
+from .sync_triggers import SyncTrigger, sync_trigger_for_prompt
+
+# The versions with this route (azure-image-apis.md §3.1, plus the later previews).
+LISTED_API_VERSIONS = frozenset(
+    {
+        "2023-12-01-preview",
+        "2024-02-01",
+        "2024-02-15-preview",
+        "2024-03-01-preview",
+        "2024-04-01-preview",
+        "2024-05-01-preview",
+        "2024-06-01",
+        "2024-07-01-preview",
+        "2024-08-01-preview",
+        "2024-09-01-preview",
+        "2024-10-01-preview",
+        "2024-10-21",
+        "2024-12-01-preview",
+        "2025-01-01-preview",
+        "2025-02-01-preview",
+        "2025-03-01-preview",
+        "2025-04-01-preview",
+    }
+)
+# Guess: every well-formed version from this date on carries the route too, so clients on
+# versions newer than this list still work.
+OPEN_ENDED_FROM = date(2025, 4, 1)
+API_VERSION = re.compile(r"(\d{4}-\d{2}-\d{2})(-preview)?")
+# The first version each model can be called with. DALL-E 2 got deployments in
+# 2024-05-01-preview and gpt-image-1 arrived in 2025-04-01-preview (azure-image-apis.md §3.1).
+# Guess: the same date for gpt-image-1-mini and gpt-image-1.5.
+FIRST_API_VERSION_DATE = {
+    "dall-e-2": date(2024, 5, 1),
+    "gpt-image-1": date(2025, 4, 1),
+    "gpt-image-1-mini": date(2025, 4, 1),
+    "gpt-image-1.5": date(2025, 4, 1),
+}
+# "The URL stays active for 24 hours" (azure-image-apis.md §3.3).
+URL_LIFETIME_SECONDS = 86_400
+# Guess: x-ratelimit-remaining-requests is sent on success (azure-image-apis.md §1.4) but the
+# emulator does not count requests per minute; a fixed value keeps clients that read it happy.
+REMAINING_REQUESTS = "59"
+
+_SAFE = {"filtered": False, "severity": "safe"}
+_NOT_DETECTED = {"detected": False, "filtered": False}
+# Per-item annotations on DALL-E answers (azure-image-apis.md §3.3, §7 item 8).
+CONTENT_FILTER_RESULTS = {"sexual": _SAFE, "violence": _SAFE, "hate": _SAFE, "self_harm": _SAFE}
+PROMPT_FILTER_RESULTS = {
+    **CONTENT_FILTER_RESULTS,
+    "profanity": _NOT_DETECTED,
+    "jailbreak": _NOT_DETECTED,
+    "custom_blocklists": {"filtered": False, "details": []},
+}
+
+bp = Blueprint("emulator_sync", __name__, url_prefix="/openai/deployments")
+
+
+def api_version_date(version: str | None) -> date | None:
+    """The date of a version that carries this route; None for any other (or no) version."""
+    match = API_VERSION.fullmatch(version or "")
+    if match is None:
+        return None
+    try:
+        day = date.fromisoformat(match.group(1))
+    except ValueError:
+        return None
+    if version in LISTED_API_VERSIONS or day >= OPEN_ENDED_FROM:
+        return day
+    return None
+
+
+@bp.before_request
+def require_sync_api_version() -> Response | None:
+    if api_version_date(request.args.get("api-version")) is None:
+        # As on the async routes: a missing or unsupported api-version is "Resource not found"
+        # (azure-image-apis.md §1.3).
+        return resource_not_found()
+    return None
+
+
+@bp.post("/<deployment>/images/generations")
+def create_images(deployment: str) -> Response:
+    mark_request_kind("generate")
+    started = time.monotonic()
+    state = emulator_state()
+    api_version = request.args["api-version"]
+    model_name = state.config.deployments.get(deployment)
+    if model_name is None:
+        return deployment_not_found()
+    model = MODELS[model_name]
+    too_old = _api_version_too_old(model, api_version)
+    if too_old is not None:
+        return too_old
+    try:
+        image_request = parse_image_request(read_json_object(), model, AZURE)
+    except InvalidRequest as invalid:
+        return invalid_request(invalid.status, invalid.code, invalid.message, invalid.param)
+
+    # Guess: triggers act only on valid requests (the real gateway would throttle before it
+    # validates, but the emulator needs a valid prompt to find the trigger in).
+    trigger = sync_trigger_for_prompt(image_request.prompt)
+    if trigger is not None:
+        answer = _answer_trigger(trigger, image_request.prompt, api_version, started)
+        if answer is not None:
+            return answer
+
+    images = generate_images(
+        state,
+        image_request,
+        base_url=state.config.public_url or request.host_url,
+        url_lifetime=URL_LIFETIME_SECONDS,
+    )
+    body = _success_body(image_request, images, created=int(state.store.clock()))
+    wait_out_latency(started, state.config.latency)
+    response = json_response(body)
+    response.headers["x-ratelimit-remaining-requests"] = REMAINING_REQUESTS
+    return response
+
+
+def _api_version_too_old(model: ModelRules, api_version: str) -> Response | None:
+    first = FIRST_API_VERSION_DATE.get(model.name)
+    version_date = api_version_date(api_version)
+    if first is None or version_date is None or version_date >= first:
+        return None
+    # Guess (not in azure-image-apis.md): the status and body for a model called with an
+    # api-version from before it existed.
+    return invalid_request(
+        400,
+        "invalid_value",
+        f"The model {model.name} is not supported with api-version {api_version}; use "
+        f"api-version {first.isoformat()}-preview or later.",
+        "api-version",
+    )
+
+
+def _answer_trigger(
+    trigger: SyncTrigger, prompt: str, api_version: str, started: float
+) -> Response | None:
+    """The error a trigger asks for; None when it lets the request through."""
+    state = emulator_state()
+    if trigger is SyncTrigger.RATE_LIMIT_ALWAYS:
+        return rate_limited(api_version)
+    if trigger is SyncTrigger.RATE_LIMIT_ONCE:
+        if state.rate_limited_prompts.first_time(prompt):
+            return rate_limited(api_version)
+        return None
+    if trigger is SyncTrigger.HANG:
+        time.sleep(state.config.hang_seconds)
+        return internal_server_error()
+    if trigger is SyncTrigger.FAIL:
+        return internal_server_error()
+    created = int(state.store.clock())
+    if trigger is SyncTrigger.REFUSE_LEGACY:
+        return legacy_content_filter(created, "Your task failed as a result of our safety system.")
+    if trigger is SyncTrigger.REFUSE:
+        return content_policy_violation()
+    # FILTER_OUTPUT: the image was generated, then filtered, so the full latency has passed.
+    wait_out_latency(started, state.config.latency)
+    return legacy_content_filter(
+        created, "Generated image was filtered as a result of our safety system."
+    )
+
+
+def _success_body(
+    image_request: ImageRequest, images: list[GeneratedImage], created: int
+) -> dict[str, object]:
+    if image_request.model.gpt_image:
+        # gpt-image: base64 only, no annotations, token usage (azure-image-apis.md §3.3).
+        return {
+            "created": created,
+            "data": [{"b64_json": image.b64_json} for image in images],
+            "usage": usage(
+                image_request.prompt, image_request.quality, image_request.size, image_request.n
+            ),
+        }
+    return {"created": created, "data": [_dalle_item(image) for image in images]}
+
+
+def _dalle_item(image: GeneratedImage) -> dict[str, object]:
+    """One DALL-E entry, keys in the order of the docs' example (azure-image-apis.md §3.3)."""
+    item: dict[str, object] = {}
+    if image.revised_prompt is not None:
+        item["revised_prompt"] = image.revised_prompt
+    item["prompt_filter_results"] = PROMPT_FILTER_RESULTS
+    if image.url is not None:
+        item["url"] = image.url
+    else:
+        item["b64_json"] = image.b64_json
+    # Guess (UNCONFIRMED in azure-image-apis.md §3.3 for DALL-E 2 on this route): dall-e-2
+    # deployments carry the same annotations as dall-e-3.
+    item["content_filter_results"] = CONTENT_FILTER_RESULTS
+    return item
