@@ -48,7 +48,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(settings)
     data_dir = Path(settings["ATELIER_DATA_DIR"])
     data_dir.mkdir(parents=True, exist_ok=True)
-    using_emulator = not settings["AZURE_OPENAI_ENDPOINT"]
     app.config.update(
         SECRET_KEY=settings["ATELIER_SECRET_KEY"] or ensure_secret_key(str(data_dir)),
         SQLALCHEMY_DATABASE_URI=settings["DATABASE_URL"],
@@ -56,9 +55,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         # A page left open for hours must still submit; the token is tied to the session.
         WTF_CSRF_TIME_LIMIT=None,
         SESSION_COOKIE_SAMESITE="Lax",
-        ATELIER_USING_EMULATOR=using_emulator,
-        ATELIER_PROVIDER_NAME="emulator" if using_emulator else "azure",
-        ATELIER_MODEL="dall-e-2",
+        ATELIER_USING_EMULATOR=any(t.emulated for t in settings["ATELIER_TARGETS"]),
     )
     app.config.update({k: v for k, v in overrides.items() if k not in setting_names})
 

@@ -7,6 +7,9 @@ start-up so a typo fails loudly instead of half-working.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import math
 import os
 import secrets
 from collections.abc import Mapping
@@ -14,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from app.providers.catalog import CatalogError, build_targets
 
 
 class ConfigError(ValueError):
@@ -37,9 +42,45 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("AZURE_OPENAI_API_KEY", None, "The resource's API key (sent as the api-key header)."),
     Setting(
+        "AZURE_OPENAI_AD_TOKEN",
+        None,
+        "A Microsoft Entra ID bearer token, instead of the key. With neither, azure-identity's "
+        "DefaultAzureCredential is used when that package is installed.",
+    ),
+    Setting(
+        "AZURE_OPENAI_DEPLOYMENT",
+        None,
+        "Image deployments as name=model pairs, comma-separated, e.g. "
+        "my-images=gpt-image-1,dalle3=dall-e-3 (models: gpt-image-1, gpt-image-1-mini, "
+        "gpt-image-1.5, dall-e-3).",
+    ),
+    Setting(
+        "AZURE_OPENAI_DEPLOYMENT_API_VERSION",
+        "2025-04-01-preview",
+        "api-version for the deployment route (gpt-image-1 needs 2025-04-01-preview or later).",
+    ),
+    Setting(
         "AZURE_OPENAI_API_VERSION",
         "2023-06-01-preview",
-        "api-version for the asynchronous image API.",
+        "api-version for the asynchronous DALL-E 2 API.",
+    ),
+    Setting(
+        "AZURE_OPENAI_ASYNC_DALLE2",
+        "auto",
+        "Offer the retired asynchronous DALL-E 2 API: on, off, or auto (only when no deployment "
+        "is configured).",
+    ),
+    Setting("OPENAI_API_KEY", None, "An OpenAI API key, to generate with OpenAI's own API."),
+    Setting(
+        "OPENAI_BASE_URL",
+        "https://api.openai.com/v1/",
+        "OpenAI's API base URL (change it for a compatible server).",
+    ),
+    Setting(
+        "OPENAI_IMAGE_MODELS",
+        "gpt-image-1",
+        "OpenAI models to offer, comma-separated (gpt-image-1, gpt-image-1-mini, gpt-image-1.5, "
+        "dall-e-3, dall-e-2).",
     ),
     Setting(
         "DATABASE_URL",
@@ -87,6 +128,12 @@ SETTINGS: tuple[Setting, ...] = (
         float,
     ),
     Setting(
+        "ATELIER_GENERATION_TIMEOUT_SECONDS",
+        "300",
+        "Read timeout for a synchronous generation call (gpt-image-1 can take minutes).",
+        float,
+    ),
+    Setting(
         "ATELIER_MAX_IMAGE_BYTES",
         str(50 * 1024 * 1024),
         "Largest image download accepted, in bytes.",
@@ -116,21 +163,24 @@ def _parse(setting: Setting, raw: str) -> Any:
         raise ConfigError(
             f"{setting.name}={raw!r} is not a valid {setting.kind.__name__}."
         ) from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{setting.name} must be a finite number (got {raw!r}).")
     if value < 0:
         raise ConfigError(f"{setting.name} must not be negative (got {raw!r}).")
     return value
 
 
-def normalise_endpoint(raw: str) -> str:
-    """Return the endpoint with exactly one trailing slash, or raise ConfigError."""
+def normalise_endpoint(
+    raw: str,
+    name: str = "AZURE_OPENAI_ENDPOINT",
+    example: str = "https://my-resource.openai.azure.com/",
+) -> str:
+    """Return the URL with exactly one trailing slash, or raise ConfigError naming `name`."""
     parts = urlsplit(raw.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(
-            f"AZURE_OPENAI_ENDPOINT={raw!r} is not a URL; expected something like "
-            "https://my-resource.openai.azure.com/"
-        )
+        raise ConfigError(f"{name}={raw!r} is not a URL; expected something like {example}")
     if parts.query or parts.fragment:
-        raise ConfigError("AZURE_OPENAI_ENDPOINT must not contain a query or fragment.")
+        raise ConfigError(f"{name} must not contain a query or fragment.")
     return raw.strip().rstrip("/") + "/"
 
 
@@ -154,25 +204,64 @@ def load_settings(environ: Mapping[str, str], instance_path: str) -> dict[str, A
     endpoint = settings["AZURE_OPENAI_ENDPOINT"]
     if endpoint:
         settings["AZURE_OPENAI_ENDPOINT"] = normalise_endpoint(endpoint)
-        if not settings["AZURE_OPENAI_API_KEY"]:
+        credentials = settings["AZURE_OPENAI_API_KEY"] or settings["AZURE_OPENAI_AD_TOKEN"]
+        if not credentials and not _azure_identity_installed():
             raise ConfigError(
-                "AZURE_OPENAI_ENDPOINT is set but AZURE_OPENAI_API_KEY is not. Set both (Azure "
-                "portal → your resource → Keys and Endpoint), or neither to use the emulator."
+                "AZURE_OPENAI_ENDPOINT is set but no credential is: set AZURE_OPENAI_API_KEY "
+                "(Azure portal → your resource → Keys and Endpoint) or AZURE_OPENAI_AD_TOKEN, or "
+                "install azure-identity to sign in with Microsoft Entra ID. Set no endpoint to "
+                "use the emulator."
             )
+    elif settings["AZURE_OPENAI_DEPLOYMENT"]:
+        raise ConfigError("AZURE_OPENAI_DEPLOYMENT is set but AZURE_OPENAI_ENDPOINT is not.")
+    settings["OPENAI_BASE_URL"] = normalise_endpoint(
+        settings["OPENAI_BASE_URL"], "OPENAI_BASE_URL", "https://api.openai.com/v1/"
+    )
+    try:
+        settings["ATELIER_TARGETS"] = build_targets(settings)
+    except CatalogError as error:
+        raise ConfigError(str(error)) from None
     if settings["ATELIER_JOB_DEADLINE_SECONDS"] < 1:
         raise ConfigError("ATELIER_JOB_DEADLINE_SECONDS must be at least 1.")
+    for name in ("ATELIER_HTTP_TIMEOUT_SECONDS", "ATELIER_GENERATION_TIMEOUT_SECONDS"):
+        if settings[name] <= 0:
+            raise ConfigError(f"{name} must be more than 0.")
     if settings["ATELIER_LEASE_SECONDS"] < 1:
         raise ConfigError("ATELIER_LEASE_SECONDS must be at least 1.")
     return settings
 
 
+def _azure_identity_installed() -> bool:
+    try:
+        return importlib.util.find_spec("azure.identity") is not None
+    except ModuleNotFoundError:  # no "azure" namespace package at all
+        return False
+
+
 def ensure_secret_key(data_dir: str) -> str:
-    """Return the persistent secret key in the data folder, creating it (mode 0600) once."""
+    """Return the persistent secret key in the data folder, creating it (mode 0600) once.
+
+    The key is written to a temporary file and published with a hard link, so a crash never
+    leaves an empty key and two processes starting together agree on one key.
+    """
     path = Path(data_dir) / "secret_key"
     if path.exists():
+        key = path.read_text().strip()
+        if key:
+            return key
+    temp = Path(data_dir) / f".secret_key-{secrets.token_hex(8)}"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+            handle.flush()
+            os.fsync(handle.fileno())
+        if path.exists():  # empty, left by an interrupted older version: replace it
+            os.replace(temp, path)
+        else:
+            # If another process published its key first, that one is used.
+            with contextlib.suppress(FileExistsError):
+                os.link(temp, path)
         return path.read_text().strip()
-    key = secrets.token_hex(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key)
-    return key
+    finally:
+        temp.unlink(missing_ok=True)

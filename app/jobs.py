@@ -30,7 +30,8 @@ from app.models import (
     utcnow,
     write_transaction,
 )
-from app.validation import JobRequest
+from app.providers.base import ImageSlot
+from app.validation import JobRequest, ValidationError, find_target
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +68,11 @@ class Claim:
     job_id: int
     token: str
     phase: str | None
+    provider: str
     prompt: str
     size: str
     n: int
+    options: dict[str, Any]
     operation_url: str | None
     deadline_at: datetime
     submit_count: int
@@ -94,6 +97,7 @@ def create_job(
         if existing is not None:
             return existing, False
     config = current_app.config
+    target = find_target(config["ATELIER_TARGETS"], request.provider)
     now = utcnow()
     job = Job(
         status=JobStatus.QUEUED,
@@ -101,8 +105,8 @@ def create_job(
         size=request.size,
         n=request.n,
         options=dict(request.options),
-        provider=config["ATELIER_PROVIDER_NAME"],
-        model=config["ATELIER_MODEL"],
+        provider=target.id,
+        model=target.model.name,
         idempotency_key=idempotency_key,
         retry_of_id=retry_of_id,
         created_at=now,
@@ -129,8 +133,9 @@ def _job_by_idempotency_key(key: str, request: JobRequest) -> Job | None:
     job = db.session.scalar(select(Job).where(Job.idempotency_key == key))
     if job is None:
         return None
-    if (job.prompt, job.size, job.n, job.options or {}) != (
+    if (job.prompt, job.provider, job.size, job.n, job.options or {}) != (
         request.prompt,
+        request.provider,
         request.size,
         request.n,
         dict(request.options),
@@ -176,9 +181,19 @@ def retry_job(job_id: int) -> Job:
     if not source.is_final:
         raise JobConflict("still_active", f"Job {job_id} is still {source.status}.")
     request = JobRequest(
-        prompt=source.prompt, size=source.size, n=source.n, options=dict(source.options or {})
+        prompt=source.prompt,
+        provider=source.provider,
+        size=source.size,
+        n=source.n,
+        options=dict(source.options or {}),
     )
-    job, _ = create_job(request, retry_of_id=source.id)
+    try:
+        job, _ = create_job(request, retry_of_id=source.id)
+    except ValidationError:
+        raise JobConflict(
+            "provider_unavailable",
+            f"Job {job_id} used the provider {source.provider!r}, which is no longer configured.",
+        ) from None
     return job
 
 
@@ -242,9 +257,11 @@ def claim_due_job() -> Claim | None:
             .returning(
                 Job.id,
                 Job.phase,
+                Job.provider,
                 Job.prompt,
                 Job.size,
                 Job.n,
+                Job.options,
                 Job.operation_url,
                 Job.deadline_at,
                 Job.submit_count,
@@ -257,9 +274,11 @@ def claim_due_job() -> Claim | None:
         job_id=row.id,
         token=token,
         phase=row.phase,
+        provider=row.provider,
         prompt=row.prompt,
         size=row.size,
         n=row.n,
+        options=dict(row.options or {}),
         operation_url=row.operation_url,
         deadline_at=row.deadline_at,
         submit_count=row.submit_count,
@@ -325,8 +344,12 @@ def release_until(claim: Claim, next_attempt_at: datetime) -> None:
     _fenced_update(claim, next_attempt_at=next_attempt_at, **RELEASED)
 
 
-def mark_downloading(claim: Claim) -> None:
-    _fenced_update(claim, phase=JobPhase.DOWNLOADING, lease_expires_at=_lease_until())
+def mark_downloading(claim: Claim, usage: dict[str, Any] | None = None) -> None:
+    """The provider has finished; its images are being saved (and its token usage kept)."""
+    values: dict[str, Any] = {"phase": JobPhase.DOWNLOADING, "lease_expires_at": _lease_until()}
+    if usage is not None:
+        values["usage"] = usage
+    _fenced_update(claim, **values)
     log.info("job %s downloading", claim.job_id)
 
 
@@ -335,14 +358,12 @@ def recorded_image_indexes(job_id: int) -> set[int]:
     return set(db.session.scalars(select(Image.index).where(Image.job_id == job_id)))
 
 
-def record_stored_image(
-    claim: Claim, index: int, stored: storage.StoredImage, revised_prompt: str | None
-) -> None:
+def record_stored_image(claim: Claim, slot: ImageSlot, stored: storage.StoredImage) -> None:
     _record_image(
         claim,
         Image(
             job_id=claim.job_id,
-            index=index,
+            index=slot.index,
             status=ImageStatus.STORED,
             sha256=stored.sha256,
             bytes=stored.bytes,
@@ -351,21 +372,26 @@ def record_stored_image(
             content_type=stored.content_type,
             file_name=stored.file_name,
             thumbnail_name=stored.thumbnail_name,
-            revised_prompt=revised_prompt,
+            revised_prompt=slot.revised_prompt,
+            filter_results=slot.filter_results,
         ),
     )
 
 
-def record_missing_image(claim: Claim, index: int, status: str, code: str, message: str) -> None:
+def record_missing_image(
+    claim: Claim, slot: ImageSlot, status: str, code: str, message: str
+) -> None:
     """A slot with no image: filtered by the provider, or the download failed."""
     _record_image(
         claim,
         Image(
             job_id=claim.job_id,
-            index=index,
+            index=slot.index,
             status=status,
             error_code=code,
             error_message=message,
+            revised_prompt=slot.revised_prompt,
+            filter_results=slot.filter_results,
         ),
     )
 
@@ -376,8 +402,11 @@ def _record_image(claim: Claim, image: Image) -> None:
         session.add(image)
 
 
-def finish_from_images(claim: Claim) -> str:
-    """Set the final status from the recorded images: succeeded if at least one was stored."""
+def finish_from_images(claim: Claim, nothing_stored: str | None = None) -> str:
+    """Set the final status from the recorded images: succeeded if at least one was stored.
+
+    `nothing_stored` explains a failure when no image row says what went wrong.
+    """
     statuses = [image.status for image in _images_of(claim.job_id)]
     if ImageStatus.STORED in statuses:
         _finish(claim, JobStatus.SUCCEEDED, None, None)
@@ -390,12 +419,11 @@ def finish_from_images(claim: Claim) -> str:
         )
     else:
         first = next((image for image in _images_of(claim.job_id) if image.error_message), None)
-        mark_failed(
-            claim,
-            "download_failed",
-            "No image could be downloaded"
-            + (f": {first.error_message}" if first is not None else "."),
-        )
+        if first is not None:
+            message = f"No image could be saved: {first.error_message}"
+        else:
+            message = nothing_stored or "No image could be saved."
+        mark_failed(claim, "download_failed", message)
     return JobStatus.FAILED
 
 

@@ -115,6 +115,8 @@ class Job(db.Model):
     retry_of_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
 
     operation_url: Mapped[str | None] = mapped_column(Text)
+    # Token usage as the provider reported it (gpt-image models), e.g. {"total_tokens": 1100}.
+    usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
 
@@ -165,6 +167,8 @@ class Image(db.Model):
     file_name: Mapped[str | None] = mapped_column(String(128))
     thumbnail_name: Mapped[str | None] = mapped_column(String(128))
     revised_prompt: Mapped[str | None] = mapped_column(Text)
+    # Azure's content_filter_results / prompt_filter_results for this image, as sent.
+    filter_results: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

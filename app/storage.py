@@ -69,6 +69,12 @@ def inspect_image(data: bytes) -> tuple[str, int, int]:
 def store_image(data_dir: str, data: bytes) -> StoredImage:
     """Check the image, write it and its thumbnail durably, return what was stored."""
     image_format, width, height = inspect_image(data)
+    # Decoding every pixel for the thumbnail is the real check (verify() reads only chunk
+    # checksums), so it happens before anything is written.
+    try:
+        thumbnail_data = make_thumbnail(data)
+    except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as error:
+        raise ImageRejected(f"The image data does not decode ({error}).") from None
     extension, content_type = FORMATS[image_format]
     digest = hashlib.sha256(data).hexdigest()
     file_name = f"images/{digest[:2]}/{digest}.{extension}"
@@ -80,7 +86,7 @@ def store_image(data_dir: str, data: bytes) -> StoredImage:
         write_atomically(target, data)
     thumbnail = root / thumbnail_name
     if not thumbnail.exists():
-        write_atomically(thumbnail, make_thumbnail(data))
+        write_atomically(thumbnail, thumbnail_data)
     return StoredImage(
         sha256=digest,
         bytes=len(data),

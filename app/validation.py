@@ -1,25 +1,22 @@
 """What a new job may ask for, checked before anything is stored or sent upstream.
 
-One parser serves the HTML form and the JSON API, so both refuse the same input with the
-same message, naming the field.
+One parser serves the HTML form and the JSON API, so both refuse the same input with the same
+message, naming the field. The limits come from the chosen provider's model (app.image_models).
 """
 
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# The asynchronous DALL-E 2 API's limits (azure-image-apis.md §2.2). The docs conflict on n
-# (1-5 vs 1-10); the TypeSpec and the how-to say 1-10, which is what we allow.
-MAX_PROMPT_CHARS = 1000
-MIN_IMAGES, MAX_IMAGES = 1, 10
-SIZES = ("256x256", "512x512", "1024x1024")
-DEFAULT_SIZE = "1024x1024"
+from app.image_models import ImageModel, Option
+from app.providers.catalog import Target
+
 MAX_IDEMPOTENCY_KEY_CHARS = 128
 ALLOWED_WHITESPACE = {"\n", "\r", "\t"}
-KNOWN_FIELDS = {"prompt", "size", "n", "options"}
+KNOWN_FIELDS = {"prompt", "provider", "size", "n", "options"}
 
 
 class ValidationError(ValueError):
@@ -34,12 +31,26 @@ class ValidationError(ValueError):
 @dataclass(frozen=True)
 class JobRequest:
     prompt: str
-    size: str = DEFAULT_SIZE
+    provider: str
+    size: str
     n: int = 1
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def parse_prompt(raw: Any) -> str:
+def find_target(targets: Sequence[Target], raw: Any) -> Target:
+    """The target named by `raw`, or the default (first) one when `raw` is empty."""
+    if raw is None or raw == "":
+        return targets[0]
+    for target in targets:
+        if target.id == raw:
+            return target
+    raise ValidationError(
+        "provider",
+        f"Unknown provider {raw!r}; choose one of {', '.join(t.id for t in targets)}.",
+    )
+
+
+def parse_prompt(raw: Any, model: ImageModel) -> str:
     if raw is None:
         raise ValidationError("prompt", "Enter a prompt.")
     if not isinstance(raw, str):
@@ -47,10 +58,11 @@ def parse_prompt(raw: Any) -> str:
     prompt = raw.strip()
     if not prompt:
         raise ValidationError("prompt", "Enter a prompt.")
-    if len(prompt) > MAX_PROMPT_CHARS:
+    if len(prompt) > model.max_prompt_chars:
         raise ValidationError(
             "prompt",
-            f"The prompt is {len(prompt)} characters long; the limit is {MAX_PROMPT_CHARS}.",
+            f"The prompt is {len(prompt)} characters long; the limit for {model.name} is "
+            f"{model.max_prompt_chars}.",
         )
     for char in prompt:
         if unicodedata.category(char) == "Cc" and char not in ALLOWED_WHITESPACE:
@@ -60,44 +72,115 @@ def parse_prompt(raw: Any) -> str:
     return prompt
 
 
-def parse_n(raw: Any, *, from_form: bool) -> int:
-    if raw is None or raw == "":
-        return 1
+def _whole_number(raw: Any, field_name: str, what: str, *, from_form: bool) -> int:
     if from_form and isinstance(raw, str) and raw.strip().isdigit():
         raw = int(raw.strip())
-    # bool is an int subclass in Python; JSON true is not a number of images.
+    # bool is an int subclass in Python; JSON true is not a number.
     if not isinstance(raw, int) or isinstance(raw, bool):
-        raise ValidationError("n", "The number of images must be a whole number.")
-    if not MIN_IMAGES <= raw <= MAX_IMAGES:
+        raise ValidationError(field_name, f"{what} must be a whole number.")
+    return raw
+
+
+def parse_n(raw: Any, model: ImageModel, *, from_form: bool) -> int:
+    if raw is None or raw == "":
+        return 1
+    n = _whole_number(raw, "n", "The number of images", from_form=from_form)
+    if model.max_images == 1 and n != 1:
+        raise ValidationError("n", f"{model.name} makes one image per request.")
+    if not 1 <= n <= model.max_images:
         raise ValidationError(
-            "n", f"The number of images must be between {MIN_IMAGES} and {MAX_IMAGES}."
+            "n", f"The number of images must be between 1 and {model.max_images}."
+        )
+    return n
+
+
+def parse_size(raw: Any, model: ImageModel) -> str:
+    if raw is None or raw == "":
+        return model.default_size
+    if raw not in model.sizes:
+        raise ValidationError(
+            "size", f"The size for {model.name} must be one of {', '.join(model.sizes)}."
         )
     return raw
 
 
-def parse_size(raw: Any) -> str:
-    if raw is None or raw == "":
-        return DEFAULT_SIZE
-    if raw not in SIZES:
-        raise ValidationError("size", f"The size must be one of {', '.join(SIZES)}.")
+def _parse_option(option: Option, raw: Any, field_name: str, *, from_form: bool) -> str | int:
+    if option.is_number:
+        value = _whole_number(raw, field_name, option.label, from_form=from_form)
+        if not option.minimum <= value <= option.maximum:  # type: ignore[operator]
+            raise ValidationError(
+                field_name,
+                f"{option.label} must be between {option.minimum} and {option.maximum}.",
+            )
+        return value
+    if raw not in option.choices:
+        raise ValidationError(
+            field_name, f"{option.label} must be one of {', '.join(option.choices)}."
+        )
     return raw
 
 
-def parse_job_request(data: Mapping[str, Any], *, from_form: bool = False) -> JobRequest:
-    """Validate a form or JSON body; raise ValidationError on the first problem found."""
+def parse_options(
+    raw: Mapping[str, Any], model: ImageModel, *, from_form: bool
+) -> dict[str, str | int]:
+    """Every option of the model, with defaults filled in; unknown options are refused."""
+    prefix = "" if from_form else "options."
     if not from_form:
+        for name in raw:
+            if model.option(name) is None:
+                offered = ", ".join(option.name for option in model.options) or "none"
+                raise ValidationError(
+                    f"options.{name}",
+                    f"{model.name} has no option {name!r} (its options: {offered}).",
+                )
+    options: dict[str, str | int] = {}
+    for option in model.options:
+        value = raw.get(option.name)
+        if value is None or value == "":
+            options[option.name] = option.default
+        else:
+            field_name = prefix + option.name
+            options[option.name] = _parse_option(option, value, field_name, from_form=from_form)
+    _check_combination(options, prefix)
+    return options
+
+
+def _check_combination(options: Mapping[str, Any], prefix: str) -> None:
+    output_format = options.get("output_format")
+    if options.get("background") == "transparent" and output_format == "jpeg":
+        raise ValidationError(
+            prefix + "background", "A transparent background needs PNG or WebP output, not JPEG."
+        )
+    if output_format == "png" and options.get("output_compression", 100) != 100:
+        raise ValidationError(
+            prefix + "output_compression", "Compression applies only to JPEG and WebP output."
+        )
+
+
+def parse_job_request(
+    data: Mapping[str, Any], targets: Sequence[Target], *, from_form: bool = False
+) -> JobRequest:
+    """Validate a form or JSON body; raise ValidationError on the first problem found.
+
+    Form fields carry options at the top level (`quality=hd`); JSON carries them in `options`.
+    """
+    if from_form:
+        raw_options: Any = data
+    else:
         unknown = sorted(set(data) - KNOWN_FIELDS)
         if unknown:
             raise ValidationError(unknown[0], f"Unknown field '{unknown[0]}'.")
-        options = data.get("options")
-        if options not in (None, {}):
-            # Model options (quality, style, ...) belong to the deployment API (issue 3);
-            # the asynchronous DALL-E 2 API takes none.
-            raise ValidationError("options", "This model takes no options.")
+        raw_options = data.get("options") or {}
+        if not isinstance(raw_options, dict):
+            raise ValidationError("options", "Options must be a JSON object.")
+    target = find_target(targets, data.get("provider"))
+    model = target.model
     return JobRequest(
-        prompt=parse_prompt(data.get("prompt")),
-        size=parse_size(data.get("size")),
-        n=parse_n(data.get("n"), from_form=from_form),
+        prompt=parse_prompt(data.get("prompt"), model),
+        provider=target.id,
+        size=parse_size(data.get("size"), model),
+        n=parse_n(data.get("n"), model, from_form=from_form),
+        options=parse_options(raw_options, model, from_form=from_form),
     )
 
 

@@ -1,14 +1,20 @@
 """Background worker threads: claim due jobs, drive the provider, store the results.
 
-A job is advanced one step per claim (submit, one poll, or the downloads) and released between
-polls, so a few threads follow many jobs and a restarted process picks each job up where its
-recorded phase says it was:
+A job is advanced one step per claim and released between polls, so a few threads follow many
+jobs and a restarted process picks each job up where its recorded phase says it was:
 
-    no phase     -> submit; keep the operation URL before anything else
-    submitting   -> found after a crash: the submit's outcome is unknown, so the job fails
-                    with code "interrupted" and a one-click Retry instead of a silent resubmit
+    no phase     -> asynchronous API: submit and keep the operation URL before anything else;
+                    synchronous API: one generation call, then store its images at once
+    submitting   -> found after a crash: the request's outcome is unknown (it may have been
+                    generated and billed), so the job fails with code "interrupted" and a
+                    one-click Retry instead of a silent resubmit. This is the policy for both
+                    APIs: never send the same job twice without the user asking.
     polling      -> poll the operation URL again (never resubmit)
-    downloading  -> poll again (idempotent) and fetch the slots not yet recorded
+    downloading  -> asynchronous: poll again (idempotent) and fetch the slots not yet recorded;
+                    synchronous: the answer died with the process, so keep what was stored
+
+While a worker waits on a long call it renews its lease from a helper thread, so no other
+worker mistakes a slow generation for a dead one.
 
 No database session or transaction is held across HTTP or disk I/O: only ids and plain values
 (`jobs.Claim`) pass between steps.
@@ -16,18 +22,27 @@ No database session or transaction is held across HTTP or disk I/O: only ids and
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import secrets
 import threading
 from datetime import datetime, timedelta
 
-from flask import Flask
+from flask import Flask, current_app
 from sqlalchemy import func, select
 
 from app import jobs, storage
 from app.models import ImageStatus, Job, JobPhase, JobStatus, db, utcnow
-from app.providers import PollResult, Provider, ProviderError, build_provider
+from app.providers import (
+    AsyncProvider,
+    ImageSlot,
+    PollResult,
+    Provider,
+    ProviderError,
+    SyncProvider,
+    build_clients,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +54,23 @@ INTERRUPTED_MESSAGE = (
     "It was not sent again automatically (that could bill you twice); use Retry to send it again."
 )
 UNKNOWN_OUTCOME_MESSAGE = (
-    "The connection broke while sending this prompt, so Atelier cannot tell whether Azure "
-    "received it. It was not sent again automatically; use Retry to send it again."
+    "The connection broke while sending this prompt, so Atelier cannot tell whether it was "
+    "received (and billed). It was not sent again automatically; use Retry to send it again."
 )
+SAVE_INTERRUPTED_MESSAGE = (
+    "Atelier stopped while saving this job's images; the images saved before that are kept. "
+    "Use Retry to generate again."
+)
+# Rate-limited or failing submissions are requeued with backoff, at most this many times.
+MAX_SUBMIT_ATTEMPTS = 5
 
 
 class Worker:
     """A pool of threads that advance due jobs until stopped."""
 
-    def __init__(self, app: Flask, provider: Provider, threads: int) -> None:
+    def __init__(self, app: Flask, clients: dict[str, Provider], threads: int) -> None:
         self.app = app
-        self.provider = provider
+        self.clients = clients
         self.thread_count = threads
         self.emulator = None  # the embedded emulator this worker started, if any
         self._stopping = threading.Event()
@@ -107,13 +128,13 @@ class Worker:
         if claim is None:
             return False
         try:
-            advance(claim, self.provider, self.app.config)
+            advance(claim, self.clients.get(claim.provider), self.app.config)
         except jobs.LeaseLost:
             log.info("job %s: lease lost (canceled or taken over); step abandoned", claim.job_id)
         return True
 
 
-def advance(claim: jobs.Claim, provider: Provider, config: dict) -> None:
+def advance(claim: jobs.Claim, client: Provider | None, config: dict) -> None:
     """Take the one step the claimed job's phase calls for."""
     if utcnow() >= claim.deadline_at:
         jobs.mark_failed(
@@ -122,34 +143,71 @@ def advance(claim: jobs.Claim, provider: Provider, config: dict) -> None:
             f"No result within {config['ATELIER_JOB_DEADLINE_SECONDS']} seconds; Atelier stopped "
             "waiting (ATELIER_JOB_DEADLINE_SECONDS).",
         )
-    elif claim.phase is None:
-        _submit(claim, provider, config)
+    elif client is None:
+        jobs.mark_failed(
+            claim,
+            "provider_unavailable",
+            f"The provider {claim.provider!r} is not configured any more, so this job cannot run.",
+        )
     elif claim.phase == JobPhase.SUBMITTING:
         jobs.mark_failed(claim, "interrupted", INTERRUPTED_MESSAGE)
+    elif client.synchronous:
+        if claim.phase is None:
+            _generate(claim, client, config)
+        else:  # downloading: the provider's answer was lost with the process
+            jobs.finish_from_images(claim, SAVE_INTERRUPTED_MESSAGE)
+    elif claim.phase is None:
+        _submit(claim, client, config)
     else:
-        _follow(claim, provider, config)
+        _follow(claim, client, config)
 
 
-def _submit(claim: jobs.Claim, provider: Provider, config: dict) -> None:
+def _submit_failed(claim: jobs.Claim, error: ProviderError) -> None:
+    """What a failed submission means: unknown outcome, try again later, or a final error."""
+    if error.code == "unknown_outcome":
+        jobs.mark_failed(claim, "interrupted", UNKNOWN_OUTCOME_MESSAGE)
+    elif error.retryable and claim.submit_count < MAX_SUBMIT_ATTEMPTS:
+        delay = error.retry_after or _backoff(claim.submit_count)
+        jobs.requeue_submission(claim, utcnow() + timedelta(seconds=delay), error.message)
+    elif error.retryable:
+        jobs.mark_failed(
+            claim, error.code, f"{error.message} Gave up after {claim.submit_count} attempts."
+        )
+    else:
+        jobs.mark_failed(claim, error.code, error.message)
+
+
+def _submit(claim: jobs.Claim, client: AsyncProvider, config: dict) -> None:
     jobs.mark_submitting(claim)
     try:
-        submitted = provider.submit(claim.prompt, claim.size, claim.n)
+        submitted = client.submit(claim.prompt, claim.size, claim.n)
     except ProviderError as error:
-        if error.code == "unknown_outcome":
-            jobs.mark_failed(claim, "interrupted", UNKNOWN_OUTCOME_MESSAGE)
-        elif error.retryable:
-            delay = error.retry_after or _backoff(claim.submit_count)
-            jobs.requeue_submission(claim, utcnow() + timedelta(seconds=delay), error.message)
-        else:
-            jobs.mark_failed(claim, error.code, error.message)
+        _submit_failed(_counted(claim), error)
         return
     jobs.mark_submitted(claim, submitted.operation_url, _next_poll(submitted.retry_after, config))
 
 
-def _follow(claim: jobs.Claim, provider: Provider, config: dict) -> None:
+def _generate(claim: jobs.Claim, client: SyncProvider, config: dict) -> None:
+    jobs.mark_submitting(claim)
+    try:
+        with LeaseKeeper(claim, config):
+            generation = client.generate(claim.prompt, claim.size, claim.n, claim.options)
+    except ProviderError as error:
+        _submit_failed(_counted(claim), error)
+        return
+    jobs.mark_downloading(claim, generation.usage)
+    _store_slots(claim, client, generation.slots, config)
+
+
+def _counted(claim: jobs.Claim) -> jobs.Claim:
+    """The claim as mark_submitting left it (one more submission counted)."""
+    return dataclasses.replace(claim, submit_count=claim.submit_count + 1)
+
+
+def _follow(claim: jobs.Claim, client: AsyncProvider, config: dict) -> None:
     assert claim.operation_url is not None
     try:
-        result = provider.poll(claim.operation_url)
+        result = client.poll(claim.operation_url)
     except ProviderError as error:
         if error.retryable:
             jobs.release_until(claim, _next_poll(error.retry_after, config))
@@ -163,45 +221,77 @@ def _follow(claim: jobs.Claim, provider: Provider, config: dict) -> None:
     elif not result.slots:
         jobs.mark_failed(claim, "empty_result", "Azure reported success but returned no images.")
     else:
-        _download(claim, provider, config, result)
+        jobs.mark_downloading(claim)
+        if _store_slots(claim, client, result.slots, config):
+            try:
+                client.delete(claim.operation_url)  # we hold copies; free Azure's
+            except ProviderError as error:
+                log.info("job %s: could not delete the operation (%s)", claim.job_id, error.code)
 
 
-def _download(claim: jobs.Claim, provider: Provider, config: dict, result: PollResult) -> None:
-    jobs.mark_downloading(claim)
+def _store_slots(claim: jobs.Claim, client: Provider, slots: list[ImageSlot], config: dict) -> bool:
+    """Fetch and store every slot not yet recorded, then finish the job. False when a
+    retryable download failure left the job to be continued later."""
     recorded = jobs.recorded_image_indexes(claim.job_id)
-    for slot in result.slots:
+    for slot in slots:
         if slot.index in recorded:
             continue
         if slot.error_code is not None:
-            status = (
-                ImageStatus.FILTERED if slot.error_code == "contentFilter" else ImageStatus.FAILED
-            )
-            jobs.record_missing_image(
-                claim, slot.index, status, slot.error_code, slot.error_message or ""
-            )
+            filtered = slot.error_code == "contentFilter"
+            status = ImageStatus.FILTERED if filtered else ImageStatus.FAILED
+            message = slot.error_message or ""
+            jobs.record_missing_image(claim, slot, status, slot.error_code, message)
             continue
-        jobs.renew_lease(claim)
         try:
-            stored = storage.store_image(config["ATELIER_DATA_DIR"], provider.fetch_image(slot))
+            with LeaseKeeper(claim, config):
+                stored = storage.store_image(config["ATELIER_DATA_DIR"], client.fetch_image(slot))
         except ProviderError as error:
-            if error.retryable:
+            if error.retryable and not client.synchronous:
                 # Keep what was stored; the next claim polls again and fetches the rest.
                 jobs.release_until(claim, _next_poll(error.retry_after, config))
-                return
-            jobs.record_missing_image(
-                claim, slot.index, ImageStatus.FAILED, error.code, error.message
-            )
+                return False
+            jobs.record_missing_image(claim, slot, ImageStatus.FAILED, error.code, error.message)
         except storage.ImageRejected as error:
-            jobs.record_missing_image(
-                claim, slot.index, ImageStatus.FAILED, "bad_image", str(error)
-            )
+            jobs.record_missing_image(claim, slot, ImageStatus.FAILED, "bad_image", str(error))
         else:
-            jobs.record_stored_image(claim, slot.index, stored, slot.revised_prompt)
+            jobs.record_stored_image(claim, slot, stored)
     jobs.finish_from_images(claim)
-    try:
-        provider.delete(claim.operation_url)  # we hold copies; free Azure's before they expire
-    except ProviderError as error:
-        log.info("job %s: could not delete the finished operation (%s)", claim.job_id, error.code)
+    return True
+
+
+class LeaseKeeper:
+    """Renews a claim's lease from a helper thread while the worker waits on a long call.
+
+    If renewal finds the lease lost (the job was canceled), it stops; the worker's next fenced
+    write then raises LeaseLost and nothing is overwritten.
+    """
+
+    def __init__(self, claim: jobs.Claim, config: dict) -> None:
+        self.claim = claim
+        self.interval = max(0.5, config["ATELIER_LEASE_SECONDS"] / 3)
+        self.app = current_app._get_current_object()  # type: ignore[attr-defined]
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="atelier-lease", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        with self.app.app_context():
+            try:
+                while not self._done.wait(self.interval):
+                    jobs.renew_lease(self.claim)
+            except jobs.LeaseLost:
+                pass
+            except Exception:
+                log.exception("job %s: lease renewal failed", self.claim.job_id)
+            finally:
+                db.session.remove()
 
 
 def _next_poll(retry_after: float | None, config: dict) -> datetime:
@@ -224,19 +314,17 @@ def _seconds_until_next_due() -> float:
 
 
 def start_background(app: Flask) -> Worker | None:
-    """Start the worker threads (and the built-in emulator when no Azure endpoint is set)."""
+    """Start the worker threads (and the built-in emulator when no provider is configured)."""
     config = app.config
     if config["ATELIER_WORKER_THREADS"] == 0:
         return None
     emulator = None
-    if config["AZURE_OPENAI_ENDPOINT"]:
-        endpoint, api_key = config["AZURE_OPENAI_ENDPOINT"], config["AZURE_OPENAI_API_KEY"]
-    else:
+    if any(target.emulated for target in config["ATELIER_TARGETS"]):
         emulator = start_embedded_emulator(config)
-        endpoint, api_key = emulator.url, emulator.config.api_key
-    worker = Worker(
-        app, build_provider(config, endpoint, api_key), config["ATELIER_WORKER_THREADS"]
-    )
+        clients = build_clients(config, emulator.url, emulator.config.api_key)
+    else:
+        clients = build_clients(config)
+    worker = Worker(app, clients, config["ATELIER_WORKER_THREADS"])
     worker.emulator = emulator
     app.extensions["atelier_worker"] = worker
     worker.start()

@@ -124,7 +124,7 @@ BAD_BODIES = [
     ({"prompt": "ok", "n": True}, "n"),
     ({"prompt": "ok", "size": "100x100"}, "size"),
     ({"prompt": "ok", "size": "1792x1024"}, "size"),
-    ({"prompt": "ok", "options": {"quality": "hd"}}, "options"),
+    ({"prompt": "ok", "options": {"quality": "hd"}}, "options.quality"),
     ({"prompt": "ok", "colour": "red"}, "colour"),
 ]
 

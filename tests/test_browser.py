@@ -101,8 +101,8 @@ def test_prompt_to_image_without_a_reload_then_in_the_gallery(server, page, tmp_
     page.evaluate("window.atelierSameDocument = true")
 
     page.get_by_label("Prompt").fill("a brass telescope on a windowsill")
-    page.get_by_label("Size").select_option("256x256")
-    page.get_by_label("Images").fill("2")
+    page.get_by_label("Size").select_option("1536x1024")
+    page.get_by_role("spinbutton", name="Images").fill("2")
     page.get_by_role("button", name="Generate").click()
 
     card = page.locator(".job-card").filter(has_text="a brass telescope on a windowsill")
@@ -118,7 +118,7 @@ def test_prompt_to_image_without_a_reload_then_in_the_gallery(server, page, tmp_
     expect(gallery_images).to_have_count(2)
     gallery_images.first.click()
     expect(page.locator(".image-info")).to_contain_text("a brass telescope on a windowsill")
-    expect(page.locator(".full-image img")).to_have_js_property("naturalWidth", 256)
+    expect(page.locator(".full-image img")).to_have_js_property("naturalWidth", 1536)
 
 
 def test_empty_prompt_shows_the_error_beside_the_form(server, page):
@@ -140,3 +140,28 @@ def test_refused_prompt_is_shown_with_the_reason(server, page):
     card = page.locator(".job-card").filter(has_text="please refuse this")
     expect(card.locator(".job-error")).to_contain_text("safety system", timeout=20_000)
     expect(card.get_by_role("button", name="Retry")).to_be_visible()
+
+
+def test_choosing_another_provider_swaps_its_options_and_uses_them(server, page):
+    page.goto(server + "/")
+    expect(page.get_by_label("Background")).to_be_visible()  # gpt-image-1 is the default
+
+    page.get_by_label("Provider").select_option(
+        label="dall-e-3 · Azure deployment dall-e-3 (emulator)"
+    )
+
+    expect(page.get_by_label("Style")).to_be_visible()
+    expect(page.get_by_label("Background")).to_have_count(0)
+    expect(page.get_by_role("spinbutton", name="Images")).to_have_attribute("readonly", "")
+    page.get_by_label("Style").select_option("natural")
+    page.get_by_label("Prompt").fill("a heron at the edge of a lake")
+    page.get_by_role("button", name="Generate").click()
+
+    card = page.locator(".job-card").filter(has_text="a heron at the edge of a lake")
+    expect(card.locator("img")).to_have_count(1, timeout=20_000)
+    expect(page.get_by_label("Provider")).to_have_value("emulator-azure:dall-e-3")
+    card.locator("img").click()
+    info = page.locator(".image-info")
+    expect(info).to_contain_text("dall-e-3 · Azure deployment dall-e-3")
+    expect(info).to_contain_text("Revised prompt")
+    expect(info).to_contain_text("natural")

@@ -75,10 +75,10 @@ def test_form_post_without_csrf_token_is_refused(idle_app):
     ("fields", "message"),
     [
         ({"prompt": "  "}, "Enter a prompt."),
-        ({"prompt": "x" * 1001}, "the limit is 1000"),
+        ({"prompt": "x" * 1001}, "the limit for dall-e-2 is 1000"),
         ({"n": "0"}, "between 1 and 10"),
         ({"n": "three"}, "whole number"),
-        ({"size": "2048x2048"}, "The size must be one of"),
+        ({"size": "2048x2048"}, "The size for dall-e-2 must be one of"),
     ],
 )
 def test_invalid_form_shows_the_error_and_creates_nothing(idle_app, fields, message):

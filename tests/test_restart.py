@@ -149,3 +149,26 @@ def test_sigterm_stops_cleanly_and_the_job_continues_after_restart(start_app, em
     wait_until(base, job_id, lambda job: job["status"] == "succeeded")
 
     assert submits(emulator_url) == 1
+
+
+def generation_requests(emulator_url: str) -> int:
+    log = requests.get(emulator_url + "_emulator/requests", timeout=5).json()["requests"]
+    return sum(1 for entry in log if entry["path"].endswith("/images/generations"))
+
+
+def test_killed_mid_generation_is_interrupted_and_retry_sends_it_once_more(start_app, emulator_url):
+    deployment = {"AZURE_OPENAI_DEPLOYMENT": "gpt-image-1"}
+    process, base = start_app(**deployment)
+    job_id = requests.post(f"{base}/api/jobs", json={"prompt": "in flight"}, timeout=5).json()["id"]
+    wait_until(base, job_id, lambda job: job["phase"] == "submitting")
+
+    process.stop(signal.SIGKILL)
+    _, base = start_app(**deployment)
+    job = wait_until(base, job_id, lambda job: job["status"] == "failed")
+
+    assert job["error"]["code"] == "interrupted"
+    assert "Retry" in job["error"]["message"]
+    assert generation_requests(emulator_url) == 1  # not resent on its own
+    retried = requests.post(f"{base}/api/jobs/{job_id}/retry", timeout=5).json()
+    assert wait_until(base, retried["id"], lambda job: job["status"] == "succeeded")
+    assert generation_requests(emulator_url) == 2

@@ -10,22 +10,22 @@ from sqlalchemy import update
 
 from app import jobs, storage
 from app.models import Job, db, utcnow
-from app.providers import build_provider
+from app.providers import build_clients
 from app.validation import JobRequest
 from app.worker import Worker
-from tests.helpers import EMULATOR_KEY, emulator_counts
+from tests.helpers import emulator_counts
 
 
 @pytest.fixture
 def stepper(idle_app, emulator):
     """A worker that is never started: the test calls run_once() itself."""
-    provider = build_provider(idle_app.config, emulator.url, EMULATOR_KEY)
     with idle_app.app_context():
-        yield Worker(idle_app, provider, threads=0)
+        yield Worker(idle_app, build_clients(idle_app.config), threads=0)
 
 
 def queue(prompt: str = "a step at a time", n: int = 1) -> int:
-    job, _ = jobs.create_job(JobRequest(prompt=prompt, size="256x256", n=n))
+    request = JobRequest(prompt=prompt, provider="azure-async", size="256x256", n=n)
+    job, _ = jobs.create_job(request)
     return job.id
 
 
@@ -130,16 +130,16 @@ def test_interrupted_download_fetches_only_the_missing_images(stepper, emulator)
         time.sleep(0.05)
         expire_lease(job_id)
         claim = jobs.claim_due_job()
-        result = stepper.provider.poll(claim.operation_url)
+        result = stepper.clients["azure-async"].poll(claim.operation_url)
         if result.state == "succeeded":
             break
         jobs.release_until(claim, utcnow())
     jobs.mark_downloading(claim)
     first = result.slots[0]
     stored = storage.store_image(
-        stepper.app.config["ATELIER_DATA_DIR"], stepper.provider.fetch_image(first)
+        stepper.app.config["ATELIER_DATA_DIR"], stepper.clients["azure-async"].fetch_image(first)
     )
-    jobs.record_stored_image(claim, 0, stored, None)  # ...and then the process "dies"
+    jobs.record_stored_image(claim, first, stored)  # ...and then the process "dies"
     expire_lease(job_id)
     blobs_before = emulator_counts(emulator)["blob"]
 

@@ -8,6 +8,7 @@ message a person can act on; secrets never appear in one.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import logging
 import random
@@ -57,6 +58,16 @@ class ImageSlot:
     revised_prompt: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+    # Azure's per-image content_filter_results and prompt_filter_results, kept as sent.
+    filter_results: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The answer of a synchronous image API: the images and the token usage, if reported."""
+
+    slots: list[ImageSlot]
+    usage: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,62 @@ class PollResult:
     PENDING = "pending"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+
+
+def json_object(response: requests.Response, service: str) -> dict[str, Any]:
+    """The JSON object in a 2xx answer; anything else is a (retryable) protocol error."""
+    try:
+        body = response.json()
+    except ValueError:
+        raise ProviderError(
+            "protocol_error", f"{service}'s answer was not valid JSON.", retryable=True
+        ) from None
+    if not isinstance(body, dict):
+        raise ProviderError(
+            "protocol_error", f"{service}'s answer was not a JSON object.", retryable=True
+        )
+    return body
+
+
+def _text(item: dict[str, Any], key: str) -> str | None:
+    value = item.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def parse_slots(data: Any) -> list[ImageSlot]:
+    """Result entries in order: an image (url or b64_json) or an error in its place."""
+    slots = []
+    for index, item in enumerate(data if isinstance(data, list) else []):
+        item = item if isinstance(item, dict) else {}
+        error = item.get("error")
+        annotations = {
+            key: item[key]
+            for key in ("content_filter_results", "prompt_filter_results")
+            if isinstance(item.get(key), dict)
+        }
+        if isinstance(error, dict) or not (_text(item, "url") or _text(item, "b64_json")):
+            error = error if isinstance(error, dict) else {}
+            slots.append(
+                ImageSlot(
+                    index=index,
+                    error_code=str(error.get("code") or "missing"),
+                    error_message=str(
+                        error.get("message") or "The result has no image in this slot."
+                    ),
+                    filter_results=annotations or None,
+                )
+            )
+            continue
+        slots.append(
+            ImageSlot(
+                index=index,
+                url=_text(item, "url"),
+                b64_json=_text(item, "b64_json"),
+                revised_prompt=_text(item, "revised_prompt"),
+                filter_results=annotations or None,
+            )
+        )
+    return slots
 
 
 def parse_retry_after(headers: Any) -> float | None:
@@ -86,10 +153,14 @@ def parse_retry_after(headers: Any) -> float | None:
     try:
         return max(0.0, float(raw))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(raw) if raw else None
-        if parsed is None:
-            return None
-        return max(0.0, parsed.timestamp() - time.time())
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None  # unreadable: the caller falls back to its own backoff
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return max(0.0, parsed.timestamp() - time.time())
 
 
 def backoff_delay(attempt: int, retry_after: float | None) -> float:
@@ -99,18 +170,92 @@ def backoff_delay(attempt: int, retry_after: float | None) -> float:
     return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
 
 
-def error_body(response: requests.Response) -> tuple[str | None, str | None]:
-    """(code, message) from an Azure or OpenAI error envelope, tolerating other bodies."""
+def error_object(response: requests.Response) -> dict[str, Any]:
+    """The `error` object of an Azure or OpenAI error envelope ({} for any other body)."""
     try:
         body = response.json()
     except ValueError:
-        return None, None
+        return {}
     error = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(error, dict):
-        return None, None
+    return error if isinstance(error, dict) else {}
+
+
+def error_body(response: requests.Response) -> tuple[str | None, str | None]:
+    """(code, message) from an Azure or OpenAI error envelope, tolerating other bodies."""
+    error = error_object(response)
     code = error.get("code")
     message = error.get("message")
     return (str(code) if code is not None else None), (str(message) if message else None)
+
+
+# Both image refusal shapes (azure-image-apis.md §3.4): the older `contentFilter` code, and
+# OpenAI's `content_policy_violation` with Azure's `inner_error` ResponsibleAIPolicyViolation.
+REFUSAL_CODES = {"contentFilter", "content_policy_violation", "content_filter"}
+
+
+def refusal(error: dict[str, Any], service: str) -> ProviderError | None:
+    """One clear refusal for every content-filter error shape, naming flagged categories."""
+    inner = error.get("inner_error") or error.get("innererror")
+    inner = inner if isinstance(inner, dict) else {}
+    if error.get("code") not in REFUSAL_CODES and inner.get("code") != (
+        "ResponsibleAIPolicyViolation"
+    ):
+        return None
+    results = inner.get("content_filter_results")
+    flagged = [
+        name
+        for name, verdict in (results.items() if isinstance(results, dict) else ())
+        if isinstance(verdict, dict) and verdict.get("filtered")
+    ]
+    message = str(error.get("message") or "The safety system rejected it.")
+    if flagged:
+        message += f" (flagged: {', '.join(sorted(flagged))})"
+    return ProviderError("contentFilter", f"{service} refused this prompt: {message}")
+
+
+def describe_error(
+    response: requests.Response, service: str, *, credentials_hint: str, not_found_hint: str
+) -> ProviderError:
+    """A readable ProviderError for a non-2xx answer; retryable for 408, 429 and 5xx."""
+    error = error_object(response)
+    code, message = error_body(response)
+    status = response.status_code
+    said = f" {service} said: {message}" if message else ""
+    if status in (401, 403):
+        return ProviderError(
+            "unauthorized",
+            f"{service} rejected the credentials (HTTP {status}). Check {credentials_hint}.{said}",
+            status=status,
+        )
+    if status == 404:
+        return ProviderError(
+            "not_found",
+            f"{service} answered 404 ({message or 'Resource not found'}). {not_found_hint}",
+            status=status,
+        )
+    if status == 429:
+        return ProviderError(
+            "rate_limited",
+            f"{service} is rate-limiting requests (HTTP 429)." + (f" {message}" if message else ""),
+            retryable=True,
+            status=status,
+        )
+    if status >= 500 or status == 408:
+        return ProviderError(
+            "upstream_unavailable",
+            f"{service} had a problem (HTTP {status})." + (f" {message}" if message else ""),
+            retryable=True,
+            status=status,
+        )
+    refused = refusal(error, service)
+    if refused is not None:
+        refused.status = status
+        return refused
+    return ProviderError(
+        code or f"http_{status}",
+        f"{service} refused the request (HTTP {status}): {message or response.reason}",
+        status=status,
+    )
 
 
 def send(
@@ -153,8 +298,9 @@ def send(
         else:
             if 200 <= response.status_code < 300:
                 return response
-            last_error = describe(response)
-            last_error.retry_after = retry_after = parse_retry_after(response.headers)
+            with response:  # a streamed answer keeps its connection until closed
+                last_error = describe(response)
+                last_error.retry_after = retry_after = parse_retry_after(response.headers)
             if response.status_code not in RETRYABLE_STATUS:
                 raise last_error
         if attempt + 1 < attempts:

@@ -37,6 +37,7 @@ def register(app: Flask, csrf: CSRFProtect) -> None:
             "status_label": display.status_label,
             "error_title": display.error_title,
             "poll_delay": display.poll_delay,
+            "provider_label": display.provider_label,
         }
 
     app.register_error_handler(CSRFError, _csrf_error)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from app import jobs, library
 from app.models import Image, Job
+from app.providers.catalog import Target
 from app.validation import ValidationError, parse_idempotency_key, parse_job_request
 from app.views.helpers import api_error
 
@@ -32,10 +33,16 @@ def create_job() -> tuple[Response, int]:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         return api_error(400, "invalid_json", "The request body must be a JSON object.")
-    job_request = parse_job_request(body)
+    job_request = parse_job_request(body, current_app.config["ATELIER_TARGETS"])
     key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
     job, created = jobs.create_job(job_request, idempotency_key=key)
     return _accepted(job, replayed=not created)
+
+
+@bp.get("/providers")
+def list_providers() -> Response:
+    """What each configured provider accepts, for scripts that build their own requests."""
+    return jsonify({"items": [target_json(t) for t in current_app.config["ATELIER_TARGETS"]]})
 
 
 @bp.get("/jobs")
@@ -102,12 +109,39 @@ def job_json(job: Job) -> dict[str, Any]:
         "size": job.size,
         "n": job.n,
         "options": job.options or {},
+        "usage": job.usage,
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
         "error": _error(job.error_code, job.error_message),
         "retry_of": job.retry_of_id,
         "images": [image_json(image) for image in job.images],
+    }
+
+
+def target_json(target: Target) -> dict[str, Any]:
+    model = target.model
+    return {
+        "id": target.id,
+        "label": target.label,
+        "model": model.name,
+        "emulated": target.emulated,
+        "sizes": list(model.sizes),
+        "default_size": model.default_size,
+        "max_images": model.max_images,
+        "max_prompt_chars": model.max_prompt_chars,
+        "options": {
+            option.name: {
+                "default": option.default,
+                **({"choices": list(option.choices)} if option.choices else {}),
+                **(
+                    {"minimum": option.minimum, "maximum": option.maximum}
+                    if option.is_number
+                    else {}
+                ),
+            }
+            for option in model.options
+        },
     }
 
 
@@ -127,5 +161,6 @@ def image_json(image: Image) -> dict[str, Any]:
         "bytes": image.bytes,
         "sha256": image.sha256,
         "revised_prompt": image.revised_prompt,
+        "filter_results": image.filter_results,
         "error": _error(image.error_code, image.error_message),
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from flask import current_app
+
 from app.models import Job, JobPhase, JobStatus, utcnow
 
 PHASE_LABELS = {
@@ -25,6 +27,8 @@ ERROR_TITLES = {
     "not_found": "Endpoint not found",
     "rate_limited": "Rate limited",
     "download_failed": "Images could not be saved",
+    "provider_unavailable": "Provider not configured",
+    "upstream_unavailable": "The provider had a problem",
 }
 
 
@@ -36,6 +40,14 @@ def status_label(job: Job) -> str:
 
 def error_title(code: str | None) -> str:
     return ERROR_TITLES.get(code or "", "Failed")
+
+
+def provider_label(provider_id: str) -> str:
+    """The configured provider's label, or its id when it is no longer configured."""
+    for target in current_app.config["ATELIER_TARGETS"]:
+        if target.id == provider_id:
+            return target.label
+    return provider_id
 
 
 def poll_delay(job: Job) -> int:

@@ -1,26 +1,30 @@
-"""The prompt form: rendering and CSRF via Flask-WTF; the rules live in app.validation."""
+"""The prompt form: Flask-WTF renders the prompt and provider; the model's own fields (size,
+number of images, options) are rendered from app.image_models by `_model_options.html`, so they
+change with the chosen provider. The rules live in app.validation."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from typing import Any
 
+from flask import current_app, request
 from flask_wtf import FlaskForm
-from wtforms import HiddenField, IntegerField, SelectField, TextAreaField
+from wtforms import HiddenField, SelectField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 
 from app import jobs
 from app.models import Job
+from app.providers.catalog import Target
 from app.validation import (
-    DEFAULT_SIZE,
-    MAX_IMAGES,
-    MAX_PROMPT_CHARS,
-    MIN_IMAGES,
-    SIZES,
     JobRequest,
     ValidationError,
+    find_target,
     parse_idempotency_key,
     parse_job_request,
 )
+
+MODEL_FIELDS = ("size", "n")
 
 
 class PromptForm(FlaskForm):
@@ -32,26 +36,37 @@ class PromptForm(FlaskForm):
         "Prompt",
         render_kw={
             "rows": 3,
-            "maxlength": MAX_PROMPT_CHARS,
             "required": True,
             "placeholder": "A watercolour fox reading a map by lantern light",
         },
     )
-    size = SelectField(
-        "Size", choices=[SelectChoice(size, size) for size in SIZES], default=DEFAULT_SIZE
-    )
-    n = IntegerField(
-        "Images",
-        default=1,
-        render_kw={"min": MIN_IMAGES, "max": MAX_IMAGES, "inputmode": "numeric"},
-    )
+    provider = SelectField("Provider")
     # A fresh key per rendered form: a double-click or a resent POST creates one job.
     idempotency_key = HiddenField()
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.targets: Sequence[Target] = current_app.config["ATELIER_TARGETS"]
+        self.provider.choices = [SelectChoice(t.id, t.label) for t in self.targets]
         if not self.idempotency_key.data:
             self.idempotency_key.data = uuid.uuid4().hex
+        # Errors of the model's fields (size, n, options), shown by _model_options.html.
+        self.model_errors: dict[str, str] = {}
+
+    @property
+    def target(self) -> Target:
+        """The chosen provider, or the default one when none (or an unknown one) was chosen."""
+        try:
+            return find_target(self.targets, self.provider.data)
+        except ValidationError:
+            return self.targets[0]
+
+    def model_values(self) -> dict[str, Any]:
+        """What was submitted for the model's fields, to render them again after an error."""
+        if not self.is_submitted():
+            return {}
+        names = [*MODEL_FIELDS, *(option.name for option in self.target.model.options)]
+        return {name: request.form.get(name) for name in names}
 
     def create_job(self) -> Job | None:
         """Create the job the form describes, or return None with errors on the fields."""
@@ -67,17 +82,15 @@ class PromptForm(FlaskForm):
         return job
 
     def job_request(self) -> tuple[JobRequest, str | None] | None:
-        """The validated request, or None with the errors attached to the form's fields."""
-        raw = {
-            "prompt": self.prompt.raw_data[0] if self.prompt.raw_data else None,
-            "size": self.size.raw_data[0] if self.size.raw_data else None,
-            "n": self.n.raw_data[0] if self.n.raw_data else None,
-        }
+        """The validated request, or None with the error attached to its field."""
         try:
             return (
-                parse_job_request(raw, from_form=True),
+                parse_job_request(request.form, self.targets, from_form=True),
                 parse_idempotency_key(self.idempotency_key.data),
             )
         except ValidationError as error:
-            getattr(self, error.field or "prompt").errors = [error.message]
+            if error.field in ("prompt", "provider"):
+                getattr(self, error.field).errors = [error.message]
+            else:
+                self.model_errors[error.field or "prompt"] = error.message
             return None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, make_response, render_template
+from flask import Blueprint, abort, make_response, render_template, request
 from werkzeug.wrappers import Response
 
 from app import jobs
@@ -25,12 +25,21 @@ def create_job() -> Response:
     form = PromptForm()
     job = form.create_job()
     if job is not None:
-        body = render_template("_job_created.html", job=job, form=PromptForm(formdata=None))
+        # The fresh form keeps the provider and options; only the prompt starts empty.
+        fresh = PromptForm(formdata=None, data={"provider": job.provider})
+        body = render_template("_job_created.html", job=job, form=fresh)
         return make_response(body, 201)
     response = make_response(render_template("_prompt_form.html", form=form), 422)
     response.headers["HX-Retarget"] = "#prompt-form"
     response.headers["HX-Reswap"] = "outerHTML"
     return response
+
+
+@bp.get("/model-options")
+def model_options() -> str:
+    """The size, number and option fields of the provider chosen in the form."""
+    form = PromptForm(formdata=None, data={"provider": request.args.get("provider")})
+    return render_template("_model_options.html", model=form.target.model, values={}, errors={})
 
 
 @bp.post("/jobs/<int:job_id>/cancel")

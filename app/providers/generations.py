@@ -1,0 +1,104 @@
+"""The synchronous image APIs' shared shape: one POST whose answer holds the images.
+
+Azure's deployment route (azure-image-apis.md §3) and OpenAI's `/v1/images/generations` (§4)
+take the same body and answer `{"created", "data": [...], "usage"?}`; the subclasses differ only
+in URL, credentials and how they explain errors. The POST is never repeated after it may have
+been sent (a read timeout has an unknown outcome and could bill twice); 429 and 5xx answers,
+which did not generate anything, are retried a bounded number of times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+
+from app.image_models import ImageModel
+from app.providers.base import (
+    Generation,
+    ImageSlot,
+    ProviderError,
+    json_object,
+    parse_slots,
+    send,
+)
+from app.providers.download import ImageFetcher
+
+GENERATE_ATTEMPTS = 3
+# Lossless PNG has no compression level in these APIs; sending one is refused upstream.
+COMPRESSIBLE_FORMATS = ("jpeg", "webp")
+
+
+class GenerationsProvider:
+    synchronous = True
+    service = "The image service"
+
+    def __init__(
+        self,
+        url: str,
+        model: ImageModel,
+        *,
+        fetch_origin: str,
+        read_timeout: float = 60.0,
+        generation_timeout: float = 300.0,
+        max_image_bytes: int = 50 * 1024 * 1024,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.url = url
+        self.model = model
+        self.generation_timeout = generation_timeout
+        self._session = session or requests.Session()
+        self._fetcher = ImageFetcher(
+            self._session, fetch_origin, read_timeout=read_timeout, max_image_bytes=max_image_bytes
+        )
+
+    def __repr__(self) -> str:  # never show credentials
+        return f"{type(self).__name__}(url={self.url!r}, model={self.model.name!r})"
+
+    def generate(self, prompt: str, size: str, n: int, options: Mapping[str, Any]) -> Generation:
+        response = send(
+            self._session,
+            "POST",
+            self.url,
+            params=self._params(),
+            headers=self._headers(),
+            json=self._body(prompt, size, n, options),
+            read_timeout=self.generation_timeout,
+            attempts=GENERATE_ATTEMPTS,
+            describe=self._describe,
+            idempotent=False,
+        )
+        body = json_object(response, self.service)
+        slots = parse_slots(body.get("data"))
+        if not slots:
+            raise ProviderError(
+                "empty_result", f"{self.service} answered without any image.", retryable=False
+            )
+        usage = body.get("usage")
+        return Generation(slots=slots, usage=usage if isinstance(usage, dict) else None)
+
+    def fetch_image(self, slot: ImageSlot) -> bytes:
+        return self._fetcher.fetch(slot)
+
+    def _body(self, prompt: str, size: str, n: int, options: Mapping[str, Any]) -> dict[str, Any]:
+        body: dict[str, Any] = {"prompt": prompt, "n": n, "size": size}
+        for option in self.model.options:
+            if option.name not in options:
+                continue
+            if (
+                option.name == "output_compression"
+                and options.get("output_format") not in COMPRESSIBLE_FORMATS
+            ):
+                continue
+            body[option.name] = options[option.name]
+        return body
+
+    def _params(self) -> dict[str, str]:
+        return {}
+
+    def _headers(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _describe(self, response: requests.Response) -> ProviderError:
+        raise NotImplementedError

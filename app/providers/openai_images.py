@@ -1,0 +1,39 @@
+"""OpenAI's own image API: `POST {base}images/generations` with a bearer key (§4).
+
+The model goes in the body. gpt-image models answer with `b64_json` and `usage`; DALL-E models
+with URLs (valid for an hour) that are downloaded at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+
+from app.image_models import ImageModel
+from app.providers.base import ProviderError, describe_error
+from app.providers.generations import GenerationsProvider
+
+
+class OpenAIImagesProvider(GenerationsProvider):
+    service = "OpenAI"
+
+    def __init__(self, base_url: str, api_key: str, model: ImageModel, **limits: Any) -> None:
+        base_url = base_url if base_url.endswith("/") else base_url + "/"
+        super().__init__(f"{base_url}images/generations", model, fetch_origin=base_url, **limits)
+        self._api_key = api_key
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}"}
+
+    def _body(self, prompt: str, size: str, n: int, options: Mapping[str, Any]) -> dict[str, Any]:
+        return {"model": self.model.name, **super()._body(prompt, size, n, options)}
+
+    def _describe(self, response: requests.Response) -> ProviderError:
+        return describe_error(
+            response,
+            "OpenAI",
+            credentials_hint="OPENAI_API_KEY",
+            not_found_hint="Check OPENAI_BASE_URL and that your account offers this model.",
+        )
