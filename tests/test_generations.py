@@ -365,3 +365,11 @@ def test_form_error_for_the_model_is_shown_beside_its_field(client):
     assert "A transparent background needs PNG or WebP output" in page
     chosen = re.search(r'<option[^>]*value="azure:gpt-image-1"[^>]*>', page).group(0)
     assert "selected" in chosen
+
+
+def test_option_fields_show_their_defaults(client):
+    page = client.get("/").get_data(as_text=True)
+
+    compression = re.search(r'<input id="output_compression"[^>]*>', page).group(0)
+    assert 'value="100"' in compression
+    assert re.search(r'<option value="auto"\s+selected>auto</option>', page)
