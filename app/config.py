@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from app.crashpoints import POINTS as CRASH_POINTS
 from app.providers.catalog import CatalogError, build_targets
 
 
@@ -140,6 +141,11 @@ SETTINGS: tuple[Setting, ...] = (
         int,
     ),
     Setting(
+        "ATELIER_TEST_CRASH_AT",
+        None,
+        "Tests only: kill the process at a named point (see app/crashpoints.py).",
+    ),
+    Setting(
         "ATELIER_EMULATOR_PORT",
         "5001",
         "Loopback port of the built-in emulator (0: any free port).",
@@ -226,6 +232,9 @@ def load_settings(environ: Mapping[str, str], instance_path: str) -> dict[str, A
     for name in ("ATELIER_HTTP_TIMEOUT_SECONDS", "ATELIER_GENERATION_TIMEOUT_SECONDS"):
         if settings[name] <= 0:
             raise ConfigError(f"{name} must be more than 0.")
+    crash_at = settings["ATELIER_TEST_CRASH_AT"]
+    if crash_at and crash_at not in CRASH_POINTS:
+        raise ConfigError(f"ATELIER_TEST_CRASH_AT must be one of {', '.join(CRASH_POINTS)}.")
     if settings["ATELIER_LEASE_SECONDS"] < 1:
         raise ConfigError("ATELIER_LEASE_SECONDS must be at least 1.")
     return settings

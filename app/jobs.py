@@ -19,6 +19,7 @@ from sqlalchemy import delete, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app import storage
+from app.crashpoints import crash_point
 from app.models import (
     Image,
     ImageStatus,
@@ -125,6 +126,7 @@ def create_job(
             raise
         return existing, False
     log.info("job %s queued (n=%s, size=%s)", job.id, job.n, job.size)
+    crash_point("after_commit")
     _wake_worker()
     return job, True
 

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import random
 import secrets
+import signal
 import threading
 from datetime import datetime, timedelta
 
@@ -33,6 +35,7 @@ from flask import Flask, current_app
 from sqlalchemy import func, select
 
 from app import jobs, storage
+from app.crashpoints import crash_point
 from app.models import ImageStatus, Job, JobPhase, JobStatus, db, utcnow
 from app.providers import (
     AsyncProvider,
@@ -184,6 +187,7 @@ def _submit(claim: jobs.Claim, client: AsyncProvider, config: dict) -> None:
     except ProviderError as error:
         _submit_failed(_counted(claim), error)
         return
+    crash_point("during_submit")
     jobs.mark_submitted(claim, submitted.operation_url, _next_poll(submitted.retry_after, config))
 
 
@@ -195,6 +199,7 @@ def _generate(claim: jobs.Claim, client: SyncProvider, config: dict) -> None:
     except ProviderError as error:
         _submit_failed(_counted(claim), error)
         return
+    crash_point("during_submit")
     jobs.mark_downloading(claim, generation.usage)
     _store_slots(claim, client, generation.slots, config)
 
@@ -214,6 +219,7 @@ def _follow(claim: jobs.Claim, client: AsyncProvider, config: dict) -> None:
         else:
             jobs.mark_failed(claim, error.code, error.message)
         return
+    crash_point("mid_poll")
     if result.state == PollResult.PENDING:
         jobs.release_until(claim, _next_poll(result.retry_after, config))
     elif result.state == PollResult.FAILED:
@@ -254,7 +260,9 @@ def _store_slots(claim: jobs.Claim, client: Provider, slots: list[ImageSlot], co
         except storage.ImageRejected as error:
             jobs.record_missing_image(claim, slot, ImageStatus.FAILED, "bad_image", str(error))
         else:
+            crash_point("after_rename")
             jobs.record_stored_image(claim, slot, stored)
+            crash_point("mid_download")
     jobs.finish_from_images(claim)
     return True
 
@@ -348,3 +356,27 @@ def start_embedded_emulator(config: dict):  # -> EmulatorServer
         server = EmulatorServer(emulator_config, host="127.0.0.1", port=0).start()
     log.info("built-in Azure emulator serving at %s", server.url)
     return server
+
+
+def run_worker_process(app: Flask) -> None:
+    """Run only the background worker (`flask atelier worker`) until SIGTERM or Ctrl-C.
+
+    Several such processes, and web processes with their own threads, can share one database:
+    claims are atomic and every change is fenced by its lease.
+    """
+    if app.config["ATELIER_WORKER_THREADS"] == 0:
+        raise ValueError("ATELIER_WORKER_THREADS is 0: this worker would do nothing.")
+    stopping = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda *_: stopping.set())
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+    worker = start_background(app)
+    assert worker is not None
+    log.info("worker process %s running; stop it with SIGTERM or Ctrl-C", os.getpid())
+    try:
+        stopping.wait()
+    finally:
+        worker.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -18,6 +18,13 @@ from app.emulator import EmulatorConfig, EmulatorServer
 from app.models import db
 from app.worker import start_background
 from tests.helpers import EMULATOR_KEY, make_app
+from tests.processes import (  # noqa: F401  (fixtures)
+    app_env,
+    emulator_latency,
+    emulator_url,
+    start_app,
+    start_worker_process,
+)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,25 @@
+"""Deliberate crashes at named points, so tests can prove that no fault loses or repeats work.
+
+With ATELIER_TEST_CRASH_AT=<point> the process kills itself (SIGKILL: no cleanup, like a power
+cut or the OOM killer) the first time it reaches that point. Unset, `crash_point` does nothing.
+
+    after_commit    a new job's row is committed, the request has not answered yet
+    during_submit   the provider accepted the prompt, the answer is not recorded yet
+    mid_poll        a poll was answered, the answer is not recorded yet
+    mid_download    one image is stored and recorded, the others are not
+    after_rename    an image file is in place, its row is not written yet
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from flask import current_app
+
+POINTS = ("after_commit", "during_submit", "mid_poll", "mid_download", "after_rename")
+
+
+def crash_point(name: str) -> None:
+    if current_app.config.get("ATELIER_TEST_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
