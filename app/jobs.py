@@ -70,10 +70,12 @@ class Claim:
     token: str
     phase: str | None
     provider: str
+    model: str
     prompt: str
     size: str
     n: int
     options: dict[str, Any]
+    created_at: datetime
     operation_url: str | None
     deadline_at: datetime
     submit_count: int
@@ -260,10 +262,12 @@ def claim_due_job() -> Claim | None:
                 Job.id,
                 Job.phase,
                 Job.provider,
+                Job.model,
                 Job.prompt,
                 Job.size,
                 Job.n,
                 Job.options,
+                Job.created_at,
                 Job.operation_url,
                 Job.deadline_at,
                 Job.submit_count,
@@ -277,10 +281,12 @@ def claim_due_job() -> Claim | None:
         token=token,
         phase=row.phase,
         provider=row.provider,
+        model=row.model,
         prompt=row.prompt,
         size=row.size,
         n=row.n,
         options=dict(row.options or {}),
+        created_at=row.created_at,
         operation_url=row.operation_url,
         deadline_at=row.deadline_at,
         submit_count=row.submit_count,
@@ -305,6 +311,23 @@ def _fenced_update_in(session: Any, claim: Claim, **values: Any) -> None:
     )
     if result.rowcount != 1:
         raise LeaseLost(claim.job_id)
+
+
+def image_metadata(claim: Claim, slot: ImageSlot) -> dict[str, Any]:
+    """What a stored PNG carries about its job, enough to rebuild the library from files."""
+    return {
+        "atelier": 1,
+        "job_id": claim.job_id,
+        "index": slot.index,
+        "prompt": claim.prompt,
+        "revised_prompt": slot.revised_prompt,
+        "provider": claim.provider,
+        "model": claim.model,
+        "size": claim.size,
+        "n": claim.n,
+        "options": claim.options,
+        "created_at": claim.created_at.isoformat().replace("+00:00", "Z"),
+    }
 
 
 def renew_lease(claim: Claim) -> None:

@@ -1,7 +1,8 @@
 """Image files on disk: checked, content-addressed, written atomically, with thumbnails.
 
 Layout under the data folder:
-    images/<sha[:2]>/<sha256>.<ext>         the bytes exactly as the provider sent them
+    images/<sha[:2]>/<sha256>.<ext>         the provider's image (a PNG also carries its job's
+                                            parameters in an `atelier` text chunk)
     thumbs/<sha[:2]>/<sha256>-256.webp      a WebP thumbnail, longest side 256 px
 
 A file is written to a temporary name in its final folder, fsynced, renamed into place and
@@ -18,8 +19,11 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image as PILImage
+
+from app import pngmeta
 
 # Formats the image APIs produce; anything else is refused before it reaches the disk.
 FORMATS = {
@@ -66,9 +70,15 @@ def inspect_image(data: bytes) -> tuple[str, int, int]:
         ) from None
 
 
-def store_image(data_dir: str, data: bytes) -> StoredImage:
-    """Check the image, write it and its thumbnail durably, return what was stored."""
+def store_image(data_dir: str, data: bytes, metadata: dict[str, Any] | None = None) -> StoredImage:
+    """Check the image, write it and its thumbnail durably, return what was stored.
+
+    A PNG gets `metadata` (the prompt and job parameters) embedded as a text chunk, so the
+    library can be rebuilt from the files alone (`flask atelier rebuild`); pixels are untouched.
+    """
     image_format, width, height = inspect_image(data)
+    if metadata is not None and image_format == "PNG":
+        data = pngmeta.embed(data, metadata)
     # Decoding every pixel for the thumbnail is the real check (verify() reads only chunk
     # checksums), so it happens before anything is written.
     try:

@@ -250,7 +250,11 @@ def _store_slots(claim: jobs.Claim, client: Provider, slots: list[ImageSlot], co
             continue
         try:
             with LeaseKeeper(claim, config):
-                stored = storage.store_image(config["ATELIER_DATA_DIR"], client.fetch_image(slot))
+                stored = storage.store_image(
+                    config["ATELIER_DATA_DIR"],
+                    client.fetch_image(slot),
+                    jobs.image_metadata(claim, slot),
+                )
         except ProviderError as error:
             if error.retryable and not client.synchronous:
                 # Keep what was stored; the next claim polls again and fetches the rest.

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image as PILImage
 
+from app import pngmeta
 from tests.helpers import emulator_counts, wait_for_job
 
 
@@ -271,18 +272,6 @@ def test_delete_removes_rows_and_files(app, client):
     assert not list(data_dir.glob("thumbs/*/*.webp"))
 
 
-def test_delete_keeps_files_another_job_still_uses(app, client):
-    # The emulator draws the same prompt identically, so both jobs share one stored file.
-    first = wait_for_job(client, submit(client, prompt="twin", size="256x256").get_json()["id"])
-    second = wait_for_job(client, submit(client, prompt="twin", size="256x256").get_json()["id"])
-    assert first["images"][0]["sha256"] == second["images"][0]["sha256"]
-
-    client.delete(f"/api/jobs/{first['id']}")
-
-    with client.get(f"/files/images/{second['images'][0]['id']}") as response:
-        assert response.status_code == 200
-
-
 def test_deleting_an_active_job_is_a_conflict(idle_app):
     client = idle_app.test_client()
     job_id = submit(client, prompt="busy").get_json()["id"]
@@ -352,3 +341,15 @@ def test_png_thumbnail_is_a_real_webp_no_larger_than_256(app, client):
     with PILImage.open(io.BytesIO(data)) as image:
         assert image.format == "WEBP"
         assert max(image.size) == 256
+
+
+def test_stored_png_carries_its_prompt_and_parameters(client):
+    job = wait_for_job(client, submit(client, prompt="a copper kettle", n=2).get_json()["id"])
+
+    with client.get(job["images"][1]["url"]) as response:
+        metadata = pngmeta.read(response.data)
+
+    assert metadata["prompt"] == "a copper kettle"
+    assert (metadata["job_id"], metadata["index"], metadata["n"]) == (job["id"], 1, 2)
+    assert (metadata["provider"], metadata["model"]) == (job["provider"], job["model"])
+    assert metadata["created_at"] == job["created_at"]

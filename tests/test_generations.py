@@ -373,3 +373,17 @@ def test_option_fields_show_their_defaults(client):
     compression = re.search(r'<input id="output_compression"[^>]*>', page).group(0)
     assert 'value="100"' in compression
     assert re.search(r'<option value="auto"\s+selected>auto</option>', page)
+
+
+def test_delete_keeps_files_another_job_still_uses(client):
+    # The emulator draws the same request identically; JPEGs carry no per-job metadata, so
+    # both jobs share one stored file.
+    body = {"prompt": "twin", "options": {"output_format": "jpeg", "output_compression": 70}}
+    first = wait_for_job(client, submit(client, **body)["id"])
+    second = wait_for_job(client, submit(client, **body)["id"])
+    assert first["images"][0]["sha256"] == second["images"][0]["sha256"]
+
+    client.delete(f"/api/jobs/{first['id']}")
+
+    with client.get(f"/files/images/{second['images'][0]['id']}") as response:
+        assert response.status_code == 200
