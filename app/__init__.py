@@ -1,8 +1,8 @@
 """Atelier: a self-hosted web gallery for AI image generation on Azure OpenAI.
 
 `create_app()` builds the Flask application: configuration, extensions, blueprints, CLI.
-Nothing else happens here; background threads are started by the run command
-(`python -m app`) through `app.worker.start_background`.
+Nothing else happens here; background threads are started by the run commands
+(`python -m app`, `flask atelier worker`) through `app.worker.start_background`.
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         configure_engine(db.engine)
 
     from app import views
+    from app.cli import cli
 
     views.register(app, csrf)
+    app.cli.add_command(cli)
     return app

@@ -78,7 +78,10 @@ def store_image(data_dir: str, data: bytes, metadata: dict[str, Any] | None = No
     """
     image_format, width, height = inspect_image(data)
     if metadata is not None and image_format == "PNG":
-        data = pngmeta.embed(data, metadata)
+        try:
+            data = pngmeta.embed(data, dict(metadata))
+        except ValueError as error:
+            raise ImageRejected(f"The PNG is malformed ({error}).") from None
     # Decoding every pixel for the thumbnail is the real check (verify() reads only chunk
     # checksums), so it happens before anything is written.
     try:

@@ -1,0 +1,560 @@
+"""Checks that the database and the image folder agree, repairs what is safe, rebuilds from files.
+
+`verify` compares image rows with the files under images/ and thumbs/: rows whose files are
+missing or whose original no longer hashes to the recorded sha256, files no row references, and
+leftover `.tmp-*` files from interrupted writes. With `repair=True` it moves stray files aside
+into `orphans/<UTC timestamp>/` (nothing is ever deleted) and regenerates missing thumbnails from
+intact originals; rows are only reported, never changed.
+
+`rebuild` recreates jobs and image rows from the parameters that `app.pngmeta` embeds in stored
+PNGs, for files no row references (a lost or older database).
+
+`verify` leaves files younger than the grace period alone: they may belong to a write still in
+flight (the worker writes a file first and commits its row after). `rebuild` needs no grace
+period: a file being written names a job that exists, and such files are left alone.
+
+Both run inside an app context. Database reads end before any file is touched, and writes are
+short transactions made after the file work is done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import Image as PILImage
+from sqlalchemy import select, text
+
+from app import pngmeta, storage
+from app.models import Image, ImageStatus, Job, JobStatus, db, utcnow, write_transaction
+
+SCANNED_FOLDERS = ("images", "thumbs")
+ORPHANS_FOLDER = "orphans"
+DEFAULT_GRACE_SECONDS = 900
+METADATA_VERSION = 1
+# What Pillow raises for bytes it cannot decode (as caught in app.storage).
+THUMBNAIL_ERRORS = (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError)
+
+
+# --- verify -----------------------------------------------------------------------------------
+
+
+@dataclass
+class VerifyReport:
+    """What `verify` found (image ids or paths relative to the data folder) and what it did."""
+
+    data_dir: str
+    repair: bool
+    grace_seconds: int
+    rows_checked: int = 0
+    files_checked: int = 0
+    missing_originals: list[int] = field(default_factory=list)
+    missing_thumbnails: list[int] = field(default_factory=list)
+    hash_mismatches: list[int] = field(default_factory=list)
+    orphan_files: list[str] = field(default_factory=list)
+    stale_temp_files: list[str] = field(default_factory=list)
+    # Younger than the grace period: possibly being written right now, so not touched.
+    recent_files: list[str] = field(default_factory=list)
+    # Repairs made (only with repair=True).
+    archive_dir: str | None = None
+    moved: list[str] = field(default_factory=list)
+    regenerated_thumbnails: list[int] = field(default_factory=list)
+    thumbnail_errors: dict[int, str] = field(default_factory=dict)
+    # image id -> (file_name, thumbnail_name), for readable lines.
+    file_names: dict[int, tuple[str | None, str | None]] = field(default_factory=dict, repr=False)
+
+    @property
+    def remaining_problems(self) -> int:
+        """Problems still present after this run (repairs made are subtracted)."""
+        unresolved_thumbnails = set(self.missing_thumbnails) - set(self.regenerated_thumbnails)
+        unmoved = set(self.orphan_files + self.stale_temp_files) - set(self.moved)
+        return (
+            len(self.missing_originals)
+            + len(self.hash_mismatches)
+            + len(unresolved_thumbnails)
+            + len(unmoved)
+        )
+
+    @property
+    def clean(self) -> bool:
+        """True when no problem remains: none was found, or every one found was repaired."""
+        return self.remaining_problems == 0
+
+    def lines(self) -> list[str]:
+        lines = [
+            f"Checked {self.rows_checked} stored image rows and {self.files_checked} files "
+            f"in {self.data_dir}."
+        ]
+        for image_id in self.missing_originals:
+            lines.append(f"Missing original: image {image_id} ({self._file(image_id)}).")
+        for image_id in self.hash_mismatches:
+            lines.append(
+                f"Hash mismatch: image {image_id} ({self._file(image_id)}) "
+                "no longer matches its recorded sha256."
+            )
+        for image_id in self.missing_thumbnails:
+            line = f"Missing thumbnail: image {image_id} ({self._thumbnail(image_id)})"
+            if image_id in self.regenerated_thumbnails:
+                line += ": regenerated"
+            elif image_id in self.thumbnail_errors:
+                line += f": could not regenerate ({self.thumbnail_errors[image_id]})"
+            elif self.repair:
+                line += ": not regenerated, the original is missing or damaged"
+            lines.append(line + ".")
+        for label, paths in (
+            ("File without a row", self.orphan_files),
+            ("Stale temporary file", self.stale_temp_files),
+        ):
+            for path in paths:
+                if path in self.moved:
+                    lines.append(f"{label}: {path}: moved to {self.archive_dir}/{path}.")
+                else:
+                    lines.append(f"{label}: {path}.")
+        for path in self.recent_files:
+            lines.append(
+                f"Left alone (younger than {self.grace_seconds} s, may be a write in progress): "
+                f"{path}."
+            )
+        if self.missing_originals or self.hash_mismatches:
+            lines.append(
+                "Rows whose original is missing or damaged are only reported: restore the file "
+                "from a backup, or delete the job."
+            )
+        if self.clean:
+            lines.append("Consistent." if not self.moved else "Consistent after repair.")
+        else:
+            hint = "" if self.repair else " Run with --repair to fix what can be fixed."
+            lines.append(f"{self.remaining_problems} problem(s) remain.{hint}")
+        return lines
+
+    def _file(self, image_id: int) -> str | None:
+        return self.file_names.get(image_id, (None, None))[0]
+
+    def _thumbnail(self, image_id: int) -> str | None:
+        return self.file_names.get(image_id, (None, None))[1]
+
+
+@dataclass(frozen=True)
+class _StoredRow:
+    id: int
+    sha256: str | None
+    file_name: str | None
+    thumbnail_name: str | None
+
+
+def verify(
+    data_dir: str, *, repair: bool = False, grace_seconds: int = DEFAULT_GRACE_SECONDS
+) -> VerifyReport:
+    """Compare image rows with the files under `data_dir`; with `repair`, fix what is safe."""
+    report = VerifyReport(data_dir=data_dir, repair=repair, grace_seconds=grace_seconds)
+    rows, referenced = _read_image_rows()
+    report.rows_checked = len(rows)
+
+    intact_originals: dict[int, Path] = {}
+    digests: dict[Path, str] = {}  # content-addressed files may be shared by several rows
+    for row in rows:
+        report.file_names[row.id] = (row.file_name, row.thumbnail_name)
+        original = _existing_file(data_dir, row.file_name)
+        if original is None:
+            report.missing_originals.append(row.id)
+        else:
+            if original not in digests:
+                digests[original] = _sha256_of(original)
+            if digests[original] != row.sha256:
+                report.hash_mismatches.append(row.id)
+            else:
+                intact_originals[row.id] = original
+        if _existing_file(data_dir, row.thumbnail_name) is None:
+            report.missing_thumbnails.append(row.id)
+
+    threshold = time.time() - grace_seconds
+    for relative, path in _scan(data_dir):
+        report.files_checked += 1
+        is_temp = path.name.startswith(storage.TEMP_PREFIX)
+        if not is_temp and relative in referenced:
+            continue
+        if path.stat().st_mtime > threshold:
+            report.recent_files.append(relative)
+        elif is_temp:
+            report.stale_temp_files.append(relative)
+        else:
+            report.orphan_files.append(relative)
+
+    if repair:
+        _move_aside(data_dir, report)
+        _regenerate_thumbnails(data_dir, rows, intact_originals, report)
+    return report
+
+
+def _read_image_rows() -> tuple[list[_StoredRow], set[str]]:
+    """Stored rows, and every file name any row references; the read ends before file I/O."""
+    result = db.session.execute(
+        select(Image.id, Image.status, Image.sha256, Image.file_name, Image.thumbnail_name)
+    ).all()
+    db.session.commit()
+    referenced = {name for row in result for name in (row.file_name, row.thumbnail_name) if name}
+    rows = [
+        _StoredRow(row.id, row.sha256, row.file_name, row.thumbnail_name)
+        for row in result
+        if row.status == ImageStatus.STORED
+    ]
+    return rows, referenced
+
+
+def _referenced_among(names: list[str]) -> set[str]:
+    if not names:
+        return set()
+    found = set(db.session.scalars(select(Image.file_name).where(Image.file_name.in_(names))))
+    found |= set(
+        db.session.scalars(select(Image.thumbnail_name).where(Image.thumbnail_name.in_(names)))
+    )
+    db.session.commit()
+    return found
+
+
+def _existing_file(data_dir: str, name: str | None) -> Path | None:
+    if not name:
+        return None
+    try:
+        path = storage.resolve(data_dir, name)
+    except ValueError:  # a name that escapes the data folder points at nothing of ours
+        return None
+    return path if path.is_file() else None
+
+
+def _sha256_of(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _scan(data_dir: str) -> list[tuple[str, Path]]:
+    """Every file under images/ and thumbs/ as (path relative to the data folder, path)."""
+    root = Path(data_dir)
+    found = []
+    for folder in SCANNED_FOLDERS:
+        for path in sorted((root / folder).rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                found.append((path.relative_to(root).as_posix(), path))
+    return found
+
+
+def _move_aside(data_dir: str, report: VerifyReport) -> None:
+    candidates = report.orphan_files + report.stale_temp_files
+    if not candidates:
+        return
+    # A row committed since the scan (a file stored again by a retried download) wins.
+    now_referenced = _referenced_among(report.orphan_files)
+    report.orphan_files = [path for path in report.orphan_files if path not in now_referenced]
+    root = Path(data_dir)
+    archive = Path(ORPHANS_FOLDER) / utcnow().strftime("%Y%m%dT%H%M%SZ")
+    report.archive_dir = archive.as_posix()
+    vanished = set()
+    for relative in report.orphan_files + report.stale_temp_files:
+        target = root / archive / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(root / relative, target)
+        except FileNotFoundError:  # gone meanwhile: nothing left to move
+            vanished.add(relative)
+            continue
+        report.moved.append(relative)
+    report.orphan_files = [path for path in report.orphan_files if path not in vanished]
+    report.stale_temp_files = [path for path in report.stale_temp_files if path not in vanished]
+
+
+def _regenerate_thumbnails(
+    data_dir: str, rows: list[_StoredRow], intact: dict[int, Path], report: VerifyReport
+) -> None:
+    written: set[str] = set()
+    missing = set(report.missing_thumbnails)
+    for row in rows:
+        if row.id not in missing or row.id not in intact or not row.thumbnail_name:
+            continue
+        if row.thumbnail_name not in written:
+            try:
+                thumbnail = storage.make_thumbnail(intact[row.id].read_bytes())
+                storage.write_atomically(storage.resolve(data_dir, row.thumbnail_name), thumbnail)
+            except THUMBNAIL_ERRORS as error:
+                report.thumbnail_errors[row.id] = str(error)
+                continue
+            written.add(row.thumbnail_name)
+        report.regenerated_thumbnails.append(row.id)
+
+
+# --- rebuild ----------------------------------------------------------------------------------
+
+
+@dataclass
+class RebuildReport:
+    """What `rebuild` recreated, and which files it could not use (paths relative to data)."""
+
+    created_jobs: list[int] = field(default_factory=list)
+    created_images: dict[str, int] = field(default_factory=dict)  # file name -> job id
+    regenerated_thumbnails: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)  # no Atelier metadata inside
+    rejected: dict[str, str] = field(default_factory=dict)  # file name -> why it was not used
+
+    def lines(self) -> list[str]:
+        lines = []
+        for job_id in self.created_jobs:
+            names = [name for name, owner in self.created_images.items() if owner == job_id]
+            lines.append(f"Recreated job {job_id} with {len(names)} image(s): {', '.join(names)}.")
+        for name in self.regenerated_thumbnails:
+            lines.append(f"Regenerated thumbnail {name}.")
+        for name in self.unknown:
+            lines.append(f"Unknown (no Atelier metadata, left as is): {name}.")
+        for name, reason in self.rejected.items():
+            lines.append(f"Not used: {name}: {reason}")
+        if not self.created_jobs:
+            lines.append("Nothing to rebuild.")
+        return lines
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """One unreferenced image file with usable metadata, ready to become a row."""
+
+    file_name: str
+    thumbnail_name: str
+    sha256: str
+    bytes: int
+    width: int
+    height: int
+    content_type: str
+    job_id: int | None  # None when the metadata names no usable id
+    index: int
+    prompt: str
+    revised_prompt: str | None
+    provider: str
+    model: str
+    size: str
+    n: int
+    options: dict[str, Any]
+    created_at: datetime
+
+
+def rebuild(data_dir: str) -> RebuildReport:
+    """Recreate jobs and image rows from the metadata inside unreferenced stored PNGs.
+
+    A file's job is recreated under its recorded id when that id is free; when the id belongs to
+    a job with a different prompt, a new job is created. A job that exists with the same prompt
+    is left alone (its unreferenced files are listed as not used). Files already referenced are
+    skipped, so a second run creates nothing.
+    """
+    report = RebuildReport()
+    referenced = set(
+        db.session.scalars(select(Image.file_name).where(Image.file_name.is_not(None)))
+    )
+    db.session.commit()
+
+    groups: dict[tuple[int | None, str, datetime], list[_Candidate]] = {}
+    for relative, path in _scan(data_dir):
+        if not relative.startswith("images/") or path.name.startswith(storage.TEMP_PREFIX):
+            continue
+        if relative in referenced:
+            continue
+        candidate = _read_candidate(relative, path, report)
+        if candidate is not None:
+            key = (candidate.job_id, candidate.prompt, candidate.created_at)
+            groups.setdefault(key, []).append(candidate)
+
+    ids = [job_id for job_id, _, _ in groups if job_id is not None]
+    existing = dict(db.session.execute(select(Job.id, Job.prompt).where(Job.id.in_(ids))).all())
+    db.session.commit()
+
+    for key in sorted(groups, key=lambda k: (k[2], k[0] or 0, k[1])):
+        job_id, prompt, _ = key
+        group = _one_file_per_index(groups[key], report)
+        if job_id in existing and existing[job_id] == prompt:
+            _reject_all(group, job_id, report)
+            continue
+        group = [c for c in group if _ensure_thumbnail(data_dir, c, report)]
+        if group:
+            _recreate_job(group, report)
+    return report
+
+
+def _read_candidate(relative: str, path: Path, report: RebuildReport) -> _Candidate | None:
+    """Check one file and its metadata; None (with the reason recorded) when it is unusable."""
+    data = path.read_bytes()
+    try:
+        metadata = pngmeta.read(data)
+    except ValueError as error:
+        report.rejected[relative] = str(error)
+        return None
+    if metadata is None:
+        report.unknown.append(relative)
+        return None
+    try:
+        fields = _parse_metadata(metadata)
+        image_format, width, height = storage.inspect_image(data)
+    except ValueError as error:  # storage.ImageRejected is a ValueError
+        report.rejected[relative] = str(error)
+        return None
+    extension, content_type = storage.FORMATS[image_format]
+    digest = hashlib.sha256(data).hexdigest()
+    if relative != f"images/{digest[:2]}/{digest}.{extension}":
+        report.rejected[relative] = (
+            f"its content hashes to {digest}, so it is not where the content-addressed "
+            "layout puts it (damaged or renamed)."
+        )
+        return None
+    return _Candidate(
+        file_name=relative,
+        thumbnail_name=f"thumbs/{digest[:2]}/{digest}-{storage.THUMBNAIL_SIZE}.webp",
+        sha256=digest,
+        bytes=len(data),
+        width=width,
+        height=height,
+        content_type=content_type,
+        **fields,
+    )
+
+
+def _parse_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The job fields from embedded metadata, or ValueError saying what is wrong."""
+    if metadata.get("atelier") != METADATA_VERSION:
+        raise ValueError(f"unsupported metadata version {metadata.get('atelier')!r}.")
+
+    def required(name: str, kind: type) -> Any:
+        value = metadata.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"the metadata has no valid {name!r}.")
+        return value
+
+    job_id = metadata.get("job_id")
+    revised_prompt = metadata.get("revised_prompt")
+    options = metadata.get("options") or {}
+    if not isinstance(options, dict):
+        raise ValueError("the metadata's 'options' is not an object.")
+    try:
+        created_at = datetime.fromisoformat(required("created_at", str))
+    except ValueError:
+        raise ValueError("the metadata's 'created_at' is not an ISO 8601 time.") from None
+    if created_at.tzinfo is None:
+        created_at = created_at.replace(tzinfo=UTC)
+    usable_id = isinstance(job_id, int) and not isinstance(job_id, bool) and job_id > 0
+    return {
+        "job_id": job_id if usable_id else None,
+        "index": required("index", int),
+        "prompt": required("prompt", str),
+        "revised_prompt": revised_prompt if isinstance(revised_prompt, str) else None,
+        "provider": required("provider", str),
+        "model": required("model", str),
+        "size": required("size", str),
+        "n": required("n", int),
+        "options": options,
+        "created_at": created_at.astimezone(UTC),
+    }
+
+
+def _one_file_per_index(group: list[_Candidate], report: RebuildReport) -> list[_Candidate]:
+    kept: dict[int, _Candidate] = {}
+    for candidate in sorted(group, key=lambda c: (c.index, c.file_name)):
+        if candidate.index in kept:
+            report.rejected[candidate.file_name] = (
+                f"{kept[candidate.index].file_name} already holds index {candidate.index} "
+                "of the same job."
+            )
+        else:
+            kept[candidate.index] = candidate
+    return list(kept.values())
+
+
+def _reject_all(group: list[_Candidate], job_id: int | None, report: RebuildReport) -> None:
+    for candidate in group:
+        report.rejected[candidate.file_name] = (
+            f"job {job_id} exists with this prompt, but none of its rows references this file."
+        )
+
+
+def _ensure_thumbnail(data_dir: str, candidate: _Candidate, report: RebuildReport) -> bool:
+    """Write the thumbnail if it is missing: files are durable before the row that names them."""
+    thumbnail = Path(data_dir) / candidate.thumbnail_name
+    if thumbnail.exists():
+        return True
+    try:
+        data = (Path(data_dir) / candidate.file_name).read_bytes()
+        storage.write_atomically(thumbnail, storage.make_thumbnail(data))
+    except THUMBNAIL_ERRORS as error:
+        report.rejected[candidate.file_name] = f"no thumbnail could be made ({error})."
+        return False
+    report.regenerated_thumbnails.append(candidate.thumbnail_name)
+    return True
+
+
+def _recreate_job(group: list[_Candidate], report: RebuildReport) -> None:
+    """One short transaction: the job (under its recorded id when free) and its image rows."""
+    first = group[0]
+    with write_transaction() as session:
+        # Checked again under the write lock: an earlier group or another run may have won.
+        taken = set(
+            session.scalars(
+                select(Image.file_name).where(Image.file_name.in_([c.file_name for c in group]))
+            )
+        )
+        group = [c for c in group if c.file_name not in taken]
+        holder = session.get(Job, first.job_id) if first.job_id is not None else None
+        if holder is not None and holder.prompt == first.prompt:
+            _reject_all(group, first.job_id, report)
+            return
+        if not group:
+            return
+        keep_id = first.job_id is not None and holder is None
+        job = _job_row(first, job_id=first.job_id if keep_id else None)
+        job.images = [_image_row(candidate) for candidate in group]
+        session.add(job)
+        session.flush()
+        if keep_id:
+            _advance_id_sequence(session)
+        report.created_jobs.append(job.id)
+        for candidate in group:
+            report.created_images[candidate.file_name] = job.id
+
+
+def _job_row(candidate: _Candidate, *, job_id: int | None) -> Job:
+    created_at = candidate.created_at
+    return Job(
+        id=job_id,
+        status=JobStatus.SUCCEEDED,
+        prompt=candidate.prompt,
+        provider=candidate.provider,
+        model=candidate.model,
+        size=candidate.size,
+        n=candidate.n,
+        options=candidate.options,
+        created_at=created_at,
+        finished_at=created_at,
+        deadline_at=created_at,
+        next_attempt_at=created_at,
+    )
+
+
+def _image_row(candidate: _Candidate) -> Image:
+    return Image(
+        index=candidate.index,
+        status=ImageStatus.STORED,
+        sha256=candidate.sha256,
+        bytes=candidate.bytes,
+        width=candidate.width,
+        height=candidate.height,
+        content_type=candidate.content_type,
+        file_name=candidate.file_name,
+        thumbnail_name=candidate.thumbnail_name,
+        revised_prompt=candidate.revised_prompt,
+        created_at=candidate.created_at,
+    )
+
+
+def _advance_id_sequence(session: Any) -> None:
+    """PostgreSQL's id sequence does not see explicit ids; move it past them (SQLite needs
+    nothing: a new row takes max(id) + 1)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT setval(pg_get_serial_sequence('jobs', 'id'), (SELECT max(id) FROM jobs))")
+        )
