@@ -228,11 +228,11 @@ def _follow(claim: jobs.Claim, client: AsyncProvider, config: dict) -> None:
         jobs.mark_failed(claim, "empty_result", "Azure reported success but returned no images.")
     else:
         jobs.mark_downloading(claim)
-        if _store_slots(claim, client, result.slots, config):
-            try:
-                client.delete(claim.operation_url)  # we hold copies; free Azure's
-            except ProviderError as error:
-                log.info("job %s: could not delete the operation (%s)", claim.job_id, error.code)
+        _store_slots(claim, client, result.slots, config)
+        try:
+            client.delete(claim.operation_url)  # we hold copies; free Azure's
+        except ProviderError as error:
+            log.info("job %s: could not delete the operation (%s)", claim.job_id, error.code)
 
 
 def _store_slots(claim: jobs.Claim, client: Provider, slots: list[ImageSlot], config: dict) -> bool:
@@ -256,10 +256,7 @@ def _store_slots(claim: jobs.Claim, client: Provider, slots: list[ImageSlot], co
                     jobs.image_metadata(claim, slot),
                 )
         except ProviderError as error:
-            if error.retryable and not client.synchronous:
-                # Keep what was stored; the next claim polls again and fetches the rest.
-                jobs.release_until(claim, _next_poll(error.retry_after, config))
-                return False
+            # The fetch already retried what can be retried; this slot has no image.
             jobs.record_missing_image(claim, slot, ImageStatus.FAILED, error.code, error.message)
         except storage.ImageRejected as error:
             jobs.record_missing_image(claim, slot, ImageStatus.FAILED, "bad_image", str(error))
@@ -268,7 +265,6 @@ def _store_slots(claim: jobs.Claim, client: Provider, slots: list[ImageSlot], co
             jobs.record_stored_image(claim, slot, stored)
             crash_point("mid_download")
     jobs.finish_from_images(claim)
-    return True
 
 
 class LeaseKeeper:

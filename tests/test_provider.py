@@ -31,7 +31,12 @@ from app.providers import base
 from app.providers.auth import AzureCredential
 from app.providers.azure_async import POLL_ATTEMPTS, SUBMIT_ATTEMPTS, AzureAsyncProvider
 from app.providers.base import ImageSlot, PollResult, ProviderError
-from app.providers.download import AZURE_BLOB_SUFFIX, is_trusted, origin
+from app.providers.download import (
+    AZURE_BLOB_SUFFIX,
+    DOWNLOAD_ATTEMPTS,
+    is_trusted,
+    origin,
+)
 from tests.helpers import free_port
 
 API_KEY = "sk-test-" + "5ecret" * 4
@@ -524,7 +529,8 @@ def test_unknown_operation_is_not_found_and_is_not_retried(azure, provider):
     with pytest.raises(ProviderError) as caught:
         provider.poll(op_url(azure))
 
-    assert caught.value.code == "not_found"
+    assert caught.value.code == "operation_gone"
+    assert "Retry" in caught.value.message
     assert caught.value.retryable is False
     assert len(azure.requests) == 1
 
@@ -840,6 +846,18 @@ def test_download_that_breaks_off_mid_body_is_a_retryable_provider_error(azure, 
         provider.fetch_image(ImageSlot(index=0, url=azure.url + "blobs/a.png"))
 
     assert caught.value.retryable is True
+    assert len(azure.requests) == DOWNLOAD_ATTEMPTS  # fetched again, a bounded number of times
+
+
+def test_download_that_broke_off_once_is_fetched_again(azure, provider, no_backoff):
+    image = png_bytes()
+    azure.script(
+        reply(200, raw=[image[:20]], content_type="image/png", headers={"content-length": "5000"}),
+        reply(200, raw=image, content_type="image/png"),
+    )
+
+    assert provider.fetch_image(ImageSlot(index=0, url=azure.url + "blobs/a.png")) == image
+    assert len(azure.requests) == 2
 
 
 def test_fetch_image_decodes_b64_json(provider):

@@ -99,15 +99,25 @@ class AzureAsyncProvider:
 
     def poll(self, operation_url: str) -> PollResult:
         self._check_same_origin(operation_url, "operation-location")
-        response = send(
-            self._session,
-            "GET",
-            operation_url,
-            headers=self._headers(),
-            read_timeout=self.read_timeout,
-            attempts=POLL_ATTEMPTS,
-            describe=self._describe,
-        )
+        try:
+            response = send(
+                self._session,
+                "GET",
+                operation_url,
+                headers=self._headers(),
+                read_timeout=self.read_timeout,
+                attempts=POLL_ATTEMPTS,
+                describe=self._describe,
+            )
+        except ProviderError as error:
+            if error.code == "not_found":
+                raise ProviderError(
+                    "operation_gone",
+                    "Azure no longer knows this operation (HTTP 404), so its images cannot be "
+                    "fetched; use Retry to generate again.",
+                    status=404,
+                ) from None
+            raise
         body = json_object(response, "Azure")
         retry_after = parse_retry_after(response.headers)
         status = str(body.get("status", "")).lower()

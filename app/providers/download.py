@@ -12,11 +12,12 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import time
 from urllib.parse import urlsplit
 
 import requests
 
-from app.providers.base import ImageSlot, ProviderError, send
+from app.providers.base import ImageSlot, ProviderError, backoff_delay, send
 
 # Azure's documented blob host for generated images (`dalleprod*.blob.core.windows.net`);
 # OpenAI's DALL-E URLs live on Azure blob storage too (`oaidalleapiprodscus.blob...`).
@@ -83,10 +84,22 @@ class ImageFetcher:
         if slot.url is None:
             raise ProviderError("bad_image", "The result has neither a URL nor image data.")
         self.check_host(slot.url)
+        # A body that breaks off is fetched again (the GET is idempotent), a bounded number of
+        # times; `send` already retries failures before the body.
+        for attempt in range(DOWNLOAD_ATTEMPTS):
+            try:
+                return self._download(slot.url)
+            except ProviderError as error:
+                if error.code != "download_broke_off" or attempt + 1 == DOWNLOAD_ATTEMPTS:
+                    raise
+                time.sleep(backoff_delay(attempt, None))
+        raise AssertionError("unreachable")
+
+    def _download(self, url: str) -> bytes:
         response = send(
             self._session,
             "GET",
-            slot.url,
+            url,
             read_timeout=self.read_timeout,
             attempts=DOWNLOAD_ATTEMPTS,
             describe=_describe_download,
@@ -111,8 +124,8 @@ class ImageFetcher:
                     chunks.append(chunk)
             except requests.RequestException as error:
                 raise ProviderError(
-                    "download_failed",
-                    f"The image download from {urlsplit(slot.url).netloc} broke off "
+                    "download_broke_off",
+                    f"The image download from {urlsplit(url).netloc} broke off "
                     f"({type(error).__name__}).",
                     retryable=True,
                 ) from None

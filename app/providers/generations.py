@@ -69,7 +69,13 @@ class GenerationsProvider:
             describe=self._describe,
             idempotent=False,
         )
-        body = json_object(response, self.service)
+        try:
+            body = json_object(response, self.service)
+        except ProviderError as error:
+            # The generation happened (and was billed) but its answer is unreadable; sending it
+            # again would bill again, so this is final.
+            error.retryable = False
+            raise
         slots = parse_slots(body.get("data"))
         if not slots:
             raise ProviderError(
