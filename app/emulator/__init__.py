@@ -18,13 +18,15 @@ that had to be invented, is commented `# Guess (...)` where it is implemented.
 Public API:
 - `EmulatorConfig(api_key, latency=3.0, poll_interval=1, signing_secret=None,
   state_file=None, public_url=None, deployments={"gpt-image-1": "gpt-image-1",
-  "dall-e-3": "dall-e-3"}, openai_api_key=None, hang_seconds=30.0)`
+  "dall-e-3": "dall-e-3"}, openai_api_key=None, hang_seconds=30.0, slow_seconds=5.0,
+  oversized_bytes=64 MiB)`
 - `create_emulator_app(config) -> flask.Flask`
 - `EmulatorServer(config, host="127.0.0.1", port=0)`: `.start()` (returns self), `.url`
   (with trailing slash), `.stop()`, a context manager; `.request_counts()`.
 - `python -m app.emulator --port 0 --api-key KEY [--latency 2] [--poll-interval 1]
-  [--state-file F] [--deployment NAME=MODEL ...] [--openai-api-key KEY] [--hang-seconds 30]`
-  prints `EMULATOR_URL=http://127.0.0.1:PORT/` once listening.
+  [--state-file F] [--deployment NAME=MODEL ...] [--openai-api-key KEY] [--hang-seconds 30]
+  [--slow-seconds 5] [--oversized-bytes 67108864]` prints `EMULATOR_URL=http://127.0.0.1:PORT/`
+  once listening.
 
 Async operations report `notRunning` for the first 20 % of `latency`, `running` until
 `latency` has passed, then their terminal state. Synchronous generations answer after
@@ -54,13 +56,61 @@ route / OpenAI's `/v1` route):
 - `[filter]` after `latency`, 400 `contentFilter` "Generated image was filtered as a result
   of our safety system." / OpenAI's `content_policy_violation` (it has no separate shape).
 
+Fault modes, for proving that a client survives a misbehaving Azure (faults.py; the same
+matching rules). With several submit, poll or image faults, the first in the table wins; on
+the synchronous routes `[submit-500]` ranks after `[ratelimit]` and `[garbage]` after every
+other trigger. Faults come on top of the triggers above: `[poll-500] [fail]` breaks the first
+poll, then the operation ends `failed`. "First"
+means once per emulator instance: per exact prompt for submits and generations (all routes
+share this memory, `[ratelimit]`'s too), per operation for polls. The memory is not saved in
+the state file, and `POST /_emulator/reset` does not clear it.
+
+  trigger             route                  behaviour
+  `[submit-429]`      async submit           first submit: 429 `{"error":{"code":"429",
+                                             "message":"Requests to the ImageGenerations_Submit
+                                             Operation ..."}}`, `retry-after: 1`,
+                                             `retry-after-ms: 100`; later submits succeed
+  `[submit-500]`      async submit, both     first request: 500 (Azure's `InternalServerError`
+                      sync routes            / OpenAI's `server_error`); later ones succeed
+  `[vanish]`          async poll, delete     submit succeeds; every poll and delete: 404
+                                             `Resource not found`
+  `[poll-429]`        async poll             the operation's first poll: 429 as above, naming
+                                             `ImageGenerations_GetOperation`
+  `[poll-500]`        async poll             the operation's first poll: 500
+                                             `InternalServerError`
+  `[poll-slow]`       async poll             the operation's first poll answers (normally)
+                                             after `slow_seconds`; other requests go on
+  `[poll-garbage]`    async poll             the operation's first poll: 200 `application/json`
+                                             cut off in the status value (`"status":"runn`)
+  `[hang]`            async poll             never finishes: stays `running` forever
+  `[image-403]`       image URLs             403 Azure Storage XML `AuthenticationFailed`
+  `[image-404]`       image URLs             404 Azure Storage XML `BlobNotFound`
+  `[image-truncated]` image URLs             200 `image/png`, Content-Length of the full PNG,
+                                             half of it sent, then the connection closes
+  `[image-not-image]` image URLs             200 `image/png` with body
+                                             `<html><body>Access denied</body></html>`
+  `[image-bomb]`      image URLs             200 `image/png`: a valid ~50 KB single-colour PNG
+                                             declaring 20000x20000 pixels
+  `[image-oversized]` image URLs             200 `image/png`, chunked, no Content-Length: a PNG
+                                             signature, then filler past `oversized_bytes`
+  `[image-redirect]`  image URLs             302 to `http://images.elsewhere.invalid/
+                                             generated_NN.png` (another host)
+  `[garbage]`         both sync routes       after `latency`, 200 `application/json` cut off
+                                             inside the first image's base64
+
+Image URL faults hold for every image URL of the operation, the async API's and the
+synchronous routes' `url` answers alike (both are served by the blob route), and act only
+where the image would otherwise have been served (signature valid, image exists).
+
 Images are served at signed, expiring URLs on the emulator's own host, shaped like
 Azure's blob SAS URLs (a day for Azure's answers, an hour for OpenAI's); the images are
 labelled placeholders (see drawing.py) in the requested size and format.
 
-For tests: `GET /_emulator/requests` lists the requests received with counts per kind
-(submit/poll/delete/blob/generate), `POST /_emulator/reset` clears them. In-process the
-counts are `app.extensions["emulator"].request_counts()` or `EmulatorServer.request_counts()`.
+`GET /_emulator/faults` lists every prompt trigger, these and the ones above, with a one-line
+description (JSON, no key needed). For tests: `GET /_emulator/requests` lists the requests
+received with counts per kind (submit/poll/delete/blob/generate), `POST /_emulator/reset`
+clears them. In-process the counts are `app.extensions["emulator"].request_counts()` or
+`EmulatorServer.request_counts()`.
 """
 
 from __future__ import annotations
@@ -79,7 +129,7 @@ __all__ = ["EmulatorConfig", "EmulatorServer", "create_emulator_app"]
 
 def create_emulator_app(config: EmulatorConfig, *, clock: Callable[[], float] = time.time) -> Flask:
     """A Flask app serving the emulator; `clock` lets tests move time without sleeping."""
-    from . import async_api, blobs, openai_api, request_log, sync_api
+    from . import async_api, blobs, faults, openai_api, request_log, sync_api
     from .config import MAX_BODY_BYTES
     from .gateway import register_gateway
     from .operations import OperationStore
@@ -108,4 +158,5 @@ def create_emulator_app(config: EmulatorConfig, *, clock: Callable[[], float] = 
     app.register_blueprint(openai_api.bp)
     app.register_blueprint(blobs.bp)
     app.register_blueprint(request_log.bp)
+    app.register_blueprint(faults.bp)
     return app

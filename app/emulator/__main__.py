@@ -13,7 +13,7 @@ import sys
 import time
 from types import FrameType
 
-from .config import DEFAULT_DEPLOYMENTS, EmulatorConfig
+from .config import DEFAULT_DEPLOYMENTS, DEFAULT_OVERSIZED_BYTES, EmulatorConfig
 from .models import MODELS
 from .server import EmulatorServer
 
@@ -73,6 +73,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=30.0,
         help="how long a synchronous [hang] request waits before answering 500",
     )
+    parser.add_argument(
+        "--slow-seconds",
+        type=float,
+        default=5.0,
+        help="how long the first poll of a [poll-slow] operation waits before answering",
+    )
+    parser.add_argument(
+        "--oversized-bytes",
+        type=int,
+        default=DEFAULT_OVERSIZED_BYTES,
+        help="an [image-oversized] download streams more than this many bytes",
+    )
     parser.add_argument("--verbose", action="store_true", help="log one line per request to stderr")
     return parser.parse_args(argv)
 
@@ -89,6 +101,8 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         deployments=deployments,
         openai_api_key=args.openai_api_key,
         hang_seconds=args.hang_seconds,
+        slow_seconds=args.slow_seconds,
+        oversized_bytes=args.oversized_bytes,
     )
 
 

@@ -5,13 +5,15 @@ Owns the three `/openai` routes of the api-versions 2023-06-01-preview to 2023-1
   absolute `operation-location`;
 - `GET /openai/operations/images/{id}` reports the operation as it stands now;
 - `DELETE /openai/operations/images/{id}` removes a finished operation and its images.
-Authentication and `apim-request-id` are handled before these views run (see gateway.py).
+Authentication and `apim-request-id` are handled before these views run (see gateway.py);
+the fault triggers these routes act on are parsed in faults.py.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import time
 from dataclasses import dataclass
 
 from flask import Blueprint, Response, request
@@ -19,7 +21,15 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from .blobs import blob_url
 from .config import MAX_BODY_BYTES
-from .errors import azure_error, json_response, resource_not_found
+from .errors import (
+    azure_error,
+    internal_server_error,
+    json_response,
+    rate_limited,
+    resource_not_found,
+)
+from .fault_responses import garbage_operation
+from .faults import Fault, has_vanished, poll_fault, submit_fault
 from .operations import Operation, Outcome
 from .request_log import mark_request_kind
 from .state import EmulatorState, emulator_state
@@ -60,6 +70,10 @@ FAILURE_ERRORS = {
         "message": "The image generation failed because of an internal error.",
     },
 }
+# Guess (UNCONFIRMED in azure-image-apis.md §1.3, §8: no 429 of this API was ever quoted): the
+# operation names a throttled submit and a throttled poll give in the 429 message.
+SUBMIT_OPERATION_NAME = "ImageGenerations_Submit"
+POLL_OPERATION_NAME = "ImageGenerations_GetOperation"
 FILTERED_IMAGE_ERROR = {
     "code": "contentFilter",
     "message": "Generated image was filtered as a result of our safety system.",
@@ -111,6 +125,14 @@ def submit_generation() -> Response:
         # generated client's error-code enum, §2.6) and the field as `target`.
         return azure_error(invalid.status, "invalidPayload", invalid.message, target=invalid.target)
 
+    # Guess: faults act only on valid submits (the real gateway would throttle before it
+    # validates, but the emulator needs a valid prompt to find the trigger in).
+    fault = submit_fault(state.fault_memory, generation.prompt)
+    if fault is Fault.SUBMIT_429:
+        return rate_limited(request.args["api-version"], SUBMIT_OPERATION_NAME)
+    if fault is Fault.SUBMIT_500:
+        return internal_server_error()
+
     operation = state.store.create(
         prompt=generation.prompt,
         n=generation.n,
@@ -140,7 +162,18 @@ def get_operation(operation_id: str) -> Response:
     if operation is None:
         # Guess (UNCONFIRMED in azure-image-apis.md §2.6): unknown or expired id -> generic 404.
         return resource_not_found()
-    response = json_response(operation_body(state, operation))
+    fault = poll_fault(state.fault_memory, operation.id, operation.prompt)
+    if fault is Fault.VANISH:
+        return resource_not_found()
+    if fault is Fault.POLL_429:
+        return rate_limited(request.args["api-version"], POLL_OPERATION_NAME)
+    if fault is Fault.POLL_500:
+        return internal_server_error()
+    if fault is Fault.POLL_SLOW:
+        # Each request has its own thread (see server.py), so this holds up only this poll.
+        time.sleep(state.config.slow_seconds)
+    body = operation_body(state, operation)
+    response = garbage_operation(body) if fault is Fault.POLL_GARBAGE else json_response(body)
     # Sent on every poll, terminal or not: clients sleep int(retry-after) and Microsoft's own sample
     # crashes without it (azure-image-apis.md §2.9, §7 item 7).
     response.headers["retry-after"] = str(state.config.poll_interval)
@@ -154,6 +187,9 @@ def delete_operation(operation_id: str) -> Response:
     operation = _async_operation(state, operation_id)
     if operation is None:
         # Guess (UNCONFIRMED in azure-image-apis.md §2.7): unknown id -> generic 404.
+        return resource_not_found()
+    if has_vanished(operation.prompt):
+        # Gone for a delete as much as for a poll: a client cleaning up must cope with 404 too.
         return resource_not_found()
     if operation.status_at(state.store.clock()) in ("notRunning", "running"):
         # Guess (UNCONFIRMED in azure-image-apis.md §2.7): the docs only say delete succeeds in an

@@ -5,7 +5,8 @@ Owns the image URL format and its signature, the cache of rendered PNGs and the 
 shaped like Azure's `https://dalleproduse.blob.core.windows.net/private/images/<guid>/
 generated_00.png?se=...&sig=...`. Like a SAS URL it needs no api-key: the signature is the
 credential, and a wrong, missing or expired one gets Azure Storage's XML 403. The synchronous
-routes' `url` answers are stored as finished operations (see operations.py) and served here too.
+routes' `url` answers are stored as finished operations (see operations.py) and served here too,
+so the `[image-*]` fault triggers (faults.py) break both kinds of URL alike.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from flask import Blueprint, Response, request
 
 from .drawing import render_placeholder
 from .errors import authentication_failed, blob_not_found
+from .fault_responses import image_fault_response
+from .faults import image_fault
 from .operations import Operation
 from .request_log import mark_request_kind
 from .state import emulator_state
@@ -112,6 +115,15 @@ def download_blob(operation_id: str, blob_name: str) -> Response:
     operation = state.store.get(operation_id)
     if operation is None or not operation.has_image(index, now):
         return blob_not_found()
+    fault = image_fault(operation.prompt)
+    if fault is not None:
+        # After the signature and existence checks: the fault stands in for a real download.
+        return image_fault_response(
+            fault,
+            png=lambda: state.images.get(operation, index),
+            blob_name=blob_name,
+            oversized_bytes=state.config.oversized_bytes,
+        )
     png = state.images.get(operation, index)
     response = Response(png, mimetype="image/png")
     response.headers["x-ms-blob-type"] = "BlockBlob"

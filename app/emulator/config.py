@@ -15,6 +15,8 @@ from .models import MODELS
 # The app's MAX_CONTENT_LENGTH; larger bodies are refused with 413 on every route.
 MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_DEPLOYMENTS = {"gpt-image-1": "gpt-image-1", "dall-e-3": "dall-e-3"}
+# What `[image-oversized]` streams more than by default: above any sane client download cap.
+DEFAULT_OVERSIZED_BYTES = 64 * 1024 * 1024
 # Azure deployment names are letters, digits, '-', '_' and '.'; anything else could not appear
 # in the route's path segment anyway.
 DEPLOYMENT_NAME = re.compile(r"[A-Za-z0-9._-]+")
@@ -45,6 +47,9 @@ class EmulatorConfig:
         `api_key`.
     hang_seconds: how long a synchronous request with `[hang]` in its prompt sleeps before it
         answers 500, so clients can test their read timeouts.
+    slow_seconds: how long the first poll of a `[poll-slow]` operation waits before it answers
+        (normally), for clients' read timeouts on polls.
+    oversized_bytes: an `[image-oversized]` download streams more bytes than this.
     """
 
     api_key: str
@@ -56,6 +61,8 @@ class EmulatorConfig:
     deployments: dict[str, str] = field(default_factory=_default_deployments)
     openai_api_key: str | None = None
     hang_seconds: float = 30.0
+    slow_seconds: float = 5.0
+    oversized_bytes: int = DEFAULT_OVERSIZED_BYTES
 
     def __post_init__(self) -> None:
         if not self.api_key:
@@ -83,6 +90,12 @@ class EmulatorConfig:
             raise ValueError("EmulatorConfig.openai_api_key must be None or a non-empty key")
         if self.hang_seconds < 0:
             raise ValueError("EmulatorConfig.hang_seconds must be >= 0")
+        if self.slow_seconds < 0:
+            raise ValueError("EmulatorConfig.slow_seconds must be >= 0")
+        if isinstance(self.oversized_bytes, bool) or not isinstance(self.oversized_bytes, int):
+            raise TypeError("EmulatorConfig.oversized_bytes must be an int")
+        if self.oversized_bytes < 1:
+            raise ValueError("EmulatorConfig.oversized_bytes must be >= 1")
 
     @property
     def openai_key(self) -> str:

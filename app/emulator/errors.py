@@ -115,18 +115,20 @@ def legacy_content_filter(created: int, message: str) -> Response:
     )
 
 
-def rate_limited(api_version: str) -> Response:
-    """429 for the deployment route, with both retry headers (azure-image-apis.md §1.4, §7 item 11).
+def rate_limited(api_version: str, operation: str = "Images_Generations_Create") -> Response:
+    """429 with both retry headers (azure-image-apis.md §1.4, §7 item 11).
 
-    Guess (UNCONFIRMED in azure-image-apis.md §1.3): the operation name `Images_Generations_Create`
-    and the sentence after "Please retry after 1 second."; the rest copies the observed chat 429.
+    `operation` is the name the message gives the throttled operation. Guess (UNCONFIRMED in
+    azure-image-apis.md §1.3): every operation name (the deployment route's default
+    `Images_Generations_Create` too) and the sentence after "Please retry after 1 second."; the
+    rest copies the observed chat 429.
     """
     response = json_response(
         {
             "error": {
                 "code": "429",
                 "message": (
-                    "Requests to the Images_Generations_Create Operation under Azure OpenAI API "
+                    f"Requests to the {operation} Operation under Azure OpenAI API "
                     f"version {api_version} have exceeded call rate limit of your current OpenAI "
                     "S0 pricing tier. Please retry after 1 second. Please go here: "
                     "https://aka.ms/oai/quotaincrease if you would like to further increase the "

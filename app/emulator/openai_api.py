@@ -17,6 +17,7 @@ from flask import Blueprint, Response, request
 
 from . import openai_errors
 from .errors import json_response
+from .fault_responses import garbage_generation
 from .generation import GeneratedImage, generate_images, wait_out_latency
 from .image_requests import (
     GPT_IMAGE_ONLY_FIELDS,
@@ -134,15 +135,20 @@ def _answer_trigger(trigger: SyncTrigger, prompt: str, started: float) -> Respon
     state = emulator_state()
     if trigger is SyncTrigger.RATE_LIMIT_ALWAYS:
         return openai_errors.rate_limited()
-    if trigger is SyncTrigger.RATE_LIMIT_ONCE:
-        if state.rate_limited_prompts.first_time(prompt):
+    if trigger in (SyncTrigger.RATE_LIMIT_ONCE, SyncTrigger.SERVER_ERROR_ONCE):
+        if not state.fault_memory.first_time(trigger.value, prompt):
+            return None
+        if trigger is SyncTrigger.RATE_LIMIT_ONCE:
             return openai_errors.rate_limited()
-        return None
+        return openai_errors.server_error()
     if trigger is SyncTrigger.HANG:
         time.sleep(state.config.hang_seconds)
         return openai_errors.server_error()
     if trigger is SyncTrigger.FAIL:
         return openai_errors.server_error()
+    if trigger is SyncTrigger.GARBAGE:
+        wait_out_latency(started, state.config.latency)
+        return garbage_generation(int(state.store.clock()))
     if trigger is SyncTrigger.FILTER_OUTPUT:
         # OpenAI has no separate "output filtered" shape (azure-image-apis.md §4.4 only shows the
         # policy violation), so a filtered image answers like a refused prompt, after the

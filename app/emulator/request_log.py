@@ -3,7 +3,8 @@
 Owns `RequestLog` and the unauthenticated control routes:
 - `GET /_emulator/requests` -> `{"requests": [{"method", "path", "status", "time"}, ...],
   "counts": {"submit": N, "poll": N, "delete": N, "blob": N, "generate": N}}`
-- `POST /_emulator/reset` clears both (the `[ratelimit]` memory is not touched).
+- `POST /_emulator/reset` clears both (the memory of "first time only" triggers such as
+  `[ratelimit]` and `[poll-500]` is not touched).
 
 A request is listed from the moment it arrives (`time` is its arrival), with `status` null
 until it is answered: a client test can see a `[hang]` request it gave up on while the

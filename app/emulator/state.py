@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 from flask import current_app
 
 from .config import EmulatorConfig
+from .faults import FirstSightings
 from .operations import OperationStore
-from .sync_triggers import FirstSightings
 
 if TYPE_CHECKING:  # imported for annotations only; both modules import this one
     from .blobs import ImageCache
@@ -28,8 +28,9 @@ class EmulatorState:
     request_log: RequestLog
     # Resolved secret: the configured one, else the one in the state file, else random.
     signing_secret: str
-    # Prompts `[ratelimit]` already throttled once (both synchronous routes share it).
-    rate_limited_prompts: FirstSightings = field(default_factory=FirstSightings)
+    # What the "first time only" triggers already did: `[ratelimit]` and `[submit-429]` /
+    # `[submit-500]` per prompt (every route shares it), the `[poll-*]` faults per operation.
+    fault_memory: FirstSightings = field(default_factory=FirstSightings)
 
     def request_counts(self) -> dict[str, int]:
         """Answered requests per kind: {"submit", "poll", "delete", "blob", "generate"} -> count."""

@@ -25,6 +25,7 @@ from .errors import (
     rate_limited,
     resource_not_found,
 )
+from .fault_responses import garbage_generation
 from .generation import GeneratedImage, generate_images, wait_out_latency
 from .image_requests import (
     AZURE,
@@ -178,10 +179,12 @@ def _answer_trigger(
     state = emulator_state()
     if trigger is SyncTrigger.RATE_LIMIT_ALWAYS:
         return rate_limited(api_version)
-    if trigger is SyncTrigger.RATE_LIMIT_ONCE:
-        if state.rate_limited_prompts.first_time(prompt):
+    if trigger in (SyncTrigger.RATE_LIMIT_ONCE, SyncTrigger.SERVER_ERROR_ONCE):
+        if not state.fault_memory.first_time(trigger.value, prompt):
+            return None
+        if trigger is SyncTrigger.RATE_LIMIT_ONCE:
             return rate_limited(api_version)
-        return None
+        return internal_server_error()
     if trigger is SyncTrigger.HANG:
         time.sleep(state.config.hang_seconds)
         return internal_server_error()
@@ -192,8 +195,10 @@ def _answer_trigger(
         return legacy_content_filter(created, "Your task failed as a result of our safety system.")
     if trigger is SyncTrigger.REFUSE:
         return content_policy_violation()
-    # FILTER_OUTPUT: the image was generated, then filtered, so the full latency has passed.
+    # FILTER_OUTPUT and GARBAGE: the image was generated, so the full latency has passed.
     wait_out_latency(started, state.config.latency)
+    if trigger is SyncTrigger.GARBAGE:
+        return garbage_generation(created)
     return legacy_content_filter(
         created, "Generated image was filtered as a result of our safety system."
     )
