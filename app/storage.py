@@ -16,6 +16,7 @@ import hashlib
 import io
 import os
 import tempfile
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,15 +57,25 @@ class StoredImage:
 def inspect_image(data: bytes) -> tuple[str, int, int]:
     """Return (Pillow format, width, height) or raise ImageRejected."""
     try:
-        with PILImage.open(io.BytesIO(data), formats=list(FORMATS)) as image:
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise ImageRejected(f"The image is {width}x{height} pixels, larger than allowed.")
-            image.verify()
-            return image.format, width, height
+        with warnings.catch_warnings():
+            # MAX_PIXELS below is far stricter than Pillow's own warning threshold.
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            with PILImage.open(io.BytesIO(data), formats=list(FORMATS)) as image:
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise ImageRejected(
+                        f"The image is {width}x{height} pixels, larger than allowed."
+                    )
+                image.verify()
+                return image.format, width, height
     except ImageRejected:
         raise
-    except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as error:
+    except PILImage.DecompressionBombError:
+        raise ImageRejected(
+            "The image declares far more pixels than any model makes, larger than allowed "
+            "(a decompression bomb)."
+        ) from None
+    except (OSError, SyntaxError, ValueError) as error:
         raise ImageRejected(
             f"The download is not a valid PNG, JPEG or WebP image ({error})."
         ) from None
