@@ -19,6 +19,7 @@ short transactions made after the file work is done.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import time
@@ -30,7 +31,7 @@ from typing import Any
 from PIL import Image as PILImage
 from sqlalchemy import select, text
 
-from app import pngmeta, storage
+from app import library, pngmeta, search, storage
 from app.models import Image, ImageStatus, Job, JobStatus, db, utcnow, write_transaction
 
 SCANNED_FOLDERS = ("images", "thumbs")
@@ -194,10 +195,22 @@ def verify(
 def _read_image_rows() -> tuple[list[_StoredRow], set[str]]:
     """Stored rows, and every file name any row references; the read ends before file I/O."""
     result = db.session.execute(
-        select(Image.id, Image.status, Image.sha256, Image.file_name, Image.thumbnail_name)
+        select(
+            Image.id,
+            Image.status,
+            Image.sha256,
+            Image.file_name,
+            Image.thumbnail_name,
+            Image.thumbnail_large_name,
+        )
     ).all()
     db.session.commit()
-    referenced = {name for row in result for name in (row.file_name, row.thumbnail_name) if name}
+    referenced = {
+        name
+        for row in result
+        for name in (row.file_name, row.thumbnail_name, row.thumbnail_large_name)
+        if name
+    }
     rows = [
         _StoredRow(row.id, row.sha256, row.file_name, row.thumbnail_name)
         for row in result
@@ -207,12 +220,7 @@ def _read_image_rows() -> tuple[list[_StoredRow], set[str]]:
 
 
 def _referenced_among(names: list[str]) -> set[str]:
-    if not names:
-        return set()
-    found = set(db.session.scalars(select(Image.file_name).where(Image.file_name.in_(names))))
-    found |= set(
-        db.session.scalars(select(Image.thumbnail_name).where(Image.thumbnail_name.in_(names)))
-    )
+    found = library.files_in_use(set(names))
     db.session.commit()
     return found
 
@@ -277,7 +285,7 @@ def _regenerate_thumbnails(
             continue
         if row.thumbnail_name not in written:
             try:
-                thumbnail = storage.make_thumbnail(intact[row.id].read_bytes())
+                thumbnail = storage.make_thumbnails(intact[row.id].read_bytes()).small
                 storage.write_atomically(storage.resolve(data_dir, row.thumbnail_name), thumbnail)
             except THUMBNAIL_ERRORS as error:
                 report.thumbnail_errors[row.id] = str(error)
@@ -321,6 +329,7 @@ class _Candidate:
 
     file_name: str
     thumbnail_name: str
+    thumbnail_large_name: str
     sha256: str
     bytes: int
     width: int
@@ -336,6 +345,7 @@ class _Candidate:
     n: int
     options: dict[str, Any]
     created_at: datetime
+    placeholder: str | None = None  # filled in when the thumbnails are made
 
 
 def rebuild(data_dir: str) -> RebuildReport:
@@ -373,7 +383,7 @@ def rebuild(data_dir: str) -> RebuildReport:
         if job_id in existing and existing[job_id] == prompt:
             _reject_all(group, job_id, report)
             continue
-        group = [c for c in group if _ensure_thumbnail(data_dir, c, report)]
+        group = [made for c in group if (made := _with_thumbnails(data_dir, c, report))]
         if group:
             _recreate_job(group, report)
     return report
@@ -404,9 +414,11 @@ def _read_candidate(relative: str, path: Path, report: RebuildReport) -> _Candid
             "layout puts it (damaged or renamed)."
         )
         return None
+    thumbnail_name, thumbnail_large_name = storage.thumbnail_names(digest)
     return _Candidate(
         file_name=relative,
-        thumbnail_name=f"thumbs/{digest[:2]}/{digest}-{storage.THUMBNAIL_SIZE}.webp",
+        thumbnail_name=thumbnail_name,
+        thumbnail_large_name=thumbnail_large_name,
         sha256=digest,
         bytes=len(data),
         width=width,
@@ -473,19 +485,24 @@ def _reject_all(group: list[_Candidate], job_id: int | None, report: RebuildRepo
         )
 
 
-def _ensure_thumbnail(data_dir: str, candidate: _Candidate, report: RebuildReport) -> bool:
-    """Write the thumbnail if it is missing: files are durable before the row that names them."""
-    thumbnail = Path(data_dir) / candidate.thumbnail_name
-    if thumbnail.exists():
-        return True
+def _with_thumbnails(
+    data_dir: str, candidate: _Candidate, report: RebuildReport
+) -> _Candidate | None:
+    """Write missing thumbnails (files are durable before the row that names them) and return
+    the candidate with its placeholder colour; None when the image cannot be decoded."""
     try:
-        data = (Path(data_dir) / candidate.file_name).read_bytes()
-        storage.write_atomically(thumbnail, storage.make_thumbnail(data))
+        thumbnails = storage.make_thumbnails((Path(data_dir) / candidate.file_name).read_bytes())
+        for name, data in (
+            (candidate.thumbnail_name, thumbnails.small),
+            (candidate.thumbnail_large_name, thumbnails.large),
+        ):
+            if not (Path(data_dir) / name).exists():
+                storage.write_atomically(Path(data_dir) / name, data)
+                report.regenerated_thumbnails.append(name)
     except THUMBNAIL_ERRORS as error:
         report.rejected[candidate.file_name] = f"no thumbnail could be made ({error})."
-        return False
-    report.regenerated_thumbnails.append(candidate.thumbnail_name)
-    return True
+        return None
+    return dataclasses.replace(candidate, placeholder=thumbnails.placeholder)
 
 
 def _recreate_job(group: list[_Candidate], report: RebuildReport) -> None:
@@ -508,8 +525,10 @@ def _recreate_job(group: list[_Candidate], report: RebuildReport) -> None:
         keep_id = first.job_id is not None and holder is None
         job = _job_row(first, job_id=first.job_id if keep_id else None)
         job.images = [_image_row(candidate) for candidate in group]
+        job.revised_prompts = " ".join(c.revised_prompt for c in group if c.revised_prompt) or None
         session.add(job)
         session.flush()
+        search.index_job(session, job.id, job.prompt, job.revised_prompts)
         if keep_id:
             _advance_id_sequence(session)
         report.created_jobs.append(job.id)
@@ -546,6 +565,8 @@ def _image_row(candidate: _Candidate) -> Image:
         content_type=candidate.content_type,
         file_name=candidate.file_name,
         thumbnail_name=candidate.thumbnail_name,
+        thumbnail_large_name=candidate.thumbnail_large_name,
+        placeholder=candidate.placeholder,
         revised_prompt=candidate.revised_prompt,
         created_at=candidate.created_at,
     )

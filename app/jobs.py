@@ -18,7 +18,7 @@ from flask import current_app
 from sqlalchemy import delete, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app import storage
+from app import library, search, storage
 from app.crashpoints import crash_point
 from app.models import (
     Image,
@@ -88,7 +88,8 @@ def create_job(
     request: JobRequest,
     *,
     idempotency_key: str | None = None,
-    retry_of_id: int | None = None,
+    parent_id: int | None = None,
+    origin: str | None = None,
 ) -> tuple[Job, bool]:
     """Store a queued job and wake the worker. Returns (job, created).
 
@@ -111,7 +112,8 @@ def create_job(
         provider=target.id,
         model=target.model.name,
         idempotency_key=idempotency_key,
-        retry_of_id=retry_of_id,
+        parent_id=parent_id,
+        origin=origin if parent_id is not None else None,
         created_at=now,
         next_attempt_at=now,
         deadline_at=now + timedelta(seconds=config["ATELIER_JOB_DEADLINE_SECONDS"]),
@@ -119,6 +121,8 @@ def create_job(
     try:
         with write_transaction() as session:
             session.add(job)
+            session.flush()
+            search.index_job(session, job.id, job.prompt, None)
     except IntegrityError:
         # Two requests with the same key raced; the other one won.
         if idempotency_key is None:
@@ -192,7 +196,7 @@ def retry_job(job_id: int) -> Job:
         options=dict(source.options or {}),
     )
     try:
-        job, _ = create_job(request, retry_of_id=source.id)
+        job, _ = create_job(request, parent_id=source.id, origin="retry")
     except ValidationError:
         raise JobConflict(
             "provider_unavailable",
@@ -210,14 +214,18 @@ def delete_job(job_id: int) -> None:
         raise JobConflict(
             "still_active", f"Job {job_id} is still {job.status}; cancel it before deleting it."
         )
-    names = {name for image in job.images for name in (image.file_name, image.thumbnail_name)}
+    names = {
+        name
+        for image in job.images
+        for name in (image.file_name, image.thumbnail_name, image.thumbnail_large_name)
+    }
     with write_transaction() as session:
         session.execute(delete(Image).where(Image.job_id == job_id))
         session.execute(delete(Job).where(Job.id == job_id))
-    still_used = set(
-        db.session.scalars(select(Image.file_name).where(Image.file_name.in_(names)))
-    ) | set(db.session.scalars(select(Image.thumbnail_name).where(Image.thumbnail_name.in_(names))))
-    storage.remove_files(current_app.config["ATELIER_DATA_DIR"], names - still_used - {None})
+        search.unindex_job(session, job_id)
+    names.discard(None)
+    still_used = library.files_in_use(names)
+    storage.remove_files(current_app.config["ATELIER_DATA_DIR"], names - still_used)
     log.info("job %s deleted", job_id)
 
 
@@ -397,6 +405,8 @@ def record_stored_image(claim: Claim, slot: ImageSlot, stored: storage.StoredIma
             content_type=stored.content_type,
             file_name=stored.file_name,
             thumbnail_name=stored.thumbnail_name,
+            thumbnail_large_name=stored.thumbnail_large_name,
+            placeholder=stored.placeholder,
             revised_prompt=slot.revised_prompt,
             filter_results=slot.filter_results,
         ),
@@ -425,6 +435,13 @@ def _record_image(claim: Claim, image: Image) -> None:
     with write_transaction() as session:
         _fenced_update_in(session, claim, lease_expires_at=_lease_until())
         session.add(image)
+        if image.revised_prompt:
+            # Keep the revised prompts searchable with the job's own prompt.
+            job = session.get(Job, claim.job_id)
+            job.revised_prompts = " ".join(
+                filter(None, [job.revised_prompts, image.revised_prompt])
+            )
+            search.index_job(session, job.id, job.prompt, job.revised_prompts)
 
 
 def finish_from_images(claim: Claim, nothing_stored: str | None = None) -> str:

@@ -171,3 +171,16 @@ def image_file(image_id: int, *, thumbnail: bool) -> tuple[Path, Image] | None:
     if not path.is_file():
         return None
     return path, image
+
+
+FILE_COLUMNS = (Image.file_name, Image.thumbnail_name, Image.thumbnail_large_name)
+
+
+def files_in_use(names: set[str]) -> set[str]:
+    """Which of these stored file names some image row still references."""
+    if not names:
+        return set()
+    used: set[str] = set()
+    for column in FILE_COLUMNS:
+        used |= set(db.session.scalars(select(column).where(column.in_(names))))
+    return used

@@ -112,11 +112,17 @@ class Job(db.Model):
     n: Mapped[int] = mapped_column(Integer)
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
-    retry_of_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    # Prompt lineage: the job this one was made from, and how ("retry", "again", "reuse").
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), index=True
+    )
+    origin: Mapped[str | None] = mapped_column(String(16))
 
     operation_url: Mapped[str | None] = mapped_column(Text)
     # Token usage as the provider reported it (gpt-image models), e.g. {"total_tokens": 1100}.
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The models' revised prompts, joined, so search finds them (kept by app.search).
+    revised_prompts: Mapped[str | None] = mapped_column(Text)
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
 
@@ -153,6 +159,7 @@ class Image(db.Model):
     __table_args__ = (
         UniqueConstraint("job_id", "index", name="uq_images_job_id_index"),
         Index("ix_images_status_created_at_id", "status", "created_at", "id"),
+        Index("ix_images_favorite_created_at_id", "favorite", "created_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -165,7 +172,13 @@ class Image(db.Model):
     height: Mapped[int | None] = mapped_column(Integer)
     content_type: Mapped[str | None] = mapped_column(String(32))
     file_name: Mapped[str | None] = mapped_column(String(128))
-    thumbnail_name: Mapped[str | None] = mapped_column(String(128))
+    thumbnail_name: Mapped[str | None] = mapped_column(String(128))  # 256 px WebP
+    thumbnail_large_name: Mapped[str | None] = mapped_column(String(128))  # 512 px WebP
+    # The image's average colour, shown while the thumbnail loads ("#rrggbb").
+    placeholder: Mapped[str | None] = mapped_column(String(7))
+    favorite: Mapped[bool] = mapped_column(default=False)
+    # Set when the image is in the trash; purged after ATELIER_TRASH_DAYS.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revised_prompt: Mapped[str | None] = mapped_column(Text)
     # Azure's content_filter_results / prompt_filter_results for this image, as sent.
     filter_results: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -174,6 +187,33 @@ class Image(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="images")
+    collections: Mapped[list[Collection]] = relationship(
+        secondary="collection_images", back_populates="images", order_by="Collection.name"
+    )
+
+
+class Collection(db.Model):
+    __tablename__ = "collections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    images: Mapped[list[Image]] = relationship(
+        secondary="collection_images", back_populates="collections"
+    )
+
+
+class CollectionImage(db.Model):
+    __tablename__ = "collection_images"
+
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True
+    )
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 def configure_engine(engine: Engine) -> None:

@@ -3,7 +3,8 @@
 Layout under the data folder:
     images/<sha[:2]>/<sha256>.<ext>         the provider's image (a PNG also carries its job's
                                             parameters in an `atelier` text chunk)
-    thumbs/<sha[:2]>/<sha256>-256.webp      a WebP thumbnail, longest side 256 px
+    thumbs/<sha[:2]>/<sha256>-256.webp      WebP thumbnails, longest side 256 px and 512 px
+    thumbs/<sha[:2]>/<sha256>-512.webp      (for the grid on ordinary and high-density screens)
 
 A file is written to a temporary name in its final folder, fsynced, renamed into place and
 the folder fsynced, so a crash leaves either no file or a whole one, never a torn one. The
@@ -36,6 +37,7 @@ FORMATS = {
 # decompression bombs long before Pillow's own (much higher) limit.
 MAX_PIXELS = 4096 * 4096
 THUMBNAIL_SIZE = 256
+THUMBNAIL_LARGE_SIZE = 512
 TEMP_PREFIX = ".tmp-"
 
 
@@ -52,6 +54,8 @@ class StoredImage:
     content_type: str
     file_name: str
     thumbnail_name: str
+    thumbnail_large_name: str
+    placeholder: str
 
 
 def inspect_image(data: bytes) -> tuple[str, int, int]:
@@ -96,21 +100,24 @@ def store_image(data_dir: str, data: bytes, metadata: dict[str, Any] | None = No
     # Decoding every pixel for the thumbnail is the real check (verify() reads only chunk
     # checksums), so it happens before anything is written.
     try:
-        thumbnail_data = make_thumbnail(data)
+        thumbnails = make_thumbnails(data)
     except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as error:
         raise ImageRejected(f"The image data does not decode ({error}).") from None
     extension, content_type = FORMATS[image_format]
     digest = hashlib.sha256(data).hexdigest()
     file_name = f"images/{digest[:2]}/{digest}.{extension}"
-    thumbnail_name = f"thumbs/{digest[:2]}/{digest}-{THUMBNAIL_SIZE}.webp"
+    thumbnail_name, thumbnail_large_name = thumbnail_names(digest)
     root = Path(data_dir)
     target = root / file_name
     # Content addressing makes a repeated store (a retried download) a no-op.
     if not (target.exists() and target.stat().st_size == len(data)):
         write_atomically(target, data)
-    thumbnail = root / thumbnail_name
-    if not thumbnail.exists():
-        write_atomically(thumbnail, thumbnail_data)
+    for name, thumbnail_data in (
+        (thumbnail_name, thumbnails.small),
+        (thumbnail_large_name, thumbnails.large),
+    ):
+        if not (root / name).exists():
+            write_atomically(root / name, thumbnail_data)
     return StoredImage(
         sha256=digest,
         bytes=len(data),
@@ -119,17 +126,44 @@ def store_image(data_dir: str, data: bytes, metadata: dict[str, Any] | None = No
         content_type=content_type,
         file_name=file_name,
         thumbnail_name=thumbnail_name,
+        thumbnail_large_name=thumbnail_large_name,
+        placeholder=thumbnails.placeholder,
     )
 
 
-def make_thumbnail(data: bytes) -> bytes:
+def thumbnail_names(digest: str) -> tuple[str, str]:
+    """The small and large thumbnail file names of an image with this SHA-256."""
+    folder = f"thumbs/{digest[:2]}/{digest}"
+    return f"{folder}-{THUMBNAIL_SIZE}.webp", f"{folder}-{THUMBNAIL_LARGE_SIZE}.webp"
+
+
+@dataclass(frozen=True)
+class Thumbnails:
+    small: bytes  # WebP, longest side THUMBNAIL_SIZE
+    large: bytes  # WebP, longest side THUMBNAIL_LARGE_SIZE
+    placeholder: str  # the average colour, "#rrggbb"
+
+
+def make_thumbnails(data: bytes) -> Thumbnails:
+    """Both thumbnails and the placeholder colour, decoding the image once."""
     with PILImage.open(io.BytesIO(data), formats=list(FORMATS)) as image:
-        image.draft("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE))  # cheap JPEG downscale on decode
+        # A JPEG can decode straight at a reduced scale, much faster than full size.
+        image.draft("RGB", (THUMBNAIL_LARGE_SIZE, THUMBNAIL_LARGE_SIZE))
         image = image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB")
-        image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), PILImage.Resampling.LANCZOS)
-        out = io.BytesIO()
-        image.save(out, "WEBP", quality=80, method=4)
-        return out.getvalue()
+        large = image.copy()
+        large.thumbnail((THUMBNAIL_LARGE_SIZE, THUMBNAIL_LARGE_SIZE), PILImage.Resampling.LANCZOS)
+    small = large.copy()
+    small.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), PILImage.Resampling.LANCZOS)
+    red, green, blue = small.convert("RGB").resize((1, 1), PILImage.Resampling.BOX).getpixel((0, 0))
+    return Thumbnails(
+        small=_webp(small), large=_webp(large), placeholder=f"#{red:02x}{green:02x}{blue:02x}"
+    )
+
+
+def _webp(image: PILImage.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "WEBP", quality=80, method=4)
+    return out.getvalue()
 
 
 def write_atomically(target: Path, data: bytes) -> None:

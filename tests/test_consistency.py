@@ -233,7 +233,7 @@ def test_verify_finds_nothing_wrong_with_a_fresh_library(app, client):
 
     assert report.clean
     assert report.rows_checked == 2
-    assert report.files_checked == 4
+    assert report.files_checked == 6  # each image: the original and two thumbnails
     assert report.lines()[-1] == "Consistent."
 
 
@@ -448,7 +448,8 @@ def test_rebuilt_images_are_served_with_a_regenerated_thumbnail(idle_app):
 
     client = idle_app.test_client()
     image = get_job(client, 7)[1]["images"][0]
-    assert report.regenerated_thumbnails == [thumbnail_name(image)]
+    small = thumbnail_name(image)
+    assert report.regenerated_thumbnails == [small, small.replace("-256.webp", "-512.webp")]
     with client.get(image["url"]) as original:
         assert original.data == (data_dir_of(idle_app) / name).read_bytes()
     with client.get(image["thumbnail_url"]) as thumbnail:

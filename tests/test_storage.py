@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -77,7 +78,7 @@ def test_storing_the_same_bytes_twice_keeps_one_file_and_the_same_result(tmp_pat
 
     assert second == first
     assert [path.relative_to(tmp_path).as_posix() for path in files_under(tmp_path)] == sorted(
-        [first.file_name, first.thumbnail_name]
+        [first.file_name, first.thumbnail_name, first.thumbnail_large_name]
     )
 
 
@@ -168,10 +169,24 @@ def test_resolve_returns_the_absolute_path_of_a_stored_name(tmp_path):
 def test_remove_files_removes_the_named_files(tmp_path):
     stored = store_image(str(tmp_path), encode("PNG"))
 
-    remove_files(str(tmp_path), [stored.file_name, stored.thumbnail_name])
+    remove_files(
+        str(tmp_path), [stored.file_name, stored.thumbnail_name, stored.thumbnail_large_name]
+    )
 
     assert files_under(tmp_path) == []
 
 
 def test_remove_files_ignores_files_already_gone(tmp_path):
     remove_files(str(tmp_path), ["images/ab/missing.png"])  # does not raise
+
+
+def test_thumbnails_come_in_two_sizes_with_a_placeholder_colour(tmp_path):
+    stored = store_image(str(tmp_path), encode("PNG", size=(1536, 1024)))
+
+    sizes = []
+    for name in (stored.thumbnail_name, stored.thumbnail_large_name):
+        with Image.open(tmp_path / name) as thumbnail:
+            assert thumbnail.format == "WEBP"
+            sizes.append(thumbnail.size)
+    assert sizes == [(256, 171), (512, 341)]
+    assert re.fullmatch(r"#[0-9a-f]{6}", stored.placeholder)

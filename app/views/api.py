@@ -114,7 +114,9 @@ def job_json(job: Job) -> dict[str, Any]:
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
         "error": _error(job.error_code, job.error_message),
-        "retry_of": job.retry_of_id,
+        "retry_of": job.parent_id if job.origin == "retry" else None,
+        "parent": job.parent_id,
+        "origin": job.origin,
         "images": [image_json(image) for image in job.images],
     }
 
