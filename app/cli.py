@@ -8,7 +8,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from app import consistency
+from app import consistency, curation
 from app.worker import run_worker_process
 
 cli = AppGroup("atelier", help="Atelier maintenance commands.")
@@ -48,6 +48,16 @@ def rebuild_command() -> None:
     report = consistency.rebuild(current_app.config["ATELIER_DATA_DIR"])
     for line in report.lines():
         click.echo(line)
+
+
+@cli.command("purge")
+@click.option(
+    "--all", "everything", is_flag=True, help="Empty the whole trash, not only old items."
+)
+def purge_command(everything: bool) -> None:
+    """Delete images that have been in the trash longer than ATELIER_TRASH_DAYS."""
+    count = curation.purge() if everything else curation.purge_expired()
+    click.echo(f"Purged {count} image(s) from the trash.")
 
 
 @cli.command("worker")

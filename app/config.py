@@ -141,6 +141,12 @@ SETTINGS: tuple[Setting, ...] = (
         int,
     ),
     Setting(
+        "ATELIER_TRASH_DAYS",
+        "30",
+        "Images in the trash are deleted for good after this many days.",
+        int,
+    ),
+    Setting(
         "ATELIER_TEST_CRASH_AT",
         None,
         "Tests only: kill the process at a named point (see app/crashpoints.py).",

@@ -183,10 +183,19 @@ def cancel_job(job_id: int) -> Job:
 
 def retry_job(job_id: int) -> Job:
     """Queue a new job with the same parameters as a finished one."""
+    return _copy_job(job_id, "retry")
+
+
+def generate_again(job_id: int) -> Job:
+    """Like retry, for any job, finished or not: another take on the same prompt."""
+    return _copy_job(job_id, "again")
+
+
+def _copy_job(job_id: int, origin: str) -> Job:
     source = get_job(job_id)
     if source is None:
         raise JobNotFound(job_id)
-    if not source.is_final:
+    if origin == "retry" and not source.is_final:
         raise JobConflict("still_active", f"Job {job_id} is still {source.status}.")
     request = JobRequest(
         prompt=source.prompt,
@@ -196,7 +205,7 @@ def retry_job(job_id: int) -> Job:
         options=dict(source.options or {}),
     )
     try:
-        job, _ = create_job(request, parent_id=source.id, origin="retry")
+        job, _ = create_job(request, parent_id=source.id, origin=origin)
     except ValidationError:
         raise JobConflict(
             "provider_unavailable",

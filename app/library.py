@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
 from flask import current_app
 from sqlalchemy import and_, or_, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import contains_eager, selectinload
 
-from app import storage
-from app.models import Image, ImageStatus, Job, JobStatus, db
+from app import search, storage
+from app.models import CollectionImage, Image, ImageStatus, Job, JobStatus, db
 from app.validation import ValidationError
 
 MAX_PAGE_SIZE = 100
@@ -116,17 +117,124 @@ def job_page(
             )
         statement = statement.where(Job.status == status)
     if q:
-        # Plain substring search for now; full-text search arrives with the gallery work.
-        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        statement = statement.where(Job.prompt.ilike(f"%{escaped}%", escape="\\"))
+        condition = search.matches(q)
+        if condition is not None:
+            statement = statement.where(condition)
     return _keyset_page(statement, Job, limit, after, before)
 
 
-def gallery_page(*, limit: int, after: str | None, before: str | None) -> Page:
+@dataclass(frozen=True)
+class GalleryFilters:
+    """What the gallery shows; every field round-trips through the URL's query string."""
+
+    q: str = ""
+    status: str = ImageStatus.STORED
+    favorites: bool = False
+    collection: int | None = None
+    model: str = ""
+    size: str = ""
+    since: date | None = None
+    until: date | None = None
+    trash: bool = False
+
+    STATUSES = (ImageStatus.STORED, ImageStatus.FILTERED, ImageStatus.FAILED)
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, str]) -> GalleryFilters:
+        status = args.get("status") or ImageStatus.STORED
+        if status not in cls.STATUSES:
+            raise ValidationError("status", f"The status must be one of {', '.join(cls.STATUSES)}.")
+        collection = args.get("collection") or None
+        if collection is not None and not collection.isdigit():
+            raise ValidationError("collection", "The collection must be a collection id.")
+        since, until = _date(args, "since"), _date(args, "until")
+        if since and until and since > until:
+            raise ValidationError("until", "The end date is before the start date.")
+        return cls(
+            q=(args.get("q") or "").strip()[:200],
+            status=status,
+            favorites=args.get("favorites") in ("1", "on", "true"),
+            collection=int(collection) if collection else None,
+            model=(args.get("model") or "").strip(),
+            size=(args.get("size") or "").strip(),
+            since=since,
+            until=until,
+            trash=args.get("trash") in ("1", "on", "true"),
+        )
+
+    def to_args(self) -> dict[str, str]:
+        """The query string for these filters (defaults left out)."""
+        args = {
+            "q": self.q,
+            "status": "" if self.status == ImageStatus.STORED else self.status,
+            "favorites": "1" if self.favorites else "",
+            "collection": str(self.collection) if self.collection else "",
+            "model": self.model,
+            "size": self.size,
+            "since": self.since.isoformat() if self.since else "",
+            "until": self.until.isoformat() if self.until else "",
+            "trash": "1" if self.trash else "",
+        }
+        return {key: value for key, value in args.items() if value}
+
+    @property
+    def active(self) -> bool:
+        return bool(self.to_args())
+
+
+def _date(args: Mapping[str, str], name: str) -> date | None:
+    raw = (args.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise ValidationError(name, "Dates look like 2026-11-25.") from None
+
+
+def gallery_page(
+    filters: GalleryFilters | None = None,
+    *,
+    limit: int,
+    after: str | None = None,
+    before: str | None = None,
+) -> Page:
+    """Images newest first, filtered; keyset-paged so any depth costs the same."""
+    filters = filters or GalleryFilters()
     statement = (
-        select(Image).options(selectinload(Image.job)).where(Image.status == ImageStatus.STORED)
+        select(Image)
+        .join(Image.job)
+        .options(contains_eager(Image.job))
+        .where(Image.status == filters.status)
+        .where(Image.deleted_at.is_not(None) if filters.trash else Image.deleted_at.is_(None))
     )
+    if filters.favorites:
+        statement = statement.where(Image.favorite.is_(True))
+    if filters.collection is not None:
+        statement = statement.where(
+            Image.id.in_(
+                select(CollectionImage.image_id).where(
+                    CollectionImage.collection_id == filters.collection
+                )
+            )
+        )
+    if filters.model:
+        statement = statement.where(Job.model == filters.model)
+    if filters.size:
+        statement = statement.where(Job.size == filters.size)
+    if filters.since:
+        statement = statement.where(Image.created_at >= _day_start(filters.since))
+    if filters.until:
+        statement = statement.where(Image.created_at < _day_start(filters.until + timedelta(1)))
+    if filters.q:
+        condition = search.matches(filters.q)
+        if condition is not None:
+            statement = statement.where(condition)
     return _keyset_page(statement, Image, limit, after, before)
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
 
 
 def get_image(image_id: int) -> Image | None:
@@ -135,7 +243,7 @@ def get_image(image_id: int) -> Image | None:
 
 def sibling_images(image: Image) -> tuple[Image | None, Image | None]:
     """The stored images just newer and just older than this one, in gallery order."""
-    base = select(Image).where(Image.status == ImageStatus.STORED)
+    base = select(Image).where(Image.status == ImageStatus.STORED, Image.deleted_at.is_(None))
     newer = db.session.scalar(
         base.where(
             or_(

@@ -29,12 +29,13 @@ import random
 import secrets
 import signal
 import threading
+import time
 from datetime import datetime, timedelta
 
 from flask import Flask, current_app
 from sqlalchemy import func, select
 
-from app import jobs, storage
+from app import curation, jobs, storage
 from app.crashpoints import crash_point
 from app.models import ImageStatus, Job, JobPhase, JobStatus, db, utcnow
 from app.providers import (
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 
 MIN_POLL_DELAY, MAX_POLL_DELAY = 0.2, 60.0
 MAX_IDLE_WAIT = 1.0
+PURGE_EVERY_SECONDS = 3600
 
 INTERRUPTED_MESSAGE = (
     "Atelier stopped while sending this prompt, so it cannot tell whether Azure received it. "
@@ -79,6 +81,8 @@ class Worker:
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._next_purge = 0.0  # time.monotonic() of the next trash purge
+        self._purge_lock = threading.Lock()
 
     def start(self) -> None:
         for number in range(self.thread_count):
@@ -114,6 +118,8 @@ class Worker:
             while not self._stopping.is_set():
                 try:
                     worked = self.run_once()
+                    if not worked:
+                        self.purge_trash_when_due()
                     idle = 0.0 if worked else _seconds_until_next_due()
                 except Exception:
                     log.exception("worker step failed; continuing")
@@ -124,6 +130,16 @@ class Worker:
                 if idle > 0:
                     self._wake.wait(idle)
                     self._wake.clear()
+
+    def purge_trash_when_due(self) -> None:
+        """Empty expired trash about once an hour, from one thread at a time."""
+        if time.monotonic() < self._next_purge or not self._purge_lock.acquire(blocking=False):
+            return
+        try:
+            self._next_purge = time.monotonic() + PURGE_EVERY_SECONDS
+            curation.purge_expired()
+        finally:
+            self._purge_lock.release()
 
     def run_once(self) -> bool:
         """Claim one due job and advance it by one step. False when nothing was due."""

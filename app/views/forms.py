@@ -43,6 +43,8 @@ class PromptForm(FlaskForm):
     provider = SelectField("Provider")
     # A fresh key per rendered form: a double-click or a resent POST creates one job.
     idempotency_key = HiddenField()
+    # "Use this prompt": the job the prompt came from, for the prompt's lineage.
+    parent = HiddenField()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -52,6 +54,16 @@ class PromptForm(FlaskForm):
             self.idempotency_key.data = uuid.uuid4().hex
         # Errors of the model's fields (size, n, options), shown by _model_options.html.
         self.model_errors: dict[str, str] = {}
+
+    @classmethod
+    def reusing(cls, source: Job) -> PromptForm:
+        """A form prefilled with another job's prompt, provider and options."""
+        form = cls(
+            formdata=None,
+            data={"prompt": source.prompt, "provider": source.provider, "parent": source.id},
+        )
+        form.reused_values = {"size": source.size, "n": source.n, **(source.options or {})}
+        return form
 
     @property
     def target(self) -> Target:
@@ -64,7 +76,7 @@ class PromptForm(FlaskForm):
     def model_values(self) -> dict[str, Any]:
         """What was submitted for the model's fields, to render them again after an error."""
         if not self.is_submitted():
-            return {}
+            return getattr(self, "reused_values", {})
         names = [*MODEL_FIELDS, *(option.name for option in self.target.model.options)]
         return {name: request.form.get(name) for name in names}
 
@@ -74,8 +86,17 @@ class PromptForm(FlaskForm):
         if parsed is None:
             return None
         job_request, key = parsed
+        parent = self.parent.data
+        parent_id = int(parent) if parent and str(parent).isdigit() else None
+        if parent_id is not None and jobs.get_job(parent_id) is None:
+            parent_id = None  # the parent was deleted meanwhile: keep the prompt, drop the link
         try:
-            job, _ = jobs.create_job(job_request, idempotency_key=key)
+            job, _ = jobs.create_job(
+                job_request,
+                idempotency_key=key,
+                parent_id=parent_id,
+                origin="reuse" if parent_id else None,
+            )
         except jobs.JobConflict as error:
             self.prompt.errors = [error.message]
             return None
