@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -120,6 +120,56 @@ def job_page(
         condition = search.matches(q)
         if condition is not None:
             statement = statement.where(condition)
+    return _keyset_page(statement, Job, limit, after, before)
+
+
+def active_jobs(limit: int = 50) -> list[Job]:
+    """Queued and running jobs, oldest first (the jobs panel)."""
+    statement = (
+        select(Job)
+        .options(selectinload(Job.images))
+        .where(Job.status.in_(JobStatus.ACTIVE))
+        .order_by(Job.created_at.asc(), Job.id.asc())
+        .limit(limit)
+    )
+    return list(db.session.scalars(statement))
+
+
+def jobs_by_id(job_ids: Iterable[int]) -> list[Job]:
+    """These jobs (those that still exist), newest first, with their images."""
+    ids = set(job_ids)
+    if not ids:
+        return []
+    statement = (
+        select(Job)
+        .options(selectinload(Job.images))
+        .where(Job.id.in_(ids))
+        .order_by(Job.created_at.desc(), Job.id.desc())
+    )
+    return list(db.session.scalars(statement))
+
+
+REFUSAL_VERDICTS = ("prompt", "image")
+
+
+def refusal_page(
+    *, verdict: str | None, q: str | None, limit: int, after: str | None, before: str | None
+) -> Page:
+    """Jobs the safety system stopped, newest first: the prompt refused (failed with
+    `contentFilter` and no filtered image) or some images filtered (`verdict` "image")."""
+    has_filtered_image = Job.id.in_(
+        select(Image.job_id).where(Image.status == ImageStatus.FILTERED)
+    )
+    prompt_refused = and_(Job.error_code == "contentFilter", ~has_filtered_image)
+    conditions = {"prompt": prompt_refused, "image": has_filtered_image}
+    if verdict and verdict not in REFUSAL_VERDICTS:
+        raise ValidationError("verdict", "The verdict must be prompt or image.")
+    condition = conditions[verdict] if verdict else or_(prompt_refused, has_filtered_image)
+    statement = select(Job).options(selectinload(Job.images)).where(condition)
+    if q:
+        matches = search.matches(q)
+        if matches is not None:
+            statement = statement.where(matches)
     return _keyset_page(statement, Job, limit, after, before)
 
 

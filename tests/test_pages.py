@@ -1,4 +1,6 @@
-"""HTML pages and htmx partials: forms without JavaScript, polling markup, gallery, files."""
+"""HTML pages and htmx partials: forms without JavaScript, polling markup, image files.
+
+The gallery's own tests are in test_gallery.py."""
 
 from __future__ import annotations
 
@@ -196,50 +198,6 @@ def test_retry_and_delete_from_pages(client, emulator):
     assert retried.status_code == 303 and retried.headers["Location"] != job_url
     assert deleted.status_code == 303
     assert client.get(job_url).status_code == 404
-
-
-def test_gallery_lists_stored_images_newest_first(client):
-    first = wait_for_job(client, job_id_of(create(client, prompt="first")))
-    second = wait_for_job(client, job_id_of(create(client, prompt="second")))
-
-    page = client.get("/gallery").get_data(as_text=True)
-
-    first_thumb = f"/files/thumbs/{first['images'][0]['id']}"
-    second_thumb = f"/files/thumbs/{second['images'][0]['id']}"
-    assert page.index(second_thumb) < page.index(first_thumb)
-    assert 'loading="lazy"' in page
-    assert 'width="256" height="256"' in page
-
-
-def test_gallery_pages_forward_and_back_with_cursors(app, client):
-    from app import library
-    from app.views import pages
-
-    ids = []
-    for number in range(5):
-        job = wait_for_job(client, job_id_of(create(client, prompt=f"p{number}")))
-        ids.append(job["images"][0]["id"])
-    pages.GALLERY_PAGE_SIZE = 2
-    try:
-        first = client.get("/gallery").get_data(as_text=True)
-        older = re.search(r'href="(/gallery\?after=[^"]+)"', first).group(1)
-        second = client.get(older).get_data(as_text=True)
-        newer = re.search(r'href="(/gallery\?before=[^"]+)"', second).group(1)
-        back = client.get(newer).get_data(as_text=True)
-    finally:
-        pages.GALLERY_PAGE_SIZE = 48
-
-    def shown(page):
-        return [int(n) for n in re.findall(r"/files/thumbs/(\d+)", page)]
-
-    assert shown(first) == [ids[4], ids[3]]
-    assert shown(second) == [ids[2], ids[1]]
-    assert shown(back) == shown(first)
-    assert library.MAX_PAGE_SIZE >= 48
-
-
-def test_gallery_refuses_a_bad_cursor(idle_app):
-    assert idle_app.test_client().get("/gallery?after=%%%").status_code == 400
 
 
 def test_image_page_shows_the_image_prompt_and_details(client):

@@ -3,7 +3,10 @@
 pages     full HTML pages, plain forms that work without JavaScript (POST, then 303)
 partials  HTML fragments with their own URLs, requested by htmx (job cards, the prompt form)
 api       the JSON API under /api
-files     image and thumbnail files, looked up by id
+gallery   the image grid, favourites, collections, the trash and ZIP downloads
+files     image and thumbnail files, found through their image rows
+images    the image page (prompt, parameters, timings, prompt family) and the star toggle
+history   the jobs panel and history, and the refusal ledger
 health    /healthz for container health checks
 """
 
@@ -13,7 +16,7 @@ from flask import Flask, Response, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
-from app.views import api, display, files, health, pages, partials
+from app.views import api, display, files, gallery, health, history, images, pages, partials
 from app.views.helpers import api_error, is_htmx
 
 HTMX_VERSION = "2.0.11"
@@ -22,6 +25,9 @@ HTMX_VERSION = "2.0.11"
 def register(app: Flask, csrf: CSRFProtect) -> None:
     app.register_blueprint(pages.bp)
     app.register_blueprint(partials.bp)
+    app.register_blueprint(gallery.bp)
+    app.register_blueprint(images.bp)
+    app.register_blueprint(history.bp)
     app.register_blueprint(files.bp)
     app.register_blueprint(health.bp)
     # The JSON API takes no session cookie yet, so a forged cross-site form cannot use it;

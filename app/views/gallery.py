@@ -1,0 +1,499 @@
+"""The gallery: the image grid with its filters, favourites, collections, the trash, ZIP downloads.
+
+Every page URL carries the filters and the keyset cursor, so a reload, the back button or a
+shared link shows the same place. Each mutation is a plain form that POSTs and comes back (303)
+to the same gallery URL; htmx posts the same forms to the `/partials/...` twin of the URL and
+swaps only what changed (a star button, the affected cells, a message).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    get_flashed_messages,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from sqlalchemy import func, select
+from sqlalchemy.orm import contains_eager
+from werkzeug.datastructures import MultiDict
+from werkzeug.wrappers import Response
+
+from app import curation, library, zipstream
+from app.library import GalleryFilters, Page
+from app.models import Collection, CollectionImage, Image, ImageStatus, db, utcnow
+from app.validation import ValidationError
+
+bp = Blueprint("gallery", __name__)
+
+DEFAULT_PAGE_SIZE = 48
+SEEN_COOKIE = "gallery_seen"
+ONE_YEAR = 365 * 24 * 3600
+# A flashed undo carries the ids in the session cookie, which must stay small.
+MAX_UNDO_IDS = 300
+RETURN_PATHS = ("/gallery", "/collections")
+HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
+
+
+# --- template helpers ---------------------------------------------------------------------------
+
+
+@bp.app_template_filter("placeholder_class")
+def placeholder_class(colour: str | None) -> str:
+    """The palette class for an image's average colour: each channel in 4 levels, `ph-RGB`.
+
+    The strict CSP allows no style attributes, so the colour comes from one of 64 classes in
+    static/gallery.css instead of an inline background.
+    """
+    if not colour or not HEX_COLOUR.fullmatch(colour):
+        return "ph-none"
+    levels = (round(int(colour[i : i + 2], 16) * 3 / 255) for i in (1, 3, 5))
+    return "ph-" + "".join(str(level) for level in levels)
+
+
+# --- pages --------------------------------------------------------------------------------------
+
+
+@bp.get("/gallery")
+def index() -> Response:
+    """The gallery page. Its first page (no cursor) also says what is new since the last look."""
+    first_page = not (request.args.get("after") or request.args.get("before"))
+    seen = _seen_cookie() if first_page else None
+    response = make_response(_render_gallery(request.args, seen=seen))
+    if first_page:
+        response.set_cookie(
+            SEEN_COOKIE,
+            _iso(utcnow()),
+            max_age=ONE_YEAR,
+            httponly=True,
+            samesite="Lax",
+        )
+    return response
+
+
+@bp.get("/partials/gallery")
+def items() -> str:
+    """The next page's cells and, when more follow, a new sentinel (for infinite scroll)."""
+    filters, page = _gallery_page(request.args)
+    return render_template("_gallery_items.html", **_grid_context(filters, page))
+
+
+@bp.get("/partials/gallery/results")
+def results() -> Response:
+    """The first page of results for the filters (search as you type); the address bar follows."""
+    filters, page = _gallery_page(request.args)
+    response = make_response(
+        render_template("_gallery_results.html", **_grid_context(filters, page))
+    )
+    response.headers["HX-Replace-Url"] = url_for("gallery.index", **filters.to_args())
+    return response
+
+
+# --- favourites ---------------------------------------------------------------------------------
+
+
+@bp.post("/gallery/images/<int:image_id>/favorite")
+def favorite(image_id: int) -> Response:
+    _set_favorite(image_id)
+    return redirect(f"{_return_url()}#image-{image_id}", 303)
+
+
+@bp.post("/partials/gallery/images/<int:image_id>/favorite")
+def favorite_partial(image_id: int) -> str:
+    starred = _set_favorite(image_id)
+    return render_template(
+        "_gallery_star.html", image_id=image_id, favorite=starred, next_url=_return_url()
+    )
+
+
+def _set_favorite(image_id: int) -> bool:
+    """Star (`favorite=1`), unstar (`favorite=0`) or toggle (neither); returns the new state."""
+    wanted = request.form.get("favorite")
+    if wanted in ("1", "0"):
+        image = library.get_image(image_id)
+        if not _is_live(image):
+            abort(404, f"There is no image {image_id} to star.")
+        curation.set_favorite([image_id], wanted == "1")
+        return wanted == "1"
+    toggled = curation.toggle_favorite(image_id)
+    if toggled is None:
+        abort(404, f"There is no image {image_id} to star.")
+    return toggled.favorite
+
+
+# --- bulk actions on a selection ----------------------------------------------------------------
+
+
+@bp.post("/gallery/bulk")
+def bulk() -> Response:
+    outcome = _bulk_action()
+    if outcome.message:
+        undo = outcome.undo if len(outcome.undo) <= MAX_UNDO_IDS else []
+        message = outcome.message + (
+            "" if undo or not outcome.undo else " Restore them from the trash."
+        )
+        flash({"text": message, "undo": undo}, "gallery")
+    anchor = f"#image-{outcome.ids[0]}" if outcome.keeps_cells and outcome.ids else ""
+    return redirect(_return_url() + anchor, 303)
+
+
+@bp.post("/partials/gallery/bulk")
+def bulk_partial() -> str:
+    """The message for #gallery-message, plus the changed cells or stars out of band."""
+    outcome = _bulk_action()
+    shown = _images_by_ids(outcome.changed) if outcome.keeps_cells else []
+    return render_template(
+        "_gallery_bulk_result.html",
+        outcome=outcome,
+        images=shown,
+        next_url=_return_url(),
+        seen=None,
+    )
+
+
+@dataclass(frozen=True)
+class BulkOutcome:
+    """What a bulk action did, for the message and for the cells to redraw."""
+
+    action: str
+    ids: list[int]
+    message: str
+    changed: list[int] = field(default_factory=list)
+    undo: list[int] = field(default_factory=list)
+    # Cells that leave the current view get this note in their place; empty: they stay.
+    removed_label: str = ""
+
+    @property
+    def keeps_cells(self) -> bool:
+        return not self.removed_label
+
+
+def _bulk_action() -> BulkOutcome:
+    action = request.form.get("action", "")
+    ids = _selected_ids(request.form.getlist("ids"))
+    if action in ("favorite", "unfavorite"):
+        starred = action == "favorite"
+        count = curation.set_favorite(ids, starred)
+        verb = "Starred" if starred else "Unstarred"
+        return BulkOutcome(action, ids, f"{verb} {_images(count)}.", changed=ids)
+    if action == "delete":
+        moved = curation.trash(ids)
+        message = (
+            f"Moved {_images(len(moved))} to the trash."
+            if moved
+            else "Nothing was moved: the selected images are already in the trash."
+        )
+        return BulkOutcome(
+            action, ids, message, changed=moved, undo=moved, removed_label="Moved to the trash"
+        )
+    if action in ("restore", "undo"):
+        count = curation.restore(ids)
+        message = f"Restored {_images(count)}."
+        # Undo puts the cells back where they were; restoring from the trash view removes them.
+        label = "" if action == "undo" else "Restored"
+        return BulkOutcome(action, ids, message, changed=ids, removed_label=label)
+    if action == "add":
+        collection = _collection_from(request.form.get("collection_id"))
+        added = curation.add_to_collection(collection.id, ids)
+        message = f"Added {_images(added)} to {collection.name}."
+        if added < len(ids):
+            message += f" ({len(ids) - added} already there or not in the gallery.)"
+        return BulkOutcome(action, ids, message, changed=ids)
+    if action == "remove":
+        collection = _collection_from(request.form.get("from_collection"))
+        removed = curation.remove_from_collection(collection.id, ids)
+        return BulkOutcome(
+            action,
+            ids,
+            f"Removed {_images(removed)} from {collection.name}.",
+            changed=ids,
+            removed_label=f"Removed from {collection.name}",
+        )
+    raise ValidationError("action", "Choose what to do with the selected images.")
+
+
+@bp.post("/gallery/trash/empty")
+def empty_trash() -> Response:
+    purged = curation.purge()
+    flash({"text": f"Deleted {_images(purged)} for good.", "undo": []}, "gallery")
+    return redirect(url_for("gallery.index", trash="1"), 303)
+
+
+@bp.post("/gallery/zip")
+def download_zip() -> Response:
+    """The selected originals and a manifest, streamed as one ZIP file."""
+    ids = _selected_ids(request.form.getlist("ids"))
+    images = [image for image in _images_by_ids(ids, live_only=False) if image.file_name]
+    if not images:
+        raise ValidationError("ids", "None of the selected images has a file to download.")
+    stream = zipstream.image_archive(images, current_app.config["ATELIER_DATA_DIR"])
+    name = f"atelier-{len(images)}-image{'s' if len(images) != 1 else ''}.zip"
+    response = Response(stream, mimetype="application/zip")
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# --- collections --------------------------------------------------------------------------------
+
+
+@bp.get("/collections")
+def collections() -> str:
+    return render_template("collections.html", collections=_collections_with_counts())
+
+
+@bp.post("/collections")
+def create_collection() -> Response | tuple[str, int]:
+    try:
+        collection = curation.create_collection(request.form.get("name", ""))
+    except ValidationError as error:
+        page = render_template(
+            "collections.html",
+            collections=_collections_with_counts(),
+            error=error.message,
+            name=request.form.get("name", ""),
+        )
+        return page, 422
+    flash({"text": f"Created the collection {collection.name}.", "undo": []}, "gallery")
+    return redirect(url_for("gallery.collections"), 303)
+
+
+@bp.post("/partials/collections")
+def create_collection_partial() -> Response:
+    """The collections section again: the new one listed, or the form with its error."""
+    error, name, status = None, "", 201
+    try:
+        curation.create_collection(request.form.get("name", ""))
+    except ValidationError as refused:
+        error, name, status = refused.message, request.form.get("name", ""), 422
+    body = render_template(
+        "_collections.html", collections=_collections_with_counts(), error=error, name=name
+    )
+    response = make_response(body, status)
+    if error:
+        response.headers["HX-Retarget"] = "#collections"
+        response.headers["HX-Reswap"] = "outerHTML"
+    return response
+
+
+@bp.post("/collections/<int:collection_id>/delete")
+def delete_collection(collection_id: int) -> Response:
+    collection = curation.get_collection(collection_id)
+    if collection is None:
+        abort(404, f"There is no collection {collection_id}.")
+    name = collection.name
+    curation.delete_collection(collection_id)
+    flash({"text": f"Deleted the collection {name}; its images stay.", "undo": []}, "gallery")
+    return redirect(url_for("gallery.collections"), 303)
+
+
+# --- refused input ------------------------------------------------------------------------------
+
+
+@bp.errorhandler(ValidationError)
+def _refused(error: ValidationError) -> Response:
+    if request.path.startswith("/partials/"):
+        # htmx swaps 422 answers; the message goes where messages go, whatever was targeted.
+        body = render_template("_gallery_notice.html", text=error.message, error=True)
+        response = make_response(body, 422)
+        response.headers["HX-Retarget"] = "#gallery-message"
+        response.headers["HX-Reswap"] = "innerHTML"
+        response.headers["HX-Replace-Url"] = "false"  # the address keeps the last good search
+        return response
+    if request.method == "GET":
+        body = render_template("gallery.html", **_empty_gallery_context(), error=error.message)
+        return make_response(body, 400)
+    # A refused form: show the gallery it came from, with the reason, and change nothing.
+    return_to = _return_url()
+    try:
+        body = _render_gallery(
+            MultiDict(_query_of(return_to)), error=error.message, next_url=return_to
+        )
+    except ValidationError:
+        body = render_template("gallery.html", **_empty_gallery_context(), error=error.message)
+    return make_response(body, 422)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _page_size() -> int:
+    return int(current_app.config.get("GALLERY_PAGE_SIZE", DEFAULT_PAGE_SIZE))
+
+
+def _gallery_page(args: Mapping[str, str]) -> tuple[GalleryFilters, Page]:
+    filters = GalleryFilters.from_args(args)
+    page = library.gallery_page(
+        filters,
+        limit=_page_size(),
+        after=args.get("after") or None,
+        before=args.get("before") or None,
+    )
+    return filters, page
+
+
+def _grid_context(filters: GalleryFilters, page: Page, seen: datetime | None = None) -> dict:
+    cursor = {key: value for key in ("after", "before") if (value := request.args.get(key))}
+    return {
+        "filters": filters,
+        "page": page,
+        "seen": seen,
+        "next_url": url_for("gallery.index", **filters.to_args(), **cursor),
+    }
+
+
+def _render_gallery(
+    args: Mapping[str, str],
+    *,
+    seen: datetime | None = None,
+    error: str | None = None,
+    next_url: str | None = None,
+) -> str:
+    filters, page = _gallery_page(args)
+    collection = None
+    if filters.collection is not None:
+        collection = curation.get_collection(filters.collection)
+        if collection is None:
+            abort(404, f"There is no collection {filters.collection}.")
+    context = _grid_context(filters, page, seen)
+    if next_url is not None:  # re-rendered after a refused form: keep that page's URL
+        context["next_url"] = next_url
+    return render_template(
+        "gallery.html",
+        **context,
+        collection=collection,
+        collections=curation.all_collections(),
+        choices=_filter_choices(filters),
+        messages=get_flashed_messages(category_filter=["gallery"]),
+        error=error,
+    )
+
+
+def _empty_gallery_context() -> dict[str, Any]:
+    filters = GalleryFilters()
+    return {
+        "filters": filters,
+        "page": Page(items=[], next_cursor=None, prev_cursor=None),
+        "seen": None,
+        "next_url": url_for("gallery.index"),
+        "collection": None,
+        "collections": curation.all_collections(),
+        "choices": _filter_choices(filters),
+        "messages": [],
+    }
+
+
+def _filter_choices(filters: GalleryFilters) -> dict[str, list[str]]:
+    """Models and sizes from the configured providers (no query), plus the ones asked for."""
+    models: list[str] = []
+    sizes: list[str] = []
+    for target in current_app.config["ATELIER_TARGETS"]:
+        if target.model.name not in models:
+            models.append(target.model.name)
+        sizes += [size for size in target.model.sizes if size not in sizes]
+    if filters.model and filters.model not in models:
+        models.append(filters.model)
+    if filters.size and filters.size not in sizes:
+        sizes.append(filters.size)
+    return {"models": models, "sizes": sizes, "statuses": list(GalleryFilters.STATUSES)}
+
+
+def _seen_cookie() -> datetime | None:
+    raw = request.cookies.get(SEEN_COOKIE, "")
+    try:
+        seen = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    return seen if seen.tzinfo else seen.replace(tzinfo=UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _selected_ids(raw: Iterable[str]) -> list[int]:
+    values = [value.strip() for value in raw if value.strip()]
+    if not all(value.isdigit() for value in values):
+        raise ValidationError("ids", "The selection must be image ids.")
+    ids = sorted({int(value) for value in values})
+    if not ids:
+        raise ValidationError("ids", "Select at least one image.")
+    if len(ids) > curation.MAX_SELECTION:
+        raise ValidationError("ids", f"Select at most {curation.MAX_SELECTION} images at a time.")
+    return ids
+
+
+def _collection_from(raw: str | None) -> Collection:
+    if not raw:
+        raise ValidationError("collection", "Choose a collection.")
+    if not raw.isdigit() or (collection := curation.get_collection(int(raw))) is None:
+        raise ValidationError("collection", f"There is no collection {raw}.")
+    return collection
+
+
+def _is_live(image: Image | None) -> bool:
+    return image is not None and image.status == ImageStatus.STORED and image.deleted_at is None
+
+
+def _images(count: int) -> str:
+    return f"{count} image{'' if count == 1 else 's'}"
+
+
+def _images_by_ids(ids: Sequence[int], *, live_only: bool = True) -> list[Image]:
+    """These images with their jobs, newest first, in one query."""
+    if not ids:
+        return []
+    statement = (
+        select(Image)
+        .join(Image.job)
+        .options(contains_eager(Image.job))
+        .where(Image.id.in_(ids), Image.status == ImageStatus.STORED)
+        .order_by(Image.created_at.desc(), Image.id.desc())
+    )
+    if live_only:
+        statement = statement.where(Image.deleted_at.is_(None))
+    return list(db.session.scalars(statement))
+
+
+def _collections_with_counts() -> list[tuple[Collection, int]]:
+    """Every collection with how many of its images are in the gallery (not in the trash)."""
+    counts = (
+        select(CollectionImage.collection_id, func.count().label("images"))
+        .join(Image, Image.id == CollectionImage.image_id)
+        .where(Image.status == ImageStatus.STORED, Image.deleted_at.is_(None))
+        .group_by(CollectionImage.collection_id)
+        .subquery()
+    )
+    rows = db.session.execute(
+        select(Collection, func.coalesce(counts.c.images, 0))
+        .outerjoin(counts, counts.c.collection_id == Collection.id)
+        .order_by(Collection.name)
+    )
+    return [(collection, count) for collection, count in rows]
+
+
+def _return_url() -> str:
+    """Where a form comes back to: its `next` field when that is a gallery or collections URL
+    on this site, else the gallery (never another site)."""
+    raw = request.form.get("next", "")
+    parts = urlsplit(raw)
+    if parts.scheme or parts.netloc or parts.path not in RETURN_PATHS or raw.startswith("//"):
+        return url_for("gallery.index")
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def _query_of(url: str) -> list[tuple[str, str]]:
+    return parse_qsl(urlsplit(url).query)

@@ -1,0 +1,60 @@
+"""The image page: one stored image with its prompt, parameters, timings and prompt family,
+and the star toggle (a plain form that 303s back, and its htmx partial at its own URL).
+
+An image in the trash is still shown, with a notice and without the star, so the trash can link
+to it; filtered or failed slots have no page (404).
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, redirect, render_template, url_for
+from werkzeug.wrappers import Response
+
+from app import curation, diffs, library, lineage
+from app.models import Image, ImageStatus
+from app.views.history import format_duration
+
+bp = Blueprint("images", __name__)
+bp.add_app_template_filter(format_duration, "duration")
+bp.add_app_template_global(diffs.word_diff, "word_diff")
+bp.add_app_template_global(diffs.has_changes, "has_changes")
+bp.add_app_template_global(lineage.first_image, "first_image")
+bp.add_app_template_global(lineage.origin_label, "origin_label")
+
+
+def _shown_image(image_id: int) -> Image:
+    image = library.get_image(image_id)
+    if image is None or image.status != ImageStatus.STORED:
+        abort(404, f"There is no image {image_id}.")
+    return image
+
+
+@bp.get("/images/<int:image_id>")
+def page(image_id: int) -> str:
+    image = _shown_image(image_id)
+    newer, older = library.sibling_images(image)
+    return render_template(
+        "image.html",
+        image=image,
+        job=image.job,
+        family=lineage.family_of(image.job),
+        newer=newer,
+        older=older,
+    )
+
+
+@bp.post("/images/<int:image_id>/favorite")
+def favorite(image_id: int) -> Response:
+    """Star or unstar without JavaScript, then back to the image."""
+    if curation.toggle_favorite(image_id) is None:
+        abort(404, f"There is no image {image_id} to star.")
+    return redirect(url_for("images.page", image_id=image_id), 303)
+
+
+@bp.post("/partials/images/<int:image_id>/star")
+def star(image_id: int) -> str:
+    """The same toggle for htmx: answers with the star form in its new state."""
+    image = curation.toggle_favorite(image_id)
+    if image is None:
+        abort(404, f"There is no image {image_id} to star.")
+    return render_template("_image_star.html", image=image)

@@ -1,0 +1,151 @@
+"""ZIP archives written while they are sent: never built in memory or on disk.
+
+`zipfile.ZipFile` writes into `_Sink`, a write-through buffer that only counts positions (it
+cannot seek, so every member gets a data descriptor); after each piece of a member is written
+the bytes waiting in the sink are handed to the response. Memory use is one read chunk plus one
+member header, whatever the size of the archive.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from app import storage
+from app.models import Image
+
+READ_CHUNK = 64 * 1024
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One file in the archive: from a path on disk, or from bytes made for the archive."""
+
+    name: str
+    modified: datetime
+    path: Path | None = None
+    data: bytes | None = None
+    # Images are already compressed; deflating them again costs time and saves nothing.
+    compress_type: int = zipfile.ZIP_STORED
+
+    def chunks(self) -> Iterator[bytes]:
+        if self.data is not None:
+            yield self.data
+            return
+        assert self.path is not None
+        with self.path.open("rb") as handle:
+            while chunk := handle.read(READ_CHUNK):
+                yield chunk
+
+
+class _Sink:
+    """A file-like object that keeps what was written until `drain` takes it."""
+
+    def __init__(self) -> None:
+        self._pending: list[bytes] = []
+        self._position = 0
+
+    def write(self, data: bytes) -> int:
+        if data:
+            self._pending.append(bytes(data))
+            self._position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._position
+
+    def flush(self) -> None:
+        pass
+
+    def drain(self) -> Iterator[bytes]:
+        if self._pending:
+            chunk = b"".join(self._pending)
+            self._pending.clear()
+            yield chunk
+
+
+def stream_zip(members: Iterable[Member]) -> Iterator[bytes]:
+    """The bytes of a ZIP archive holding `members`, yielded as each piece is written."""
+    sink = _Sink()
+    with zipfile.ZipFile(sink, "w") as archive:  # type: ignore[arg-type]
+        for member in members:
+            info = zipfile.ZipInfo(member.name, date_time=_zip_time(member.modified))
+            info.compress_type = member.compress_type
+            info.external_attr = 0o644 << 16
+            with archive.open(info, "w") as destination:
+                for chunk in member.chunks():
+                    destination.write(chunk)
+                    yield from sink.drain()
+            yield from sink.drain()
+    yield from sink.drain()
+
+
+def image_file_name(image: Image) -> str:
+    """What a saved original is called: atelier-<job>-<number in the job>.<ext>."""
+    return f"atelier-{image.job_id}-{image.index + 1}{Path(image.file_name or '').suffix}"
+
+
+def image_archive(images: Sequence[Image], data_dir: str) -> Iterator[bytes]:
+    """A streamed archive of these images' originals plus `manifest.json` describing each.
+
+    Everything is read from the rows here, before the first byte is sent, so the stream that
+    follows reads files only and needs no database session. Images whose file is gone are left
+    out (of the manifest too).
+    """
+    members: list[Member] = []
+    manifest: list[dict[str, Any]] = []
+    for image in images:
+        if image.file_name is None:
+            continue
+        path = storage.resolve(data_dir, image.file_name)
+        if not path.is_file():
+            continue
+        name = image_file_name(image)
+        job = image.job
+        members.append(Member(name=name, modified=image.created_at, path=path))
+        manifest.append(
+            {
+                "file": name,
+                "image_id": image.id,
+                "job_id": job.id,
+                "index": image.index,
+                "prompt": job.prompt,
+                "revised_prompt": image.revised_prompt,
+                "provider": job.provider,
+                "model": job.model,
+                "size": job.size,
+                "options": job.options or {},
+                "created_at": image.created_at.isoformat().replace("+00:00", "Z"),
+                "sha256": image.sha256,
+            }
+        )
+    text = json.dumps({"files": manifest}, indent=2, ensure_ascii=False) + "\n"
+    newest = max((image.created_at for image in images), default=datetime(1980, 1, 1))
+    members.append(
+        Member(
+            name=MANIFEST_NAME,
+            modified=newest,
+            data=text.encode(),
+            compress_type=zipfile.ZIP_DEFLATED,
+        )
+    )
+    return stream_zip(members)
+
+
+def _zip_time(moment: datetime) -> tuple[int, int, int, int, int, int]:
+    # ZIP timestamps start in 1980 and have no time zone; Atelier's are UTC.
+    clamped = max(moment.replace(tzinfo=None), datetime(1980, 1, 1))
+    return (
+        clamped.year,
+        clamped.month,
+        clamped.day,
+        clamped.hour,
+        clamped.minute,
+        clamped.second,
+    )
