@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import contains_eager, selectinload
 
 from app import search, storage
-from app.models import CollectionImage, Image, ImageStatus, Job, JobStatus, db
+from app.models import Collection, CollectionImage, Image, ImageStatus, Job, JobStatus, db
 from app.validation import ValidationError
 
 MAX_PAGE_SIZE = 100
@@ -342,3 +342,46 @@ def files_in_use(names: set[str]) -> set[str]:
     for column in FILE_COLUMNS:
         used |= set(db.session.scalars(select(column).where(column.in_(names))))
     return used
+
+
+def images_by_ids(ids: Sequence[int], *, live_only: bool = True) -> list[Image]:
+    """These images with their jobs, newest first, in one query."""
+    if not ids:
+        return []
+    statement = (
+        select(Image)
+        .join(Image.job)
+        .options(contains_eager(Image.job))
+        .where(Image.id.in_(ids), Image.status == ImageStatus.STORED)
+        .order_by(Image.created_at.desc(), Image.id.desc())
+    )
+    if live_only:
+        statement = statement.where(Image.deleted_at.is_(None))
+    return list(db.session.scalars(statement))
+
+
+def collections_with_counts() -> list[tuple[Collection, int]]:
+    """Every collection with how many of its images are in the gallery (not in the trash)."""
+    counts = (
+        select(CollectionImage.collection_id, func.count().label("images"))
+        .join(Image, Image.id == CollectionImage.image_id)
+        .where(Image.status == ImageStatus.STORED, Image.deleted_at.is_(None))
+        .group_by(CollectionImage.collection_id)
+        .subquery()
+    )
+    rows = db.session.execute(
+        select(Collection, func.coalesce(counts.c.images, 0))
+        .outerjoin(counts, counts.c.collection_id == Collection.id)
+        .order_by(Collection.name)
+    )
+    return [(collection, count) for collection, count in rows]
+
+
+def image_with_digest(digest: str) -> Image | None:
+    # Identical bytes are stored once, so every row with this digest points at the same files.
+    return db.session.scalar(
+        select(Image)
+        .where(Image.sha256 == digest, Image.status == ImageStatus.STORED)
+        .order_by(Image.id)
+        .limit(1)
+    )

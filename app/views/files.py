@@ -13,11 +13,10 @@ import re
 from pathlib import Path
 
 from flask import Blueprint, abort, current_app, request, send_file, url_for
-from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from app import library, storage
-from app.models import Image, ImageStatus, db
+from app.models import Image
 from app.zipstream import image_file_name
 
 bp = Blueprint("files", __name__, url_prefix="/files")
@@ -49,7 +48,7 @@ def content(name: str) -> Response:
     if match is None:
         abort(404, "There is no such file.")
     digest, extension, size = match.group("sha", "ext", "size")
-    image = _image_with_digest(digest)
+    image = library.image_with_digest(digest)
     if image is None:
         abort(404, "There is no such file.")
     stored_name = getattr(image, THUMBNAIL_COLUMNS[size]) if size else image.file_name
@@ -81,16 +80,6 @@ def content_url(image: Image, size: int | None = None, *, download: bool = False
         return url_for("files.content", name=f"{image.sha256}-{size}.webp")
     name = f"{image.sha256}{Path(image.file_name or '').suffix}"
     return url_for("files.content", name=name, **({"download": "1"} if download else {}))
-
-
-def _image_with_digest(digest: str) -> Image | None:
-    # Identical bytes are stored once, so every row with this digest points at the same files.
-    return db.session.scalar(
-        select(Image)
-        .where(Image.sha256 == digest, Image.status == ImageStatus.STORED)
-        .order_by(Image.id)
-        .limit(1)
-    )
 
 
 def _send_by_id(image_id: int, *, thumbnail: bool) -> Response:

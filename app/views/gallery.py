@@ -9,7 +9,7 @@ swaps only what changed (a star button, the affected cells, a message).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,14 +27,12 @@ from flask import (
     request,
     url_for,
 )
-from sqlalchemy import func, select
-from sqlalchemy.orm import contains_eager
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
 from app import curation, library, zipstream
 from app.library import GalleryFilters, Page
-from app.models import Collection, CollectionImage, Image, ImageStatus, db, utcnow
+from app.models import Collection, Image, ImageStatus, utcnow
 from app.validation import ValidationError
 
 bp = Blueprint("gallery", __name__)
@@ -154,7 +152,7 @@ def bulk() -> Response:
 def bulk_partial() -> str:
     """The message for #gallery-message, plus the changed cells or stars out of band."""
     outcome = _bulk_action()
-    shown = _images_by_ids(outcome.changed) if outcome.keeps_cells else []
+    shown = library.images_by_ids(outcome.changed) if outcome.keeps_cells else []
     return render_template(
         "_gallery_bulk_result.html",
         outcome=outcome,
@@ -236,7 +234,7 @@ def empty_trash() -> Response:
 def download_zip() -> Response:
     """The selected originals and a manifest, streamed as one ZIP file."""
     ids = _selected_ids(request.form.getlist("ids"))
-    images = [image for image in _images_by_ids(ids, live_only=False) if image.file_name]
+    images = [image for image in library.images_by_ids(ids, live_only=False) if image.file_name]
     if not images:
         raise ValidationError("ids", "None of the selected images has a file to download.")
     stream = zipstream.image_archive(images, current_app.config["ATELIER_DATA_DIR"])
@@ -252,7 +250,7 @@ def download_zip() -> Response:
 
 @bp.get("/collections")
 def collections() -> str:
-    return render_template("collections.html", collections=_collections_with_counts())
+    return render_template("collections.html", collections=library.collections_with_counts())
 
 
 @bp.post("/collections")
@@ -262,7 +260,7 @@ def create_collection() -> Response | tuple[str, int]:
     except ValidationError as error:
         page = render_template(
             "collections.html",
-            collections=_collections_with_counts(),
+            collections=library.collections_with_counts(),
             error=error.message,
             name=request.form.get("name", ""),
         )
@@ -280,7 +278,7 @@ def create_collection_partial() -> Response:
     except ValidationError as refused:
         error, name, status = refused.message, request.form.get("name", ""), 422
     body = render_template(
-        "_collections.html", collections=_collections_with_counts(), error=error, name=name
+        "_collections.html", collections=library.collections_with_counts(), error=error, name=name
     )
     response = make_response(body, status)
     if error:
@@ -450,39 +448,6 @@ def _is_live(image: Image | None) -> bool:
 
 def _images(count: int) -> str:
     return f"{count} image{'' if count == 1 else 's'}"
-
-
-def _images_by_ids(ids: Sequence[int], *, live_only: bool = True) -> list[Image]:
-    """These images with their jobs, newest first, in one query."""
-    if not ids:
-        return []
-    statement = (
-        select(Image)
-        .join(Image.job)
-        .options(contains_eager(Image.job))
-        .where(Image.id.in_(ids), Image.status == ImageStatus.STORED)
-        .order_by(Image.created_at.desc(), Image.id.desc())
-    )
-    if live_only:
-        statement = statement.where(Image.deleted_at.is_(None))
-    return list(db.session.scalars(statement))
-
-
-def _collections_with_counts() -> list[tuple[Collection, int]]:
-    """Every collection with how many of its images are in the gallery (not in the trash)."""
-    counts = (
-        select(CollectionImage.collection_id, func.count().label("images"))
-        .join(Image, Image.id == CollectionImage.image_id)
-        .where(Image.status == ImageStatus.STORED, Image.deleted_at.is_(None))
-        .group_by(CollectionImage.collection_id)
-        .subquery()
-    )
-    rows = db.session.execute(
-        select(Collection, func.coalesce(counts.c.images, 0))
-        .outerjoin(counts, counts.c.collection_id == Collection.id)
-        .order_by(Collection.name)
-    )
-    return [(collection, count) for collection, count in rows]
 
 
 def _return_url() -> str:
