@@ -34,5 +34,8 @@ format: $(VENV)/.dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+bench: $(VENV)/.dev
+	$(BIN)/python -m bench.gallery
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, tuple_
 from sqlalchemy.orm import contains_eager, selectinload
 
 from app import search, storage
@@ -23,6 +23,8 @@ from app.models import Collection, CollectionImage, Image, ImageStatus, Job, Job
 from app.validation import ValidationError
 
 MAX_PAGE_SIZE = 100
+# Up to this many matching jobs, a search starts from the matches instead of the gallery order.
+FEW_MATCHES = 500
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,9 @@ def _keyset_page(
     newer_first = (model.created_at.desc(), model.id.desc())
     if before:
         created, item_id = decode_cursor(before)
+        # A row-value comparison lets SQLite use the (created_at, id) index as a range.
         statement = statement.where(
-            or_(model.created_at > created, and_(model.created_at == created, model.id > item_id))
+            tuple_(model.created_at, model.id) > (created, item_id)
         ).order_by(model.created_at.asc(), model.id.asc())
         rows = list(db.session.scalars(statement.limit(limit + 1)))
         has_newer = len(rows) > limit
@@ -80,9 +83,7 @@ def _keyset_page(
         )
     if after:
         created, item_id = decode_cursor(after)
-        statement = statement.where(
-            or_(model.created_at < created, and_(model.created_at == created, model.id < item_id))
-        )
+        statement = statement.where(tuple_(model.created_at, model.id) < (created, item_id))
     rows = list(db.session.scalars(statement.order_by(*newer_first).limit(limit + 1)))
     items = rows[:limit]
     return Page(
@@ -251,11 +252,16 @@ def gallery_page(
 ) -> Page:
     """Images newest first, filtered; keyset-paged so any depth costs the same."""
     filters = filters or GalleryFilters()
+    few_matches = search.few_matching_job_ids(filters.q, FEW_MATCHES) if filters.q else None
+    # With few matches, look their images up by job id and sort them: walking the newest-first
+    # index would visit every image before knowing there are no more. `|| ''` keeps SQLite
+    # off that index.
+    status = Image.status + "" if few_matches is not None else Image.status
     statement = (
         select(Image)
         .join(Image.job)
         .options(contains_eager(Image.job))
-        .where(Image.status == filters.status)
+        .where(status == filters.status)
         .where(Image.deleted_at.is_not(None) if filters.trash else Image.deleted_at.is_(None))
     )
     if filters.favorites:
@@ -276,7 +282,9 @@ def gallery_page(
         statement = statement.where(Image.created_at >= _day_start(filters.since))
     if filters.until:
         statement = statement.where(Image.created_at < _day_start(filters.until + timedelta(1)))
-    if filters.q:
+    if few_matches is not None:
+        statement = statement.where(Image.job_id.in_(few_matches))
+    elif filters.q:
         condition = search.matches(filters.q)
         if condition is not None:
             statement = statement.where(condition)
@@ -294,23 +302,14 @@ def get_image(image_id: int) -> Image | None:
 def sibling_images(image: Image) -> tuple[Image | None, Image | None]:
     """The stored images just newer and just older than this one, in gallery order."""
     base = select(Image).where(Image.status == ImageStatus.STORED, Image.deleted_at.is_(None))
+    key = (image.created_at, image.id)
     newer = db.session.scalar(
-        base.where(
-            or_(
-                Image.created_at > image.created_at,
-                and_(Image.created_at == image.created_at, Image.id > image.id),
-            )
-        )
+        base.where(tuple_(Image.created_at, Image.id) > key)
         .order_by(Image.created_at.asc(), Image.id.asc())
         .limit(1)
     )
     older = db.session.scalar(
-        base.where(
-            or_(
-                Image.created_at < image.created_at,
-                and_(Image.created_at == image.created_at, Image.id < image.id),
-            )
-        )
+        base.where(tuple_(Image.created_at, Image.id) < key)
         .order_by(Image.created_at.desc(), Image.id.desc())
         .limit(1)
     )

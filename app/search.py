@@ -43,6 +43,25 @@ def unindex_job(session: Any, job_id: int) -> None:
         session.execute(text("DELETE FROM job_search WHERE rowid = :id"), {"id": job_id})
 
 
+def _fts_query(words: list[str]) -> str:
+    return " ".join('"' + word.replace('"', "") + '"*' for word in words)
+
+
+def few_matching_job_ids(query: str, limit: int) -> list[int] | None:
+    """The ids of the jobs matching `query` when there are at most `limit` of them (SQLite);
+    None when there are more, or on PostgreSQL, or when the query has no words."""
+    words = _words(query)
+    if not words or not _is_sqlite():
+        return None
+    ids = db.session.scalars(
+        select(text("rowid"))
+        .select_from(text("job_search"))
+        .where(text("job_search MATCH :fts").bindparams(fts=_fts_query(words)))
+        .limit(limit + 1)
+    ).all()
+    return list(ids) if len(ids) <= limit else None
+
+
 def matches(query: str) -> ColumnElement[bool] | None:
     """A condition on Job selecting jobs whose prompt or revised prompt has every word of
     `query` (as a prefix); None when the query has no words."""

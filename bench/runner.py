@@ -1,0 +1,166 @@
+"""What every benchmark shares: timing, median and p95, ratios, tables, the machine description.
+
+Cases that are compared with each other are measured side by side (round robin, one request of
+each in turn), so a noisy neighbour slows them all alike and their ratio stays meaningful.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import sqlite3
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PASS, FAIL, NOT_MEASURED = "PASS", "FAIL", "n/a"
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Timings of one case, in milliseconds."""
+
+    samples: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def p95(self) -> float:
+        return percentile(self.samples, 0.95)
+
+    @property
+    def count(self) -> int:
+        return len(self.samples)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile: the smallest sample with at least `fraction` of them at or below."""
+    if not values:
+        raise ValueError("no samples")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def elapsed_ms(started_ns: int) -> float:
+    return (time.perf_counter_ns() - started_ns) / 1e6
+
+
+def time_call(call: Callable[[], Any]) -> tuple[Any, float]:
+    """Run `call` once; return its result and the wall time in milliseconds."""
+    started = time.perf_counter_ns()
+    result = call()
+    return result, elapsed_ms(started)
+
+
+def measure(call: Callable[[], Any], *, warmups: int, repeats: int) -> Stats:
+    return measure_side_by_side({"case": call}, warmups=warmups, repeats=repeats)["case"]
+
+
+def measure_side_by_side(
+    cases: Mapping[str, Callable[[], Any]], *, warmups: int, repeats: int
+) -> dict[str, Stats]:
+    """Time every case `repeats` times, one of each in turn, after `warmups` untimed rounds."""
+    for _ in range(warmups):
+        for call in cases.values():
+            call()
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, call in cases.items():
+            samples[name].append(time_call(call)[1])
+    return {name: Stats(tuple(values)) for name, values in samples.items()}
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else math.inf
+
+
+def mark(ok: bool | None) -> str:
+    """PASS or FAIL for a target, n/a when it could not be measured."""
+    if ok is None:
+        return NOT_MEASURED
+    return PASS if ok else FAIL
+
+
+def fmt_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def fmt_bytes(count: int | None) -> str:
+    if count is None:
+        return "-"
+    if count >= 1_000_000:
+        return f"{count / 1_000_000:.2f} MB"
+    return f"{count / 1000:.1f} kB"
+
+
+def format_table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None
+) -> str:
+    """A plain-text table; `align` has one letter per column, l or r (default: all left)."""
+    cells = [[str(cell) for cell in row] for row in rows]
+    widths = [len(header) for header in headers]
+    for row in cells:
+        for index, cell in enumerate(row):
+            widths[index] = max(widths[index], len(cell))
+    align = (align or "").ljust(len(headers), "l")
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(
+            cell.rjust(widths[i]) if align[i] == "r" else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([line(list(headers)), rule, *(line(row) for row in cells)])
+
+
+def print_table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None
+) -> None:
+    print(format_table(headers, rows, align))
+
+
+def machine_description() -> list[tuple[str, str]]:
+    """CPU model, cores, memory, OS, Python and SQLite versions, as (label, value) pairs."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    cores = f"{os.cpu_count()} logical" + (f" ({usable} usable)" if usable else "")
+    return [
+        ("CPU", _cpu_model()),
+        ("Cores", cores),
+        ("Memory", _memory()),
+        ("OS", f"{platform.system()} {platform.release()} ({platform.machine()})"),
+        ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
+        ("SQLite", sqlite3.sqlite_version),
+    ]
+
+
+def print_machine() -> None:
+    for label, value in machine_description():
+        print(f"{label + ':':<8} {value}")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    return "unknown"
