@@ -17,6 +17,7 @@ from flask.testing import FlaskClient
 from app.emulator import EmulatorConfig, EmulatorServer
 from app.models import db
 from app.worker import start_background
+from tests.browser import browser  # noqa: F401  (fixture)
 from tests.helpers import EMULATOR_KEY, make_app
 from tests.processes import (  # noqa: F401  (fixtures)
     app_env,

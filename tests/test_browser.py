@@ -3,77 +3,20 @@ built-in emulator: submit a prompt, watch it finish without a reload, find it in
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import pytest
-import requests
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from tests.helpers import ROOT, free_port
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-def chromium_path() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.fail("Browser tests need Debian's chromium on PATH: apt-get install chromium")
-    return path
+from tests.browser import serve_app
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    data_dir = tmp_path_factory.mktemp("browser-data")
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("AZURE_OPENAI_")}
-    env.update(
-        ATELIER_DATA_DIR=str(data_dir),
-        ATELIER_EMULATOR_PORT="0",
-        ATELIER_EMULATOR_LATENCY_SECONDS="1.5",
-    )
-    subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"],
-        cwd=ROOT, env=env, check=True, capture_output=True,
-    )  # fmt: skip
-    log = (data_dir / "server.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            requests.get(base + "/", timeout=1).raise_for_status()
-            break
-        except requests.RequestException:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError((data_dir / "server.log").read_text()) from None
-            time.sleep(0.1)
-    yield base
-    process.terminate()
-    process.wait(timeout=20)
-    log.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    with serve_app(
+        tmp_path_factory.mktemp("browser-data"), ATELIER_EMULATOR_LATENCY_SECONDS="1.5"
+    ) as base:
+        yield base
 
 
 @pytest.fixture

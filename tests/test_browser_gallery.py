@@ -4,20 +4,14 @@ screenshots in light and dark mode."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from tests.helpers import ROOT, free_port
-from tests.test_browser import CHROMIUM_ARGS, chromium_path
+from tests.browser import serve_app
 
 JOBS = 6
 IMAGES_PER_JOB = 10
@@ -26,45 +20,13 @@ PAGE_SIZE = 48  # app.views.gallery.DEFAULT_PAGE_SIZE
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    data_dir = tmp_path_factory.mktemp("gallery-browser-data")
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("AZURE_OPENAI_")}
-    env.update(
-        ATELIER_DATA_DIR=str(data_dir),
-        ATELIER_EMULATOR_PORT="0",
+    with serve_app(
+        tmp_path_factory.mktemp("gallery-browser-data"),
         ATELIER_EMULATOR_LATENCY_SECONDS="0.01",
         ATELIER_POLL_INTERVAL_SECONDS="0.1",
-    )
-    subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"],
-        cwd=ROOT, env=env, check=True, capture_output=True,
-    )  # fmt: skip
-    log = (data_dir / "server.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_serving(base, process, data_dir)
+    ) as base:
         _make_images(base)
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
-
-
-def _wait_until_serving(base: str, process: subprocess.Popen, data_dir: Path) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            requests.get(base + "/api/jobs", timeout=1).raise_for_status()
-            return
-        except requests.RequestException:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError((data_dir / "server.log").read_text()) from None
-            time.sleep(0.1)
 
 
 def _make_images(base: str) -> None:
@@ -91,16 +53,6 @@ def _make_images(base: str) -> None:
                 break
             assert time.monotonic() < deadline, f"job {job_id} did not finish: {job}"
             time.sleep(0.1)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if shutil.which("chromium") is None and shutil.which("chromium-browser") is None:
-        pytest.fail("Browser tests need Debian's chromium on PATH: apt-get install chromium")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def _open(browser: Browser, **context_options) -> tuple[Page, list[str], object]:

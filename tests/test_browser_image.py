@@ -4,57 +4,26 @@ cancel. Screenshots go to /tmp (image-page*.png, history*.png, refusals.png) for
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from tests.helpers import ROOT, free_port
-from tests.test_browser import CHROMIUM_ARGS, chromium_path
+from tests.browser import serve_app
 
 SCREENSHOTS = Path("/tmp")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    data_dir = tmp_path_factory.mktemp("browser-image-data")
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("AZURE_OPENAI_")}
-    env.update(
-        ATELIER_DATA_DIR=str(data_dir),
-        ATELIER_EMULATOR_PORT="0",
-        ATELIER_EMULATOR_LATENCY_SECONDS="0.3",
-    )
-    subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"],
-        cwd=ROOT, env=env, check=True, capture_output=True,
-    )  # fmt: skip
-    log = (data_dir / "server.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            requests.get(base + "/", timeout=1).raise_for_status()
-            break
-        except requests.RequestException:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError((data_dir / "server.log").read_text()) from None
-            time.sleep(0.1)
-    yield base
-    process.terminate()
-    process.wait(timeout=20)
-    log.close()
+    with serve_app(
+        tmp_path_factory.mktemp("browser-image-data"), ATELIER_EMULATOR_LATENCY_SECONDS="0.3"
+    ) as base:
+        yield base
 
 
 def submit(server: str, prompt: str, **body) -> int:
@@ -77,14 +46,6 @@ def finished(server: str, job_id: int) -> dict:
 def frames(server: str) -> list[dict]:
     """Three finished jobs, one image each, made one after the other (oldest first)."""
     return [finished(server, submit(server, f"frame {word}")) for word in ("one", "two", "three")]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def new_page(browser: Browser, errors: list[str], **options) -> Page:

@@ -1,0 +1,75 @@
+"""What the headless-Chromium tests share: Debian's Chromium driven by Playwright, and a real
+`python -m app` with its built-in emulator on a fresh data folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import Browser, sync_playwright
+
+from tests.helpers import ROOT, free_port
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.fail("Browser tests need Debian's chromium on PATH: apt-get install chromium")
+    return path
+
+
+@contextmanager
+def serve_app(data_dir: Path, **settings: str) -> Iterator[str]:
+    """Migrate, start `python -m app` with the emulator, yield its base URL, stop it."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AZURE_OPENAI_")}
+    env.update(ATELIER_DATA_DIR=str(data_dir), ATELIER_EMULATOR_PORT="0", **settings)
+    subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"],
+        cwd=ROOT, env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    port = free_port()
+    with (data_dir / "server.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "--port", str(port)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    requests.get(base + "/api/jobs", timeout=1).raise_for_status()
+                    break
+                except requests.RequestException:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise AssertionError((data_dir / "server.log").read_text()) from None
+                    time.sleep(0.1)
+            yield base
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
