@@ -16,7 +16,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, sync_playwright
 
-from tests.helpers import ROOT, free_port
+from tests.helpers import ROOT, free_port, scratch_database_url
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -38,8 +38,15 @@ def chromium_path() -> str:
 @contextmanager
 def serve_app(data_dir: Path, **settings: str) -> Iterator[str]:
     """Migrate, start `python -m app` with the emulator, yield its base URL, stop it."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("AZURE_OPENAI_")}
-    env.update(ATELIER_DATA_DIR=str(data_dir), ATELIER_EMULATOR_PORT="0", **settings)
+    with scratch_database_url() as database_url:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AZURE_OPENAI_")}
+        env.update(ATELIER_DATA_DIR=str(data_dir), ATELIER_EMULATOR_PORT="0", **settings)
+        if database_url is not None:
+            env["DATABASE_URL"] = database_url
+        yield from _serve(data_dir, env)
+
+
+def _serve(data_dir: Path, env: dict[str, str]) -> Iterator[str]:
     subprocess.run(
         [sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"],
         cwd=ROOT, env=env, check=True, capture_output=True,

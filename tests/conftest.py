@@ -5,6 +5,8 @@ Nothing here mocks HTTP: the app's provider talks to the emulator exactly as it 
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,9 @@ from flask.testing import FlaskClient
 from app.emulator import EmulatorConfig, EmulatorServer
 from app.models import db
 from app.worker import start_background
+from tests import helpers
 from tests.browser import browser  # noqa: F401  (fixture)
-from tests.helpers import EMULATOR_KEY, make_app
+from tests.helpers import EMULATOR_KEY, TEST_DB, TEST_DBS, make_app, on_postgresql
 from tests.processes import (  # noqa: F401  (fixtures)
     app_env,
     emulator_latency,
@@ -26,6 +29,43 @@ from tests.processes import (  # noqa: F401  (fixtures)
     start_app,
     start_worker_process,
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if TEST_DB not in TEST_DBS:
+        raise pytest.UsageError(f"ATELIER_TEST_DB={TEST_DB!r}: use one of {', '.join(TEST_DBS)}")
+
+
+def pytest_report_header() -> str:
+    return f"database: {TEST_DB} (ATELIER_TEST_DB)"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def postgres_server() -> Iterator[None]:
+    """With ATELIER_TEST_DB=postgresql, one server for the session, started by the first test
+    that needs a database, stopped and deleted at the end.
+
+    Its data folder is not under pytest's temporary folder: as root, pgserver runs the server as
+    another user, and every pytest start makes /tmp/pytest-of-root private again."""
+    if not on_postgresql():
+        yield
+        return
+    data_dir = Path(tempfile.mkdtemp(prefix="atelier-pg-"))
+    helpers.postgres = helpers.PostgresServer(data_dir)
+    try:
+        yield
+    finally:
+        helpers.postgres.stop()
+        helpers.postgres = None
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def test_databases(postgres_server: None) -> Iterator[None]:
+    """Drop the PostgreSQL databases a test made once everything using them has stopped
+    (autouse, so it is torn down after the test's other fixtures)."""
+    yield
+    helpers.end_test_databases()
 
 
 @pytest.fixture(scope="session")

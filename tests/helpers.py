@@ -1,24 +1,143 @@
-"""Helpers the tests share (fixtures live in conftest.py)."""
+"""Helpers the tests share (fixtures live in conftest.py), and the databases tests run on.
+
+`ATELIER_TEST_DB=sqlite` (the default) gives each data folder its own SQLite file, as the app
+does by default. `ATELIER_TEST_DB=postgresql` gives each data folder of a test its own database on
+one throwaway PostgreSQL server (pgserver) per session, dropped when the test ends.
+"""
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import secrets
 import socket
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
+from sqlalchemy.engine import make_url
 
 from app import create_app
 from app.emulator import EmulatorServer
+from app.models import db
 
 ROOT = Path(__file__).resolve().parent.parent
 EMULATOR_KEY = "test-key-" + secrets.token_hex(8)
+TEST_DB = os.environ.get("ATELIER_TEST_DB", "sqlite").strip().lower() or "sqlite"
+TEST_DBS = ("sqlite", "postgresql")
+
+
+def on_postgresql() -> bool:
+    return TEST_DB == "postgresql"
+
+
+class PostgresServer:
+    """One throwaway PostgreSQL server (pgserver) for the test session, started on first use."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._server: Any = None
+        self._socket_dir = ""
+        self._numbers = itertools.count(1)
+
+    def _admin(self) -> Any:
+        """An autocommit connection to the `postgres` database (CREATE/DROP DATABASE)."""
+        import psycopg
+
+        if self._server is None:
+            with warnings.catch_warnings():
+                # platformdirs warns at import when XDG_RUNTIME_DIR is unset (CI, root).
+                warnings.simplefilter("ignore")
+                import pgserver
+
+            self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
+            self._socket_dir = parse_qs(urlsplit(self._server.get_uri()).query)["host"][0]
+            with psycopg.connect(self._conninfo(), autocommit=True) as connection:
+                # Durability is not under test here; skipping fsync makes commits cheap.
+                connection.execute("ALTER SYSTEM SET fsync = off")
+                connection.execute("ALTER SYSTEM SET synchronous_commit = off")
+                connection.execute("ALTER SYSTEM SET full_page_writes = off")
+                connection.execute("SELECT pg_reload_conf()")
+        return psycopg.connect(self._conninfo(), autocommit=True)
+
+    def _conninfo(self) -> str:
+        return f"host={self._socket_dir} user=postgres dbname=postgres"
+
+    def create_database(self) -> str:
+        """Create an empty database; return its SQLAlchemy URL."""
+        name = f"test_{next(self._numbers)}"
+        with self._admin() as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql+psycopg://postgres:@/{name}?host={self._socket_dir}"
+
+    def drop_database(self, url: str) -> None:
+        """Drop the database, ending any connection a killed or leaked process left open."""
+        with self._admin() as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+# Set by conftest's session fixture when the tests run on PostgreSQL.
+postgres: PostgresServer | None = None
+# The current test's databases by data folder, and the apps made on them (see end_test_databases).
+_test_databases: dict[Path, str] = {}
+_test_apps: list[Flask] = []
+
+
+def _server() -> PostgresServer:
+    assert postgres is not None, "ATELIER_TEST_DB=postgresql but no session server is set up"
+    return postgres
+
+
+def database_url_for(data_dir: Path) -> str | None:
+    """The database URL of a data folder for the current test: None on SQLite (the app's
+    default, a file in the data folder), else a PostgreSQL database dropped when the test ends."""
+    if not on_postgresql():
+        return None
+    key = Path(data_dir).resolve()
+    if key not in _test_databases:
+        _test_databases[key] = _server().create_database()
+    return _test_databases[key]
+
+
+def end_test_databases() -> None:
+    """Close the engines of the apps `make_app` made, then drop the test's databases."""
+    for app in _test_apps:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+    _test_apps.clear()
+    urls = list(_test_databases.values())
+    _test_databases.clear()
+    for url in urls:
+        _server().drop_database(url)
+
+
+@contextmanager
+def scratch_database_url() -> Iterator[str | None]:
+    """A database for something that outlives one test (a module's server): None on SQLite,
+    else a PostgreSQL database dropped on exit."""
+    if not on_postgresql():
+        yield None
+        return
+    url = _server().create_database()
+    try:
+        yield url
+    finally:
+        _server().drop_database(url)
 
 
 def wait_for_job(
@@ -61,8 +180,13 @@ def make_app(data_dir: Path, **overrides: Any) -> Flask:
         "ATELIER_POLL_INTERVAL_SECONDS": 0.2,
         "ATELIER_EMULATOR_PORT": 0,
     }
+    url = database_url_for(data_dir)
+    if url is not None:
+        config["DATABASE_URL"] = url
     config.update(overrides)
     app = create_app(config)
+    if url is not None:
+        _test_apps.append(app)
     with app.app_context():
         upgrade()
     return app

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers import ROOT, free_port
+from tests.helpers import ROOT, database_url_for, free_port
 
 KEY = "restart-test-key"
 
@@ -62,14 +62,18 @@ def emulator_url(emulator_latency: str) -> Iterator[str]:
 @pytest.fixture
 def app_env(tmp_path: Path, emulator_url: str) -> dict[str, str]:
     """The environment of every app and worker process of a test: one migrated database."""
+    data_dir = tmp_path / "data"
+    database_url = database_url_for(data_dir)
     env = {
         **os.environ,
         "AZURE_OPENAI_ENDPOINT": emulator_url,
         "AZURE_OPENAI_API_KEY": KEY,
-        "ATELIER_DATA_DIR": str(tmp_path / "data"),
+        "ATELIER_DATA_DIR": str(data_dir),
         "ATELIER_LEASE_SECONDS": "2",
         "ATELIER_POLL_INTERVAL_SECONDS": "0.2",
     }
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
     subprocess.run(
         [sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"],
         cwd=ROOT, env=env, check=True, capture_output=True,
@@ -98,15 +102,17 @@ def start_worker_process(tmp_path: Path, app_env: dict[str, str]) -> Iterator:
 
 @pytest.fixture
 def start_app(tmp_path: Path, app_env: dict[str, str]) -> Iterator:
-    """Start `python -m app` on a fixed data folder and port; may be called again to restart."""
-    port = free_port()
+    """Start `python -m app` on a fixed data folder and port; may be called again to restart.
+    `port=` starts another instance beside it (on the same database and data folder)."""
+    default_port = free_port()
     started: list[Process] = []
 
-    def start(**overrides: str) -> tuple[Process, str]:
+    def start(port: int | None = None, **overrides: str) -> tuple[Process, str]:
+        port = port or default_port
         process = Process(
             [sys.executable, "-m", "app", "--port", str(port)],
             {**app_env, **overrides},
-            tmp_path / "app.log",
+            tmp_path / ("app.log" if port == default_port else f"app-{port}.log"),
         )
         started.append(process)
         base = f"http://127.0.0.1:{port}"

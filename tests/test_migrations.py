@@ -6,15 +6,28 @@ import os
 import subprocess
 import sys
 
-from tests.helpers import ROOT
+from sqlalchemy import create_engine, inspect
+
+from tests.helpers import ROOT, database_url_for
 
 
 def flask_db(tmp_path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "ATELIER_DATA_DIR": str(tmp_path), "ATELIER_WORKER_THREADS": "0"}
+    database_url = database_url_for(tmp_path)  # None on SQLite: the default file is tested
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
     return subprocess.run(
         [sys.executable, "-m", "flask", "--app", "app", "db", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
+
+
+def tables(tmp_path) -> set[str]:
+    engine = create_engine(database_url_for(tmp_path) or f"sqlite:///{tmp_path / 'atelier.db'}")
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
 
 
 def test_upgrade_then_check_finds_no_drift(tmp_path):
@@ -22,7 +35,7 @@ def test_upgrade_then_check_finds_no_drift(tmp_path):
     check = flask_db(tmp_path, "check")
 
     assert upgrade.returncode == 0, upgrade.stderr
-    assert (tmp_path / "atelier.db").exists()
+    assert {"jobs", "images", "collections", "alembic_version"} <= tables(tmp_path)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "No new upgrade operations detected" in check.stdout + check.stderr
 
