@@ -65,9 +65,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     with app.app_context():
         configure_engine(db.engine)
 
-    from app import views
+    from app import logs, views
     from app.cli import cli
 
     views.register(app, csrf)
+    logs.install_request_logging(app)
     app.cli.add_command(cli)
     return app

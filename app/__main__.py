@@ -8,13 +8,13 @@ finish its current step before exiting.
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 
 from werkzeug.serving import make_server
 
 from app import create_app
+from app.logs import configure_logging
 from app.worker import start_background
 
 
@@ -23,9 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging()
     app = create_app()
     worker = start_background(app)
     server = make_server(args.host, args.port, app, threaded=True)

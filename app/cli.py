@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
+from pathlib import Path
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from app import consistency, curation
+from app import backup, consistency, curation, logs
 from app.worker import run_worker_process
 
 cli = AppGroup("atelier", help="Atelier maintenance commands.")
@@ -66,10 +66,59 @@ def worker_command() -> None:
 
     Any number of worker processes and web processes can share one database and image folder.
     """
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure_logging()
     try:
         run_worker_process(current_app._get_current_object())  # type: ignore[attr-defined]
     except ValueError as error:
         raise click.UsageError(str(error)) from None
+
+
+@cli.command("backup")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--copy",
+    "copy_files",
+    is_flag=True,
+    help="Copy the image files instead of hard-linking them (links need the same file system).",
+)
+def backup_command(dest: Path, copy_files: bool) -> None:
+    """Write a consistent snapshot of the SQLite database and the image files into DEST.
+
+    Safe while Atelier runs. For PostgreSQL, use pg_dump (this command says so and fails).
+    """
+    try:
+        manifest = backup.create_backup(dest, link=not copy_files)
+    except backup.BackupError as error:
+        raise click.ClickException(str(error)) from None
+    counts = manifest["counts"]
+    click.echo(
+        f"Backed up {counts['jobs']} job(s), {counts['stored_images']} stored image(s) and "
+        f"{counts['files']} file(s) ({manifest['files_linked']} hard-linked) into {dest}."
+    )
+    for name in manifest["missing"]:
+        click.echo(f"Missing (deleted while the backup ran): {name}.")
+
+
+@cli.command("restore")
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace a database that already has jobs.")
+def restore_command(src: Path, force: bool) -> None:
+    """Restore a backup made by `flask atelier backup` into the configured data folder.
+
+    Stop Atelier and its workers first. Then run `flask atelier verify`.
+    """
+    try:
+        result = backup.restore_backup(src, force=force)
+    except backup.BackupError as error:
+        raise click.ClickException(str(error)) from None
+    counts = result.manifest["counts"]
+    click.echo(
+        f"Restored {counts['jobs']} job(s) and {counts['stored_images']} stored image(s) "
+        f"({result.files_restored} file(s) written) from the backup of "
+        f"{result.manifest['created_at']}."
+    )
+    if result.manifest["schema_revision"] != result.current_revision:
+        click.echo(
+            f"The backup's schema revision is {result.manifest['schema_revision']}, this "
+            f"version's is {result.current_revision}: run `flask db upgrade`."
+        )

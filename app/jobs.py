@@ -18,7 +18,7 @@ from flask import current_app
 from sqlalchemy import delete, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app import library, search, storage
+from app import library, logs, metrics, search, storage
 from app.crashpoints import crash_point
 from app.models import (
     Image,
@@ -131,7 +131,7 @@ def create_job(
         if existing is None:
             raise
         return existing, False
-    log.info("job %s queued (n=%s, size=%s)", job.id, job.n, job.size)
+    logs.job_event(log, job.id, "queued", JobStatus.QUEUED, n=job.n, size=job.size)
     crash_point("after_commit")
     _wake_worker()
     return job, True
@@ -177,7 +177,7 @@ def cancel_job(job_id: int) -> Job:
         raise JobNotFound(job_id)
     if result.rowcount != 1:
         raise JobConflict("already_finished", f"Job {job_id} has already finished ({job.status}).")
-    log.info("job %s canceled", job_id)
+    logs.job_event(log, job_id, "canceled", JobStatus.CANCELED)
     return job
 
 
@@ -235,7 +235,7 @@ def delete_job(job_id: int) -> None:
     names.discard(None)
     still_used = library.files_in_use(names)
     storage.remove_files(current_app.config["ATELIER_DATA_DIR"], names - still_used)
-    log.info("job %s deleted", job_id)
+    logs.job_event(log, job_id, "deleted", None)
 
 
 def get_job(job_id: int) -> Job | None:
@@ -261,8 +261,12 @@ def claim_due_job() -> Claim | None:
         )
         .order_by(Job.next_attempt_at, Job.id)
         .limit(1)
-        .scalar_subquery()
     )
+    if db.engine.dialect.name == "postgresql":
+        # Concurrent claimers skip a row another transaction is claiming instead of waiting
+        # for it and then matching nothing (SQLite needs nothing: BEGIN IMMEDIATE serialises).
+        due = due.with_for_update(skip_locked=True)
+    due = due.scalar_subquery()
     token = uuid.uuid4().hex
     with write_transaction() as session:
         row = session.execute(
@@ -354,7 +358,7 @@ def renew_lease(claim: Claim) -> None:
 def mark_submitting(claim: Claim) -> None:
     """Record that a submit is about to be sent: after a crash its outcome is unknown."""
     _fenced_update(claim, phase=JobPhase.SUBMITTING, submit_count=Job.submit_count + 1)
-    log.info("job %s submitting", claim.job_id)
+    logs.job_event(log, claim.job_id, "submitting", JobStatus.RUNNING, phase=JobPhase.SUBMITTING)
 
 
 def mark_submitted(claim: Claim, operation_url: str, next_poll_at: datetime) -> None:
@@ -366,7 +370,7 @@ def mark_submitted(claim: Claim, operation_url: str, next_poll_at: datetime) -> 
         next_attempt_at=next_poll_at,
         **RELEASED,
     )
-    log.info("job %s submitted", claim.job_id)
+    logs.job_event(log, claim.job_id, "submitted", JobStatus.RUNNING, phase=JobPhase.POLLING)
 
 
 def requeue_submission(claim: Claim, next_attempt_at: datetime, reason: str) -> None:
@@ -378,7 +382,8 @@ def requeue_submission(claim: Claim, next_attempt_at: datetime, reason: str) -> 
         next_attempt_at=next_attempt_at,
         **RELEASED,
     )
-    log.info("job %s requeued: %s", claim.job_id, reason)
+    logs.job_event(log, claim.job_id, "requeued", JobStatus.QUEUED, reason=reason)
+    metrics.submission_requeued()
 
 
 def release_until(claim: Claim, next_attempt_at: datetime) -> None:
@@ -392,7 +397,7 @@ def mark_downloading(claim: Claim, usage: dict[str, Any] | None = None) -> None:
     if usage is not None:
         values["usage"] = usage
     _fenced_update(claim, **values)
-    log.info("job %s downloading", claim.job_id)
+    logs.job_event(log, claim.job_id, "downloading", JobStatus.RUNNING, phase=JobPhase.DOWNLOADING)
 
 
 def recorded_image_indexes(job_id: int) -> set[int]:
@@ -420,6 +425,7 @@ def record_stored_image(claim: Claim, slot: ImageSlot, stored: storage.StoredIma
             filter_results=slot.filter_results,
         ),
     )
+    metrics.image_saved()
 
 
 def record_missing_image(
@@ -484,6 +490,7 @@ def _images_of(job_id: int) -> list[Image]:
 
 def mark_failed(claim: Claim, code: str, message: str) -> None:
     _finish(claim, JobStatus.FAILED, code, message)
+    metrics.job_failed(code)
 
 
 def _finish(claim: Claim, status: str, code: str | None, message: str | None) -> None:
@@ -496,7 +503,8 @@ def _finish(claim: Claim, status: str, code: str | None, message: str | None) ->
         error_message=message,
         **RELEASED,
     )
-    log.info("job %s %s%s", claim.job_id, status, f" ({code})" if code else "")
+    logs.job_event(log, claim.job_id, status, status, code=code)
+    metrics.job_finished(claim.job_id, status)
 
 
 def _wake_worker() -> None:

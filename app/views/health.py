@@ -1,12 +1,34 @@
-"""Liveness for container health checks: answers as long as the process serves requests."""
+"""Operations endpoints: /healthz (liveness), /readyz (readiness) and /metrics (Prometheus).
+
+/healthz answers as long as the process serves requests; /readyz also checks the database, the
+image folder and (where this process runs them) the worker threads, so a load balancer sends
+traffic only to processes that can do their work.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, Response, jsonify
+
+from app import metrics
 
 bp = Blueprint("health", __name__)
+
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 @bp.get("/healthz")
 def healthz() -> tuple[str, int, dict[str, str]]:
-    return "ok\n", 200, {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"}
+    return "ok\n", 200, {"Content-Type": "text/plain; charset=utf-8", **NO_STORE}
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int, dict[str, str]]:
+    ready, parts = metrics.readiness()
+    return jsonify(parts), 200 if ready else 503, NO_STORE
+
+
+@bp.get("/metrics")
+def prometheus_metrics() -> tuple[str, int, dict[str, str]]:
+    # AUTH: /metrics is protected like the rest of the app. There is no sign-in yet; when it
+    # comes, check the operator's credentials (or a scrape token) here, before rendering.
+    return metrics.render(), 200, {"Content-Type": metrics.CONTENT_TYPE, **NO_STORE}
