@@ -42,6 +42,9 @@ format: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench.gallery
+	$(BIN)/python -m bench.web
+	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.images
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
