@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from flask import Response
 
 from .blobs import blob_url
 from .drawing import render_placeholder
+from .errors import json_response
 from .image_requests import ImageRequest
 from .models import resolved_size, revised_prompt
 from .state import EmulatorState
@@ -66,6 +70,23 @@ def generate_images(
         )
         for index in range(image_request.n)
     ]
+
+
+def answer_with_images(
+    state: EmulatorState,
+    image_request: ImageRequest,
+    started: float,
+    *,
+    base_url: str,
+    url_lifetime: int,
+    body_for: Callable[[ImageRequest, list[GeneratedImage], int], dict[str, object]],
+) -> Response:
+    """The success answer of a synchronous route: draw the images, shape the body the route's
+    way (`body_for`), and answer once the configured latency has passed."""
+    images = generate_images(state, image_request, base_url=base_url, url_lifetime=url_lifetime)
+    body = body_for(image_request, images, int(state.store.clock()))
+    wait_out_latency(started, state.config.latency)
+    return json_response(body)
 
 
 def wait_out_latency(started: float, latency: float) -> None:

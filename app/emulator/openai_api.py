@@ -16,9 +16,8 @@ import uuid
 from flask import Blueprint, Response, request
 
 from . import openai_errors
-from .errors import json_response
 from .fault_responses import garbage_generation
-from .generation import GeneratedImage, generate_images, wait_out_latency
+from .generation import GeneratedImage, answer_with_images, wait_out_latency
 from .image_requests import (
     GPT_IMAGE_ONLY_FIELDS,
     OPENAI,
@@ -94,15 +93,14 @@ def create_images() -> Response:
         if answer is not None:
             return answer
 
-    images = generate_images(
+    response = answer_with_images(
         state,
         image_request,
+        started,
         base_url=state.config.public_url or request.host_url,
         url_lifetime=URL_LIFETIME_SECONDS,
+        body_for=_success_body,
     )
-    body = _success_body(image_request, images, created=int(state.store.clock()))
-    wait_out_latency(started, state.config.latency)
-    response = json_response(body)
     response.headers.update(RATE_LIMIT_HEADERS)
     return response
 

@@ -20,13 +20,12 @@ from .errors import (
     deployment_not_found,
     internal_server_error,
     invalid_request,
-    json_response,
     legacy_content_filter,
     rate_limited,
     resource_not_found,
 )
 from .fault_responses import garbage_generation
-from .generation import GeneratedImage, generate_images, wait_out_latency
+from .generation import GeneratedImage, answer_with_images, wait_out_latency
 from .image_requests import (
     AZURE,
     ImageRequest,
@@ -143,15 +142,14 @@ def create_images(deployment: str) -> Response:
         if answer is not None:
             return answer
 
-    images = generate_images(
+    response = answer_with_images(
         state,
         image_request,
+        started,
         base_url=state.config.public_url or request.host_url,
         url_lifetime=URL_LIFETIME_SECONDS,
+        body_for=_success_body,
     )
-    body = _success_body(image_request, images, created=int(state.store.clock()))
-    wait_out_latency(started, state.config.latency)
-    response = json_response(body)
     response.headers["x-ratelimit-remaining-requests"] = REMAINING_REQUESTS
     return response
 
