@@ -17,7 +17,8 @@ from flask import Flask
 from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
 
-from app.config import SETTINGS, ensure_secret_key, load_settings
+from app import auth, logs, security
+from app.config import SECRET_SETTINGS, SETTINGS, ensure_secret_key, load_settings
 from app.models import configure_engine, db
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,18 +55,21 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
         # A page left open for hours must still submit; the token is tied to the session.
         WTF_CSRF_TIME_LIMIT=None,
-        SESSION_COOKIE_SAMESITE="Lax",
         ATELIER_USING_EMULATOR=any(t.emulated for t in settings["ATELIER_TARGETS"]),
     )
     app.config.update({k: v for k, v in overrides.items() if k not in setting_names})
+
+    security.configure(app)
+    logs.register_secrets(*(app.config[name] for name in SECRET_SETTINGS), app.secret_key)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)
     csrf.init_app(app)
     with app.app_context():
         configure_engine(db.engine)
+    auth.install_scoping()
 
-    from app import logs, views
+    from app import views
     from app.cli import cli
 
     views.register(app, csrf)

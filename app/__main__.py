@@ -13,7 +13,8 @@ import sys
 
 from werkzeug.serving import make_server
 
-from app import create_app
+from app import create_app, setup
+from app.config import ConfigError
 from app.logs import configure_logging
 from app.worker import start_background
 
@@ -24,7 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=5000)
     args = parser.parse_args(argv)
     configure_logging()
-    app = create_app()
+    try:
+        app = create_app()
+        setup.prepare_serving(app, [args.host], f"http://{_url_host(args.host)}:{args.port}/")
+    except ConfigError as error:
+        print(f"Atelier cannot start: {error}", file=sys.stderr)
+        return 2
     worker = start_background(app)
     server = make_server(args.host, args.port, app, threaded=True)
 
@@ -42,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         if worker is not None:
             worker.stop()
     return 0
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 if __name__ == "__main__":

@@ -1,14 +1,18 @@
-"""`flask atelier ...`: maintenance commands for the database and the image folder."""
+"""`flask atelier ...`: maintenance commands for the database, the image folder and accounts."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
+from sqlalchemy import select
 
-from app import backup, consistency, curation, logs
+from app import auth, backup, consistency, curation, logs, setup
+from app.models import User, db, write_transaction
+from app.validation import ValidationError
 from app.worker import run_worker_process
 
 cli = AppGroup("atelier", help="Atelier maintenance commands.")
@@ -122,3 +126,117 @@ def restore_command(src: Path, force: bool) -> None:
             f"The backup's schema revision is {result.manifest['schema_revision']}, this "
             f"version's is {result.current_revision}: run `flask db upgrade`."
         )
+
+
+# --- accounts -----------------------------------------------------------------------------------
+
+
+@cli.group("users")
+def users_group() -> None:
+    """Accounts: create, list, set passwords and limits."""
+
+
+def _password_from(stdin: bool) -> str:
+    if stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return click.prompt("Password (12+ characters)", hide_input=True, confirmation_prompt=True)
+
+
+@users_group.command("create")
+@click.argument("username")
+@click.option("--admin", is_flag=True, help="Administrators see and manage everyone's work.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def users_create(username: str, admin: bool, password_stdin: bool) -> None:
+    """Create an account (asks for its password)."""
+    try:
+        user = auth.create_user(username, _password_from(password_stdin), admin=admin)
+    except ValidationError as error:
+        raise click.ClickException(error.message) from None
+    setup.ensure_token(current_app._get_current_object())  # the setup link is no longer needed
+    click.echo(f"Created {'administrator' if user.is_admin else 'user'} {user.username}.")
+
+
+@users_group.command("list")
+def users_list() -> None:
+    """List accounts."""
+    for user in db.session.scalars(select(User).order_by(User.username)):
+        role = "admin" if user.is_admin else "user"
+        click.echo(f"{user.id}\t{user.username}\t{role}\t{user.created_at:%Y-%m-%d}")
+
+
+@users_group.command("set-password")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def users_set_password(username: str, password_stdin: bool) -> None:
+    """Set a new password (signs the account out everywhere)."""
+    user = _user_named(username)
+    try:
+        auth.set_password(user.id, _password_from(password_stdin))
+    except ValidationError as error:
+        raise click.ClickException(error.message) from None
+    click.echo(f"Password of {user.username} changed; its sessions have ended.")
+
+
+@users_group.command("set-limits")
+@click.argument("username")
+@click.option("--daily-images", type=click.IntRange(min=0), help="Images per day (0: no limit).")
+@click.option("--monthly-budget", type=click.FloatRange(min=0), help="US dollars (0: none).")
+@click.option("--default", "use_default", is_flag=True, help="Back to the site-wide defaults.")
+def users_set_limits(
+    username: str, daily_images: int | None, monthly_budget: float | None, use_default: bool
+) -> None:
+    """Give one account its own quota or budget."""
+    user = _user_named(username)
+    with write_transaction() as session:
+        row = session.get(User, user.id)
+        if use_default:
+            row.daily_image_quota = row.monthly_budget_usd = None
+        if daily_images is not None:
+            row.daily_image_quota = daily_images
+        if monthly_budget is not None:
+            row.monthly_budget_usd = monthly_budget
+    click.echo(f"Limits of {user.username} updated.")
+
+
+@cli.group("tokens")
+def tokens_group() -> None:
+    """API tokens: create and revoke."""
+
+
+@tokens_group.command("create")
+@click.argument("username")
+@click.argument("name")
+def tokens_create(username: str, name: str) -> None:
+    """Create an API token for USERNAME; prints it once."""
+    user = _user_named(username)
+    try:
+        row, token = auth.create_token(user.id, name)
+    except ValidationError as error:
+        raise click.ClickException(error.message) from None
+    click.echo(f"Token {row.id} for {user.username} (shown once):", err=True)
+    click.echo(token)
+
+
+@tokens_group.command("list")
+@click.argument("username")
+def tokens_list(username: str) -> None:
+    """List live tokens of USERNAME."""
+    for row in auth.tokens_of(_user_named(username).id):
+        used = f"{row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "never"
+        click.echo(f"{row.id}\t{row.name}\t{row.prefix}…\tlast used {used}")
+
+
+@tokens_group.command("revoke")
+@click.argument("token_id", type=int)
+def tokens_revoke(token_id: int) -> None:
+    """Revoke a token by id."""
+    if not auth.revoke_token(None, token_id):
+        raise click.ClickException(f"There is no live token {token_id}.")
+    click.echo(f"Token {token_id} revoked.")
+
+
+def _user_named(username: str) -> User:
+    user = auth.find_user(username)
+    if user is None:
+        raise click.ClickException(f"There is no account called {username!r}.")
+    return user

@@ -99,6 +99,62 @@ SETTINGS: tuple[Setting, ...] = (
         "Signs sessions and CSRF tokens. Default: generated once, kept in the data folder.",
     ),
     Setting(
+        "ATELIER_AUTH",
+        "on",
+        "Sign-in: on (accounts and passwords), or off (no sign-in; only allowed when serving "
+        "on a loopback address such as 127.0.0.1).",
+    ),
+    Setting(
+        "ATELIER_ADMIN_USERNAME",
+        "admin",
+        "Name of the administrator account created from ATELIER_ADMIN_PASSWORD.",
+    ),
+    Setting(
+        "ATELIER_ADMIN_PASSWORD",
+        None,
+        "Creates the administrator account on first start, when no account exists yet "
+        "(at least 12 characters). There is no default password.",
+    ),
+    Setting(
+        "ATELIER_SESSION_HOURS",
+        "168",
+        "A sign-in lasts this many hours, then the browser must sign in again.",
+        int,
+    ),
+    Setting(
+        "ATELIER_HTTPS",
+        "off",
+        "on when users reach Atelier over HTTPS (e.g. behind a TLS proxy): Secure __Host- "
+        "session cookie and Strict-Transport-Security.",
+    ),
+    Setting(
+        "ATELIER_PROXY_HOPS",
+        "0",
+        "Number of trusted reverse proxies in front of Atelier, whose X-Forwarded-For/-Proto "
+        "headers are believed (for the sign-in rate limit and HTTPS detection).",
+        int,
+    ),
+    Setting(
+        "ATELIER_DAILY_IMAGE_QUOTA",
+        "200",
+        "Images each account may request per day (UTC); 0 means no limit. Per-account "
+        "override: flask atelier users set-limits.",
+        int,
+    ),
+    Setting(
+        "ATELIER_MONTHLY_BUDGET_USD",
+        "0",
+        "Spending limit per account per calendar month in US dollars, from the price table; "
+        "0 means none. Per-account override: flask atelier users set-limits.",
+        float,
+    ),
+    Setting(
+        "ATELIER_MAX_CONCURRENT_JOBS",
+        "16",
+        "Jobs in flight at the provider at once, across every worker (0: no cap).",
+        int,
+    ),
+    Setting(
         "ATELIER_WORKER_THREADS",
         "2",
         "Background worker threads started with the app (0: none, e.g. for a web-only process).",
@@ -196,11 +252,36 @@ def normalise_endpoint(
     return raw.strip().rstrip("/") + "/"
 
 
+# Secrets may come from a file instead (e.g. a Docker or Kubernetes secret mounted 0600):
+# NAME_FILE=/run/secrets/name is read when NAME itself is not set.
+SECRET_SETTINGS = (
+    "AZURE_OPENAI_API_KEY",
+    "AZURE_OPENAI_AD_TOKEN",
+    "OPENAI_API_KEY",
+    "ATELIER_SECRET_KEY",
+    "ATELIER_ADMIN_PASSWORD",
+)
+
+
+def _secret_from_file(environ: Mapping[str, str], name: str) -> str | None:
+    path = environ.get(f"{name}_FILE")
+    if not path or environ.get(name):
+        return environ.get(name)
+    try:
+        return Path(path).read_text().strip()
+    except OSError as error:
+        raise ConfigError(f"{name}_FILE={path!r} cannot be read: {error.strerror}.") from None
+
+
 def load_settings(environ: Mapping[str, str], instance_path: str) -> dict[str, Any]:
     """Read every setting from `environ`, apply defaults and derived values, validate."""
     settings: dict[str, Any] = {}
     for setting in SETTINGS:
-        raw = environ.get(setting.name)
+        raw = (
+            _secret_from_file(environ, setting.name)
+            if setting.name in SECRET_SETTINGS
+            else environ.get(setting.name)
+        )
         if raw is None or raw.strip() == "":
             settings[setting.name] = (
                 None if setting.default is None else _parse(setting, setting.default)
@@ -243,6 +324,13 @@ def load_settings(environ: Mapping[str, str], instance_path: str) -> dict[str, A
         raise ConfigError(f"ATELIER_TEST_CRASH_AT must be one of {', '.join(CRASH_POINTS)}.")
     if settings["ATELIER_LEASE_SECONDS"] < 1:
         raise ConfigError("ATELIER_LEASE_SECONDS must be at least 1.")
+    for name in ("ATELIER_AUTH", "ATELIER_HTTPS"):
+        value = settings[name].lower()
+        if value not in ("on", "off"):
+            raise ConfigError(f"{name} must be on or off (got {settings[name]!r}).")
+        settings[name] = value
+    if settings["ATELIER_SESSION_HOURS"] < 1:
+        raise ConfigError("ATELIER_SESSION_HOURS must be at least 1.")
     return settings
 
 

@@ -15,7 +15,7 @@ from flask import current_app
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app import library, storage
+from app import auth, library, storage
 from app.models import (
     Collection,
     CollectionImage,
@@ -132,7 +132,15 @@ def create_collection(name: str) -> Collection:
         raise ValidationError(
             "name", f"A collection name is at most {MAX_COLLECTION_NAME} characters."
         )
-    collection = Collection(name=clean)
+    owner = auth.current_user()
+    owner_id = owner.id if owner else None
+    taken = select(Collection.id).where(
+        Collection.name == clean,
+        Collection.owner_id == owner_id if owner_id is not None else Collection.owner_id.is_(None),
+    )
+    if db.session.scalar(taken) is not None:
+        raise ValidationError("name", f"There is already a collection called {clean!r}.")
+    collection = Collection(name=clean, owner_id=owner_id)
     try:
         with write_transaction() as session:
             session.add(collection)
@@ -174,6 +182,8 @@ def add_to_collection(collection_id: int, image_ids: Iterable[int]) -> int:
 
 def remove_from_collection(collection_id: int, image_ids: Iterable[int]) -> int:
     ids = _ids(image_ids)
+    if get_collection(collection_id) is None:  # scoped: only the viewer's own collections
+        raise ValidationError("collection", f"There is no collection {collection_id}.")
     with write_transaction() as session:
         result = session.execute(
             delete(CollectionImage).where(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy import text
 
-from app import create_app
+from app import create_app, setup
+from app.config import ConfigError
 from app.logs import configure_logging
 from app.models import db
 from app.worker import (
@@ -96,6 +98,15 @@ def upgrade_database(app: Flask) -> None:
 def on_starting(server: Any) -> None:
     app = create_app()
     upgrade_database(app)
+    hosts = setup.bind_hosts(list(server.cfg.bind))
+    try:
+        setup.prepare_serving(app, hosts, f"http://{server.cfg.bind[0]}/")
+    except ConfigError as error:
+        print(f"Atelier cannot start: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    finally:
+        with app.app_context():
+            db.engine.dispose()
     server.atelier_config = app.config
 
 

@@ -15,10 +15,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import delete, literal, or_, select, update
+from sqlalchemy import and_, case, delete, exists, func, literal, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 
-from app import library, logs, metrics, search, storage
+from app import auth, library, limits, logs, metrics, pricing, search, storage
 from app.crashpoints import crash_point
 from app.models import (
     Image,
@@ -26,6 +28,7 @@ from app.models import (
     Job,
     JobPhase,
     JobStatus,
+    ProviderPause,
     UTCDateTime,
     db,
     utcnow,
@@ -56,6 +59,18 @@ class JobNotFound(JobError):
 
 class JobConflict(JobError):
     """The job is in a state that does not allow the action (HTTP 409)."""
+
+
+class LimitReached(JobConflict):
+    """A quota or budget refuses the job (HTTP 429); `retry_after`: seconds until it resets.
+
+    A JobConflict, so every caller that shows a refused action's message shows this one."""
+
+    status = 429
+
+    def __init__(self, code: str, message: str, retry_after: int) -> None:
+        super().__init__(code, message)
+        self.retry_after = retry_after
 
 
 class LeaseLost(Exception):
@@ -94,7 +109,8 @@ def create_job(
     """Store a queued job and wake the worker. Returns (job, created).
 
     With an idempotency key already used for the same parameters, returns the existing job and
-    `created=False`; reusing a key for different parameters is a conflict.
+    `created=False`; reusing a key for different parameters is a conflict. A job over the
+    owner's daily image quota or monthly budget raises LimitReached and stores nothing.
     """
     if idempotency_key is not None:
         existing = _job_by_idempotency_key(idempotency_key, request)
@@ -103,8 +119,13 @@ def create_job(
     config = current_app.config
     target = find_target(config["ATELIER_TARGETS"], request.provider)
     now = utcnow()
+    estimated_cost = _estimate(target.model.name, request.size, request.n, request.options)
+    charged_to = auth.current_user()  # the quota and budget of the job's owner (None: ownerless)
     job = Job(
         status=JobStatus.QUEUED,
+        owner_id=_owner_id(),
+        cost_usd=estimated_cost,
+        cost_source="estimate" if estimated_cost is not None else None,
         prompt=request.prompt,
         size=request.size,
         n=request.n,
@@ -120,6 +141,13 @@ def create_job(
     )
     try:
         with write_transaction() as session:
+            # Counted in the same write transaction as the insert, so two requests at once
+            # cannot both take the last image of a quota.
+            _lock_owner_limits(session, charged_to.id if charged_to is not None else None)
+            used = limits.limits_for(charged_to, now)
+            refused = limits.refusal(used, request.n, estimated_cost or 0.0, now)
+            if refused is not None:
+                raise LimitReached(refused.code, refused.message, refused.retry_after)
             session.add(job)
             session.flush()
             search.index_job(session, job.id, job.prompt, None)
@@ -129,12 +157,39 @@ def create_job(
             raise
         existing = _job_by_idempotency_key(idempotency_key, request)
         if existing is None:
-            raise
+            # Keys are unique across the site; this one belongs to a job the caller cannot see.
+            raise JobConflict(
+                "idempotency_key_in_use", "This Idempotency-Key is already in use; pick another."
+            ) from None
         return existing, False
     logs.job_event(log, job.id, "queued", JobStatus.QUEUED, n=job.n, size=job.size)
     crash_point("after_commit")
     _wake_worker()
     return job, True
+
+
+def _owner_id() -> int | None:
+    """The signed-in user who asks (None with sign-in off, and from the CLI)."""
+    user = auth.current_user()
+    return user.id if user is not None else None
+
+
+# PostgreSQL advisory lock keys (SQLite needs none: BEGIN IMMEDIATE serialises writers).
+OWNER_LIMITS_LOCK = 0x41544C00_00000000  # + owner id (0 for the ownerless bucket)
+CLAIM_LOCK = 0x41544C43  # serialises claims while a concurrency cap applies
+
+
+def _estimate(model: str, size: str, n: int, options: dict[str, Any]) -> float | None:
+    try:
+        return pricing.estimate(model, size, n, options)
+    except pricing.UnknownPrice:
+        log.warning("no price for %s %s %s; the job's cost is unknown", model, size, options)
+        return None
+
+
+def _lock_owner_limits(session: Any, owner_id: int | None) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(OWNER_LIMITS_LOCK + (owner_id or 0))))
 
 
 def _job_by_idempotency_key(key: str, request: JobRequest) -> Job | None:
@@ -169,6 +224,10 @@ def cancel_job(job_id: int) -> Job:
                 **RELEASED,
                 error_code="canceled",
                 error_message="Canceled by you.",
+                # Never sent: it cost nothing. Sent: the provider may still generate and bill
+                # it, so the estimate stays.
+                cost_usd=case((Job.submit_count == 0, 0.0), else_=Job.cost_usd),
+                cost_source=case((Job.submit_count == 0, "table"), else_=Job.cost_source),
             )
             .execution_options(synchronize_session=False)
         )
@@ -250,25 +309,58 @@ def _lease_until() -> datetime:
 
 
 def claim_due_job() -> Claim | None:
-    """Atomically take the next due job (queued, or running with no live lease), or None."""
+    """Atomically take the next due job (queued, or running with no live lease), or None.
+
+    A queued job is started only while fewer than ATELIER_MAX_CONCURRENT_JOBS jobs are running
+    (in flight at a provider, across every worker and process) and its provider is not paused
+    after rate limiting; running jobs are always advanced. A queued job past its deadline is
+    taken regardless, to be failed without calling the provider.
+    """
     now = utcnow()
-    due = (
-        select(Job.id)
-        .where(
-            Job.status.in_(JobStatus.ACTIVE),
-            Job.next_attempt_at <= now,
-            or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now),
+    cap = current_app.config["ATELIER_MAX_CONCURRENT_JOBS"]
+    candidate = aliased(Job, name="candidate")
+    paused = exists(
+        select(ProviderPause.provider).where(
+            ProviderPause.provider == candidate.provider, ProviderPause.paused_until > now
         )
-        .order_by(Job.next_attempt_at, Job.id)
+    )
+    may_start = ~paused
+    if cap:
+        in_flight = aliased(Job, name="in_flight")
+        running = (
+            select(func.count(in_flight.id))
+            .where(in_flight.status == JobStatus.RUNNING)
+            .scalar_subquery()
+        )
+        may_start = and_(may_start, running < cap)
+    due = (
+        select(candidate.id)
+        .where(
+            candidate.next_attempt_at <= now,
+            or_(candidate.lease_expires_at.is_(None), candidate.lease_expires_at < now),
+            or_(
+                candidate.status == JobStatus.RUNNING,
+                and_(
+                    candidate.status == JobStatus.QUEUED,
+                    or_(may_start, candidate.deadline_at <= now),
+                ),
+            ),
+        )
+        .order_by(candidate.next_attempt_at, candidate.id)
         .limit(1)
     )
-    if db.engine.dialect.name == "postgresql":
+    postgres = db.engine.dialect.name == "postgresql"
+    if postgres:
         # Concurrent claimers skip a row another transaction is claiming instead of waiting
         # for it and then matching nothing (SQLite needs nothing: BEGIN IMMEDIATE serialises).
         due = due.with_for_update(skip_locked=True)
     due = due.scalar_subquery()
     token = uuid.uuid4().hex
     with write_transaction() as session:
+        if postgres and cap:
+            # Read committed would let two claimers both see "cap - 1 running" and both start a
+            # job; taking turns (a claim is one short UPDATE) keeps the cap exact.
+            session.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
         row = session.execute(
             update(Job)
             .where(Job.id == due)
@@ -449,6 +541,7 @@ def record_missing_image(
 def _record_image(claim: Claim, image: Image) -> None:
     with write_transaction() as session:
         _fenced_update_in(session, claim, lease_expires_at=_lease_until())
+        image.owner_id = session.scalar(select(Job.owner_id).where(Job.id == claim.job_id))
         session.add(image)
         if image.revised_prompt:
             # Keep the revised prompts searchable with the job's own prompt.
@@ -494,17 +587,98 @@ def mark_failed(claim: Claim, code: str, message: str) -> None:
 
 
 def _finish(claim: Claim, status: str, code: str | None, message: str | None) -> None:
-    _fenced_update(
-        claim,
-        status=status,
-        phase=None,
-        finished_at=utcnow(),
-        error_code=code,
-        error_message=message,
-        **RELEASED,
-    )
+    with write_transaction() as session:
+        cost = _final_cost(session, claim.job_id, status, code)
+        _fenced_update_in(
+            session,
+            claim,
+            status=status,
+            phase=None,
+            finished_at=utcnow(),
+            error_code=code,
+            error_message=message,
+            **RELEASED,
+            **cost,
+        )
     logs.job_event(log, claim.job_id, status, status, code=code)
     metrics.job_finished(claim.job_id, status)
+
+
+# Failures after which the provider may have generated (and billed) the job without Atelier
+# seeing the result (lost connection, stopped waiting, unreadable answer): the estimate stays.
+MAYBE_BILLED = {"interrupted", "deadline", "protocol_error"}
+
+
+def _final_cost(session: Any, job_id: int, status: str, code: str | None) -> dict[str, Any]:
+    """What a finishing job cost: from token usage when the provider reported it, else from
+    the price table for the images the provider made.
+
+    - succeeded: usage, else the table price of the images stored;
+    - failed before anything was sent: 0;
+    - failed after the provider generated images that could not be saved: usage, else the
+      table price of the slots it generated (filtered slots are assumed not billed);
+    - failed with an unknown outcome (MAYBE_BILLED: interrupted, the deadline passed while the
+      provider worked, an unreadable answer): the estimate stays, as it may have been billed;
+    - refused or failed by the provider before generating (content filter, 4xx, 5xx, rate
+      limits): 0.
+    """
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        return {}
+    from_usage = pricing.cost_from_usage(job.model, job.usage)
+    if from_usage is not None:
+        return {"cost_usd": from_usage, "cost_source": "usage"}
+    statuses = list(session.scalars(select(Image.status).where(Image.job_id == job_id)))
+    if status == JobStatus.SUCCEEDED:
+        billed = statuses.count(ImageStatus.STORED)
+    elif job.submit_count == 0:
+        billed = 0
+    elif code in MAYBE_BILLED:
+        return {}
+    else:
+        billed = sum(1 for image_status in statuses if image_status != ImageStatus.FILTERED)
+    cost = _estimate(job.model, job.size, billed, job.options or {})
+    if cost is None:
+        return {}
+    return {"cost_usd": cost, "cost_source": "table"}
+
+
+# --- provider pauses ----------------------------------------------------------------------------
+
+
+def pause_provider(provider: str, seconds: float, reason: str) -> datetime:
+    """Stop every worker from submitting new jobs to `provider` for `seconds` (a pause already
+    reaching further is kept). Returns when the pause ends."""
+    until = utcnow() + timedelta(seconds=seconds)
+    with write_transaction() as session:
+        dialect = session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        latest = func.greatest if dialect == "postgresql" else func.max
+        statement = insert(ProviderPause).values(
+            provider=provider, paused_until=until, reason=reason
+        )
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[ProviderPause.provider],
+                set_={
+                    "paused_until": latest(
+                        ProviderPause.paused_until, statement.excluded.paused_until
+                    ),
+                    "reason": statement.excluded.reason,
+                },
+            )
+        )
+        paused_until = session.scalar(
+            select(ProviderPause.paused_until).where(ProviderPause.provider == provider)
+        )
+    logs.event(
+        log,
+        f"provider {provider} paused until {paused_until:%H:%M:%S} UTC (rate limited)",
+        "provider.paused",
+        provider=provider,
+        seconds=round(seconds, 2),
+    )
+    return paused_until
 
 
 def _wake_worker() -> None:

@@ -29,6 +29,8 @@ from typing import Any
 from flask import Flask, Response, g, request
 
 FIELDS = "fields"  # the `extra` key structured fields travel under
+REDACTED = "[redacted]"
+_secrets: set[str] = set()
 REQUEST_LOG = logging.getLogger("app.requests")
 # Probes and scrapes come every few seconds; at DEBUG they stay out of an INFO log.
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -50,7 +52,42 @@ class KeyValueFormatter(logging.Formatter):
             pairs.append(("exc", self.formatException(record.exc_info)))
         if record.stack_info:
             pairs.append(("stack", self.formatStack(record.stack_info)))
-        return " ".join(f"{key}={_value(value)}" for key, value in pairs if value is not None)
+        line = " ".join(f"{key}={_value(value)}" for key, value in pairs if value is not None)
+        return redact(line)
+
+
+def register_secrets(*values: str | None) -> None:
+    """Never let these values (API keys, passwords) reach a log line (ASVS 7.1.1).
+
+    Every record's message is redacted when it is made, whatever handler shows it later, and
+    every formatted line again (fields, tracebacks).
+    """
+    fresh = {value for value in values if value and len(value) >= 8}
+    if fresh - _secrets:
+        _secrets.update(fresh)
+        if not getattr(logging.getLogRecordFactory(), "atelier_redacting", False):
+            logging.setLogRecordFactory(_redacting_factory(logging.getLogRecordFactory()))
+
+
+def redact(text: str) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def _redacting_factory(base: Any) -> Any:
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = base(*args, **kwargs)
+        if _secrets:
+            message = record.getMessage()
+            clean = redact(message)
+            if clean != message:
+                record.msg, record.args = clean, None
+        return record
+
+    factory.atelier_redacting = True  # type: ignore[attr-defined]
+    return factory
 
 
 def _value(value: Any) -> str:
@@ -102,6 +139,14 @@ def _log_unhandled(error: BaseException | None) -> None:
         _log_request(500)
 
 
+def _loggable_path() -> str:
+    """The path, with a share link's token (a credential) left out."""
+    if request.path.startswith("/s/"):
+        rest = request.path[3:].partition("/")[2]
+        return "/s/[token]" + (f"/{rest}" if rest else "")
+    return request.path
+
+
 def _log_request(status: int) -> None:
     started = g.get("atelier_request_started")
     g.atelier_request_logged = True
@@ -111,13 +156,13 @@ def _log_request(status: int) -> None:
         level,
         "%s %s %s",
         request.method,
-        request.path,
+        _loggable_path(),
         status,
         extra={
             FIELDS: {
                 "event": "http.request",
                 "method": request.method,
-                "path": request.path,
+                "path": _loggable_path(),
                 "status": status,
                 "duration_ms": duration_ms,
                 "remote_addr": request.remote_addr,

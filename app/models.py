@@ -1,9 +1,10 @@
 """Database models and the SQLAlchemy setup they share.
 
 Owns: the `db` extension, the declarative base with a constraint naming convention (so
-migrations are stable), the SQLite connection settings, `write_transaction()`, and the two
-tables: `jobs` (one prompt sent to a provider) and `images` (one slot of a job's result).
-Status changes happen only in `app.jobs`.
+migrations are stable), the SQLite connection settings, `write_transaction()`, and the tables:
+`jobs` (one prompt sent to a provider), `images` (one slot of a job's result), collections, and
+the accounts side (`users`, their sign-in sessions, API tokens, share links, login attempts).
+Status changes happen only in `app.jobs`; accounts are managed by `app.auth`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Any
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Engine,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -100,9 +103,12 @@ class Job(db.Model):
     __table_args__ = (
         Index("ix_jobs_created_at_id", "created_at", "id"),
         Index("ix_jobs_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_jobs_owner_id_created_at_id", "owner_id", "created_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Who asked for it; None for jobs made before sign-in existed (only admins see those).
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
     phase: Mapped[str | None] = mapped_column(String(16))
     prompt: Mapped[str] = mapped_column(Text)
@@ -121,6 +127,10 @@ class Job(db.Model):
     operation_url: Mapped[str | None] = mapped_column(Text)
     # Token usage as the provider reported it (gpt-image models), e.g. {"total_tokens": 1100}.
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # What the job costs in US dollars: estimated from the price table when it is created,
+    # replaced by the figure from token usage when the provider reports usage (app.pricing).
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+    cost_source: Mapped[str | None] = mapped_column(String(16))  # "estimate" | "usage" | "table"
     # The models' revised prompts, joined, so search finds them (kept by app.search).
     revised_prompts: Mapped[str | None] = mapped_column(Text)
     error_code: Mapped[str | None] = mapped_column(String(64))
@@ -160,10 +170,13 @@ class Image(db.Model):
         UniqueConstraint("job_id", "index", name="uq_images_job_id_index"),
         Index("ix_images_status_created_at_id", "status", "created_at", "id"),
         Index("ix_images_favorite_created_at_id", "favorite", "created_at", "id"),
+        Index("ix_images_owner_id_created_at_id", "owner_id", "created_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    # The job's owner, copied so the gallery filters by owner without a join.
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     index: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
     sha256: Mapped[str | None] = mapped_column(String(64), index=True)
@@ -194,9 +207,13 @@ class Image(db.Model):
 
 class Collection(db.Model):
     __tablename__ = "collections"
+    __table_args__ = (UniqueConstraint("owner_id", "name", name="uq_collections_owner_id_name"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(100), unique=True)
+    owner_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     images: Mapped[list[Image]] = relationship(
@@ -214,6 +231,89 @@ class CollectionImage(db.Model):
         ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True
     )
     added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class User(db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)  # stored lower-case
+    password_hash: Mapped[str] = mapped_column(String(256))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Per-user limits; None means the site-wide default (ATELIER_DAILY_IMAGE_QUOTA, ...).
+    daily_image_quota: Mapped[int | None] = mapped_column(Integer)
+    monthly_budget_usd: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class UserSession(db.Model):
+    """One signed-in browser. The cookie holds the token; the row holds only its hash."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ApiToken(db.Model):
+    """A bearer token for the JSON API; shown once when made, stored as a SHA-256 hash."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # the first characters, to tell tokens apart
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ShareLink(db.Model):
+    """A public, revocable, optionally expiring link to one image or one collection."""
+
+    __tablename__ = "share_links"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    collection_id: Mapped[int | None] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class LoginAttempt(db.Model):
+    """A failed sign-in, kept for the rate limit (shared by every process, unlike memory)."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (
+        Index("ix_login_attempts_ip_at", "ip", "at"),
+        Index("ix_login_attempts_username_at", "username", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ip: Mapped[str] = mapped_column(String(64))
+    username: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ProviderPause(db.Model):
+    """A provider that answered with a burst of 429s: no new submissions to it until then."""
+
+    __tablename__ = "provider_pauses"
+
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    paused_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    reason: Mapped[str | None] = mapped_column(Text)
 
 
 def configure_engine(engine: Engine) -> None:

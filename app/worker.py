@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 MIN_POLL_DELAY, MAX_POLL_DELAY = 0.2, 60.0
 MAX_IDLE_WAIT = 1.0
+BLOCKED_GRACE_SECONDS = 0.25
 PURGE_EVERY_SECONDS = 3600
 
 INTERRUPTED_MESSAGE = (
@@ -68,6 +69,9 @@ SAVE_INTERRUPTED_MESSAGE = (
 )
 # Rate-limited or failing submissions are requeued with backoff, at most this many times.
 MAX_SUBMIT_ATTEMPTS = 5
+# A submission still rate limited after the provider client's own retries pauses the provider
+# for every worker, for the retry-after it asked for (else the backoff), within these bounds.
+MIN_PAUSE_SECONDS, MAX_PAUSE_SECONDS = 1.0, 60.0
 # Set by the gunicorn master (app.gunicorn_conf) for its workers: the emulator they share.
 SHARED_EMULATOR_URL = "ATELIER_SHARED_EMULATOR_URL"
 SHARED_EMULATOR_KEY = "ATELIER_SHARED_EMULATOR_KEY"
@@ -188,9 +192,19 @@ def _submit_failed(claim: jobs.Claim, error: ProviderError) -> None:
     """What a failed submission means: unknown outcome, try again later, or a final error."""
     if error.code == "unknown_outcome":
         jobs.mark_failed(claim, "interrupted", UNKNOWN_OUTCOME_MESSAGE)
-    elif error.retryable and claim.submit_count < MAX_SUBMIT_ATTEMPTS:
+        return
+    if error.status == 429:
+        # A rate limit applies to the whole deployment: stop every worker from sending it new
+        # jobs until it has cooled down, instead of each queued job hitting it in turn.
+        pause = error.retry_after or _backoff(claim.submit_count)
+        seconds = min(max(pause, MIN_PAUSE_SECONDS), MAX_PAUSE_SECONDS)
+        paused_until = jobs.pause_provider(claim.provider, seconds, error.message)
+    else:
+        paused_until = None
+    if error.retryable and claim.submit_count < MAX_SUBMIT_ATTEMPTS:
         delay = error.retry_after or _backoff(claim.submit_count)
-        jobs.requeue_submission(claim, utcnow() + timedelta(seconds=delay), error.message)
+        next_attempt_at = max(utcnow() + timedelta(seconds=delay), paused_until or utcnow())
+        jobs.requeue_submission(claim, next_attempt_at, error.message)
     elif error.retryable:
         jobs.mark_failed(
             claim, error.code, f"{error.message} Gave up after {claim.submit_count} attempts."
@@ -331,9 +345,16 @@ def _backoff(attempt: int) -> float:
 
 
 def _seconds_until_next_due() -> float:
-    """How long the thread may idle: until the soonest active job is due, at most a second."""
+    """How long the thread may idle: until the soonest active job is due, at most a second.
+
+    Jobs that have been due for a while yet were not claimable (held by another worker, held
+    back by the concurrency cap or a provider pause) are left out, so a thread does not spin on
+    them; a job that only just became due is taken at once."""
+    recently = utcnow() - timedelta(seconds=BLOCKED_GRACE_SECONDS)
     soonest = db.session.scalar(
-        select(func.min(Job.next_attempt_at)).where(Job.status.in_(JobStatus.ACTIVE))
+        select(func.min(Job.next_attempt_at)).where(
+            Job.status.in_(JobStatus.ACTIVE), Job.next_attempt_at > recently
+        )
     )
     if soonest is None:
         return MAX_IDLE_WAIT

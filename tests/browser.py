@@ -40,7 +40,8 @@ def serve_app(data_dir: Path, **settings: str) -> Iterator[str]:
     """Migrate, start `python -m app` with the emulator, yield its base URL, stop it."""
     with scratch_database_url() as database_url:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AZURE_OPENAI_")}
-        env.update(ATELIER_DATA_DIR=str(data_dir), ATELIER_EMULATOR_PORT="0", **settings)
+        env.update(ATELIER_DATA_DIR=str(data_dir), ATELIER_EMULATOR_PORT="0", ATELIER_AUTH="off")
+        env.update(settings)
         if database_url is not None:
             env["DATABASE_URL"] = database_url
         yield from _serve(data_dir, env)
@@ -62,7 +63,7 @@ def _serve(data_dir: Path, env: dict[str, str]) -> Iterator[str]:
             deadline = time.monotonic() + 20
             while True:
                 try:
-                    requests.get(base + "/api/jobs", timeout=1).raise_for_status()
+                    requests.get(base + "/healthz", timeout=1).raise_for_status()
                     break
                 except requests.RequestException:
                     if process.poll() is not None or time.monotonic() > deadline:

@@ -5,6 +5,7 @@ Nothing here mocks HTTP: the app's provider talks to the emulator exactly as it 
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -66,6 +67,14 @@ def test_databases(postgres_server: None) -> Iterator[None]:
     (autouse, so it is torn down after the test's other fixtures)."""
     yield
     helpers.end_test_databases()
+
+
+@pytest.fixture(autouse=True)
+def no_key_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """The provider key must appear in no log line of any test (ASVS 7.1.1)."""
+    caplog.set_level(logging.INFO)
+    yield
+    assert EMULATOR_KEY not in caplog.text, "the API key was logged"
 
 
 @pytest.fixture(scope="session")

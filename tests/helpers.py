@@ -172,6 +172,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class GuardedClient(FlaskClient):
+    """A test client that fails the test if a response ever carries the provider key.
+
+    Every app the tests build uses it, so "the key appears in no response" is checked across
+    the whole run, not just in one test.
+    """
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        response = super().open(*args, **kwargs)
+        if not response.is_streamed:
+            assert EMULATOR_KEY.encode() not in response.get_data(), "the API key leaked"
+        assert EMULATOR_KEY not in str(response.headers), "the API key leaked into a header"
+        return response
+
+
 def make_app(data_dir: Path, **overrides: Any) -> Flask:
     config: dict[str, Any] = {
         "TESTING": True,
@@ -179,12 +194,15 @@ def make_app(data_dir: Path, **overrides: Any) -> Flask:
         "ATELIER_WORKER_THREADS": 2,
         "ATELIER_POLL_INTERVAL_SECONDS": 0.2,
         "ATELIER_EMULATOR_PORT": 0,
+        # Open mode (no sign-in) unless a test asks for accounts; tests/test_security.py does.
+        "ATELIER_AUTH": "off",
     }
     url = database_url_for(data_dir)
     if url is not None:
         config["DATABASE_URL"] = url
     config.update(overrides)
     app = create_app(config)
+    app.test_client_class = GuardedClient
     if url is not None:
         _test_apps.append(app)
     with app.app_context():

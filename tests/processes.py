@@ -70,6 +70,7 @@ def app_env(tmp_path: Path, emulator_url: str) -> dict[str, str]:
         "AZURE_OPENAI_API_KEY": KEY,
         "ATELIER_DATA_DIR": str(data_dir),
         "ATELIER_LEASE_SECONDS": "2",
+        "ATELIER_AUTH": "off",
         "ATELIER_POLL_INTERVAL_SECONDS": "0.2",
     }
     if database_url is not None:

@@ -762,7 +762,7 @@ def test_content_addressed_files_are_immutable_with_strong_etags(client):
         with client.get(url) as response:
             assert response.status_code == 200, url
             assert response.mimetype == content_type
-            assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+            assert response.headers["Cache-Control"] == "private, max-age=31536000, immutable"
             etag = response.headers["ETag"]
             assert etag.startswith('"') and not etag.startswith("W/")
             assert not response.headers.get("Content-Disposition", "").startswith("attachment")

@@ -64,6 +64,7 @@ class Server:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = log
+        self.http = requests.Session()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_"))}
         env.update(container_env())
         env.update(
@@ -73,8 +74,9 @@ class Server:
             ATELIER_EMULATOR_PORT="0",
             ATELIER_EMULATOR_LATENCY_SECONDS="0.3",
             ATELIER_POLL_INTERVAL_SECONDS="0.2",
-            **settings,
+            ATELIER_AUTH="off",
         )
+        env.update(settings)
         database_url = database_url_for(data_dir)  # PostgreSQL runs: one database per folder
         if database_url is not None:
             env["DATABASE_URL"] = database_url
@@ -105,11 +107,22 @@ class Server:
             self.popen.wait()
             raise
 
+    def sign_in(self, username: str, password: str) -> None:
+        """Sign in like a browser; later calls send the session cookie and the CSRF token."""
+        page = self.http.get(self.base + "/login", timeout=10).text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        form = {"username": username, "password": password, "csrf_token": token}
+        response = self.http.post(self.base + "/login", data=form, timeout=10)
+        assert response.status_code == 200 and response.url == self.base + "/", response.text
+        # Signing in starts a new session, with a new CSRF token.
+        fresh = re.search(r'"X-CSRFToken": "([^"]+)"', response.text).group(1)
+        self.http.headers["X-CSRFToken"] = fresh
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def submit(self, prompt: str, **fields: object) -> int:
-        response = requests.post(
+        response = self.http.post(
             self.base + "/api/jobs", json={"prompt": prompt, **fields}, timeout=10
         )
         assert response.status_code == 202, response.text
@@ -118,7 +131,7 @@ class Server:
     def wait_final(self, job_id: int, timeout: float = 60) -> dict:
         deadline = time.monotonic() + timeout
         while True:
-            job = requests.get(f"{self.base}/api/jobs/{job_id}", timeout=10).json()
+            job = self.http.get(f"{self.base}/api/jobs/{job_id}", timeout=10).json()
             if job["status"] in ("succeeded", "failed", "canceled"):
                 return job
             assert time.monotonic() < deadline, f"job {job_id} stuck: {job}\n{self.log()}"
@@ -153,15 +166,37 @@ def test_dockerfile_passes_hadolint() -> None:
 
 
 def test_container_command_serves_runs_a_job_and_stops_cleanly(start_server) -> None:
-    server = start_server()
+    server = start_server(ATELIER_AUTH="on", ATELIER_ADMIN_PASSWORD="container admin password")
     server.wait_healthy()
 
-    assert requests.get(server.base + "/", timeout=10).status_code == 200
+    assert requests.get(server.base + "/api/jobs", timeout=10).status_code == 401
+    server.sign_in("admin", "container admin password")
+    assert server.http.get(server.base + "/", timeout=10).status_code == 200
     job = server.wait_final(server.submit("a lighthouse at dusk"))
     assert job["status"] == "succeeded", job
 
     assert server.stop() == 0, server.log()
     assert "Traceback" not in server.log()
+
+
+def test_container_refuses_a_public_address_without_an_account(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_"))}
+    env.update(container_env())
+    env.update(
+        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        ATELIER_DATA_DIR=str(tmp_path),
+        ATELIER_BIND=f"0.0.0.0:{free_port()}",
+    )
+    env.pop("ATELIER_ADMIN_PASSWORD", None)
+    database_url = database_url_for(tmp_path)
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
+    result = subprocess.run(
+        container_command(), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "no account exists yet" in result.stderr + result.stdout
+    assert "ATELIER_ADMIN_PASSWORD" in result.stderr + result.stdout
 
 
 def test_jobs_complete_whichever_web_worker_claims_them(start_server) -> None:

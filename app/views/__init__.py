@@ -7,17 +7,51 @@ gallery   the image grid, favourites, collections, the trash and ZIP downloads
 files     image and thumbnail files, found through their image rows
 images    the image page (prompt, parameters, timings, prompt family) and the star toggle
 history   the jobs panel and history, and the refusal ledger
-health    /healthz for container health checks
+health    /healthz, /readyz and /metrics
+account   sign-in, first-account setup, sign-out, the account page (password, API tokens)
+shares    share links: create, revoke, and the public /s/<token> pages
+costs     the cost estimate shown before submitting
+
+Every request is identified first (`app.auth.identify`); without sign-in only the public
+endpoints answer, and every query is scoped to what the viewer may see.
 """
 
 from __future__ import annotations
 
-from flask import Flask, Response, render_template, request
-from flask_wtf.csrf import CSRFError, CSRFProtect
+from flask import Flask, Response, g, redirect, render_template, request, url_for
+from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
 from werkzeug.exceptions import HTTPException
 
-from app.views import api, display, files, gallery, health, history, images, pages, partials
+from app import auth, security
+from app.views import (
+    account,
+    api,
+    costs,
+    display,
+    files,
+    gallery,
+    health,
+    history,
+    images,
+    pages,
+    partials,
+    shares,
+)
 from app.views.helpers import api_error, is_htmx
+
+# Endpoints that answer without sign-in. Everything else needs a viewer.
+PUBLIC_ENDPOINTS = frozenset(
+    {
+        "static",
+        "account.login",
+        "account.first_account",
+        "health.healthz",
+        "health.readyz",
+        "shares.view",
+        "shares.file",
+    }
+)
+NOBODY = 0  # an owner id no row has: anonymous requests see no jobs, images or collections
 
 HTMX_VERSION = "2.0.11"
 
@@ -30,10 +64,15 @@ def register(app: Flask, csrf: CSRFProtect) -> None:
     app.register_blueprint(history.bp)
     app.register_blueprint(files.bp)
     app.register_blueprint(health.bp)
-    # The JSON API takes no session cookie yet, so a forged cross-site form cannot use it;
-    # token authentication (and CSRF for cookie-authenticated API calls) comes with sign-in.
+    app.register_blueprint(costs.bp)
+    app.register_blueprint(account.bp)
+    app.register_blueprint(shares.bp)
+    # The API checks CSRF itself: only when the caller uses the session cookie (app.views.api).
     csrf.exempt(api.bp)
     app.register_blueprint(api.bp)
+    # Identify the caller before anything else runs, CSRF checks included.
+    app.before_request_funcs.setdefault(None, []).insert(0, _identify)
+    app.after_request(security.add_headers)
 
     @app.context_processor
     def _globals() -> dict:
@@ -44,10 +83,52 @@ def register(app: Flask, csrf: CSRFProtect) -> None:
             "error_title": display.error_title,
             "poll_delay": display.poll_delay,
             "provider_label": display.provider_label,
+            "viewer": g.get("viewer"),
         }
 
     app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(HTTPException, _http_error)
+
+
+def _identify() -> Response | tuple[Response | str, int] | None:
+    """Who is asking; refuse anonymous requests outside the public endpoints."""
+    viewer = auth.identify()
+    g.viewer = viewer
+    if viewer is not None:
+        auth.set_scope(viewer.owner_filter)
+        # Cached renders (which embed the CSRF token) are kept per viewer and per browser.
+        g.viewer_key = f"{viewer.user.id if viewer.user else ''}:{generate_csrf()}"
+        return None
+    auth.set_scope(NOBODY)
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    return _sign_in_required()
+
+
+def _sign_in_required() -> Response | tuple[Response | str, int]:
+    message = "Sign in to use Atelier."
+    if request.path.startswith("/api/") or request.path == "/metrics":
+        response, status = api_error(
+            401, "unauthorized", "Send an API token: Authorization: Bearer <token>."
+        )
+        response.headers["WWW-Authenticate"] = 'Bearer realm="atelier"'
+        return response, status
+    login = url_for("account.login", next=_here())
+    if is_htmx():
+        response = Response(message, 401, {"HX-Redirect": login})
+        return response, 401
+    if request.method in ("GET", "HEAD"):
+        return redirect(login, 303)
+    return _render_error(401, "unauthorized", message)
+
+
+def _here() -> str:
+    """The page to come back to after signing in (for htmx calls, the page that made them)."""
+    if is_htmx():
+        current = request.headers.get("HX-Current-URL", "")
+        path = current.split("://", 1)[-1].partition("/")[2]
+        return account.safe_next("/" + path) or "/"
+    return request.full_path.rstrip("?")
 
 
 def _csrf_error(error: CSRFError) -> tuple[Response | str, int]:

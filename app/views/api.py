@@ -6,14 +6,44 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask_wtf.csrf import CSRFError
 
-from app import jobs, library
+from app import auth, csrf, jobs, library
 from app.models import Image, Job
 from app.providers.catalog import Target
 from app.validation import ValidationError, parse_idempotency_key, parse_job_request
 from app.views.helpers import api_error
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@bp.before_request
+def _forgery_check() -> None:
+    """CSRF for the API: a token caller needs none; a cookie caller sends X-CSRFToken.
+
+    With sign-in off nobody sends a cookie or a token, so a browser's cross-site request is
+    recognised by its Fetch Metadata or Origin headers (which scripts such as curl don't send).
+    """
+    if request.method in SAFE_METHODS:
+        return
+    viewer = auth.current_viewer()
+    if viewer is None or viewer.via == "token":
+        return
+    if viewer.via == "session":
+        csrf.protect()
+    elif _cross_site():
+        raise CSRFError("A cross-site request may not change anything.")
+
+
+def _cross_site() -> bool:
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None:
+        return fetch_site not in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    return origin is not None and origin != request.host_url.rstrip("/")
+
 
 DEFAULT_LIMIT = 20
 
@@ -26,6 +56,35 @@ def _invalid(error: ValidationError) -> tuple[Response, int]:
 @bp.errorhandler(jobs.JobError)
 def _refused(error: jobs.JobError) -> tuple[Response, int]:
     return api_error(404 if isinstance(error, jobs.JobNotFound) else 409, error.code, error.message)
+
+
+@bp.errorhandler(jobs.LimitReached)
+def _limit_reached(error: jobs.LimitReached) -> tuple[Response, int]:
+    """A daily quota or monthly budget is used up: 429, and when it resets."""
+    response, status = api_error(429, error.code, error.message)
+    response.headers["Retry-After"] = str(error.retry_after)
+    return response, status
+
+
+@bp.get("/estimate")
+def estimate_cost() -> Response:
+    """The table cost of a job before it is sent: ?provider=&size=&n=&quality=... (the fields
+    of POST /api/jobs, options as their own parameters)."""
+    from app import pricing
+
+    parsed = pricing.parse_estimate_request(request.args, current_app.config["ATELIER_TARGETS"])
+    return jsonify(
+        {
+            "cost_usd": parsed.cost,
+            "currency": pricing.CURRENCY,
+            "provider": parsed.target.id,
+            "model": parsed.target.model.name,
+            "size": parsed.size,
+            "n": parsed.n,
+            "options": parsed.options,
+            "prices_as_of": pricing.PRICES_AS_OF,
+        }
+    )
 
 
 @bp.post("/jobs")
@@ -110,6 +169,9 @@ def job_json(job: Job) -> dict[str, Any]:
         "n": job.n,
         "options": job.options or {},
         "usage": job.usage,
+        # US dollars; cost_source: "estimate" (not finished), "usage" or "table" (app.pricing).
+        "cost_usd": job.cost_usd,
+        "cost_source": job.cost_source,
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),

@@ -10,6 +10,7 @@ them for a year without asking again. The JSON API's id URLs (`/files/images/<id
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from flask import Blueprint, abort, current_app, request, send_file, url_for
@@ -21,7 +22,8 @@ from app.zipstream import image_file_name
 
 bp = Blueprint("files", __name__, url_prefix="/files")
 
-IMMUTABLE = "public, max-age=31536000, immutable"
+# Private: only the signed-in browser keeps them (a shared proxy cache must not).
+IMMUTABLE = "private, max-age=31536000, immutable"
 ONE_YEAR = 31536000
 # <64 lowercase hex>.<png|jpg|webp> for an original, <64 lowercase hex>-<256|512>.webp for a
 # thumbnail. Anything else (other case, other length, dots, slashes) is not a file name here.
@@ -44,12 +46,21 @@ def thumbnail(image_id: int) -> Response:
 @bp.get("/<name>")
 def content(name: str) -> Response:
     """A file by its SHA-256, cached for a year; `?download=1` asks to save the original."""
+    return send_content(name, lambda _image: True)
+
+
+def send_content(name: str, allowed: Callable[[Image], bool]) -> Response:
+    """Serve the content-addressed file `name` if an image the viewer may see has it.
+
+    The name only selects a database row (a digest and a size); the path on disk comes from
+    that row. Files are private to their viewer: no shared cache may keep them.
+    """
     match = CONTENT_NAME.fullmatch(name)
     if match is None:
         abort(404, "There is no such file.")
     digest, extension, size = match.group("sha", "ext", "size")
     image = library.image_with_digest(digest)
-    if image is None:
+    if image is None or not allowed(image):
         abort(404, "There is no such file.")
     stored_name = getattr(image, THUMBNAIL_COLUMNS[size]) if size else image.file_name
     if stored_name is None or (extension and Path(stored_name).suffix != f".{extension}"):
@@ -96,6 +107,6 @@ def _send_by_id(image_id: int, *, thumbnail: bool) -> Response:
         max_age=0,
     )
     # Ids can be reused after a delete, so the browser revalidates (a cheap 304 via the ETag).
-    response.headers["Cache-Control"] = "no-cache"
+    response.headers["Cache-Control"] = "private, no-cache"
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response

@@ -7,9 +7,9 @@ traffic only to processes that can do their work.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, abort, jsonify
 
-from app import metrics
+from app import auth, metrics
 
 bp = Blueprint("health", __name__)
 
@@ -29,6 +29,9 @@ def readyz() -> tuple[Response, int, dict[str, str]]:
 
 @bp.get("/metrics")
 def prometheus_metrics() -> tuple[str, int, dict[str, str]]:
-    # AUTH: /metrics is protected like the rest of the app. There is no sign-in yet; when it
-    # comes, check the operator's credentials (or a scrape token) here, before rendering.
+    # Signed-in callers only (the gate in app.views), and of those only admins: the numbers
+    # describe everyone's work. Prometheus scrapes with an admin's API token.
+    viewer = auth.current_viewer()
+    if viewer is None or not viewer.is_admin:
+        abort(403, "Only an administrator may read the metrics.")
     return metrics.render(), 200, {"Content-Type": metrics.CONTENT_TYPE, **NO_STORE}

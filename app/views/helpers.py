@@ -26,10 +26,13 @@ def api_error(
 
 @contextmanager
 def job_action_errors() -> Iterator[None]:
-    """Turn a refused job action into 404 (no such job) or 409 (wrong state)."""
+    """Turn a refused job action into 404 (no such job), 429 (a quota or budget is reached) or
+    409 (wrong state)."""
     try:
         yield
     except jobs.JobNotFound as error:
         abort(404, error.message)
+    except jobs.LimitReached as error:
+        abort(429, error.message)
     except jobs.JobConflict as error:
         abort(409, error.message)

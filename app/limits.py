@@ -1,0 +1,165 @@
+"""Cost limits: per-user daily image quotas, monthly budgets, and why a queued job waits.
+
+Quotas and budgets are counted per owner from the jobs table (every process agrees, nothing is
+kept in memory). The bucket is the owner's user id, or the ownerless jobs (`owner_id IS NULL`)
+when there is no user (sign-in off, the CLI); the ownerless bucket has the site defaults.
+
+What counts:
+- images per day (UTC): the `n` of every job created today, except jobs that never reached the
+  provider (canceled or failed with `submit_count == 0`);
+- spending per calendar month (UTC): the sum of `Job.cost_usd`, which holds the estimate until a
+  job finishes and then what it cost (0 for jobs that never reached the provider).
+
+`app.jobs.create_job` asks `refusal()` before storing a job; the global concurrency cap and
+provider pauses are applied when a worker claims a job (`app.jobs.claim_due_job`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import ColumnElement, and_, func, not_, select
+
+from app import pricing
+from app.models import Job, JobStatus, ProviderPause, User, db, utcnow
+
+# Why a queued job may wait (shown on its card).
+PAUSE_MESSAGE = "Paused: {service} is rate limiting; trying again at {time} UTC"
+CAP_MESSAGE = "Waiting: {running} jobs are already running"
+CAP_MESSAGE_ONE = "Waiting: 1 job is already running"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """One owner's limits (0 means none) and what is used of them."""
+
+    owner_id: int | None
+    daily_images: int
+    monthly_budget: float
+    images_today: int
+    spent_this_month: float
+
+    @property
+    def images_left(self) -> int | None:
+        return None if not self.daily_images else max(self.daily_images - self.images_today, 0)
+
+    @property
+    def budget_left(self) -> float | None:
+        if not self.monthly_budget:
+            return None
+        return max(round(self.monthly_budget - self.spent_this_month, 6), 0.0)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    code: str
+    message: str
+    retry_after: int  # seconds until the limit resets
+
+
+def day_start(now: datetime) -> datetime:
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def month_start(now: datetime) -> datetime:
+    return day_start(now).replace(day=1)
+
+
+def next_month(now: datetime) -> datetime:
+    start = month_start(now)
+    return (start + timedelta(days=32)).replace(day=1)
+
+
+def _owned_by(owner_id: int | None) -> ColumnElement[bool]:
+    return Job.owner_id.is_(None) if owner_id is None else Job.owner_id == owner_id
+
+
+# Jobs that never reached the provider requested nothing and cost nothing.
+_NEVER_SENT = and_(Job.submit_count == 0, Job.status.in_((JobStatus.CANCELED, JobStatus.FAILED)))
+
+
+def limits_for(user: User | None, now: datetime | None = None) -> Limits:
+    """The user's (or the ownerless bucket's) limits and usage, read now."""
+    now = now or utcnow()
+    config = current_app.config
+    owner_id = user.id if user is not None else None
+    daily = config["ATELIER_DAILY_IMAGE_QUOTA"]
+    budget = config["ATELIER_MONTHLY_BUDGET_USD"]
+    if user is not None and user.daily_image_quota is not None:
+        daily = user.daily_image_quota
+    if user is not None and user.monthly_budget_usd is not None:
+        budget = user.monthly_budget_usd
+    images_today = db.session.scalar(
+        select(func.coalesce(func.sum(Job.n), 0)).where(
+            _owned_by(owner_id), Job.created_at >= day_start(now), not_(_NEVER_SENT)
+        )
+    )
+    spent = db.session.scalar(
+        select(func.coalesce(func.sum(Job.cost_usd), 0.0)).where(
+            _owned_by(owner_id), Job.created_at >= month_start(now)
+        )
+    )
+    return Limits(owner_id, int(daily), float(budget), int(images_today), float(spent))
+
+
+def refusal(limits: Limits, n: int, cost: float, now: datetime) -> Refusal | None:
+    """Why a job of `n` images costing `cost` may not be created, or None when it may."""
+    if limits.daily_images and limits.images_today + n > limits.daily_images:
+        used, quota = limits.images_today, limits.daily_images
+        more = "" if used >= quota else f"; this job asks for {n} more"
+        return Refusal(
+            "daily_quota_reached",
+            f"You have requested {used} of your {quota} images today{more}; the limit resets "
+            "at 00:00 UTC.",
+            _seconds_until(day_start(now) + timedelta(days=1), now),
+        )
+    if limits.monthly_budget and limits.spent_this_month + cost > limits.monthly_budget + 1e-9:
+        total = limits.spent_this_month + cost
+        return Refusal(
+            "monthly_budget_reached",
+            f"This job would take your spending this month to {pricing.format_usd(total)} of "
+            f"your {pricing.format_usd(limits.monthly_budget)} budget (spent so far: "
+            f"{pricing.format_usd(limits.spent_this_month)}; it resets on the 1st at 00:00 UTC).",
+            _seconds_until(next_month(now), now),
+        )
+    return None
+
+
+def _seconds_until(moment: datetime, now: datetime) -> int:
+    return max(1, int((moment - now).total_seconds()) + 1)
+
+
+# --- why a queued job waits ---------------------------------------------------------------------
+
+
+def running_jobs() -> int:
+    """Jobs in flight at a provider, across every worker (not limited to the viewer's jobs)."""
+    jobs = Job.__table__  # the table, not the entity: request scoping must not narrow this count
+    return db.session.scalar(
+        select(func.count()).select_from(jobs).where(jobs.c.status == JobStatus.RUNNING)
+    )
+
+
+def active_pause(provider: str, now: datetime | None = None) -> ProviderPause | None:
+    pause = db.session.get(ProviderPause, provider, populate_existing=True)
+    if pause is None or pause.paused_until <= (now or utcnow()):
+        return None
+    return pause
+
+
+def wait_reason(job: Job) -> str | None:
+    """Why a queued job has not started: its provider is paused, or the concurrency cap."""
+    if job.status != JobStatus.QUEUED:
+        return None
+    pause = active_pause(job.provider)
+    if pause is not None:
+        service = "OpenAI" if "openai:" in job.provider else "Azure"
+        return PAUSE_MESSAGE.format(service=service, time=pause.paused_until.strftime("%H:%M:%S"))
+    cap = current_app.config["ATELIER_MAX_CONCURRENT_JOBS"]
+    if cap:
+        running = running_jobs()
+        if running >= cap:
+            return CAP_MESSAGE_ONE if running == 1 else CAP_MESSAGE.format(running=running)
+    return None

@@ -1,0 +1,201 @@
+"""What image generation costs, in US dollars: the price table and the two ways to use it.
+
+`estimate()` prices a job before it runs (and jobs whose API reports no usage, such as DALL-E)
+from the per-image table; `cost_from_usage()` prices a finished gpt-image job from the token
+usage the provider reported. Both are pure functions of the job's parameters.
+
+Figures are OpenAI's published list prices as of 2025-12 (https://openai.com/api/pricing/ and
+https://platform.openai.com/docs/pricing). Azure OpenAI's Global Standard prices for the same
+models are the same or close, but vary by region and deployment type: treat every figure as an
+estimate, not an invoice. Figures marked GUESS were not confirmed against a published table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from app.providers.catalog import Target
+from app.validation import ValidationError, find_target, parse_n, parse_options, parse_size
+
+CURRENCY = "USD"
+PRICES_AS_OF = "2025-12"
+
+# US dollars per image by model, quality and size. DALL-E 2 has no quality ("standard").
+PER_IMAGE: dict[str, dict[tuple[str, str], float]] = {
+    "dall-e-2": {
+        ("standard", "256x256"): 0.016,
+        ("standard", "512x512"): 0.018,
+        ("standard", "1024x1024"): 0.020,
+    },
+    "dall-e-3": {
+        ("standard", "1024x1024"): 0.040,
+        ("standard", "1024x1792"): 0.080,
+        ("standard", "1792x1024"): 0.080,
+        ("hd", "1024x1024"): 0.080,
+        ("hd", "1024x1792"): 0.120,
+        ("hd", "1792x1024"): 0.120,
+    },
+    "gpt-image-1": {
+        ("low", "1024x1024"): 0.011,
+        ("low", "1024x1536"): 0.016,
+        ("low", "1536x1024"): 0.016,
+        ("medium", "1024x1024"): 0.042,
+        ("medium", "1024x1536"): 0.063,
+        ("medium", "1536x1024"): 0.063,
+        ("high", "1024x1024"): 0.167,
+        ("high", "1024x1536"): 0.250,
+        ("high", "1536x1024"): 0.250,
+    },
+    # GUESS: OpenAI's gpt-image-1-mini figures as remembered, not checked against the page.
+    "gpt-image-1-mini": {
+        ("low", "1024x1024"): 0.005,
+        ("low", "1024x1536"): 0.006,
+        ("low", "1536x1024"): 0.006,
+        ("medium", "1024x1024"): 0.011,
+        ("medium", "1024x1536"): 0.015,
+        ("medium", "1536x1024"): 0.015,
+        ("high", "1024x1024"): 0.036,
+        ("high", "1024x1536"): 0.052,
+        ("high", "1536x1024"): 0.052,
+    },
+    # GUESS: gpt-image-1.5 announced as 20 % cheaper than gpt-image-1 for image tokens; these
+    # are gpt-image-1's figures less 20 %, rounded.
+    "gpt-image-1.5": {
+        ("low", "1024x1024"): 0.009,
+        ("low", "1024x1536"): 0.013,
+        ("low", "1536x1024"): 0.013,
+        ("medium", "1024x1024"): 0.034,
+        ("medium", "1024x1536"): 0.050,
+        ("medium", "1536x1024"): 0.050,
+        ("high", "1024x1024"): 0.133,
+        ("high", "1024x1536"): 0.200,
+        ("high", "1536x1024"): 0.200,
+    },
+}
+
+
+@dataclass(frozen=True)
+class TokenPrices:
+    """US dollars per million tokens."""
+
+    text_input: float
+    image_input: float
+    image_output: float
+
+
+PER_MILLION_TOKENS: dict[str, TokenPrices] = {
+    "gpt-image-1": TokenPrices(text_input=5.00, image_input=10.00, image_output=40.00),
+    "gpt-image-1-mini": TokenPrices(text_input=2.00, image_input=2.50, image_output=8.00),  # GUESS
+    "gpt-image-1.5": TokenPrices(text_input=5.00, image_input=8.00, image_output=32.00),  # GUESS
+}
+
+# GUESS: the models pick "auto" quality and size themselves, so the estimate assumes medium
+# quality (what the emulator resolves "auto" to) and a square image. The real figure replaces
+# the estimate when the provider reports token usage.
+AUTO_QUALITY = "medium"
+AUTO_SIZE = "1024x1024"
+# DALL-E 3 without a quality option sent is priced as standard (its API default).
+DEFAULT_QUALITY = {"dall-e-2": "standard", "dall-e-3": "standard"}
+
+
+class UnknownPrice(ValueError):
+    """The table has no price for this model, size and quality."""
+
+
+def per_image(model: str, size: str, options: Mapping[str, Any] | None = None) -> float:
+    """The table price of one image; raises UnknownPrice for a combination it does not list."""
+    table = PER_IMAGE.get(model)
+    if table is None:
+        raise UnknownPrice(f"There is no price for the model {model!r}.")
+    quality = (options or {}).get("quality") or DEFAULT_QUALITY.get(model, AUTO_QUALITY)
+    if model == "dall-e-2":
+        quality = "standard"
+    if quality == "auto":
+        quality = AUTO_QUALITY
+    if size == "auto":
+        size = AUTO_SIZE
+    price = table.get((str(quality), size))
+    if price is None:
+        raise UnknownPrice(f"There is no price for {model} at {size}, quality {quality}.")
+    return price
+
+
+def estimate(model: str, size: str, n: int, options: Mapping[str, Any] | None = None) -> float:
+    """The table cost of `n` images."""
+    return round(per_image(model, size, options) * max(n, 0), 6)
+
+
+def cost_from_usage(model: str, usage: Mapping[str, Any] | None) -> float | None:
+    """The cost from a gpt-image `usage` object, or None when it cannot be priced (a model
+    billed per image, or usage without token counts)."""
+    prices = PER_MILLION_TOKENS.get(model)
+    if prices is None or not isinstance(usage, Mapping):
+        return None
+    input_tokens = _count(usage.get("input_tokens"))
+    output_tokens = _count(usage.get("output_tokens"))
+    if input_tokens is None or output_tokens is None:
+        return None
+    details = usage.get("input_tokens_details")
+    details = details if isinstance(details, Mapping) else {}
+    image_tokens = _count(details.get("image_tokens")) or 0
+    text_tokens = _count(details.get("text_tokens"))
+    if text_tokens is None:  # no breakdown: whatever is not image input is text
+        text_tokens = max(input_tokens - image_tokens, 0)
+    dollars = (
+        text_tokens * prices.text_input
+        + image_tokens * prices.image_input
+        + output_tokens * prices.image_output
+    ) / 1_000_000
+    return round(dollars, 6)
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return None
+    return int(value)
+
+
+def format_usd(amount: float | None) -> str:
+    """$0.04, $0.042, $1.27: cents always, a third decimal only when it says something."""
+    if amount is None:
+        return "–"
+    if abs(amount) < 1 and round(amount, 3) != round(amount, 2):
+        return f"${amount:.3f}"
+    return f"${amount:.2f}"
+
+
+@dataclass(frozen=True)
+class EstimateRequest:
+    target: Target
+    size: str
+    n: int
+    options: dict[str, Any]
+
+    @property
+    def cost(self) -> float:
+        return estimate(self.target.model.name, self.size, self.n, self.options)
+
+
+def parse_estimate_request(
+    args: Mapping[str, Any], targets: Sequence[Target], *, from_form: bool = True
+) -> EstimateRequest:
+    """Validate provider, size, n and options the way a job request is validated (no prompt);
+    raise ValidationError naming the field."""
+    target = find_target(targets, args.get("provider"))
+    model = target.model
+    raw_options = args if from_form else (args.get("options") or {})
+    if not isinstance(raw_options, Mapping):
+        raise ValidationError("options", "Options must be a JSON object.")
+    request = EstimateRequest(
+        target=target,
+        size=parse_size(args.get("size"), model),
+        n=parse_n(args.get("n"), model, from_form=from_form),
+        options=parse_options(raw_options, model, from_form=from_form),
+    )
+    try:
+        request.cost  # noqa: B018  (a size the table lacks is a clear error, not a 500)
+    except UnknownPrice as error:
+        raise ValidationError("size", str(error)) from None
+    return request

@@ -1,0 +1,154 @@
+"""Sign-in, first-account setup, sign-out, and the account page (password, API tokens, links).
+
+Every form here is a plain POST with a CSRF token and answers with a redirect (303) or the
+page again with its error, so it works without JavaScript.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from app import auth, setup
+from app.models import User
+from app.validation import ValidationError
+
+bp = Blueprint("account", __name__)
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Response | str | tuple[str, int]:
+    if not auth.auth_enabled():
+        return redirect(url_for("pages.index"), 303)
+    next_url = safe_next(request.values.get("next"))
+    if auth.user_count() == 0:
+        return render_template("setup.html", token=None, next=next_url), 200
+    if request.method == "GET":
+        return render_template("login.html", next=next_url, username="")
+    username = request.form.get("username", "")
+    try:
+        user = auth.authenticate(
+            username, request.form.get("password", ""), request.remote_addr or ""
+        )
+    except auth.AuthError as error:
+        status = 429 if error.retry_after else 401
+        headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
+        body = render_template("login.html", next=next_url, username=username, error=error.message)
+        return body, status, headers  # type: ignore[return-value]
+    auth.sign_in(user)
+    return redirect(next_url or url_for("pages.index"), 303)
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    auth.sign_out()
+    return redirect(url_for("account.login"), 303)
+
+
+@bp.route("/setup", methods=["GET", "POST"])
+def first_account() -> Response | str | tuple[str, int]:
+    """Create the first (admin) account with the one-time token printed at start-up."""
+    token = request.values.get("token", "")
+    if not auth.auth_enabled() or auth.user_count() > 0 or not setup.token_matches(token):
+        abort(404, "There is no setup to do here. Sign in instead.")
+    if request.method == "GET":
+        return render_template("setup.html", token=token, username="")
+    username = request.form.get("username", "")
+    password = request.form.get("password", "")
+    try:
+        if password != request.form.get("confirm", ""):
+            raise ValidationError("confirm", "The two passwords are not the same.")
+        user = setup.create_first_admin(username, password)
+    except ValidationError as error:
+        body = render_template("setup.html", token=token, username=username, error=error.message)
+        return body, 422
+    auth.sign_in(user)
+    return redirect(url_for("pages.index"), 303)
+
+
+@bp.get("/account")
+def page() -> str:
+    user = _user()
+    return render_template(
+        "account.html",
+        user=user,
+        tokens=auth.tokens_of(user.id),
+        shares=auth.shares_of(None if user.is_admin else user.id),
+        new_token=None,
+    )
+
+
+@bp.post("/account/password")
+def change_password() -> Response | tuple[str, int]:
+    user = _user()
+    current = request.form.get("current", "")
+    new = request.form.get("password", "")
+    try:
+        auth.authenticate(user.username, current, request.remote_addr or "")
+        if new != request.form.get("confirm", ""):
+            raise ValidationError("confirm", "The two new passwords are not the same.")
+        auth.set_password(user.id, new)
+    except auth.AuthError as error:
+        return _account_error(user, error.message)
+    except ValidationError as error:
+        return _account_error(user, error.message)
+    auth.sign_in(user)  # every other session ended; this browser gets a fresh one
+    flash("Password changed. Other browsers are signed out.")
+    return redirect(url_for("account.page"), 303)
+
+
+@bp.post("/account/tokens")
+def create_token() -> str | tuple[str, int]:
+    user = _user()
+    try:
+        _row, token = auth.create_token(user.id, request.form.get("name", ""))
+    except ValidationError as error:
+        return _account_error(user, error.message)
+    return render_template(
+        "account.html",
+        user=user,
+        tokens=auth.tokens_of(user.id),
+        shares=auth.shares_of(None if user.is_admin else user.id),
+        new_token=token,
+    ), 201
+
+
+@bp.post("/account/tokens/<int:token_id>/revoke")
+def revoke_token(token_id: int) -> Response:
+    user = _user()
+    if not auth.revoke_token(user.id, token_id):
+        abort(404, "There is no such token.")
+    flash("Token revoked.")
+    return redirect(url_for("account.page"), 303)
+
+
+def safe_next(raw: str | None) -> str | None:
+    """A local path to return to after signing in; anything else (other hosts, `//x`,
+    `javascript:`, backslashes) is dropped, so the login page is no open redirect."""
+    if not raw or not raw.startswith("/") or raw.startswith("//") or "\\" in raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme or parts.netloc:
+        return None
+    return raw
+
+
+def _user() -> User:
+    user = auth.current_user()
+    if user is None:  # open mode has no account to manage
+        abort(404, "Sign-in is off (ATELIER_AUTH=off), so there is no account to manage.")
+    return user
+
+
+def _account_error(user: User, message: str) -> tuple[str, int]:
+    body = render_template(
+        "account.html",
+        user=user,
+        tokens=auth.tokens_of(user.id),
+        shares=auth.shares_of(None if user.is_admin else user.id),
+        new_token=None,
+        error=message,
+    )
+    return body, 422
