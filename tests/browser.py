@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.helpers import ROOT, free_port, scratch_database_url
 
@@ -73,6 +73,33 @@ def _serve(data_dir: Path, env: dict[str, str]) -> Iterator[str]:
         finally:
             process.terminate()
             process.wait(timeout=20)
+
+
+# Chromium logs every 4xx as a console error; 422 is how a refused form answers.
+EXPECTED_CONSOLE = ("status of 422",)
+# Content-Security-Policy violations are console errors in Chromium; this reports them from the
+# page too, with the directive and the blocked URL.
+REPORT_CSP_VIOLATIONS = (
+    "document.addEventListener('securitypolicyviolation', e => "
+    "console.error('CSP violation: ' + e.violatedDirective + ' ' + e.blockedURI));"
+)
+
+
+def watch_problems(page: Page, problems: list[str] | None = None) -> list[str]:
+    """Collect the page's script errors, console errors and CSP violations, as they happen,
+    into `problems` (a new list by default), and return that list."""
+    problems = [] if problems is None else problems
+    page.add_init_script(REPORT_CSP_VIOLATIONS)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on(
+        "console",
+        lambda msg: (
+            problems.append(msg.text)
+            if msg.type == "error" and not any(text in msg.text for text in EXPECTED_CONSOLE)
+            else None
+        ),
+    )
+    return problems
 
 
 @pytest.fixture(scope="session")

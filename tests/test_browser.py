@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser import serve_app
+from tests.browser import serve_app, watch_problems
 
 
 @pytest.fixture(scope="module")
@@ -23,17 +23,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1200, "height": 900})
     page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    # Chromium logs every 4xx as a console error; 422 is how a refused form answers.
-    page.on(
-        "console",
-        lambda msg: (
-            errors.append(msg.text)
-            if msg.type == "error" and "status of 422" not in msg.text
-            else None
-        ),
-    )
+    errors = watch_problems(page)
     yield page
     context.close()
     assert errors == [], f"the page reported errors: {errors}"

@@ -11,7 +11,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser import serve_app
+from tests.browser import serve_app, watch_problems
 
 JOBS = 6
 IMAGES_PER_JOB = 10
@@ -58,10 +58,7 @@ def _make_images(base: str) -> None:
 def _open(browser: Browser, **context_options) -> tuple[Page, list[str], object]:
     context = browser.new_context(viewport={"width": 1200, "height": 900}, **context_options)
     page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    return page, errors, context
+    return page, watch_problems(page), context
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser import serve_app
+from tests.browser import serve_app, watch_problems
 
 SCREENSHOTS = Path("/tmp")
 
@@ -55,8 +55,7 @@ def new_page(browser: Browser, errors: list[str], **options) -> Page:
         **options,
     )
     page = context.new_page()
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    watch_problems(page, errors)
     return page
 
 

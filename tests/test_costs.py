@@ -11,6 +11,7 @@ import pytest
 from app import jobs, pricing
 from app.models import Job, db
 from app.validation import JobRequest
+from tests.browser import watch_problems
 from tests.helpers import wait_for_job
 
 DEPLOYMENTS = {"AZURE_OPENAI_DEPLOYMENT": "gpt-image-1=gpt-image-1,dall-e-3=dall-e-3"}
@@ -296,9 +297,7 @@ def test_estimate_follows_the_form_in_a_browser_without_csp_errors(served, brows
 
     context = browser.new_context()
     page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    errors = watch_problems(page)
     try:
         page.goto(served + "/")
         estimate = page.locator("#cost-estimate")

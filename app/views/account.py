@@ -70,14 +70,7 @@ def first_account() -> Response | str | tuple[str, int]:
 
 @bp.get("/account")
 def page() -> str:
-    user = _user()
-    return render_template(
-        "account.html",
-        user=user,
-        tokens=auth.tokens_of(user.id),
-        shares=auth.shares_of(None if user.is_admin else user.id),
-        new_token=None,
-    )
+    return _render_account(_user())
 
 
 @bp.post("/account/password")
@@ -106,13 +99,7 @@ def create_token() -> str | tuple[str, int]:
         _row, token = auth.create_token(user.id, request.form.get("name", ""))
     except ValidationError as error:
         return _account_error(user, error.message)
-    return render_template(
-        "account.html",
-        user=user,
-        tokens=auth.tokens_of(user.id),
-        shares=auth.shares_of(None if user.is_admin else user.id),
-        new_token=token,
-    ), 201
+    return _render_account(user, new_token=token), 201
 
 
 @bp.post("/account/tokens/<int:token_id>/revoke")
@@ -143,12 +130,16 @@ def _user() -> User:
 
 
 def _account_error(user: User, message: str) -> tuple[str, int]:
-    body = render_template(
+    return _render_account(user, error=message), 422
+
+
+def _render_account(user: User, *, new_token: str | None = None, error: str | None = None) -> str:
+    """The account page: the user's API tokens, live share links (an admin's: everyone's)."""
+    return render_template(
         "account.html",
         user=user,
         tokens=auth.tokens_of(user.id),
         shares=auth.shares_of(None if user.is_admin else user.id),
-        new_token=None,
-        error=message,
+        new_token=new_token,
+        error=error,
     )
-    return body, 422
