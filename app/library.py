@@ -455,10 +455,17 @@ def changes_gallery(statement: str) -> bool:
 
 
 def _read_version(name: str) -> str:
+    """The version in this file of the data folder ("0" before the first write). Plain os
+    calls: this runs on every poll, and pathlib's would cost more than the read."""
+    path = os.path.join(current_app.config["ATELIER_DATA_DIR"], name)
     try:
-        return (Path(current_app.config["ATELIER_DATA_DIR"]) / name).read_text()
+        descriptor = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return "0"
+    try:
+        return os.read(descriptor, 64).decode()
+    finally:
+        os.close(descriptor)
 
 
 @event.listens_for(Engine, "before_cursor_execute")

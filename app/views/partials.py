@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from typing import Any
+from datetime import datetime
 
 from flask import (
     Blueprint,
@@ -43,8 +43,9 @@ def job_card(job_id: int) -> Response:
     state = _card_state(job_id)
     if state is None:
         abort(404, f"There is no job {job_id}.")
-    delay = display.delay_for_age((utcnow() - state[0][4]).total_seconds())
-    key = (g.get("viewer_key", ""), request.script_root, repr(state), str(delay))
+    created_at, shown = state
+    delay = display.delay_for_age((utcnow() - created_at).total_seconds())
+    key = (g.get("viewer_key", ""), request.script_root, shown, str(delay))
     etag = card_etag(key)
     if request.if_none_match.contains(etag):
         response = make_response("", 304)
@@ -56,17 +57,20 @@ def job_card(job_id: int) -> Response:
     return response
 
 
-def _card_state(job_id: int) -> tuple[Any, ...] | None:
-    """The job's card state, queried once per data version: no write has been committed since
-    a kept state was read, so it is still what the database holds."""
+def _card_state(job_id: int) -> tuple[datetime, str] | None:
+    """When the job was created and what its card shows (as a string), queried once per data
+    version: no write has been committed since a kept state was read, so it is still what the
+    database holds."""
     version = library.data_version()  # before the query: a state is never older than its key
     key = (job_id, version)
-    state = states.get(key)
-    if state is None:
+    kept = states.get(key)
+    if kept is None:
         state = jobs.card_state(job_id)
-        if state is not None:
-            states.put(key, state)
-    return state
+        if state is None:
+            return None
+        kept = (state[0][4], repr(state))
+        states.put(key, kept)
+    return kept
 
 
 def _rendered_card(job_id: int, key: tuple[str, ...], delay: int) -> str:
