@@ -151,7 +151,7 @@ def _cached_gallery(seen: datetime | None) -> str:
     never cached. The CSRF token is filled in per answer, from the session."""
     if session.get("_flashes"):
         return with_csrf(_render_gallery(request.args, seen=seen, csrf=CSRF_PLACEHOLDER))
-    _end_read_transaction()
+    end_read_transaction()
     version = library.library_version()  # before any query of the page: never newer than it
     seen = _effective_seen(seen)
     key = (
@@ -168,7 +168,7 @@ def _cached_gallery(seen: datetime | None) -> str:
     return with_csrf(page)
 
 
-def _end_read_transaction() -> None:
+def end_read_transaction() -> None:
     """End a read transaction this request may have begun (SQLite keeps its snapshot until
     then), so the page's queries see everything committed before the version was read."""
     current = db.session()

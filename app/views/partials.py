@@ -23,7 +23,7 @@ from app import jobs, library
 from app.models import utcnow
 from app.views import display
 from app.views.forms import PromptForm
-from app.views.gallery import CSRF_PLACEHOLDER, PageCache, with_csrf
+from app.views.gallery import CSRF_PLACEHOLDER, PageCache, end_read_transaction, with_csrf
 
 bp = Blueprint("partials", __name__, url_prefix="/partials")
 
@@ -36,10 +36,11 @@ states = PageCache(1024)
 
 @bp.get("/jobs/<int:job_id>")
 def job_card(job_id: int) -> Response:
-    """The job's card. A repeat poll whose ETag still matches gets 304 Not Modified: one narrow
-    query, no render. Browsers keep the card (`private, no-cache`: stored, always revalidated)
-    and hand the stored copy to htmx on a 304, so the card swaps in again and polls on; the
-    final card has no trigger, so polling stops."""
+    """The job's card. A repeat poll whose ETag still matches gets 304 Not Modified: at most one
+    narrow query (none when nothing was written since the last poll), no render. Browsers keep
+    the card (`private, no-cache`: stored, always revalidated) and hand the stored copy to htmx
+    on a 304, so the card swaps in again and polls on; the final card has no trigger, so
+    polling stops."""
     state = _card_state(job_id)
     if state is None:
         abort(404, f"There is no job {job_id}.")
@@ -77,6 +78,7 @@ def _rendered_card(job_id: int, key: tuple[str, ...], delay: int) -> str:
     """The card for this state, rendered once (with a CSRF placeholder)."""
     card = cards.get(key)
     if card is None:
+        end_read_transaction()  # the render must not see older data than the state did
         job = jobs.get_job(job_id)
         if job is None:  # deleted since the state was read
             abort(404, f"There is no job {job_id}.")
