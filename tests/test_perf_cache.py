@@ -10,10 +10,10 @@ from datetime import timedelta
 
 import pytest
 from flask import g, request
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from app import curation
-from app.models import Collection, Job, utcnow, write_transaction
+from app.models import Collection, Job, db, utcnow, write_transaction
 from app.views import gallery as gallery_views
 from tests.helpers import make_app
 from tests.test_gallery import cells, csrf_token, get, insert_images, post
@@ -304,3 +304,49 @@ def test_a_missing_job_is_404_whatever_the_tag(app):
     gone = client.get(f"/partials/jobs/{job_id + 1000}", headers={"If-None-Match": etag})
 
     assert gone.status_code == 404
+
+
+def test_a_card_is_never_rendered_from_data_older_than_its_state(idle_app):
+    """A request that read the database before the card (as the sign-in check will) must not
+    render an older snapshot than the state its card is cached under."""
+    job_id = None
+    other = make_app(idle_app.config["ATELIER_DATA_DIR"])  # the worker process
+
+    @idle_app.before_request
+    def _read_then_another_process_writes() -> None:
+        if job_id is None or not request.path.startswith("/partials/"):
+            return
+        db.session.scalar(select(Job.status).where(Job.id == job_id))  # a read transaction
+        with other.app_context(), write_transaction() as session:
+            session.execute(
+                update(Job).where(Job.id == job_id).values(status="running", phase="polling")
+            )
+
+    client = idle_app.test_client()
+    job_id = create_job(client)
+
+    card = client.get(f"/partials/jobs/{job_id}").get_data(as_text=True)
+
+    assert "Generating" in card
+
+
+def test_a_gallery_page_is_never_rendered_from_data_older_than_its_version(idle_app):
+    """The same for the gallery: a page is cached under the version read before its queries."""
+    armed = False
+    other = make_app(idle_app.config["ATELIER_DATA_DIR"])  # the worker process
+
+    @idle_app.before_request
+    def _read_then_another_process_writes() -> None:
+        if armed:
+            db.session.scalar(select(Job.id).limit(1))  # a read transaction
+            insert_images(other, 1, prompt="stored meanwhile")
+
+    older_images(idle_app, 2)
+    client = idle_app.test_client()
+    armed = True
+
+    shown = cells(page(client))
+    armed = False
+
+    assert len(shown) == 3
+    assert len(cells(page(client))) == 3
