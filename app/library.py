@@ -438,10 +438,15 @@ def data_version() -> str:
 
 
 def bump_version(path: Path) -> None:
-    """A new version in this file (an atomic replace: a reader sees the old or the new)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    temporary.write_text(secrets.token_hex(8))
-    os.replace(temporary, path)
+    """A new random version, written over the old one in place (every version has the same
+    length). Workers commit often, so this is one small write, not a new file and a rename. A
+    reader racing it may see a mix of the two; that only ever costs a render, because a version
+    moves after its change is committed, so whatever a reader renders is at least that new."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(descriptor, secrets.token_hex(8).encode(), 0)
+    finally:
+        os.close(descriptor)
 
 
 def writes(statement: str) -> bool:
