@@ -246,14 +246,16 @@ def identify() -> Viewer | None:
     token = session.get(SESSION_KEY)
     if not isinstance(token, str):
         return None
-    row = db.session.scalar(select(UserSession).where(UserSession.token_hash == hash_token(token)))
+    found = db.session.execute(  # one query for the session and its user: every poll pays it
+        select(UserSession, User)
+        .join(User, User.id == UserSession.user_id)
+        .where(UserSession.token_hash == hash_token(token))
+    ).first()
     now = utcnow()
-    if row is None or row.expires_at <= now:
+    if found is None or found[0].expires_at <= now:
         session.pop(SESSION_KEY, None)
         return None
-    user = db.session.get(User, row.user_id)
-    if user is None:
-        return None
+    row, user = found
     if now - row.last_seen_at > TOUCH_EVERY:
         with write_transaction() as db_session:
             db_session.execute(

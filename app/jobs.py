@@ -12,13 +12,14 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import and_, case, delete, exists, func, literal, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, exists, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import aliased, joinedload
 
 from app import auth, library, limits, logs, metrics, pricing, search, storage
 from app.crashpoints import crash_point
@@ -298,7 +299,50 @@ def delete_job(job_id: int) -> None:
 
 
 def get_job(job_id: int) -> Job | None:
-    return db.session.get(Job, job_id, populate_existing=True)
+    """The job with its images (loaded in the same query: every job card shows them)."""
+    return db.session.get(Job, job_id, populate_existing=True, options=[joinedload(Job.images)])
+
+
+def card_state(job_id: int, owner_id: int | None = None) -> tuple[Any, ...] | None:
+    """Everything about a job that its card shows and that can change, in one narrow query:
+    the job's status, phase, error and times and each image's id, status, file and size.
+    None when there is no such job, or (with `owner_id`) when it is not that owner's. A repeat
+    poll compares a digest of this with its ETag instead of loading and rendering the job."""
+    # Straight on a pooled connection: the request's ORM session would cost more than the query.
+    # That also skips the request's ORM scoping (app.auth), hence the explicit owner filter.
+    parameters = {"job_id": job_id, "owner_id": owner_id}
+    with db.engine.connect() as connection:
+        rows = connection.execute(_card_state_query(owner_id is not None), parameters).all()
+    return tuple(tuple(row) for row in rows) or None
+
+
+@cache
+def _card_state_query(owned: bool) -> Any:
+    """Built once: polls are frequent, and building a statement costs more than running it."""
+    statement = _card_state_select()
+    return statement.where(Job.owner_id == bindparam("owner_id")) if owned else statement
+
+
+def _card_state_select() -> Any:
+    return (
+        select(
+            Job.status,
+            Job.phase,
+            Job.error_code,
+            Job.error_message,
+            Job.created_at,
+            Job.finished_at,
+            Image.id,
+            Image.status,
+            Image.file_name,
+            Image.width,
+            Image.height,
+            Image.error_message,
+        )
+        .outerjoin(Image, Image.job_id == Job.id)
+        .where(Job.id == bindparam("job_id"))
+        .order_by(Image.index)
+    )
 
 
 # --- worker side --------------------------------------------------------------------------------

@@ -4,3 +4,9 @@ They are not timed tests and never fail on a number: timings on a shared machine
 to gate a build on. `bench.runner` holds what every benchmark shares; each other module is one
 benchmark, run with `python -m bench.<name>`.
 """
+
+import os
+
+# Every benchmark measures the app in open mode (no sign-in); the servers and apps they start
+# inherit this environment.
+os.environ["ATELIER_AUTH"] = "off"

@@ -152,6 +152,9 @@ def build_app(data_dir: Path, emulator: Emulator, threads: int, asynchronous: bo
     else:
         config["AZURE_OPENAI_DEPLOYMENT"] = f"{DEPLOYMENT}={DEPLOYMENT}"
         config["AZURE_OPENAI_ASYNC_DALLE2"] = "off"
+    # As in production, where the configuration comes from the environment: the provider
+    # sessions size their connection pools from it (app.providers.download.pooled_session).
+    os.environ["ATELIER_WORKER_THREADS"] = str(threads)
     app = create_app(config)
     logging.disable(logging.INFO)  # alembic's "Running upgrade" lines
     try:

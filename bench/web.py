@@ -7,16 +7,19 @@ jobs inserted directly (nothing runs them: ATELIER_WORKER_THREADS=0), then serve
 `gunicorn -c python:app.gunicorn_conf`, so every case goes through the same server and app.
 
 1. Status partial throughput: requests/s of a running job's `/partials/jobs/<id>` against the
-   bare route; target partial >= 0.7 x bare.
+   bare route, as a repeat poll (If-None-Match with the card's ETag, as a browser revalidating
+   its cached card sends it); target partial >= 0.7 x bare. The first poll of a card (no ETag,
+   a full render) is measured too, for information.
 2. Gallery throughput: requests/s of `/gallery` against the bare route; target >= 0.4 x bare.
    Throughput cases are measured round robin (bare, partial, gallery, bare, ...), each for
    `--duration` seconds by a separate load process (`--clients` threads, each with its own
    keep-alive connection); ratios are of the medians of the rounds.
 3. Polling cost: `--tabs` simulated tabs each re-requesting a running job's partial after the
-   delay its `hx-trigger="load delay:Ns"` asks for, for `--poll-seconds`; the server's CPU time
-   (utime + stime of the gunicorn master and workers, /proc/<pid>/stat) over wall time, for a
-   young job (< 20 s old) and one older than 120 s, next to the idle server's; target: < 5% of
-   one core for 100 tabs.
+   delay its `hx-trigger="load delay:Ns"` asks for, revalidating the kept card with its ETag
+   as a browser does (a 304 keeps the kept card and its trigger), for `--poll-seconds`; the
+   server's CPU time (utime + stime of the gunicorn master and workers, /proc/<pid>/stat) over
+   wall time, for a young job (< 20 s old) and one older than 120 s, next to the idle
+   server's; target: < 5% of one core for 100 tabs.
 4. Start-up: launch to the first 200 from /healthz, `python -m app` and gunicorn, median of
    `--starts`; target < 1.5 s.
 
@@ -69,6 +72,8 @@ GALLERY_RATIO = 0.4
 POLL_CPU_SHARE = 0.05  # of one core, for 100 tabs
 STARTUP_S = 1.5
 
+# Sent with If-None-Match, as a browser does when it repeats a request it has cached.
+CONDITIONAL_CASES = {"partial"}
 TRIGGER = re.compile(r'hx-trigger="load delay:(\d+(?:\.\d+)?)(ms|s)"')
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -79,18 +84,34 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 class Connection:
     """One keep-alive HTTP/1.1 connection, reopened when the server has closed it."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, keep_cookies: bool = False) -> None:
         self.port = port
         self.conn: http.client.HTTPConnection | None = None
+        self.keep_cookies = keep_cookies
+        self.cookies: dict[str, str] = {}
 
-    def get(self, path: str) -> tuple[int, bytes]:
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        return self.fetch(path, headers)[:2]
+
+    def fetch(
+        self, path: str, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes, str | None]:
+        """Status, body and ETag of a GET. With `keep_cookies`, like a browser tab, the
+        connection sends back the cookies it was given (name=value only)."""
         for attempt in range(2):
             if self.conn is None:
                 self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
             try:
-                self.conn.request("GET", path)
+                sent = dict(headers or {})
+                if self.cookies:
+                    sent["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+                self.conn.request("GET", path, headers=sent)
                 response = self.conn.getresponse()
-                return response.status, response.read()
+                if self.keep_cookies:
+                    for header in response.headers.get_all("Set-Cookie") or []:
+                        name, _, value = header.split(";", 1)[0].partition("=")
+                        self.cookies[name.strip()] = value.strip()
+                return response.status, response.read(), response.getheader("ETag")
             except (http.client.HTTPException, OSError):
                 self.close()
                 if attempt:
@@ -103,24 +124,29 @@ class Connection:
             self.conn = None
 
 
-def hammer(port: int, path: str, clients: int, duration: float) -> dict[str, Any]:
-    """`clients` threads request `path` back to back for `duration` seconds."""
+def hammer(
+    port: int, path: str, clients: int, duration: float, conditional: bool = False
+) -> dict[str, Any]:
+    """`clients` threads request `path` back to back for `duration` seconds. `conditional`: as
+    a browser repeating a request it has cached, each sends the ETag of its first answer in
+    If-None-Match (and its cookies), and a 304 counts as an answer."""
     stop = threading.Event()
     results: list[tuple[list[float], int]] = []
     lock = threading.Lock()
     barrier = threading.Barrier(clients + 1)
 
     def client() -> None:
-        connection, latencies, errors = Connection(port), [], 0
-        connection.get(path)  # connect and warm up, untimed
+        connection, latencies, errors = Connection(port, keep_cookies=conditional), [], 0
+        etag = connection.fetch(path)[2]  # connect and warm up, untimed
+        headers = {"If-None-Match": etag} if conditional and etag else {}
         barrier.wait()
         while not stop.is_set():
             started = time.perf_counter_ns()
             try:
-                status, _ = connection.get(path)
+                status, _ = connection.get(path, headers)
             except (http.client.HTTPException, OSError):
                 status = 0
-            if status == 200:
+            if status == 200 or (status == 304 and headers):
                 latencies.append(elapsed_ms(started))
             else:
                 errors += 1
@@ -153,23 +179,32 @@ def poll(
     port: int, path: str, tabs: int, duration: float, fixed: float | None = None
 ) -> dict[str, Any]:
     """`tabs` tabs each fetch `path`, then wait the delay the card's hx-trigger asks for (or
-    `fixed` seconds, for a reference route that has no trigger)."""
+    `fixed` seconds, for a reference route that has no trigger). Like a browser, a tab keeps
+    the answer and its ETag and revalidates it (If-None-Match); on a 304 htmx gets the kept
+    card, whose trigger asks for the next poll. A tab keeps its cookies (its session)."""
     stop = threading.Event()
     delays: list[float] = []
-    counts = {"requests": 0, "errors": 0, "stopped": 0}
+    counts = {"requests": 0, "errors": 0, "stopped": 0, "not_modified": 0}
     lock = threading.Lock()
     rng = random.Random(7)
     offsets = [rng.random() for _ in range(tabs)]  # tabs opened at random moments of 1 s
 
     def tab(offset: float) -> None:
-        connection = Connection(port)
+        connection, kept, etag = Connection(port, keep_cookies=True), b"", None
         if stop.wait(offset):
             return
         while not stop.is_set():
+            headers = {"If-None-Match": etag} if etag else {}
             try:
-                status, body = connection.get(path)
+                status, body, new_etag = connection.fetch(path, headers)
             except (http.client.HTTPException, OSError):
-                status, body = 0, b""
+                status, body, new_etag = 0, b"", None
+            if status == 304 and etag:
+                status, body, new_etag = 200, kept, new_etag or etag
+                with lock:
+                    counts["not_modified"] += 1
+            if status == 200:
+                kept, etag = body, new_etag
             match = TRIGGER.search(body.decode("utf-8", "replace")) if status == 200 else None
             value = fixed
             with lock:
@@ -197,7 +232,13 @@ def poll(
 def load_main(spec: dict[str, Any]) -> None:
     """Entry point of the load process: run one case, print its result as JSON."""
     if spec["mode"] == "hammer":
-        result = hammer(spec["port"], spec["path"], spec["clients"], spec["duration"])
+        result = hammer(
+            spec["port"],
+            spec["path"],
+            spec["clients"],
+            spec["duration"],
+            spec.get("conditional", False),
+        )
     else:
         result = poll(spec["port"], spec["path"], spec["tabs"], spec["duration"], spec.get("fixed"))
     print(json.dumps(result))
@@ -410,6 +451,7 @@ def measure_throughput(
                 "path": path,
                 "clients": options.clients,
                 "duration": options.duration,
+                "conditional": name in CONDITIONAL_CASES,
             }
             result = run_load(spec)
             slot = results[name]
@@ -430,6 +472,7 @@ class PollCost:
     errors: int
     stopped: int
     delays: list[float]
+    not_modified: int = 0
 
     @property
     def share(self) -> float:
@@ -446,7 +489,13 @@ def measure_poll(
     cpu_before, started = server.cpu_seconds(), time.perf_counter()
     if path is None:  # the idle server, for reference
         time.sleep(options.idle_seconds)
-        result: dict[str, Any] = {"requests": 0, "errors": 0, "stopped": 0, "delays": []}
+        result: dict[str, Any] = {
+            "requests": 0,
+            "errors": 0,
+            "stopped": 0,
+            "delays": [],
+            "not_modified": 0,
+        }
     else:
         spec = {
             "mode": "poll",
@@ -460,7 +509,14 @@ def measure_poll(
     wall = time.perf_counter() - started
     cpu = server.cpu_seconds() - cpu_before
     return PollCost(
-        label, cpu, wall, result["requests"], result["errors"], result["stopped"], result["delays"]
+        label,
+        cpu,
+        wall,
+        result["requests"],
+        result["errors"],
+        result["stopped"],
+        result["delays"],
+        result["not_modified"],
     )
 
 
@@ -510,12 +566,17 @@ def run(argv: Sequence[str] | None = None) -> int:
         server.wait_healthy()
         job_id = insert_running_job(db_path, timedelta(seconds=30))
         partial = f"/partials/jobs/{job_id}"
-        cases = {"bare": BARE_PATH, "partial": partial, "gallery": "/gallery"}
+        cases = {
+            "bare": BARE_PATH,
+            "partial": partial,
+            "partial_full": partial,
+            "gallery": "/gallery",
+        }
         for name, path in cases.items():
             status, body = server.get(path)
             if status != 200:
                 raise RuntimeError(f"{path} answered {status}:\n{server.tail()}")
-            if name == "partial":
+            if name == "partial_full":
                 print(f"Running job {job_id}: partial {len(body)} B, trigger {trigger_delay(body)}")
             if name == "gallery":
                 print(f"Gallery page: {len(body) / 1000:.1f} kB of HTML")
@@ -561,7 +622,8 @@ def report(
     rows: list[list[Any]] = []
     labels = {
         "bare": "Bare route (baseline)",
-        "partial": "1. Running job's status partial",
+        "partial": "1. Running job's status partial, repeat poll",
+        "partial_full": "   The same, first poll (no ETag yet)",
         "gallery": f"2. /gallery at {options.jobs:,} jobs",
     }
     targets = {"partial": PARTIAL_RATIO, "gallery": GALLERY_RATIO}
@@ -611,6 +673,7 @@ def report(
                 cost.label,
                 f"{cost.wall:.1f}",
                 cost.requests,
+                cost.not_modified,
                 f"{rate:.1f}",
                 ",".join(f"{d:g}s" for d in delays) or "-",
                 f"{cost.errors}/{cost.stopped}",
@@ -626,6 +689,7 @@ def report(
             "Case",
             "Wall s",
             "Requests",
+            "304s",
             "req/s",
             "Delays asked",
             "Err/stop",
@@ -636,7 +700,7 @@ def report(
             "Result",
         ],
         rows,
-        align="lrrrlrrrrll",
+        align="lrrrrlrrrrll",
     )
 
     print(f"\nStart-up (launch to first 200 from /healthz, {options.starts} starts each):")

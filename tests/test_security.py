@@ -336,6 +336,13 @@ def test_users_see_only_their_own_work(two_users):
     ):
         assert status_of(bob, url) == 404, url
         assert status_of(alice, url) == 200, url
+    # Cached answers (job-card states and ETags, gallery pages) never cross users either.
+    card = f"/partials/jobs/{alice_job['id']}"
+    etag = alice.get(card).headers["ETag"]
+    assert alice.get(card, headers={"If-None-Match": etag}).status_code == 304
+    assert bob.get(card, headers={"If-None-Match": etag}).status_code == 404
+    assert PROMPTS["alice"] in alice.get("/gallery").get_data(as_text=True)
+    assert PROMPTS["alice"] not in bob.get("/gallery").get_data(as_text=True)
 
     refused = alice.post(
         "/api/jobs",

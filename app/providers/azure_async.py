@@ -26,7 +26,7 @@ from app.providers.base import (
     parse_slots,
     send,
 )
-from app.providers.download import ImageFetcher, is_trusted, origin
+from app.providers.download import ImageFetcher, is_trusted, origin, pooled_session
 
 # Hosts Azure OpenAI resources answer on (azure-image-apis.md §1.1).
 AZURE_API_SUFFIXES = (".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com")
@@ -58,7 +58,7 @@ class AzureAsyncProvider:
         self.api_version = api_version
         self.read_timeout = read_timeout
         self._credential = credential
-        self._session = session or requests.Session()
+        self._session = session or pooled_session()
         self._endpoint_origin = origin(self.endpoint)
         self._fetcher = ImageFetcher(
             self._session, self.endpoint, read_timeout=read_timeout, max_image_bytes=max_image_bytes

@@ -12,10 +12,13 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import os
 import time
 from urllib.parse import urlsplit
 
 import requests
+from flask import current_app, has_app_context
+from requests.adapters import DEFAULT_POOLSIZE, HTTPAdapter
 
 from app.providers.base import ImageSlot, ProviderError, backoff_delay, send
 
@@ -28,6 +31,29 @@ DOWNLOAD_ATTEMPTS = 3
 DOWNLOAD_CHUNK = 64 * 1024
 
 Origin = tuple[str, str, int | None]
+
+
+def worker_threads() -> int:
+    """ATELIER_WORKER_THREADS from the app's configuration, else from the environment."""
+    if has_app_context():
+        return int(current_app.config.get("ATELIER_WORKER_THREADS") or 0)
+    raw = os.environ.get("ATELIER_WORKER_THREADS", "")
+    return int(raw) if raw.isdigit() else 0
+
+
+def pooled_session(threads: int | None = None) -> requests.Session:
+    """A session whose connection pool per host holds a connection for every worker thread.
+
+    requests' default pool keeps 10 connections per host; with more threads than that, urllib3
+    warns "Connection pool is full" and throws connections away, so every extra request pays
+    for a new TCP (and TLS) handshake.
+    """
+    size = max(DEFAULT_POOLSIZE, worker_threads() if threads is None else threads)
+    session = requests.Session()
+    adapter_options = {"pool_connections": DEFAULT_POOLSIZE, "pool_maxsize": size}
+    session.mount("https://", HTTPAdapter(**adapter_options))
+    session.mount("http://", HTTPAdapter(**adapter_options))
+    return session
 
 
 def origin(url: str) -> Origin:

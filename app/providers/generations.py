@@ -23,7 +23,7 @@ from app.providers.base import (
     parse_slots,
     send,
 )
-from app.providers.download import ImageFetcher
+from app.providers.download import ImageFetcher, pooled_session
 
 GENERATE_ATTEMPTS = 3
 # Lossless PNG has no compression level in these APIs; sending one is refused upstream.
@@ -48,7 +48,7 @@ class GenerationsProvider:
         self.url = url
         self.model = model
         self.generation_timeout = generation_timeout
-        self._session = session or requests.Session()
+        self._session = session or pooled_session()
         self._fetcher = ImageFetcher(
             self._session, fetch_origin, read_timeout=read_timeout, max_image_bytes=max_image_bytes
         )

@@ -19,7 +19,7 @@ endpoints answer, and every query is scoped to what the viewer may see.
 from __future__ import annotations
 
 from flask import Flask, Response, g, redirect, render_template, request, url_for
-from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
+from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
 from app import auth, security
@@ -96,8 +96,9 @@ def _identify() -> Response | tuple[Response | str, int] | None:
     g.viewer = viewer
     if viewer is not None:
         auth.set_scope(viewer.owner_filter)
-        # Cached renders (which embed the CSRF token) are kept per viewer and per browser.
-        g.viewer_key = f"{viewer.user.id if viewer.user else ''}:{generate_csrf()}"
+        # Cached renders are kept per user (pages show the user's name; the CSRF token is
+        # filled in per answer by the caches themselves).
+        g.viewer_key = str(viewer.user.id) if viewer.user else ""
         return None
     auth.set_scope(NOBODY)
     if request.endpoint in PUBLIC_ENDPOINTS:

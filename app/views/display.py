@@ -50,11 +50,24 @@ def provider_label(provider_id: str) -> str:
     return provider_id
 
 
+# A job's card asks for news after these delays, by the job's age: (younger than, seconds).
+# A new card looks again after 1 s (a queued job is picked up at once and shows it is
+# sending); providers then take seconds to make an image (Azure's gpt-image-1 often 10-60 s),
+# so the card waits 5 s between looks, longer once the job is old. Each change of delay
+# changes the card, so there are few steps; repeat polls of an unchanged card are answered
+# with a 304 (app.views.partials).
+POLL_SCHEDULE = ((1, 1), (60, 5), (300, 8))
+SLOWEST_POLL = 10
+
+
 def poll_delay(job: Job) -> int:
-    """Seconds before a card asks for news: quick at first, backing off while a job waits."""
-    age = (utcnow() - job.created_at).total_seconds()
-    if age < 20:
-        return 1
-    if age < 120:
-        return 2
-    return 5
+    """Seconds before a card asks for news: soon at first, backing off while a job waits."""
+    return delay_for_age((utcnow() - job.created_at).total_seconds())
+
+
+def delay_for_age(age: float) -> int:
+    """The polling delay for a job created `age` seconds ago."""
+    for younger_than, delay in POLL_SCHEDULE:
+        if age < younger_than:
+            return delay
+    return SLOWEST_POLL

@@ -9,7 +9,9 @@ swaps only what changed (a star button, the affected cells, a message).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,19 +22,22 @@ from flask import (
     abort,
     current_app,
     flash,
+    g,
     get_flashed_messages,
     make_response,
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
+from flask_wtf.csrf import generate_csrf
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
 from app import curation, library, zipstream
 from app.library import GalleryFilters, Page
-from app.models import Collection, Image, ImageStatus, utcnow
+from app.models import Collection, Image, ImageStatus, db, utcnow
 from app.validation import ValidationError
 
 bp = Blueprint("gallery", __name__)
@@ -44,6 +49,10 @@ ONE_YEAR = 365 * 24 * 3600
 MAX_UNDO_IDS = 300
 RETURN_PATHS = ("/gallery", "/collections")
 HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
+# Rendered gallery pages kept per process (about 80 kB each).
+PAGE_CACHE_SIZE = 64
+# Cached pages carry this instead of a CSRF token; each answer gets the session's own token.
+CSRF_PLACEHOLDER = "atelier-csrf-placeholder-0c4e"
 
 
 # --- template helpers ---------------------------------------------------------------------------
@@ -70,7 +79,7 @@ def index() -> Response:
     """The gallery page. Its first page (no cursor) also says what is new since the last look."""
     first_page = not (request.args.get("after") or request.args.get("before"))
     seen = _seen_cookie() if first_page else None
-    response = make_response(_render_gallery(request.args, seen=seen))
+    response = make_response(_cached_gallery(seen))
     if first_page:
         response.set_cookie(
             SEEN_COOKIE,
@@ -98,6 +107,89 @@ def results() -> Response:
     )
     response.headers["HX-Replace-Url"] = url_for("gallery.index", **filters.to_args())
     return response
+
+
+# --- the page cache -----------------------------------------------------------------------------
+
+
+class PageCache:
+    """A small thread-safe LRU: rendered pages (or other values) by key."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Any:
+        """The kept value, or None."""
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+pages = PageCache(PAGE_CACHE_SIZE)
+
+
+def _cached_gallery(seen: datetime | None) -> str:
+    """The gallery page, rendered once per URL, viewer, library version and "new" marker.
+
+    The library version (app.library) changes after every committed write the gallery can
+    show, in any process; a message waiting in the session is shown once, so such a page is
+    never cached. The CSRF token is filled in per answer, from the session."""
+    if session.get("_flashes"):
+        return with_csrf(_render_gallery(request.args, seen=seen, csrf=CSRF_PLACEHOLDER))
+    end_read_transaction()
+    version = library.library_version()  # before any query of the page: never newer than it
+    seen = _effective_seen(seen)
+    key = (
+        g.get("viewer_key", ""),
+        request.script_root,
+        request.full_path,
+        version,
+        seen.isoformat() if seen else "",
+    )
+    page = pages.get(key)
+    if page is None:
+        page = _render_gallery(request.args, seen=seen, csrf=CSRF_PLACEHOLDER)
+        pages.put(key, page)
+    return with_csrf(page)
+
+
+def end_read_transaction() -> None:
+    """End a read transaction this request may have begun (SQLite keeps its snapshot until
+    then), so the page's queries see everything committed before the version was read."""
+    current = db.session()
+    if current.in_transaction():
+        current.commit()
+
+
+def _effective_seen(seen: datetime | None) -> datetime | None:
+    """None when no stored image is newer than `seen`: the page then shows no "new" marker
+    whatever the cookie says, so every such visitor shares one cached page."""
+    if seen is None:
+        return None
+    newest = library.newest_image_time()
+    return None if newest is None or newest <= seen else seen
+
+
+def with_csrf(page: str) -> str:
+    """The page with the session's CSRF token where the placeholder stands."""
+    if CSRF_PLACEHOLDER not in page:
+        return page
+    return page.replace(CSRF_PLACEHOLDER, generate_csrf())
 
 
 # --- favourites ---------------------------------------------------------------------------------
@@ -359,7 +451,9 @@ def _render_gallery(
     seen: datetime | None = None,
     error: str | None = None,
     next_url: str | None = None,
+    csrf: str | None = None,
 ) -> str:
+    """The gallery page; `csrf`: a placeholder to render instead of the session's CSRF token."""
     filters, page = _gallery_page(args)
     collection = None
     if filters.collection is not None:
@@ -377,6 +471,7 @@ def _render_gallery(
         choices=_filter_choices(filters),
         messages=get_flashed_messages(category_filter=["gallery"]),
         error=error,
+        **({"csrf_token": lambda: csrf} if csrf else {}),
     )
 
 
