@@ -7,6 +7,7 @@ benchmark, run with `python -m bench.<name>`.
 
 import os
 
-# Every benchmark measures the app in open mode (no sign-in); the servers and apps they start
-# inherit this environment.
+# Every benchmark measures the app in open mode (no sign-in); the servers they start inherit
+# this environment. Apps built in-process with create_app(config) read no environment, so
+# their configs say ATELIER_AUTH=off themselves.
 os.environ["ATELIER_AUTH"] = "off"

@@ -178,6 +178,7 @@ def build_app(data_dir: Path) -> Any:
             "ATELIER_DATA_DIR": str(data_dir),
             "ATELIER_WORKER_THREADS": 0,
             "ATELIER_EMULATOR_PORT": 0,
+            "ATELIER_AUTH": "off",  # open mode, as every benchmark (bench/__init__.py)
         }
     )
     logging.disable(logging.INFO)  # alembic's "Running upgrade" lines

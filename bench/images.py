@@ -167,7 +167,12 @@ def memory_child(image_dir: Path) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="atelier-bench-memory-"))
     try:
         app = create_app(
-            {"TESTING": True, "ATELIER_DATA_DIR": str(data_dir), "ATELIER_WORKER_THREADS": 0}
+            {
+                "TESTING": True,
+                "ATELIER_DATA_DIR": str(data_dir),
+                "ATELIER_WORKER_THREADS": 0,
+                "ATELIER_AUTH": "off",  # open mode, as every benchmark (bench/__init__.py)
+            }
         )
         storage.make_thumbnails(photo_like(10, 1.0))  # load Pillow's codecs once
         gc.collect()

@@ -144,6 +144,11 @@ def build_app(data_dir: Path, emulator: Emulator, threads: int, asynchronous: bo
         "TESTING": True,
         "ATELIER_DATA_DIR": str(data_dir),
         "ATELIER_WORKER_THREADS": threads,
+        # Measured in open mode, with the cost limits out of the way: C threads means C jobs
+        # in flight (the default cap is 16), and 200-job runs exceed the default daily quota.
+        "ATELIER_AUTH": "off",
+        "ATELIER_MAX_CONCURRENT_JOBS": 0,
+        "ATELIER_DAILY_IMAGE_QUOTA": 0,
         "AZURE_OPENAI_ENDPOINT": emulator.url,
         "AZURE_OPENAI_API_KEY": emulator.key,
     }
