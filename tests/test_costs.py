@@ -118,10 +118,12 @@ def test_dollar_amounts_show_cents_and_a_third_decimal_only_when_needed(amount, 
 def test_prompt_form_shows_the_estimate_and_asks_for_a_new_one_when_a_field_changes(client):
     page = client.get("/").get_data(as_text=True)
 
-    estimate = re.search(r'<p id="cost-estimate"[^>]*>', page).group(0)
+    # The model's fields ask for a new estimate when one of them changes, and swap it in.
+    estimate = re.search(r'<div id="model-options"[^>]*>', page).group(0)
     assert 'hx-get="/costs/estimate"' in estimate
     assert 'hx-include="closest form"' in estimate
-    assert 'hx-trigger="change from:closest .model-options"' in estimate
+    assert 'hx-trigger="change"' in estimate
+    assert 'hx-target="find .cost-estimate"' in estimate
     assert "Estimated cost: <strong>$" in page
     assert "200 of 200 images left today" in page
     assert "<script>" not in page and "hx-on" not in page
@@ -135,7 +137,7 @@ def test_estimate_fragment_prices_the_chosen_provider_size_and_quality(client):
     assert response.status_code == 200
     body = response.get_data(as_text=True)
     assert "Estimated cost: <strong>$0.12</strong>" in body
-    assert 'id="cost-estimate"' in body  # it replaces itself, so it keeps its trigger
+    assert 'id="cost-estimate"' in body  # it replaces the estimate in the form
 
 
 def test_estimate_fragment_multiplies_by_the_number_of_images(client):
