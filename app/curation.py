@@ -134,10 +134,8 @@ def create_collection(name: str) -> Collection:
         )
     owner = auth.current_user()
     owner_id = owner.id if owner else None
-    taken = select(Collection.id).where(
-        Collection.name == clean,
-        Collection.owner_id == owner_id if owner_id is not None else Collection.owner_id.is_(None),
-    )
+    # `== None` compiles to IS NULL: the ownerless collections of open mode are one namespace.
+    taken = select(Collection.id).where(Collection.name == clean, Collection.owner_id == owner_id)
     if db.session.scalar(taken) is not None:
         raise ValidationError("name", f"There is already a collection called {clean!r}.")
     collection = Collection(name=clean, owner_id=owner_id)

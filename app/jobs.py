@@ -121,10 +121,13 @@ def create_job(
     target = find_target(config["ATELIER_TARGETS"], request.provider)
     now = utcnow()
     estimated_cost = _estimate(target.model.name, request.size, request.n, request.options)
-    charged_to = auth.current_user()  # the quota and budget of the job's owner (None: ownerless)
+    # The signed-in user who asks: the job's owner, whose quota and budget it counts against
+    # (None with sign-in off and from the CLI: the ownerless bucket).
+    owner = auth.current_user()
+    owner_id = owner.id if owner is not None else None
     job = Job(
         status=JobStatus.QUEUED,
-        owner_id=_owner_id(),
+        owner_id=owner_id,
         cost_usd=estimated_cost,
         cost_source="estimate" if estimated_cost is not None else None,
         prompt=request.prompt,
@@ -144,8 +147,8 @@ def create_job(
         with write_transaction() as session:
             # Counted in the same write transaction as the insert, so two requests at once
             # cannot both take the last image of a quota.
-            _lock_owner_limits(session, charged_to.id if charged_to is not None else None)
-            used = limits.limits_for(charged_to, now)
+            _lock_owner_limits(session, owner_id)
+            used = limits.limits_for(owner, now)
             refused = limits.refusal(used, request.n, estimated_cost or 0.0, now)
             if refused is not None:
                 raise LimitReached(refused.code, refused.message, refused.retry_after)
@@ -167,12 +170,6 @@ def create_job(
     crash_point("after_commit")
     _wake_worker()
     return job, True
-
-
-def _owner_id() -> int | None:
-    """The signed-in user who asks (None with sign-in off, and from the CLI)."""
-    user = auth.current_user()
-    return user.id if user is not None else None
 
 
 # PostgreSQL advisory lock keys (SQLite needs none: BEGIN IMMEDIATE serialises writers).

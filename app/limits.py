@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import ColumnElement, and_, func, not_, select
+from sqlalchemy import and_, func, not_, select
 
 from app import pricing
 from app.models import Job, JobStatus, ProviderPause, User, db, utcnow
@@ -72,10 +72,6 @@ def next_month(now: datetime) -> datetime:
     return (start + timedelta(days=32)).replace(day=1)
 
 
-def _owned_by(owner_id: int | None) -> ColumnElement[bool]:
-    return Job.owner_id.is_(None) if owner_id is None else Job.owner_id == owner_id
-
-
 # Jobs that never reached the provider requested nothing and cost nothing.
 _NEVER_SENT = and_(Job.submit_count == 0, Job.status.in_((JobStatus.CANCELED, JobStatus.FAILED)))
 
@@ -91,14 +87,15 @@ def limits_for(user: User | None, now: datetime | None = None) -> Limits:
         daily = user.daily_image_quota
     if user is not None and user.monthly_budget_usd is not None:
         budget = user.monthly_budget_usd
+    # `Job.owner_id == None` compiles to IS NULL: the ownerless bucket needs no special case.
     images_today = db.session.scalar(
         select(func.coalesce(func.sum(Job.n), 0)).where(
-            _owned_by(owner_id), Job.created_at >= day_start(now), not_(_NEVER_SENT)
+            Job.owner_id == owner_id, Job.created_at >= day_start(now), not_(_NEVER_SENT)
         )
     )
     spent = db.session.scalar(
         select(func.coalesce(func.sum(Job.cost_usd), 0.0)).where(
-            _owned_by(owner_id), Job.created_at >= month_start(now)
+            Job.owner_id == owner_id, Job.created_at >= month_start(now)
         )
     )
     return Limits(owner_id, int(daily), float(budget), int(images_today), float(spent))
