@@ -22,7 +22,8 @@ import ipaddress
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from flask import Flask, current_app, g, has_request_context, request, session
 from sqlalchemy import delete, event, func, select, update
@@ -246,40 +247,43 @@ def identify() -> Viewer | None:
     token = session.get(SESSION_KEY)
     if not isinstance(token, str):
         return None
-    found = db.session.execute(  # one query for the session and its user: every poll pays it
-        select(UserSession, User)
-        .join(User, User.id == UserSession.user_id)
-        .where(UserSession.token_hash == hash_token(token))
-    ).first()
+    found = _row_and_user(UserSession, token)
     now = utcnow()
     if found is None or found[0].expires_at <= now:
         session.pop(SESSION_KEY, None)
         return None
     row, user = found
-    if now - row.last_seen_at > TOUCH_EVERY:
-        with write_transaction() as db_session:
-            db_session.execute(
-                update(UserSession).where(UserSession.id == row.id).values(last_seen_at=now)
-            )
+    _touch(UserSession.last_seen_at, row.id, row.last_seen_at, now)
     return Viewer(user=user, via="session", session_id=row.id)
 
 
 def _viewer_from_token(token: str) -> Viewer | None:
     if not token.startswith(TOKEN_PREFIX):
         return None
-    row = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
-    if row is None or row.revoked_at is not None:
+    found = _row_and_user(ApiToken, token)
+    if found is None or found[0].revoked_at is not None:
         return None
-    user = db.session.get(User, row.user_id)
-    if user is None:
-        return None
-    now = utcnow()
-    if row.last_used_at is None or now - row.last_used_at > TOUCH_EVERY:
-        with write_transaction() as db_session:
-            db_session.execute(
-                update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now)
-            )
+    row, user = found
+    _touch(ApiToken.last_used_at, row.id, row.last_used_at, utcnow())
     return Viewer(user=user, via="token")
+
+
+def _row_and_user(model: type[UserSession] | type[ApiToken], token: str) -> Any:
+    """The session or token row with this token's hash and its user, in one query (every
+    request, every status poll included, pays it), or None."""
+    return db.session.execute(
+        select(model, User)
+        .join(User, User.id == model.user_id)
+        .where(model.token_hash == hash_token(token))
+    ).first()
+
+
+def _touch(column: Any, row_id: int, last: datetime | None, now: datetime) -> None:
+    """Record that a session or token was used, at most every TOUCH_EVERY (not on every poll)."""
+    if last is None or now - last > TOUCH_EVERY:
+        model = column.class_
+        with write_transaction() as db_session:
+            db_session.execute(update(model).where(model.id == row_id).values({column.key: now}))
 
 
 # --- API tokens ---------------------------------------------------------------------------------
@@ -309,9 +313,14 @@ def tokens_of(user_id: int) -> list[ApiToken]:
 
 def revoke_token(user_id: int | None, token_id: int) -> bool:
     """Revoke a token of `user_id` (None: any user's, for the CLI). False if there is none."""
-    statement = update(ApiToken).where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
+    return _revoke(ApiToken, token_id, user_id)
+
+
+def _revoke(model: type[ApiToken] | type[ShareLink], row_id: int, user_id: int | None) -> bool:
+    """Revoke a live token or share link, of `user_id` only unless None. False if none was."""
+    statement = update(model).where(model.id == row_id, model.revoked_at.is_(None))
     if user_id is not None:
-        statement = statement.where(ApiToken.user_id == user_id)
+        statement = statement.where(model.user_id == user_id)
     with write_transaction() as session:
         return session.execute(statement.values(revoked_at=utcnow())).rowcount > 0
 
@@ -365,11 +374,7 @@ def shares_of(user_id: int | None) -> list[ShareLink]:
 
 
 def revoke_share(user_id: int | None, share_id: int) -> bool:
-    statement = update(ShareLink).where(ShareLink.id == share_id, ShareLink.revoked_at.is_(None))
-    if user_id is not None:
-        statement = statement.where(ShareLink.user_id == user_id)
-    with write_transaction() as session:
-        return session.execute(statement.values(revoked_at=utcnow())).rowcount > 0
+    return _revoke(ShareLink, share_id, user_id)
 
 
 # --- scoping ------------------------------------------------------------------------------------

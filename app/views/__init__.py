@@ -116,8 +116,7 @@ def _sign_in_required() -> Response | tuple[Response | str, int]:
         return response, status
     login = url_for("account.login", next=_here())
     if is_htmx():
-        response = Response(message, 401, {"HX-Redirect": login})
-        return response, 401
+        return Response(message, 401, {"HX-Redirect": login})
     if request.method in ("GET", "HEAD"):
         return redirect(login, 303)
     return _render_error(401, "unauthorized", message)

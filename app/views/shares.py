@@ -13,7 +13,7 @@ from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from app import auth, curation, library
-from app.models import CollectionImage, Image, ImageStatus, ShareLink, db
+from app.models import CollectionImage, Image, ImageStatus, ShareLink, User, db
 from app.validation import ValidationError
 from app.views.files import send_content
 
@@ -79,7 +79,7 @@ def _share(token: str) -> ShareLink:
     if share is None:
         abort(404, "This link does not exist, was revoked, or has expired.")
     # Everything below is looked up as the link's owner would see it.
-    owner = db.session.get(auth.User, share.user_id) if share.user_id else None
+    owner = db.session.get(User, share.user_id) if share.user_id else None
     auth.set_scope(None if owner is None or owner.is_admin else owner.id)
     return share
 
