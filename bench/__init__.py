@@ -8,6 +8,5 @@ benchmark, run with `python -m bench.<name>`.
 import os
 
 # Every benchmark measures the app in open mode (no sign-in); the servers they start inherit
-# this environment. Apps built in-process with create_app(config) read no environment, so
-# their configs say ATELIER_AUTH=off themselves.
+# this environment. Apps built in-process read no environment: bench.runner.bench_app says so.
 os.environ["ATELIER_AUTH"] = "off"

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import logging
 import os
 import random
 import re
@@ -44,6 +43,7 @@ from urllib.parse import urlencode, urlsplit
 
 from bench.runner import (
     Stats,
+    bench_app,
     elapsed_ms,
     fmt_bytes,
     fmt_ms,
@@ -166,28 +166,11 @@ class Probe:
 
 
 def build_app(data_dir: Path) -> Any:
-    """The real app on the temporary data folder, its schema made by the real migrations."""
-    from flask_migrate import upgrade
-
-    from app import create_app
-
-    app = create_app(
-        {
-            # Errors propagate, so a broken page is reported in one line, not logged.
-            "TESTING": True,
-            "ATELIER_DATA_DIR": str(data_dir),
-            "ATELIER_WORKER_THREADS": 0,
-            "ATELIER_EMULATOR_PORT": 0,
-            "ATELIER_AUTH": "off",  # open mode, as every benchmark (bench/__init__.py)
-        }
+    """The real app on the temporary data folder, its schema made by the real migrations.
+    Errors propagate, so a broken page is reported in one line, not logged."""
+    return bench_app(
+        {"ATELIER_DATA_DIR": str(data_dir), "ATELIER_WORKER_THREADS": 0, "ATELIER_EMULATOR_PORT": 0}
     )
-    logging.disable(logging.INFO)  # alembic's "Running upgrade" lines
-    try:
-        with app.app_context():
-            upgrade()
-    finally:
-        logging.disable(logging.NOTSET)
-    return app
 
 
 def database_path(app: Any) -> Path:

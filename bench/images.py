@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.runner import (
+    bench_app,
     elapsed_ms,
     fmt_bytes,
     fmt_ms,
@@ -160,19 +161,14 @@ def memory_child(image_dir: Path) -> None:
     """Runs in the child: store a 10-image job the way the worker does; print JSON."""
     import requests
 
-    from app import create_app, storage
+    from app import storage
     from app.providers.base import parse_slots
     from app.providers.download import ImageFetcher
 
     data_dir = Path(tempfile.mkdtemp(prefix="atelier-bench-memory-"))
     try:
-        app = create_app(
-            {
-                "TESTING": True,
-                "ATELIER_DATA_DIR": str(data_dir),
-                "ATELIER_WORKER_THREADS": 0,
-                "ATELIER_AUTH": "off",  # open mode, as every benchmark (bench/__init__.py)
-            }
+        app = bench_app(
+            {"ATELIER_DATA_DIR": str(data_dir), "ATELIER_WORKER_THREADS": 0}, migrate=False
         )
         storage.make_thumbnails(photo_like(10, 1.0))  # load Pillow's codecs once
         gc.collect()

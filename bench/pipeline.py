@@ -40,7 +40,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench.runner import Stats, elapsed_ms, fmt_ms, mark, print_machine, print_table, ratio
+from bench.runner import (
+    Stats,
+    bench_app,
+    elapsed_ms,
+    fmt_ms,
+    mark,
+    print_machine,
+    print_table,
+    ratio,
+)
 
 DEPLOYMENT = "gpt-image-1"
 SIZE = "1024x1024"
@@ -136,19 +145,9 @@ def own_cpu_seconds() -> float:
 
 def build_app(data_dir: Path, emulator: Emulator, threads: int, asynchronous: bool) -> Any:
     """The real app on a fresh data folder, pointed at the emulator as if it were Azure."""
-    from flask_migrate import upgrade
-
-    from app import create_app
-
     config: dict[str, Any] = {
-        "TESTING": True,
         "ATELIER_DATA_DIR": str(data_dir),
         "ATELIER_WORKER_THREADS": threads,
-        # Measured in open mode, with the cost limits out of the way: C threads means C jobs
-        # in flight (the default cap is 16), and 200-job runs exceed the default daily quota.
-        "ATELIER_AUTH": "off",
-        "ATELIER_MAX_CONCURRENT_JOBS": 0,
-        "ATELIER_DAILY_IMAGE_QUOTA": 0,
         "AZURE_OPENAI_ENDPOINT": emulator.url,
         "AZURE_OPENAI_API_KEY": emulator.key,
     }
@@ -160,14 +159,7 @@ def build_app(data_dir: Path, emulator: Emulator, threads: int, asynchronous: bo
     # As in production, where the configuration comes from the environment: the provider
     # sessions size their connection pools from it (app.providers.download.pooled_session).
     os.environ["ATELIER_WORKER_THREADS"] = str(threads)
-    app = create_app(config)
-    logging.disable(logging.INFO)  # alembic's "Running upgrade" lines
-    try:
-        with app.app_context():
-            upgrade()
-    finally:
-        logging.disable(logging.NOTSET)
-    return app
+    return bench_app(config)
 
 
 def provider_id(app: Any) -> str:

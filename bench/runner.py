@@ -164,3 +164,34 @@ def _memory() -> str:
     except OSError:
         pass
     return "unknown"
+
+
+# Every in-process benchmark app: errors propagate (TESTING), open mode like the bare route and
+# the servers (bench/__init__.py), and the cost limits out of the way, so a run of 200 jobs at
+# C threads keeps C jobs in flight (the default cap is 16) and is never refused by the daily
+# quota. create_app(config) reads no environment, so this is the one place that says so.
+BENCH_SETTINGS = {
+    "TESTING": True,
+    "ATELIER_AUTH": "off",
+    "ATELIER_MAX_CONCURRENT_JOBS": 0,
+    "ATELIER_DAILY_IMAGE_QUOTA": 0,
+}
+
+
+def bench_app(config: Mapping[str, Any], *, migrate: bool = True) -> Any:
+    """The real app with BENCH_SETTINGS and `config`; its schema made by the real migrations."""
+    import logging
+
+    from flask_migrate import upgrade
+
+    from app import create_app
+
+    app = create_app({**BENCH_SETTINGS, **config})
+    if migrate:
+        logging.disable(logging.INFO)  # alembic's "Running upgrade" lines
+        try:
+            with app.app_context():
+                upgrade()
+        finally:
+            logging.disable(logging.NOTSET)
+    return app
