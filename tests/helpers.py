@@ -159,10 +159,15 @@ def emulator_counts(server: EmulatorServer) -> dict[str, int]:
     return requests.get(server.url + "_emulator/requests", timeout=5).json()["counts"]
 
 
-def csrf_token(client: FlaskClient) -> str:
-    page = client.get("/").get_data(as_text=True)
+def csrf_token(client: FlaskClient, path: str = "/") -> str:
+    """The CSRF token of the client's session, from the form on `path`."""
+    return token_in(client.get(path).get_data(as_text=True), path)
+
+
+def token_in(page: str, where: str = "the page") -> str:
+    """The CSRF token in a page's form."""
     match = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert match, "the home page has no CSRF token"
+    assert match, f"{where} has no CSRF token"
     return match.group(1)
 
 

@@ -4,7 +4,6 @@ messages and the "new" marker each get what they would get without the cache."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -15,7 +14,7 @@ from sqlalchemy import select, update
 from app import curation
 from app.models import Collection, Job, db, utcnow, write_transaction
 from app.views import gallery as gallery_views
-from tests.helpers import make_app
+from tests.helpers import make_app, token_in
 from tests.test_gallery import cells, csrf_token, get, insert_images, post
 
 
@@ -52,10 +51,6 @@ def page(client, url: str = "/gallery", **headers: str) -> str:
     return body
 
 
-def token_of(body: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', body).group(1)
-
-
 def older_images(app, count: int) -> list[int]:
     """Images made before the test's first look (the "new" marker stays off)."""
     return insert_images(app, count, start=utcnow() - timedelta(hours=1))
@@ -80,12 +75,12 @@ def test_a_repeat_visit_is_served_from_the_cache_with_the_sessions_own_token(app
     assert renders == ["/gallery?"]
     assert cells(one) == cells(again) == cells(other) == list(reversed(ids))
     assert gallery_views.CSRF_PLACEHOLDER not in other
-    assert token_of(one) != token_of(other)
+    assert token_in(one) != token_in(other)
     # The token in the cached page is the session's own: its form is accepted.
     url = f"/gallery/images/{ids[0]}/favorite"
     status, _, _ = post(second, url, {"favorite": "1"}, token=False)
     assert status == 400  # no token at all is refused...
-    with second.post(url, data={"favorite": "1", "csrf_token": token_of(other)}) as response:
+    with second.post(url, data={"favorite": "1", "csrf_token": token_in(other)}) as response:
         assert response.status_code == 303  # ...the cached page's token is not
 
 

@@ -24,24 +24,16 @@ from app import auth
 from app.config import ConfigError
 from app.models import ApiToken, Image, Job, ShareLink, User, db, utcnow, write_transaction
 from app.security import CONTENT_SECURITY_POLICY
-from tests.helpers import EMULATOR_KEY, ROOT, wait_for_job
+from tests.helpers import EMULATOR_KEY, ROOT, csrf_token, token_in, wait_for_job
 
 PASSWORD = "correct horse battery"
 PROMPTS = {"alice": "alice paints a lighthouse in fog", "bob": "bob paints a red tractor"}
 
 
-def _csrf(client: FlaskClient, path: str = "/login") -> str:
-    page = client.get(path).get_data(as_text=True)
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert match, f"{path} has no CSRF token"
-    return match.group(1)
-
-
 def sign_in(client: FlaskClient, username: str, password: str = PASSWORD) -> Any:
-    return client.post(
-        "/login",
-        data={"username": username, "password": password, "csrf_token": _csrf(client)},
-    )
+    token = csrf_token(client, "/login")
+    form = {"username": username, "password": password, "csrf_token": token}
+    return client.post("/login", data=form)
 
 
 @pytest.fixture
@@ -171,7 +163,7 @@ def test_health_is_public_but_metrics_need_an_admin(secure_app):
 
 def test_sign_in_rotates_the_session_and_sign_out_ends_it(secure_app):
     client = secure_app.test_client()
-    before = _csrf(client)
+    before = csrf_token(client, "/login")
     response = sign_in(client, "alice")
     assert response.status_code == 303 and response.headers["Location"] == "/"
     cookie = client.get_cookie("atelier_session")
@@ -183,7 +175,7 @@ def test_sign_in_rotates_the_session_and_sign_out_ends_it(secure_app):
     assert stale.status_code == 400
 
     stolen = cookie.value
-    assert client.post("/logout", data={"csrf_token": _csrf(client, "/")}).status_code == 303
+    assert client.post("/logout", data={"csrf_token": csrf_token(client)}).status_code == 303
     replay = secure_app.test_client()
     replay.set_cookie("atelier_session", stolen)
     assert replay.get("/").status_code == 303  # the server-side session is gone
@@ -218,14 +210,14 @@ def test_sign_in_is_rate_limited(secure_app):
 def test_login_never_redirects_off_site(secure_app):
     for target in ("//evil.example/", "https://evil.example/", "/\\evil.example", "javascript:x"):
         client = secure_app.test_client()
-        token = _csrf(client, f"/login?next={target}")
+        token = csrf_token(client, f"/login?next={target}")
         response = client.post(
             "/login",
             data={"username": "alice", "password": PASSWORD, "csrf_token": token, "next": target},
         )
         assert response.headers["Location"] == "/", target
     client = secure_app.test_client()
-    token = _csrf(client)
+    token = csrf_token(client, "/login")
     response = client.post(
         "/login",
         data={"username": "alice", "password": PASSWORD, "csrf_token": token, "next": "/gallery"},
@@ -254,7 +246,7 @@ def test_changing_the_password_ends_other_sessions(secure_app):
             "current": PASSWORD,
             "password": new,
             "confirm": new,
-            "csrf_token": _csrf(first, "/"),
+            "csrf_token": csrf_token(first),
         },
     )
     assert response.status_code == 303
@@ -262,7 +254,7 @@ def test_changing_the_password_ends_other_sessions(secure_app):
     assert second.get("/account").status_code == 303
     wrong = first.post(
         "/account/password",
-        data={"current": "bad", "password": new, "confirm": new, "csrf_token": _csrf(first, "/")},
+        data={"current": "bad", "password": new, "confirm": new, "csrf_token": csrf_token(first)},
     )
     assert wrong.status_code == 422
 
@@ -282,7 +274,7 @@ def test_first_account_comes_from_the_environment_or_a_one_time_link(app_factory
     assert client.get("/setup?token=guess").status_code == 404
     token = setup.ensure_token(empty)
     form = client.get(f"/setup?token={token}").get_data(as_text=True)
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+    csrf = token_in(form)
     data = {"token": token, "username": "owner", "password": PASSWORD, "csrf_token": csrf}
     assert client.post("/setup", data={**data, "confirm": "different"}).status_code == 422
     assert client.post("/setup", data={**data, "confirm": PASSWORD}).status_code == 303
@@ -347,7 +339,7 @@ def test_users_see_only_their_own_work(two_users):
     refused = alice.post(
         "/api/jobs",
         json={"prompt": "alice's private refusal [refuse]"},
-        headers={"X-CSRFToken": _csrf(alice, "/")},
+        headers={"X-CSRFToken": csrf_token(alice)},
     )
     assert refused.status_code == 202
     assert wait_for_job(alice, refused.get_json()["id"])["status"] == "failed"
@@ -372,7 +364,7 @@ def test_users_cannot_change_each_others_work(two_users):
     app, alice, bob = two_users["app"], two_users["alice"], two_users["bob"]
     alice_id = two_users["alice_job"]["id"]
     image = _stored_image(app, alice_id)
-    csrf = _csrf(bob, "/")
+    csrf = csrf_token(bob)
     assert bob.post(f"/images/{image.id}/favorite", data={"csrf_token": csrf}).status_code == 404
     assert (
         bob.post(f"/partials/images/{image.id}/star", data={"csrf_token": csrf}).status_code == 404
@@ -410,28 +402,28 @@ def test_zip_downloads_hold_only_the_callers_images(two_users):
     bob_image = _stored_image(app, two_users["bob_job"]["id"])
     response = bob.post(
         "/gallery/zip",
-        data={"csrf_token": _csrf(bob, "/"), "ids": [str(alice_image.id), str(bob_image.id)]},
+        data={"csrf_token": csrf_token(bob), "ids": [str(alice_image.id), str(bob_image.id)]},
     )
     assert response.status_code == 200
     names = zipfile.ZipFile(io.BytesIO(response.get_data())).namelist()
     assert any(str(two_users["bob_job"]["id"]) in name for name in names if name != "manifest.json")
     assert not any(f"-{two_users['alice_job']['id']}-" in name for name in names)
     only_alice = bob.post(
-        "/gallery/zip", data={"csrf_token": _csrf(bob, "/"), "ids": str(alice_image.id)}
+        "/gallery/zip", data={"csrf_token": csrf_token(bob), "ids": str(alice_image.id)}
     )
     assert only_alice.status_code in (400, 404, 422)
 
 
 def test_collections_are_private(two_users):
     app, alice, bob = two_users["app"], two_users["alice"], two_users["bob"]
-    csrf = _csrf(alice, "/")
+    csrf = csrf_token(alice)
     alice.post("/collections", data={"csrf_token": csrf, "name": "Fog studies"})
     with app.app_context():
         from app.models import Collection
 
         collection_id = db.session.scalar(select(Collection.id))
     # bob may use the same name for his own collection, and sees none of alice's
-    bob_csrf = _csrf(bob, "/")
+    bob_csrf = csrf_token(bob)
     assert (
         bob.post("/collections", data={"csrf_token": bob_csrf, "name": "Fog studies"}).status_code
         == 303
@@ -451,7 +443,7 @@ def test_collections_are_private(two_users):
 
 
 def _share(client: FlaskClient, **fields: Any) -> str:
-    response = client.post("/shares", data={"csrf_token": _csrf(client, "/"), **fields})
+    response = client.post("/shares", data={"csrf_token": csrf_token(client), **fields})
     assert response.status_code == 201, response.get_data(as_text=True)
     return re.search(r'id="share-url">([^<]+)<', response.get_data(as_text=True)).group(1)
 
@@ -488,13 +480,13 @@ def test_share_links_open_one_image_to_anyone_until_revoked_or_expired(two_users
     assert anonymous.get(path2).status_code == 200
     with app.app_context():
         share_id = db.session.scalar(select(ShareLink.id).where(ShareLink.expires_at.is_(None)))
-    csrf = _csrf(two_users["bob"], "/")
+    csrf = csrf_token(two_users["bob"])
     assert (
         two_users["bob"].post(f"/shares/{share_id}/revoke", data={"csrf_token": csrf}).status_code
         == 404
     )
     assert (
-        alice.post(f"/shares/{share_id}/revoke", data={"csrf_token": _csrf(alice, "/")}).status_code
+        alice.post(f"/shares/{share_id}/revoke", data={"csrf_token": csrf_token(alice)}).status_code
         == 303
     )
     assert anonymous.get(path2).status_code == 404
@@ -503,7 +495,7 @@ def test_share_links_open_one_image_to_anyone_until_revoked_or_expired(two_users
 
 def test_share_link_input_is_checked(two_users):
     alice = two_users["alice"]
-    csrf = _csrf(alice, "/")
+    csrf = csrf_token(alice)
     assert alice.post("/shares", data={"csrf_token": csrf}).status_code == 400
     assert alice.post("/shares", data={"csrf_token": csrf, "image_id": "x"}).status_code == 400
     assert alice.post(
@@ -546,7 +538,7 @@ def test_an_idempotency_key_of_another_user_is_a_conflict_not_a_leak(secure_app)
 
 def test_tokens_are_made_and_revoked_in_the_account_page(secure_app):
     alice = client_of(secure_app, "alice")
-    page = alice.post("/account/tokens", data={"name": "nightly", "csrf_token": _csrf(alice, "/")})
+    page = alice.post("/account/tokens", data={"name": "nightly", "csrf_token": csrf_token(alice)})
     assert page.status_code == 201
     token = re.search(r'id="new-token">([^<]+)<', page.get_data(as_text=True)).group(1)
     assert (
@@ -562,13 +554,13 @@ def test_tokens_are_made_and_revoked_in_the_account_page(secure_app):
     bob = client_of(secure_app, "bob")
     assert (
         bob.post(
-            f"/account/tokens/{token_id}/revoke", data={"csrf_token": _csrf(bob, "/")}
+            f"/account/tokens/{token_id}/revoke", data={"csrf_token": csrf_token(bob)}
         ).status_code
         == 404
     )
     assert (
         alice.post(
-            f"/account/tokens/{token_id}/revoke", data={"csrf_token": _csrf(alice, "/")}
+            f"/account/tokens/{token_id}/revoke", data={"csrf_token": csrf_token(alice)}
         ).status_code
         == 303
     )
@@ -578,7 +570,7 @@ def test_tokens_are_made_and_revoked_in_the_account_page(secure_app):
         .status_code
         == 401
     )
-    empty = alice.post("/account/tokens", data={"name": " ", "csrf_token": _csrf(alice, "/")})
+    empty = alice.post("/account/tokens", data={"name": " ", "csrf_token": csrf_token(alice)})
     assert empty.status_code == 422
 
 
@@ -604,7 +596,7 @@ def test_every_state_change_needs_a_csrf_token(secure_app):
     created = alice.post(
         "/partials/jobs",
         data={"prompt": "through htmx"},
-        headers={"HX-Request": "true", "X-CSRFToken": _csrf(alice, "/")},
+        headers={"HX-Request": "true", "X-CSRFToken": csrf_token(alice)},
     )
     assert created.status_code == 201
 
@@ -652,9 +644,7 @@ def test_https_mode_sets_hsts_and_a_secure_host_cookie(app_factory):
     client = app.test_client()
     response = client.get("/login", base_url="https://atelier.example")
     assert response.headers["Strict-Transport-Security"].startswith("max-age=31536000")
-    token = re.search(r'name="csrf_token" value="([^"]+)"', response.get_data(as_text=True)).group(
-        1
-    )
+    token = token_in(response.get_data(as_text=True))
     signed_in = client.post(
         "/login",
         data={"username": "alice", "password": PASSWORD, "csrf_token": token},

@@ -23,7 +23,7 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from tests.helpers import ROOT, database_url_for, free_port
+from tests.helpers import ROOT, database_url_for, free_port, token_in
 
 DOCKERFILE = ROOT / "Dockerfile"
 VENV_BIN = Path(sys.executable).parent
@@ -57,6 +57,19 @@ def container_env() -> dict[str, str]:
     return env
 
 
+def container_run_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    """The environment of the container's command run here: this one without provider keys,
+    the Dockerfile's ENV, the virtualenv on PATH, `data_dir`, and `settings` on top."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_"))}
+    env.update(container_env())
+    env.update(PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", ATELIER_DATA_DIR=str(data_dir))
+    env.update(settings)
+    database_url = database_url_for(data_dir)  # PostgreSQL runs: one database per folder
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
+    return env
+
+
 class Server:
     """The container's start command as a local process; its output goes to a log file."""
 
@@ -65,21 +78,14 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = log
         self.http = requests.Session()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_"))}
-        env.update(container_env())
-        env.update(
-            PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
-            ATELIER_DATA_DIR=str(data_dir),
+        env = container_run_env(
+            data_dir,
             ATELIER_BIND=f"127.0.0.1:{self.port}",
             ATELIER_EMULATOR_PORT="0",
             ATELIER_EMULATOR_LATENCY_SECONDS="0.3",
             ATELIER_POLL_INTERVAL_SECONDS="0.2",
-            ATELIER_AUTH="off",
+            **{"ATELIER_AUTH": "off", **settings},
         )
-        env.update(settings)
-        database_url = database_url_for(data_dir)  # PostgreSQL runs: one database per folder
-        if database_url is not None:
-            env["DATABASE_URL"] = database_url
         with log.open("wb") as handle:
             self.popen = subprocess.Popen(
                 container_command(), cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT
@@ -110,7 +116,7 @@ class Server:
     def sign_in(self, username: str, password: str) -> None:
         """Sign in like a browser; later calls send the session cookie and the CSRF token."""
         page = self.http.get(self.base + "/login", timeout=10).text
-        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        token = token_in(page, "the sign-in page")
         form = {"username": username, "password": password, "csrf_token": token}
         response = self.http.post(self.base + "/login", data=form, timeout=10)
         assert response.status_code == 200 and response.url == self.base + "/", response.text
@@ -180,17 +186,8 @@ def test_container_command_serves_runs_a_job_and_stops_cleanly(start_server) -> 
 
 
 def test_container_refuses_a_public_address_without_an_account(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_"))}
-    env.update(container_env())
-    env.update(
-        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
-        ATELIER_DATA_DIR=str(tmp_path),
-        ATELIER_BIND=f"0.0.0.0:{free_port()}",
-    )
+    env = container_run_env(tmp_path, ATELIER_BIND=f"0.0.0.0:{free_port()}")
     env.pop("ATELIER_ADMIN_PASSWORD", None)
-    database_url = database_url_for(tmp_path)
-    if database_url is not None:
-        env["DATABASE_URL"] = database_url
     result = subprocess.run(
         container_command(), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
