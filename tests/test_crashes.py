@@ -21,10 +21,11 @@ def emulator_latency() -> str:
 
 
 def post_job(base: str, **body) -> int | None:
-    """POST a job; None when the process died before answering."""
+    """POST a job; None when the process died before answering (before the answer began, or
+    while its body was on the way: the worker may reach the crash point that quickly)."""
     try:
         return requests.post(f"{base}/api/jobs", json=body, timeout=10).json()["id"]
-    except requests.ConnectionError:
+    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
         return None
 
 
