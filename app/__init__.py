@@ -46,6 +46,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     )
 
     settings = load_settings(environ, app.instance_path)
+    for notice in settings["ATELIER_MODEL_NOTICES"]:
+        app.logger.warning("%s", notice)
     app.config.update(settings)
     data_dir = Path(settings["ATELIER_DATA_DIR"])
     data_dir.mkdir(parents=True, exist_ok=True)

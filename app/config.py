@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from app.crashpoints import POINTS as CRASH_POINTS
-from app.providers.catalog import CatalogError, build_targets
+from app.providers.catalog import V1_SUFFIX, CatalogError, build_catalog
 
 
 class ConfigError(ValueError):
@@ -38,8 +38,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "AZURE_OPENAI_ENDPOINT",
         None,
-        "Your Azure OpenAI resource, e.g. https://my-resource.openai.azure.com/. "
-        "Unset: the built-in emulator is used.",
+        "Your Azure OpenAI resource: https://my-resource.openai.azure.com/ (deployment route) "
+        "or https://my-resource.openai.azure.com/openai/v1/ (v1 route; *.services.ai.azure.com "
+        "hosts work too). Unset: the built-in emulator is used.",
     ),
     Setting("AZURE_OPENAI_API_KEY", None, "The resource's API key (sent as the api-key header)."),
     Setting(
@@ -51,14 +52,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "AZURE_OPENAI_DEPLOYMENT",
         None,
-        "Image deployments as name=model pairs, comma-separated, e.g. "
-        "my-images=gpt-image-1,dalle3=dall-e-3 (models: gpt-image-1, gpt-image-1-mini, "
-        "gpt-image-1.5, dall-e-3).",
+        "Image deployments as name=model pairs, comma-separated, e.g. studio=gpt-image-2,"
+        "fast=gpt-image-1-mini. A model the catalogue does not know takes its family from its "
+        "name (gpt-image-2.7-x) or explicitly: name=model:family (families: dall-e-3, "
+        "gpt-image-1, gpt-image-2).",
     ),
     Setting(
         "AZURE_OPENAI_DEPLOYMENT_API_VERSION",
         "2025-04-01-preview",
-        "api-version for the deployment route (gpt-image-1 needs 2025-04-01-preview or later).",
+        "api-version for the deployment route (gpt-image-1 needs 2025-04-01-preview or later). "
+        "On the v1 route none is sent unless this is set to preview (adds ?api-version=preview).",
     ),
     Setting(
         "AZURE_OPENAI_API_VERSION",
@@ -68,8 +71,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "AZURE_OPENAI_ASYNC_DALLE2",
         "auto",
-        "Offer the retired asynchronous DALL-E 2 API: on, off, or auto (only when no deployment "
-        "is configured).",
+        "on: also offer the retired asynchronous DALL-E 2 API (classic endpoint only). auto and "
+        "off: do not.",
     ),
     Setting("OPENAI_API_KEY", None, "An OpenAI API key, to generate with OpenAI's own API."),
     Setting(
@@ -79,9 +82,16 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "OPENAI_IMAGE_MODELS",
-        "gpt-image-1",
-        "OpenAI models to offer, comma-separated (gpt-image-1, gpt-image-1-mini, gpt-image-1.5, "
-        "dall-e-3, dall-e-2).",
+        "gpt-image-2",
+        "OpenAI models to offer, comma-separated (e.g. gpt-image-2,gpt-image-2.5-flare; "
+        "model:family for one the catalogue does not know). Retired models give a start-up "
+        "warning.",
+    ),
+    Setting(
+        "ATELIER_SAFETY_IDENTIFIER",
+        "on",
+        "on: requests carry a salted hash of the account id (safety_identifier, or user for "
+        "DALL-E and Azure), so abuse reports point at one account without naming it. off: none.",
     ),
     Setting(
         "DATABASE_URL",
@@ -252,6 +262,17 @@ def normalise_endpoint(
     return raw.strip().rstrip("/") + "/"
 
 
+def azure_endpoint(raw: str) -> str:
+    """The resource's endpoint: the classic `https://RESOURCE.openai.azure.com/` form, or the v1
+    API's `https://RESOURCE.openai.azure.com/openai/v1/` (also on `*.services.ai.azure.com`).
+    A classic endpoint given with its `/openai/` path, as some portal pages show it, is
+    trimmed to the resource, since the routes add `openai/` themselves."""
+    endpoint = normalise_endpoint(raw)
+    if endpoint.endswith("/openai/") and not endpoint.endswith(V1_SUFFIX):
+        endpoint = endpoint.removesuffix("openai/")
+    return endpoint
+
+
 # Secrets may come from a file instead (e.g. a Docker or Kubernetes secret mounted 0600):
 # NAME_FILE=/run/secrets/name is read when NAME itself is not set.
 SECRET_SETTINGS = (
@@ -296,7 +317,7 @@ def load_settings(environ: Mapping[str, str], instance_path: str) -> dict[str, A
 
     endpoint = settings["AZURE_OPENAI_ENDPOINT"]
     if endpoint:
-        settings["AZURE_OPENAI_ENDPOINT"] = normalise_endpoint(endpoint)
+        settings["AZURE_OPENAI_ENDPOINT"] = azure_endpoint(endpoint)
         credentials = settings["AZURE_OPENAI_API_KEY"] or settings["AZURE_OPENAI_AD_TOKEN"]
         if not credentials and not _azure_identity_installed():
             raise ConfigError(
@@ -311,9 +332,11 @@ def load_settings(environ: Mapping[str, str], instance_path: str) -> dict[str, A
         settings["OPENAI_BASE_URL"], "OPENAI_BASE_URL", "https://api.openai.com/v1/"
     )
     try:
-        settings["ATELIER_TARGETS"] = build_targets(settings)
+        catalog = build_catalog(settings)
     except CatalogError as error:
         raise ConfigError(str(error)) from None
+    settings["ATELIER_TARGETS"] = catalog.targets
+    settings["ATELIER_MODEL_NOTICES"] = catalog.notices
     if settings["ATELIER_JOB_DEADLINE_SECONDS"] < 1:
         raise ConfigError("ATELIER_JOB_DEADLINE_SECONDS must be at least 1.")
     for name in ("ATELIER_HTTP_TIMEOUT_SECONDS", "ATELIER_GENERATION_TIMEOUT_SECONDS"):
@@ -324,7 +347,7 @@ def load_settings(environ: Mapping[str, str], instance_path: str) -> dict[str, A
         raise ConfigError(f"ATELIER_TEST_CRASH_AT must be one of {', '.join(CRASH_POINTS)}.")
     if settings["ATELIER_LEASE_SECONDS"] < 1:
         raise ConfigError("ATELIER_LEASE_SECONDS must be at least 1.")
-    for name in ("ATELIER_AUTH", "ATELIER_HTTPS"):
+    for name in ("ATELIER_AUTH", "ATELIER_HTTPS", "ATELIER_SAFETY_IDENTIFIER"):
         value = settings[name].lower()
         if value not in ("on", "off"):
             raise ConfigError(f"{name} must be on or off (got {settings[name]!r}).")

@@ -95,6 +95,7 @@ class Claim:
     operation_url: str | None
     deadline_at: datetime
     submit_count: int
+    owner_id: int | None = None
 
 
 # --- user actions -----------------------------------------------------------------------------
@@ -120,7 +121,9 @@ def create_job(
     config = current_app.config
     target = find_target(config["ATELIER_TARGETS"], request.provider)
     now = utcnow()
-    estimated_cost = _estimate(target.model.name, request.size, request.n, request.options)
+    estimated_cost = pricing.known_estimate(
+        target.model.name, request.size, request.n, request.options
+    )
     # The signed-in user who asks: the job's owner, whose quota and budget it counts against
     # (None with sign-in off and from the CLI: the ownerless bucket).
     owner = auth.current_user()
@@ -175,14 +178,6 @@ def create_job(
 # PostgreSQL advisory lock keys (SQLite needs none: BEGIN IMMEDIATE serialises writers).
 OWNER_LIMITS_LOCK = 0x41544C00_00000000  # + owner id (0 for the ownerless bucket)
 CLAIM_LOCK = 0x41544C43  # serialises claims while a concurrency cap applies
-
-
-def _estimate(model: str, size: str, n: int, options: dict[str, Any]) -> float | None:
-    try:
-        return pricing.estimate(model, size, n, options)
-    except pricing.UnknownPrice:
-        log.warning("no price for %s %s %s; the job's cost is unknown", model, size, options)
-        return None
 
 
 def _lock_owner_limits(session: Any, owner_id: int | None) -> None:
@@ -425,6 +420,7 @@ def claim_due_job() -> Claim | None:
                 Job.operation_url,
                 Job.deadline_at,
                 Job.submit_count,
+                Job.owner_id,
             )
             .execution_options(synchronize_session=False)
         ).one_or_none()
@@ -444,6 +440,7 @@ def claim_due_job() -> Claim | None:
         operation_url=row.operation_url,
         deadline_at=row.deadline_at,
         submit_count=row.submit_count,
+        owner_id=row.owner_id,
     )
 
 
@@ -678,7 +675,11 @@ def _final_cost(session: Any, job_id: int, status: str, code: str | None) -> dic
         return {}
     else:
         billed = sum(1 for image_status in statuses if image_status != ImageStatus.FILTERED)
-    cost = _estimate(job.model, job.size, billed, job.options or {})
+    cost = (
+        0.0
+        if billed == 0
+        else pricing.known_estimate(job.model, job.size, billed, job.options or {})
+    )
     if cost is None:
         return {}
     return {"cost_usd": cost, "cost_source": "table"}

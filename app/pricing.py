@@ -4,6 +4,9 @@
 from the per-image table; `cost_from_usage()` prices a finished gpt-image job from the token
 usage the provider reported. Both are pure functions of the job's parameters.
 
+A model the table does not list (gpt-image-2 and its family, whose prices Atelier does not know
+yet) has an unknown cost: shown as unknown, never as $0, and not counted against a budget.
+
 Figures are OpenAI's published list prices as of 2025-12 (https://openai.com/api/pricing/ and
 https://platform.openai.com/docs/pricing). Azure OpenAI's Global Standard prices for the same
 models are the same or close, but vary by region and deployment type: treat every figure as an
@@ -17,7 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.providers.catalog import Target
-from app.validation import ValidationError, find_target, parse_n, parse_options, parse_size
+from app.validation import (
+    ValidationError,
+    find_target,
+    form_size,
+    parse_n,
+    parse_options,
+    parse_size,
+)
 
 CURRENCY = "USD"
 PRICES_AS_OF = "2025-12"
@@ -174,8 +184,19 @@ class EstimateRequest:
     options: dict[str, Any]
 
     @property
-    def cost(self) -> float:
-        return estimate(self.target.model.name, self.size, self.n, self.options)
+    def cost(self) -> float | None:
+        """The table cost, or None when the table has no price for it (shown as unknown)."""
+        return known_estimate(self.target.model.name, self.size, self.n, self.options)
+
+
+def known_estimate(
+    model: str, size: str, n: int, options: Mapping[str, Any] | None = None
+) -> float | None:
+    """`estimate()`, or None where the table has no price: an unknown cost, never $0."""
+    try:
+        return estimate(model, size, n, options)
+    except UnknownPrice:
+        return None
 
 
 def parse_estimate_request(
@@ -188,14 +209,9 @@ def parse_estimate_request(
     raw_options = args if from_form else (args.get("options") or {})
     if not isinstance(raw_options, Mapping):
         raise ValidationError("options", "Options must be a JSON object.")
-    request = EstimateRequest(
+    return EstimateRequest(
         target=target,
-        size=parse_size(args.get("size"), model),
+        size=parse_size(form_size(args) if from_form else args.get("size"), model),
         n=parse_n(args.get("n"), model, from_form=from_form),
         options=parse_options(raw_options, model, from_form=from_form),
     )
-    try:
-        request.cost  # noqa: B018  (a size the table lacks is a clear error, not a 500)
-    except UnknownPrice as error:
-        raise ValidationError("size", str(error)) from None
-    return request

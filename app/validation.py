@@ -17,6 +17,9 @@ from app.providers.catalog import Target
 MAX_IDEMPOTENCY_KEY_CHARS = 128
 ALLOWED_WHITESPACE = {"\n", "\r", "\t"}
 KNOWN_FIELDS = {"prompt", "provider", "size", "n", "options"}
+# The form's "Custom…" size choice and the two fields that then give it.
+CUSTOM_SIZE = "custom"
+CUSTOM_SIZE_FIELDS = ("size_width", "size_height")
 
 
 class ValidationError(ValueError):
@@ -73,7 +76,7 @@ def parse_prompt(raw: Any, model: ImageModel) -> str:
 
 
 def _whole_number(raw: Any, field_name: str, what: str, *, from_form: bool) -> int:
-    if from_form and isinstance(raw, str) and raw.strip().isdigit():
+    if from_form and isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdigit():
         raw = int(raw.strip())
     # bool is an int subclass in Python; JSON true is not a number.
     if not isinstance(raw, int) or isinstance(raw, bool):
@@ -95,16 +98,37 @@ def parse_n(raw: Any, model: ImageModel, *, from_form: bool) -> int:
 
 
 def parse_size(raw: Any, model: ImageModel) -> str:
+    """One of the model's sizes, or for a model with free sizes any `WxH` its rule allows."""
     if raw is None or raw == "":
         return model.default_size
-    if raw not in model.sizes:
+    if not isinstance(raw, str):
+        raise ValidationError("size", "The size must be text such as 1024x1024.")
+    if raw in model.sizes:
+        return raw
+    if model.size_rule is None:
         raise ValidationError(
             "size", f"The size for {model.name} must be one of {', '.join(model.sizes)}."
         )
+    problem = model.size_rule.problem(raw)
+    if problem is not None:
+        raise ValidationError("size", problem)
     return raw
 
 
-def _parse_option(option: Option, raw: Any, field_name: str, *, from_form: bool) -> str | int:
+def form_size(data: Mapping[str, Any]) -> Any:
+    """The size a form asks for: a listed one, or `custom` with its width and height fields."""
+    raw = data.get("size")
+    if raw != CUSTOM_SIZE:
+        return raw
+    width, height = (str(data.get(name) or "").strip() for name in CUSTOM_SIZE_FIELDS)
+    if not width or not height:
+        raise ValidationError("size", "Enter the custom width and height in pixels.")
+    return f"{width}x{height}"
+
+
+def _parse_option(
+    option: Option, raw: Any, field_name: str, model: ImageModel, *, from_form: bool
+) -> str | int:
     if option.is_number:
         value = _whole_number(raw, field_name, option.label, from_form=from_form)
         if not option.minimum <= value <= option.maximum:  # type: ignore[operator]
@@ -113,6 +137,12 @@ def _parse_option(option: Option, raw: Any, field_name: str, *, from_form: bool)
                 f"{option.label} must be between {option.minimum} and {option.maximum}.",
             )
         return value
+    if option.name == "background" and raw == "transparent" and not model.transparent_background:
+        raise ValidationError(
+            field_name,
+            f"{model.name} cannot make a transparent background; choose "
+            f"{' or '.join(option.choices)}.",
+        )
     if raw not in option.choices:
         raise ValidationError(
             field_name, f"{option.label} must be one of {', '.join(option.choices)}."
@@ -140,7 +170,9 @@ def parse_options(
             options[option.name] = option.default
         else:
             field_name = prefix + option.name
-            options[option.name] = _parse_option(option, value, field_name, from_form=from_form)
+            options[option.name] = _parse_option(
+                option, value, field_name, model, from_form=from_form
+            )
     _check_combination(options, prefix)
     return options
 
@@ -178,7 +210,7 @@ def parse_job_request(
     return JobRequest(
         prompt=parse_prompt(data.get("prompt"), model),
         provider=target.id,
-        size=parse_size(data.get("size"), model),
+        size=parse_size(form_size(data) if from_form else data.get("size"), model),
         n=parse_n(data.get("n"), model, from_form=from_form),
         options=parse_options(raw_options, model, from_form=from_form),
     )

@@ -47,6 +47,7 @@ from app.providers import (
     SyncProvider,
     build_clients,
 )
+from app.providers.generations import end_user_id
 
 log = logging.getLogger(__name__)
 
@@ -228,13 +229,22 @@ def _generate(claim: jobs.Claim, client: SyncProvider, config: dict) -> None:
     jobs.mark_submitting(claim)
     try:
         with LeaseKeeper(claim, config):
-            generation = client.generate(claim.prompt, claim.size, claim.n, claim.options)
+            generation = client.generate(
+                claim.prompt, claim.size, claim.n, claim.options, _end_user(claim, config)
+            )
     except ProviderError as error:
         _submit_failed(_counted(claim), error)
         return
     crash_point("during_submit")
     jobs.mark_downloading(claim, generation.usage)
     _store_slots(claim, client, generation.slots, config)
+
+
+def _end_user(claim: jobs.Claim, config: dict) -> str | None:
+    """The hashed account id the request carries (ATELIER_SAFETY_IDENTIFIER)."""
+    if config["ATELIER_SAFETY_IDENTIFIER"] != "on":
+        return None
+    return end_user_id(config["SECRET_KEY"], claim.owner_id)
 
 
 def _counted(claim: jobs.Claim) -> jobs.Claim:

@@ -100,6 +100,8 @@ def app_factory(tmp_path: Path, emulator: EmulatorServer) -> Iterator[Any]:
         settings = {
             "AZURE_OPENAI_ENDPOINT": emulator.url,
             "AZURE_OPENAI_API_KEY": EMULATOR_KEY,
+            # Most tests drive the asynchronous API, which is offered only when asked for.
+            "AZURE_OPENAI_ASYNC_DALLE2": "on",
         }
         settings.update(overrides)
         app = make_app(tmp_path / f"data{len(built)}", **settings)

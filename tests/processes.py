@@ -68,6 +68,7 @@ def app_env(tmp_path: Path, emulator_url: str) -> dict[str, str]:
         **os.environ,
         "AZURE_OPENAI_ENDPOINT": emulator_url,
         "AZURE_OPENAI_API_KEY": KEY,
+        "AZURE_OPENAI_ASYNC_DALLE2": "on",
         "ATELIER_DATA_DIR": str(data_dir),
         "ATELIER_LEASE_SECONDS": "2",
         "ATELIER_AUTH": "off",

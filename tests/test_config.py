@@ -83,7 +83,12 @@ def test_values_are_stripped_before_parsing(tmp_path):
     ],
 )
 def test_endpoint_gets_exactly_one_trailing_slash(tmp_path, raw):
-    settings = load(tmp_path, AZURE_OPENAI_ENDPOINT=raw, AZURE_OPENAI_API_KEY=KEY)
+    settings = load(
+        tmp_path,
+        AZURE_OPENAI_ENDPOINT=raw,
+        AZURE_OPENAI_API_KEY=KEY,
+        AZURE_OPENAI_DEPLOYMENT="studio=gpt-image-2",
+    )
 
     assert settings["AZURE_OPENAI_ENDPOINT"] == ENDPOINT
 

@@ -62,14 +62,25 @@ def test_auto_quality_and_size_are_priced_as_medium_and_square():
     assert pricing.estimate("gpt-image-1", "auto", 1, {"quality": "auto"}) == pytest.approx(0.042)
 
 
-def test_every_model_and_size_the_form_offers_has_a_price():
-    from app.image_models import AZURE_MODELS, OPENAI_MODELS
+def test_every_model_and_size_the_form_offers_has_a_price_or_an_unknown_cost():
+    from app.image_models import AZURE, OPENAI, listed_models
 
-    for model in (*AZURE_MODELS.values(), *OPENAI_MODELS.values()):
-        qualities = model.option("quality").choices if model.option("quality") else ("",)
-        for size in model.sizes:
-            for quality in qualities:
-                assert pricing.estimate(model.name, size, 1, {"quality": quality}) > 0
+    for api in (AZURE, OPENAI):
+        for model in listed_models(api):
+            qualities = model.option("quality").choices if model.option("quality") else ("",)
+            for size in model.sizes:
+                for quality in qualities:
+                    cost = pricing.known_estimate(model.name, size, 1, {"quality": quality})
+                    if model.name in pricing.PER_IMAGE and quality not in ("xhigh", "max"):
+                        assert cost > 0, (model.name, size, quality)
+                    else:  # never shown as $0
+                        assert cost is None, (model.name, size, quality)
+
+
+def test_a_model_without_a_price_has_an_unknown_cost_not_zero():
+    assert pricing.known_estimate("gpt-image-2", "1280x720", 2, {"quality": "high"}) is None
+    with pytest.raises(pricing.UnknownPrice):
+        pricing.estimate("gpt-image-2", "1024x1024", 1)
 
 
 def test_cost_from_usage_prices_text_image_and_output_tokens():
@@ -122,7 +133,7 @@ def test_prompt_form_shows_the_estimate_and_asks_for_a_new_one_when_a_field_chan
     estimate = re.search(r'<div id="model-options"[^>]*>', page).group(0)
     assert 'hx-get="/costs/estimate"' in estimate
     assert 'hx-include="closest form"' in estimate
-    assert 'hx-trigger="change"' in estimate
+    assert 'hx-trigger="change, input delay:300ms"' in estimate
     assert 'hx-target="find .cost-estimate"' in estimate
     assert "Estimated cost: <strong>$" in page
     assert "200 of 200 images left today" in page
@@ -174,7 +185,7 @@ def test_estimate_fragment_refuses_bad_input_with_a_clear_message(client, query,
     assert response.status_code == 422
     body = response.get_data(as_text=True)
     assert words in body
-    assert "No estimate:" in body
+    assert '<span class="field-error">' in body
 
 
 def test_api_estimate_returns_dollars(client):
@@ -294,6 +305,11 @@ def served(tmp_path_factory):
         yield base
 
 
+def settled(page) -> None:
+    """Wait until htmx has settled swapped-in fields (their triggers work from then on)."""
+    page.wait_for_function("() => !document.querySelector('.htmx-added, .htmx-settling')")
+
+
 def test_estimate_follows_the_form_in_a_browser_without_csp_errors(served, browser):
     from playwright.sync_api import expect
 
@@ -303,7 +319,13 @@ def test_estimate_follows_the_form_in_a_browser_without_csp_errors(served, brows
     try:
         page.goto(served + "/")
         estimate = page.locator("#cost-estimate")
+        # The default, gpt-image-2, has no price in the table: unknown, never $0.
+        expect(estimate).to_contain_text("Cost unknown")
+        page.get_by_label("Provider").select_option(
+            label="gpt-image-1 · Azure deployment gpt-image-1 (emulator)"
+        )
         expect(estimate).to_contain_text("Estimated cost: $0.042")  # gpt-image-1, auto quality
+        settled(page)
 
         page.get_by_label("Quality").select_option("high")
         expect(estimate).to_contain_text("Estimated cost: $0.167")
@@ -312,9 +334,10 @@ def test_estimate_follows_the_form_in_a_browser_without_csp_errors(served, brows
         expect(estimate).to_contain_text("Estimated cost: $0.33")
 
         page.get_by_label("Provider").select_option(
-            label="dall-e-3 · Azure deployment dall-e-3 (emulator)"
+            label="dall-e-3 · Azure deployment dall-e-3 (retired) (emulator)"
         )
         expect(estimate).to_contain_text("Estimated cost: $0.04")
+        settled(page)
         page.get_by_label("Quality").select_option("hd")
         page.get_by_label("Size").select_option("1792x1024")
         expect(estimate).to_contain_text("Estimated cost: $0.12")

@@ -96,7 +96,7 @@ def test_gpt_image_deployment_stores_b64_images_byte_exactly_with_usage(client, 
     )
 
     assert job["status"] == "succeeded"
-    assert job["options"] == {**options, "background": "auto"}
+    assert job["options"] == {**options, "background": "auto", "moderation": "auto"}
     assert job["usage"]["total_tokens"] > 0
     assert [image["content_type"] for image in job["images"]] == ["image/jpeg"] * 2
     direct = requests.post(

@@ -1,9 +1,10 @@
 """Upstream image APIs behind two small interfaces.
 
 One module per API: `azure_async` (the retired asynchronous DALL-E 2 API: submit, then poll an
-operation), `azure_deployment` and `openai_images` (synchronous: one POST answers with the
-images). `catalog` says which targets are configured; `build_clients` makes one client per
-target. The worker sees only these protocols and `ProviderError`.
+operation), `azure_deployment` (Azure's classic deployment route and its v1 route) and
+`openai_images` (synchronous: one POST answers with the images). `catalog` says which targets
+are configured; `build_clients` makes one client per target. The worker sees only these
+protocols and `ProviderError`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from app.providers.auth import AzureCredential, azure_credential
 from app.providers.azure_async import AzureAsyncProvider
 from app.providers.azure_deployment import AzureDeploymentProvider
 from app.providers.base import Generation, ImageSlot, PollResult, ProviderError, Submitted
-from app.providers.catalog import AZURE_ASYNC, AZURE_DEPLOYMENT, Target
+from app.providers.catalog import AZURE_ASYNC, AZURE_DEPLOYMENT, AZURE_V1, Target
 from app.providers.openai_images import OpenAIImagesProvider
 
 __all__ = [
@@ -47,7 +48,12 @@ class SyncProvider(Protocol):
     synchronous: bool  # True
 
     def generate(
-        self, prompt: str, size: str, n: int, options: Mapping[str, Any]
+        self,
+        prompt: str,
+        size: str,
+        n: int,
+        options: Mapping[str, Any],
+        end_user: str | None = None,
     ) -> Generation: ...
 
     def fetch_image(self, slot: ImageSlot) -> bytes: ...
@@ -74,7 +80,8 @@ def build_clients(
         if target.emulated:
             if emulator_url is None or emulator_key is None:
                 raise ValueError("emulated targets need the emulator's URL and key")
-            endpoint, credential = emulator_url, AzureCredential(api_key=emulator_key)
+            endpoint = f"{emulator_url}openai/v1/" if target.api == AZURE_V1 else emulator_url
+            credential = AzureCredential(api_key=emulator_key)
             openai_base, openai_key = f"{emulator_url}v1/", emulator_key
         else:
             endpoint = config["AZURE_OPENAI_ENDPOINT"]
@@ -103,7 +110,7 @@ def _client(
         return AzureAsyncProvider(
             endpoint, credential, config["AZURE_OPENAI_API_VERSION"], **limits
         )
-    if target.api == AZURE_DEPLOYMENT:
+    if target.api in (AZURE_DEPLOYMENT, AZURE_V1):
         assert endpoint and credential and target.deployment
         return AzureDeploymentProvider(
             endpoint,
@@ -111,6 +118,7 @@ def _client(
             target.model,
             credential,
             config["AZURE_OPENAI_DEPLOYMENT_API_VERSION"],
+            v1=target.api == AZURE_V1,
             **generation_limits,
         )
     assert openai_key

@@ -1,13 +1,16 @@
-"""Azure OpenAI's deployment route for DALL-E 3 and the gpt-image-1 family (synchronous).
+"""Azure OpenAI's synchronous routes for DALL-E 3 and the gpt-image families.
 
-`POST {endpoint}openai/deployments/{deployment}/images/generations?api-version=...`, with the
-`api-key` header or an Entra ID bearer token (azure-image-apis.md §3). gpt-image-1 answers with
-`b64_json` and `usage`; DALL-E 3 with URLs on Azure blob storage, a `revised_prompt` and
-per-image `content_filter_results`/`prompt_filter_results`.
+Classic: `POST {endpoint}openai/deployments/{deployment}/images/generations?api-version=...`;
+v1: `POST {endpoint}openai/v1/images/generations` with the deployment name in `model`
+(azure-image-apis.md §3, §3.6, §9). Both take the `api-key` header or an Entra ID bearer token.
+gpt-image models answer with `b64_json` and `usage`; DALL-E 3 with URLs on Azure blob storage, a
+`revised_prompt` and per-image `content_filter_results`/`prompt_filter_results`.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -18,8 +21,13 @@ from app.providers.auth import AzureCredential
 from app.providers.base import ProviderError, describe_error
 from app.providers.generations import GenerationsProvider
 
+DATED_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?")
+
 
 class AzureDeploymentProvider(GenerationsProvider):
+    """Both Azure routes for one deployment: the classic `openai/deployments/{d}/...` one, and
+    with `v1=True` the v1 API's `{endpoint}images/generations`, deployment name in `model`."""
+
     service = "Azure"
 
     def __init__(
@@ -29,17 +37,36 @@ class AzureDeploymentProvider(GenerationsProvider):
         model: ImageModel,
         credential: AzureCredential,
         api_version: str,
+        *,
+        v1: bool = False,
         **limits: Any,
     ) -> None:
         endpoint = endpoint if endpoint.endswith("/") else endpoint + "/"
-        url = f"{endpoint}openai/deployments/{quote(deployment, safe='')}/images/generations"
-        super().__init__(url, model, fetch_origin=endpoint, **limits)
+        if v1:
+            url = f"{endpoint}images/generations"
+            fetch_origin = endpoint.removesuffix("openai/v1/")
+        else:
+            url = f"{endpoint}openai/deployments/{quote(deployment, safe='')}/images/generations"
+            fetch_origin = endpoint
+        super().__init__(url, model, fetch_origin=fetch_origin, **limits)
         self.deployment = deployment
         self.api_version = api_version
+        self.v1 = v1
         self._credential = credential
 
     def _params(self) -> dict[str, str]:
+        if self.v1 and DATED_VERSION.fullmatch(self.api_version):
+            # The v1 API needs no api-version (§3.6); a dated one is the classic route's, so it
+            # is not sent. A non-dated one (`preview`) is: preview features need it.
+            return {}
         return {"api-version": self.api_version}
+
+    def _body(
+        self, prompt: str, size: str, n: int, options: Mapping[str, Any], end_user: str | None
+    ) -> dict[str, Any]:
+        body = super()._body(prompt, size, n, options, end_user)
+        # The classic route takes the deployment from the path and ignores `model` (§3.1).
+        return {"model": self.deployment, **body} if self.v1 else body
 
     def _headers(self) -> dict[str, str]:
         return self._credential.headers()

@@ -9,6 +9,7 @@ which did not generate anything, are retried a bounded number of times.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +27,18 @@ from app.providers.base import (
 from app.providers.download import ImageFetcher, pooled_session
 
 GENERATE_ATTEMPTS = 3
+SAFETY_ID_CHARS = 32  # OpenAI documents 64 characters at most for safety_identifier
+
+
+def end_user_id(secret_key: str, owner_id: int | None) -> str | None:
+    """The stable, salted hash of an account id that requests carry for abuse reports: the same
+    account always maps to the same value, and the value reveals nothing about who it is."""
+    if owner_id is None:
+        return None
+    digest = hmac.new(secret_key.encode(), f"safety-identifier:{owner_id}".encode(), "sha256")
+    return "atelier-" + digest.hexdigest()[:SAFETY_ID_CHARS]
+
+
 # Lossless PNG has no compression level in these APIs; sending one is refused upstream.
 COMPRESSIBLE_FORMATS = ("jpeg", "webp")
 
@@ -33,6 +46,9 @@ COMPRESSIBLE_FORMATS = ("jpeg", "webp")
 class GenerationsProvider:
     synchronous = True
     service = "The image service"
+    # Where the end user's hashed id goes for gpt-image models. Guess (§3.2 lists only `user` for
+    # Azure; `safety_identifier` is OpenAI's, §9): Azure gets `user`. DALL-E always gets `user`.
+    safety_field = "user"
 
     def __init__(
         self,
@@ -56,14 +72,21 @@ class GenerationsProvider:
     def __repr__(self) -> str:  # never show credentials
         return f"{type(self).__name__}(url={self.url!r}, model={self.model.name!r})"
 
-    def generate(self, prompt: str, size: str, n: int, options: Mapping[str, Any]) -> Generation:
+    def generate(
+        self,
+        prompt: str,
+        size: str,
+        n: int,
+        options: Mapping[str, Any],
+        end_user: str | None = None,
+    ) -> Generation:
         response = send(
             self._session,
             "POST",
             self.url,
             params=self._params(),
             headers=self._headers(),
-            json=self._body(prompt, size, n, options),
+            json=self._body(prompt, size, n, options, end_user),
             read_timeout=self.generation_timeout,
             attempts=GENERATE_ATTEMPTS,
             describe=self._describe,
@@ -87,7 +110,9 @@ class GenerationsProvider:
     def fetch_image(self, slot: ImageSlot) -> bytes:
         return self._fetcher.fetch(slot)
 
-    def _body(self, prompt: str, size: str, n: int, options: Mapping[str, Any]) -> dict[str, Any]:
+    def _body(
+        self, prompt: str, size: str, n: int, options: Mapping[str, Any], end_user: str | None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"prompt": prompt, "n": n, "size": size}
         for option in self.model.options:
             if option.name not in options:
@@ -97,7 +122,11 @@ class GenerationsProvider:
                 and options.get("output_format") not in COMPRESSIBLE_FORMATS
             ):
                 continue
+            if not option.send_default and options[option.name] == option.default:
+                continue
             body[option.name] = options[option.name]
+        if end_user:
+            body[self.safety_field if self.model.gpt_image else "user"] = end_user
         return body
 
     def _params(self) -> dict[str, str]:

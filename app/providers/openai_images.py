@@ -27,8 +27,13 @@ class OpenAIImagesProvider(GenerationsProvider):
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key}"}
 
-    def _body(self, prompt: str, size: str, n: int, options: Mapping[str, Any]) -> dict[str, Any]:
-        return {"model": self.model.name, **super()._body(prompt, size, n, options)}
+    # §9: on OpenAI, `safety_identifier` supersedes `user` for the gpt-image models.
+    safety_field = "safety_identifier"
+
+    def _body(
+        self, prompt: str, size: str, n: int, options: Mapping[str, Any], end_user: str | None
+    ) -> dict[str, Any]:
+        return {"model": self.model.name, **super()._body(prompt, size, n, options, end_user)}
 
     def _describe(self, response: requests.Response) -> ProviderError:
         return describe_error(

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from flask_wtf.csrf import CSRFError
 
-from app import auth, csrf, jobs, library
+from app import auth, csrf, jobs, library, pricing
 from app.models import Image, Job
 from app.providers.catalog import Target
 from app.validation import ValidationError, parse_idempotency_key, parse_job_request
@@ -70,8 +71,6 @@ def _limit_reached(error: jobs.LimitReached) -> tuple[Response, int]:
 def estimate_cost() -> Response:
     """The table cost of a job before it is sent: ?provider=&size=&n=&quality=... (the fields
     of POST /api/jobs, options as their own parameters)."""
-    from app import pricing
-
     parsed = pricing.parse_estimate_request(request.args, current_app.config["ATELIER_TARGETS"])
     return jsonify(
         {
@@ -189,9 +188,20 @@ def target_json(target: Target) -> dict[str, Any]:
         "id": target.id,
         "label": target.label,
         "model": model.name,
+        "family": model.family,
+        "api": target.api,
         "emulated": target.emulated,
+        "retired": (
+            {"date": model.retired.date, "replacement": model.retired.replacement}
+            if model.retired
+            else None
+        ),
         "sizes": list(model.sizes),
         "default_size": model.default_size,
+        # Models with free sizes (gpt-image-2): any WxH within these bounds, besides `sizes`.
+        "custom_sizes": dataclasses.asdict(model.size_rule) if model.size_rule else None,
+        "transparent_background": model.transparent_background,
+        "priced": pricing.known_estimate(model.name, model.default_size, 1) is not None,
         "max_images": model.max_images,
         "max_prompt_chars": model.max_prompt_chars,
         "options": {

@@ -18,7 +18,7 @@ from werkzeug.wrappers import Response
 from app import auth, limits, pricing
 from app.image_models import ImageModel
 from app.models import Job
-from app.validation import ValidationError, parse_n, parse_options, parse_size
+from app.validation import ValidationError, form_size, parse_n, parse_options, parse_size
 
 bp = Blueprint("costs", __name__, url_prefix="/costs")
 
@@ -50,10 +50,11 @@ def _cost_helpers() -> dict[str, Any]:
     }
 
 
-def job_cost(job: Job) -> str | None:
-    """ "$0.04 estimated" / "$0.042 from token usage", or None when the cost is unknown."""
+def job_cost(job: Job) -> str:
+    """ "$0.04 estimated" / "$0.042 from token usage" / "cost unknown" (a model the price table
+    does not list: never shown as $0)."""
     if job.cost_usd is None:
-        return None
+        return "cost unknown"
     label = COST_SOURCE_LABELS.get(job.cost_source or "", "estimated")
     return f"{pricing.format_usd(job.cost_usd)} {label}"
 
@@ -63,15 +64,12 @@ def form_estimate(model: ImageModel, values: Mapping[str, Any]) -> float | None:
     value that is not valid (the form itself reports that when it is sent)."""
     size, n, options = model.default_size, 1, model.option_defaults
     with contextlib.suppress(ValidationError):
-        size = parse_size(values.get("size"), model)
+        size = parse_size(form_size(values), model)
     with contextlib.suppress(ValidationError):
         n = parse_n(values.get("n"), model, from_form=True)
     with contextlib.suppress(ValidationError):
         options = parse_options(values, model, from_form=True)
-    try:
-        return pricing.estimate(model.name, size, n, options)
-    except pricing.UnknownPrice:
-        return None
+    return pricing.known_estimate(model.name, size, n, options)
 
 
 def viewer_limits() -> limits.Limits:

@@ -14,9 +14,11 @@ from wtforms import HiddenField, SelectField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 
 from app import jobs
+from app.image_models import parse_dimensions
 from app.models import Job
-from app.providers.catalog import Target
+from app.providers.catalog import Target, replacement_for
 from app.validation import (
+    CUSTOM_SIZE_FIELDS,
     JobRequest,
     ValidationError,
     find_target,
@@ -24,7 +26,7 @@ from app.validation import (
     parse_job_request,
 )
 
-MODEL_FIELDS = ("size", "n")
+MODEL_FIELDS = ("size", "n", *CUSTOM_SIZE_FIELDS)
 
 
 class PromptForm(FlaskForm):
@@ -54,15 +56,23 @@ class PromptForm(FlaskForm):
             self.idempotency_key.data = uuid.uuid4().hex
         # Errors of the model's fields (size, n, options), shown by _model_options.html.
         self.model_errors: dict[str, str] = {}
+        # "Generate again" on a job of a retired model: that model's name, said above the form.
+        self.replaced_model: str | None = None
 
     @classmethod
     def reusing(cls, source: Job) -> PromptForm:
-        """A form prefilled with another job's prompt, provider and options."""
-        form = cls(
-            formdata=None,
-            data={"prompt": source.prompt, "provider": source.provider, "parent": source.id},
-        )
-        form.reused_values = {"size": source.size, "n": source.n, **(source.options or {})}
+        """A form prefilled with another job's prompt, provider and options. A job of a model
+        that is retired (or a provider no longer configured) is offered the current model."""
+        form = cls(formdata=None, data={"prompt": source.prompt, "parent": source.id})
+        old = next((t for t in form.targets if t.id == source.provider), None)
+        target = replacement_for(list(form.targets), old)
+        form.provider.data = target.id
+        form.replaced_model = source.model if target is not old else None
+        values: dict[str, Any] = {"size": source.size, "n": source.n, **(source.options or {})}
+        dimensions = parse_dimensions(source.size or "")
+        if dimensions:
+            values.update(zip(CUSTOM_SIZE_FIELDS, map(str, dimensions), strict=True))
+        form.reused_values = values
         return form
 
     @property
