@@ -161,7 +161,7 @@ def test_history_lists_jobs_newest_first_with_provider_status_and_thumbnails(cli
     assert shown_jobs(page)[:2] == [newer["id"], older["id"]]
     row = row_of(page, newer["id"])
     assert "second light" in row
-    assert "dall-e-3 · Azure deployment dall-e-3 · 1024x1024 · 1 image" in row
+    assert "dall-e-3 · Azure deployment dall-e-3 (retired) · 1024x1024 · 1 image" in row
     assert '<span class="badge badge-succeeded">Done</span>' in row
     assert f'<img src="/files/thumbs/{newer["images"][0]["id"]}"' in row
 

@@ -60,7 +60,7 @@ def test_page_shows_the_prompt_revised_prompt_and_every_parameter(client):
     assert '<p class="prompt" id="prompt-text">a red lighthouse</p>' in page
     assert "Revised prompt" in page
     assert image["revised_prompt"] in page
-    assert "<dt>Provider</dt><dd>dall-e-3 · Azure deployment dall-e-3</dd>" in page
+    assert "<dt>Provider</dt><dd>dall-e-3 · Azure deployment dall-e-3 (retired)</dd>" in page
     assert "<dt>Model</dt><dd>dall-e-3</dd>" in page
     assert "<dt>Size</dt><dd>1792x1024</dd>" in page
     assert "<dt>Quality</dt><dd>hd</dd>" in page

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from requests.adapters import DEFAULT_POOLSIZE
 
-from app.image_models import DALL_E_3
+from app.image_models import OPENAI, resolve_model
 from app.providers.auth import AzureCredential
 from app.providers.azure_async import AzureAsyncProvider
 from app.providers.download import pooled_session
@@ -35,7 +35,9 @@ def test_the_pool_follows_the_configured_worker_threads_in_an_app(tmp_path, monk
     app = make_app(tmp_path, ATELIER_WORKER_THREADS=32)
 
     with app.app_context():
-        provider = OpenAIImagesProvider("https://api.openai.com/v1", "key", DALL_E_3)
+        provider = OpenAIImagesProvider(
+            "https://api.openai.com/v1", "key", resolve_model("dall-e-3", OPENAI)
+        )
 
     assert pool_sizes(provider._session) == {32}
 

@@ -716,6 +716,7 @@ def test_secrets_can_come_from_files(tmp_path):
     settings = load_settings(
         {
             "AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com/",
+            "AZURE_OPENAI_DEPLOYMENT": "studio=gpt-image-2",
             "AZURE_OPENAI_API_KEY_FILE": str(key_file),
         },
         str(tmp_path),
