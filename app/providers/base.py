@@ -39,7 +39,10 @@ class ProviderError(Exception):
         self.message = message
         self.retryable = retryable
         self.status = status
+        # Seconds the server asked us to wait before trying again (retry-after-ms/retry-after).
         self.retry_after: float | None = None
+        # Who answered ("Azure", "OpenAI"), for messages written after the fact.
+        self.service: str | None = None
 
 
 @dataclass(frozen=True)
@@ -214,19 +217,40 @@ def refusal(error: dict[str, Any], service: str) -> ProviderError | None:
 
 
 def describe_error(
-    response: requests.Response, service: str, *, credentials_hint: str, not_found_hint: str
+    response: requests.Response,
+    service: str,
+    *,
+    credentials_hint: str,
+    not_found_hint: str,
+    unauthorized_message: str | None = None,
 ) -> ProviderError:
-    """A readable ProviderError for a non-2xx answer; retryable for 408, 429 and 5xx."""
+    """A readable ProviderError for a non-2xx answer; retryable for 408, 429 and 5xx.
+
+    `unauthorized_message` replaces the generic advice for 401/403 when the credential knows
+    better (an expired Entra ID token is not a wrong key)."""
+    described = _describe_status(
+        response, service, credentials_hint, not_found_hint, unauthorized_message
+    )
+    described.service = service
+    return described
+
+
+def _describe_status(
+    response: requests.Response,
+    service: str,
+    credentials_hint: str,
+    not_found_hint: str,
+    unauthorized_message: str | None,
+) -> ProviderError:
     error = error_object(response)
     code, message = error_body(response)
     status = response.status_code
     said = f" {service} said: {message}" if message else ""
     if status in (401, 403):
-        return ProviderError(
-            "unauthorized",
-            f"{service} rejected the credentials (HTTP {status}). Check {credentials_hint}.{said}",
-            status=status,
+        advice = unauthorized_message or (
+            f"{service} rejected the credentials (HTTP {status}). Check {credentials_hint}."
         )
+        return ProviderError("unauthorized", advice + said, status=status)
     if status == 404:
         return ProviderError(
             "not_found",
