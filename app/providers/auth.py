@@ -168,10 +168,13 @@ def _token_error(error: Exception) -> ProviderError:
     """A readable, secret-free ProviderError for a failed get_token()."""
     name = type(error).__name__
     detail = (str(error).strip().splitlines() or [""])[0][:300]
-    # Guess: azure-identity raises CredentialUnavailableError when no credential in its chain
-    # can even try (not signed in, no managed identity): trying again soon will not help. Its
-    # other errors (a network failure, a throttled token endpoint) may pass, so they are retried
-    # like an outage. Matched by name: azure-identity is optional.
+    # A single credential raises CredentialUnavailableError when it cannot even try (not signed
+    # in, no managed identity): trying again soon will not help, so that is final. Checked with
+    # azure-identity 1.27.0: DefaultAzureCredential raises ClientAuthenticationError both when
+    # nothing in its chain is configured and when a sign-in failed, first line "DefaultAzure
+    # Credential failed to retrieve a token from the included credentials."; as that may also
+    # be a passing network or throttling failure, it is retried a bounded number of times.
+    # Matched by name: azure-identity is optional.
     retryable = name != "CredentialUnavailableError"
     return ProviderError(
         "entra_id_error",
