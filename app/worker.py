@@ -190,28 +190,51 @@ def advance(claim: jobs.Claim, client: Provider | None, config: dict) -> None:
 
 
 def _submit_failed(claim: jobs.Claim, error: ProviderError) -> None:
-    """What a failed submission means: unknown outcome, try again later, or a final error."""
+    """What a failed submission means: unknown outcome, try again later, or a final error.
+
+    A server's wait (`retry_after`) is honoured by requeueing, never by sleeping, and only
+    within the job's deadline: a job that could not be sent again before its deadline fails
+    now, saying how long the provider asked to wait."""
     if error.code == "unknown_outcome":
         jobs.mark_failed(claim, "interrupted", UNKNOWN_OUTCOME_MESSAGE)
         return
-    if error.status == 429:
+    now = utcnow()
+    wait = error.retry_after
+    paused_until = None
+    if error.status == 429 and error.retryable:
         # A rate limit applies to the whole deployment: stop every worker from sending it new
-        # jobs until it has cooled down, instead of each queued job hitting it in turn.
-        pause = error.retry_after or _backoff(claim.submit_count)
+        # jobs until it has cooled down, instead of each queued job hitting it in turn. The
+        # pause is bounded; a job whose own wait is longer is requeued (or failed) below.
+        pause = wait if wait is not None else _backoff(claim.submit_count)
         seconds = min(max(pause, MIN_PAUSE_SECONDS), MAX_PAUSE_SECONDS)
         paused_until = jobs.pause_provider(claim.provider, seconds, error.message)
-    else:
-        paused_until = None
-    if error.retryable and claim.submit_count < MAX_SUBMIT_ATTEMPTS:
-        delay = error.retry_after or _backoff(claim.submit_count)
-        next_attempt_at = max(utcnow() + timedelta(seconds=delay), paused_until or utcnow())
-        jobs.requeue_submission(claim, next_attempt_at, error.message)
-    elif error.retryable:
+    if not error.retryable:
+        jobs.mark_failed(claim, error.code, error.message)
+    elif (too_long := _wait_beyond_deadline(claim, error, now)) is not None:
+        jobs.mark_failed(claim, error.code, f"{error.message} {too_long}")
+    elif claim.submit_count >= MAX_SUBMIT_ATTEMPTS:
         jobs.mark_failed(
             claim, error.code, f"{error.message} Gave up after {claim.submit_count} attempts."
         )
     else:
-        jobs.mark_failed(claim, error.code, error.message)
+        delay = wait if wait is not None else _backoff(claim.submit_count)
+        next_attempt_at = max(now + timedelta(seconds=delay), paused_until or now)
+        # A backoff reaching past the deadline: be due at the deadline, which then fails it.
+        jobs.requeue_submission(claim, min(next_attempt_at, claim.deadline_at), error.message)
+
+
+def _wait_beyond_deadline(
+    claim: jobs.Claim, error: ProviderError, now: datetime, doing: str = "retrying"
+) -> str | None:
+    """Why the provider's wait cannot be honoured (it outlasts the job's deadline), or None."""
+    remaining = (claim.deadline_at - now).total_seconds()
+    if error.retry_after is None or error.retry_after <= remaining:
+        return None
+    return (
+        f"{error.service or 'The provider'} asks to wait {error.retry_after:.0f} s before "
+        f"{doing}, longer than this job's remaining {max(remaining, 0):.0f} s "
+        "(ATELIER_JOB_DEADLINE_SECONDS)."
+    )
 
 
 def _submit(claim: jobs.Claim, client: AsyncProvider, config: dict) -> None:
@@ -257,10 +280,18 @@ def _follow(claim: jobs.Claim, client: AsyncProvider, config: dict) -> None:
     try:
         result = client.poll(claim.operation_url)
     except ProviderError as error:
-        if error.retryable:
-            jobs.release_until(claim, _next_poll(error.retry_after, config))
-        else:
+        if not error.retryable:
             jobs.mark_failed(claim, error.code, error.message)
+        elif too_long := _wait_beyond_deadline(claim, error, utcnow(), "polling"):
+            # The operation was sent and may yet be generated (and billed): a deadline failure.
+            jobs.mark_failed(claim, "deadline", f"{error.message} {too_long}")
+        elif error.retry_after is not None:
+            # The server's wait is honoured in full (no 60 s cap as for a poll interval), by
+            # releasing the job; no thread waits for it.
+            wait = timedelta(seconds=max(error.retry_after, MIN_POLL_DELAY))
+            jobs.release_until(claim, utcnow() + wait)
+        else:
+            jobs.release_until(claim, _next_poll(None, config))
         return
     crash_point("mid_poll")
     if result.state == PollResult.PENDING:

@@ -183,6 +183,7 @@ class AzureAsyncProvider:
             response,
             "Azure",
             credentials_hint=CREDENTIALS_HINT,
+            unauthorized_message=self._credential.unauthorized_message(response.status_code),
             not_found_hint=(
                 f"The asynchronous DALL-E 2 API needs api-version {self.api_version} on this "
                 "endpoint; Azure retired it in 2025, so only compatible servers still offer it."

@@ -78,6 +78,7 @@ class AzureDeploymentProvider(GenerationsProvider):
             credentials_hint=(
                 "AZURE_OPENAI_API_KEY (or AZURE_OPENAI_AD_TOKEN) and AZURE_OPENAI_ENDPOINT"
             ),
+            unauthorized_message=self._credential.unauthorized_message(response.status_code),
             not_found_hint=(
                 f"Check that the deployment {self.deployment!r} exists on this resource "
                 f"(AZURE_OPENAI_DEPLOYMENT) and that api-version {self.api_version} "

@@ -2,8 +2,12 @@
 
 `send()` applies the policy every upstream call follows: explicit connect/read timeouts,
 bounded retries with capped full-jitter backoff that honours `retry-after-ms`/`retry-after`,
-and no retry of client errors other than 408/409/429. Errors become `ProviderError` with a
-message a person can act on; secrets never appear in one.
+and no retry of client errors other than 408/409/429. `x-should-retry: true|false` overrides
+the status rules, as openai-python does (azure-image-apis.md §4.5). A thread never sleeps longer
+than MAX_RETRY_AFTER on one hint: when the server asks for longer, `send()` stops and raises the
+error with its `retry_after`, and the worker requeues the job for later (or fails it when the
+wait outlasts the job's deadline) instead of holding a thread. Errors become `ProviderError`
+with a message a person can act on; secrets never appear in one.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 BACKOFF_BASE, BACKOFF_CAP = 0.5, 8.0
-MAX_RETRY_AFTER = 60.0
+# The longest a thread sleeps between two attempts of one call when the server asks it to wait.
+# openai-python sleeps up to 60 s (v1) or 120 s (v2); a worker thread serves many jobs, so a
+# longer wait is handed back to the worker, which requeues the job instead of sleeping.
+MAX_RETRY_AFTER = 4.0
 
 
 class ProviderError(Exception):
@@ -39,7 +46,10 @@ class ProviderError(Exception):
         self.message = message
         self.retryable = retryable
         self.status = status
+        # Seconds the server asked us to wait before trying again (retry-after-ms/retry-after).
         self.retry_after: float | None = None
+        # Who answered ("Azure", "OpenAI"), for messages written after the fact.
+        self.service: str | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +180,12 @@ def backoff_delay(attempt: int, retry_after: float | None) -> float:
     return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
 
 
+def should_retry_header(headers: Any) -> bool | None:
+    """`x-should-retry: true|false` (the server overrides the status rules), else None."""
+    value = str(headers.get("x-should-retry") or "").strip().lower()
+    return {"true": True, "false": False}.get(value)
+
+
 def error_object(response: requests.Response) -> dict[str, Any]:
     """The `error` object of an Azure or OpenAI error envelope ({} for any other body)."""
     try:
@@ -214,19 +230,40 @@ def refusal(error: dict[str, Any], service: str) -> ProviderError | None:
 
 
 def describe_error(
-    response: requests.Response, service: str, *, credentials_hint: str, not_found_hint: str
+    response: requests.Response,
+    service: str,
+    *,
+    credentials_hint: str,
+    not_found_hint: str,
+    unauthorized_message: str | None = None,
 ) -> ProviderError:
-    """A readable ProviderError for a non-2xx answer; retryable for 408, 429 and 5xx."""
+    """A readable ProviderError for a non-2xx answer; retryable for 408, 429 and 5xx.
+
+    `unauthorized_message` replaces the generic advice for 401/403 when the credential knows
+    better (an expired Entra ID token is not a wrong key)."""
+    described = _describe_status(
+        response, service, credentials_hint, not_found_hint, unauthorized_message
+    )
+    described.service = service
+    return described
+
+
+def _describe_status(
+    response: requests.Response,
+    service: str,
+    credentials_hint: str,
+    not_found_hint: str,
+    unauthorized_message: str | None,
+) -> ProviderError:
     error = error_object(response)
     code, message = error_body(response)
     status = response.status_code
     said = f" {service} said: {message}" if message else ""
     if status in (401, 403):
-        return ProviderError(
-            "unauthorized",
-            f"{service} rejected the credentials (HTTP {status}). Check {credentials_hint}.{said}",
-            status=status,
+        advice = unauthorized_message or (
+            f"{service} rejected the credentials (HTTP {status}). Check {credentials_hint}."
         )
+        return ProviderError("unauthorized", advice + said, status=status)
     if status == 404:
         return ProviderError(
             "not_found",
@@ -301,7 +338,19 @@ def send(
             with response:  # a streamed answer keeps its connection until closed
                 last_error = describe(response)
                 last_error.retry_after = retry_after = parse_retry_after(response.headers)
-            if response.status_code not in RETRYABLE_STATUS:
+                should_retry = should_retry_header(response.headers)
+            if should_retry is False:
+                # The server's word is final, here and for the worker's requeue (§4.5).
+                last_error.retryable = False
+                raise last_error
+            if should_retry is True:
+                # Guess (§4.5 describes openai-python, not Azure): honoured for any status. A
+                # non-2xx answer generated nothing, so repeating even a POST cannot bill twice.
+                last_error.retryable = True
+            elif response.status_code not in RETRYABLE_STATUS:
+                raise last_error
+            if retry_after is not None and retry_after > MAX_RETRY_AFTER:
+                # Too long to hold a thread: the caller (the worker) decides when to try again.
                 raise last_error
         if attempt + 1 < attempts:
             delay = backoff_delay(attempt, retry_after)
