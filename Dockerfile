@@ -11,8 +11,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     ATELIER_BIND=0.0.0.0:5000
 
 WORKDIR /srv/atelier
-COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
+# --build-arg REQUIREMENTS=requirements-azure.txt adds azure-identity (Entra ID, managed identity).
+ARG REQUIREMENTS=requirements.txt
+COPY requirements.txt requirements-azure.txt ./
+RUN pip install --no-cache-dir -r "${REQUIREMENTS}"
 
 COPY app ./app
 COPY templates ./templates

@@ -46,8 +46,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "AZURE_OPENAI_AD_TOKEN",
         None,
-        "A Microsoft Entra ID bearer token, instead of the key. With neither, azure-identity's "
-        "DefaultAzureCredential is used when that package is installed.",
+        "A Microsoft Entra ID bearer token, instead of the key. It is not renewed (it lasts about "
+        "an hour). With neither, azure-identity's DefaultAzureCredential is used when installed "
+        "(pip install -r requirements-azure.txt); Atelier renews its tokens.",
     ),
     Setting(
         "AZURE_OPENAI_DEPLOYMENT",
@@ -323,8 +324,8 @@ def load_settings(environ: Mapping[str, str], instance_path: str) -> dict[str, A
             raise ConfigError(
                 "AZURE_OPENAI_ENDPOINT is set but no credential is: set AZURE_OPENAI_API_KEY "
                 "(Azure portal → your resource → Keys and Endpoint) or AZURE_OPENAI_AD_TOKEN, or "
-                "install azure-identity to sign in with Microsoft Entra ID. Set no endpoint to "
-                "use the emulator."
+                "pip install -r requirements-azure.txt to sign in with Microsoft Entra ID "
+                "(az login, a managed identity...). Set no endpoint to use the emulator."
             )
     elif settings["AZURE_OPENAI_DEPLOYMENT"]:
         raise ConfigError("AZURE_OPENAI_DEPLOYMENT is set but AZURE_OPENAI_ENDPOINT is not.")

@@ -29,6 +29,7 @@ ERROR_TITLES = {
     "download_failed": "Images could not be saved",
     "provider_unavailable": "Provider not configured",
     "upstream_unavailable": "The provider had a problem",
+    "entra_id_error": "No Entra ID token",
 }
 
 
