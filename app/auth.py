@@ -54,8 +54,10 @@ TOKEN_PREFIX = "atl_"
 SHARE_DAYS = (1, 7, 30, 0)  # 0: never expires
 # Sign-in rate limit (ASVS 2.2.1): failures counted in the database, so every process agrees.
 LOGIN_WINDOW = timedelta(minutes=15)
-LOGIN_FAILURES_PER_USER = 5
-LOGIN_FAILURES_PER_IP = 20
+LOGIN_FAILURES_PER_USER = 5  # per account from one address
+LOGIN_FAILURES_PER_IP = 20  # per address, whichever accounts
+# PostgreSQL advisory lock that serialises counting and recording sign-in attempts.
+LOGIN_ATTEMPTS_LOCK = 0x41544C4E
 # A session's last_seen_at is written at most this often (not on every status poll).
 TOUCH_EVERY = timedelta(minutes=5)
 
@@ -164,29 +166,51 @@ _DUMMY_HASH = generate_password_hash(secrets.token_hex(16))
 
 
 def authenticate(username: str, password: str, ip: str) -> User:
-    """The user with this name and password, or AuthError (rate limited or wrong)."""
+    """The user with this name and password, or AuthError (rate limited or wrong).
+
+    The attempt is recorded as a failure *before* the password is checked (and taken back when
+    it was right), in one serialised transaction with the count: however many attempts arrive
+    at once, no more than the limit are ever checked."""
     name = (username or "").strip().lower()[:64]
-    _check_rate_limit(name, ip)
+    attempt_id = _reserve_attempt(name, ip[:64])
     user = find_user(name)
     valid = check_password_hash(user.password_hash if user else _DUMMY_HASH, password or "")
     if user is None or not valid:
-        with write_transaction() as session:
-            session.add(LoginAttempt(ip=ip[:64], username=name))
         raise AuthError("The username or password is not right.")
+    with write_transaction() as session:
+        session.execute(delete(LoginAttempt).where(LoginAttempt.id == attempt_id))
     return user
 
 
-def _check_rate_limit(username: str, ip: str) -> None:
-    since = utcnow() - LOGIN_WINDOW
-    recent = select(func.count()).select_from(LoginAttempt).where(LoginAttempt.at >= since)
-    by_user = db.session.scalar(recent.where(LoginAttempt.username == username)) or 0
-    by_ip = db.session.scalar(recent.where(LoginAttempt.ip == ip)) or 0
-    if by_user >= LOGIN_FAILURES_PER_USER or by_ip >= LOGIN_FAILURES_PER_IP:
-        minutes = int(LOGIN_WINDOW.total_seconds() // 60)
-        raise AuthError(
-            f"Too many failed sign-ins. Wait {minutes} minutes and try again.",
-            retry_after=int(LOGIN_WINDOW.total_seconds()),
+def _reserve_attempt(username: str, ip: str) -> int:
+    """Count recent failures and record this attempt as one, atomically; AuthError (429) when
+    over a limit.
+
+    The limits (ASVS 2.2.1) are per account *and address* (so a stranger elsewhere cannot lock
+    the owner out of their account) and per address across accounts (so one address cannot try
+    many). SQLite serialises the transaction with BEGIN IMMEDIATE; PostgreSQL with an advisory
+    lock held until it commits."""
+    with write_transaction() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(select(func.pg_advisory_xact_lock(LOGIN_ATTEMPTS_LOCK)))
+        since = utcnow() - LOGIN_WINDOW
+        recent = (
+            select(func.count())
+            .select_from(LoginAttempt)
+            .where(LoginAttempt.at >= since, LoginAttempt.ip == ip)
         )
+        by_account = session.scalar(recent.where(LoginAttempt.username == username)) or 0
+        by_address = session.scalar(recent) or 0
+        if by_account >= LOGIN_FAILURES_PER_USER or by_address >= LOGIN_FAILURES_PER_IP:
+            minutes = int(LOGIN_WINDOW.total_seconds() // 60)
+            raise AuthError(
+                f"Too many failed sign-ins. Wait {minutes} minutes and try again.",
+                retry_after=int(LOGIN_WINDOW.total_seconds()),
+            )
+        attempt = LoginAttempt(ip=ip, username=username)
+        session.add(attempt)
+        session.flush()
+        return attempt.id
 
 
 def prune_login_attempts() -> None:
