@@ -8,6 +8,7 @@ a worker that lost its job cannot overwrite anything.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -114,7 +115,12 @@ def create_job(
     `created=False`; reusing a key for different parameters is a conflict. A job over the
     owner's daily image quota or monthly budget raises LimitReached and stores nothing.
     """
+    # The signed-in user who asks: the job's owner, whose quota and budget it counts against
+    # (None with sign-in off and from the CLI: the ownerless bucket).
+    owner = auth.current_user()
+    owner_id = owner.id if owner is not None else None
     if idempotency_key is not None:
+        idempotency_key = scoped_idempotency_key(owner_id, idempotency_key)
         existing = _job_by_idempotency_key(idempotency_key, request)
         if existing is not None:
             return existing, False
@@ -124,10 +130,6 @@ def create_job(
     estimated_cost = pricing.known_estimate(
         target.model.name, request.size, request.n, request.options
     )
-    # The signed-in user who asks: the job's owner, whose quota and budget it counts against
-    # (None with sign-in off and from the CLI: the ownerless bucket).
-    owner = auth.current_user()
-    owner_id = owner.id if owner is not None else None
     job = Job(
         status=JobStatus.QUEUED,
         owner_id=owner_id,
@@ -163,8 +165,7 @@ def create_job(
         if idempotency_key is None:
             raise
         existing = _job_by_idempotency_key(idempotency_key, request)
-        if existing is None:
-            # Keys are unique across the site; this one belongs to a job the caller cannot see.
+        if existing is None:  # the other job was deleted meanwhile
             raise JobConflict(
                 "idempotency_key_in_use", "This Idempotency-Key is already in use; pick another."
             ) from None
@@ -183,6 +184,12 @@ CLAIM_LOCK = 0x41544C43  # serialises claims while a concurrency cap applies
 def _lock_owner_limits(session: Any, owner_id: int | None) -> None:
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_advisory_xact_lock(OWNER_LIMITS_LOCK + (owner_id or 0))))
+
+
+def scoped_idempotency_key(owner_id: int | None, key: str) -> str:
+    """What is stored for a client's key: a hash of the owner and the key, so every account
+    has keys of its own (one user's key is never a conflict, or a hint, for another)."""
+    return hashlib.sha256(f"{owner_id or 0}\n{key}".encode()).hexdigest()
 
 
 def _job_by_idempotency_key(key: str, request: JobRequest) -> Job | None:

@@ -523,7 +523,7 @@ def test_api_tokens_are_hashed_revocable_and_need_no_csrf(secure_app):
     assert client.get("/api/jobs", headers=bearer).status_code == 401
 
 
-def test_an_idempotency_key_of_another_user_is_a_conflict_not_a_leak(secure_app):
+def test_every_user_has_idempotency_keys_of_their_own(secure_app):
     alice = {"Authorization": f"Bearer {token_for(secure_app, 'alice')}", "Idempotency-Key": "k1"}
     bob = {"Authorization": f"Bearer {token_for(secure_app, 'bob')}", "Idempotency-Key": "k1"}
     client = secure_app.test_client()
@@ -531,9 +531,15 @@ def test_an_idempotency_key_of_another_user_is_a_conflict_not_a_leak(secure_app)
     assert first.status_code == 202
     replay = client.post("/api/jobs", json={"prompt": "alice's keyed job"}, headers=alice)
     assert replay.get_json()["id"] == first.get_json()["id"]
-    other = client.post("/api/jobs", json={"prompt": "alice's keyed job"}, headers=bob)
-    assert other.status_code == 409
-    assert "alice" not in other.get_data(as_text=True)
+    # Bob's "k1" is his own: neither a conflict that reveals Alice used it, nor her job.
+    other = client.post("/api/jobs", json={"prompt": "bob's keyed job"}, headers=bob)
+    assert other.status_code == 202
+    assert other.get_json()["id"] != first.get_json()["id"]
+    again = client.post("/api/jobs", json={"prompt": "bob's keyed job"}, headers=bob)
+    assert again.get_json()["id"] == other.get_json()["id"]
+    with secure_app.app_context():
+        stored = db.session.scalars(select(Job.idempotency_key)).all()
+    assert "k1" not in stored
 
 
 def test_tokens_are_made_and_revoked_in_the_account_page(secure_app):
