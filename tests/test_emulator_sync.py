@@ -673,8 +673,9 @@ def test_azure_429_carries_both_retry_headers_and_names_the_api_version(emulator
     response = azure_generate(emulator, azure, prompt="[ratelimit-always]")
 
     assert response.status_code == 429
+    # The default wait, said the same way in both headers.
     assert response.headers["retry-after"] == "1"
-    assert response.headers["retry-after-ms"] == "100"
+    assert response.headers["retry-after-ms"] == "1000"
     error = response.json()["error"]
     assert error["code"] == "429"
     assert error["message"].startswith(
@@ -1262,11 +1263,16 @@ def test_command_line_deployments_are_repeatable(azure):
     assert config_from_args(args).deployments == {"one": "dall-e-3", "two": "gpt-image-1.5"}
 
 
-def test_command_line_defaults_to_the_two_standard_deployments():
+def test_command_line_defaults_to_gpt_image_2_then_the_older_standard_deployments():
     config = config_from_args(parse_args(["--api-key", API_KEY]))
 
-    assert config.deployments == {"gpt-image-1": "gpt-image-1", "dall-e-3": "dall-e-3"}
+    assert list(config.deployments.items()) == [
+        ("gpt-image-2", "gpt-image-2"),
+        ("gpt-image-1", "gpt-image-1"),
+        ("dall-e-3", "dall-e-3"),
+    ]
     assert (config.openai_api_key, config.hang_seconds) == (None, 30.0)
+    assert config.rate_limit_retry_seconds == 1.0
 
 
 def test_command_line_sets_openai_key_and_hang_seconds():
