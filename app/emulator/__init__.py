@@ -14,6 +14,11 @@ that had to be invented, is commented `# Guess (...)` where it is implemented.
   gpt-image-1, gpt-image-1-mini, gpt-image-1.5, and the gpt-image-2 family: gpt-image-2,
   gpt-image-2-2026-04-21, gpt-image-2.5-sunburst, gpt-image-2.5-flare (each also with its
   -2026-09-08 snapshot), gpt-image-2.6-sunburst, gpt-image-2.6-flare, chatgpt-image-latest).
+- Azure's v1 route (azure_v1_api.py): `POST /openai/v1/images/generations`, the deployment's
+  name in the body's `model`; `api-version` optional (`preview`, `v1` or a dated version).
+  Same key check, validation, triggers and answers as the deployment route, except that a
+  bearer value must be the api key or look like a JWT (the plain OpenAI client sends the key
+  as a bearer there).
 - OpenAI's own API (openai_api.py): `POST /v1/images/generations` with `Authorization: Bearer
   <openai key>`; the model comes from the body.
 
@@ -50,7 +55,7 @@ the first in each list wins) provoke the services' other endings. On the async A
   error instead of an image (with n=1 the only image is filtered).
 
 On the synchronous routes (only requests that pass validation reach them; Azure's deployment
-route / OpenAI's `/v1` route). Every 429 asks for `rate_limit_retry_seconds` (R, 1 by
+and v1 routes / OpenAI's `/v1` route). Every 429 asks for `rate_limit_retry_seconds` (R, 1 by
 default), and its headers agree: `retry-after: R` and `retry-after-ms: R*1000`.
 - `[ratelimit-always]` 429 every time: Azure's `{"error":{"code":"429",...}}` with `retry-after`
   and `retry-after-ms` / OpenAI's `rate_limit_exceeded` with `retry-after` and
@@ -142,7 +147,7 @@ __all__ = ["EmulatorConfig", "EmulatorServer", "create_emulator_app"]
 
 def create_emulator_app(config: EmulatorConfig, *, clock: Callable[[], float] = time.time) -> Flask:
     """A Flask app serving the emulator; `clock` lets tests move time without sleeping."""
-    from . import async_api, blobs, faults, openai_api, request_log, sync_api
+    from . import async_api, azure_v1_api, blobs, faults, openai_api, request_log, sync_api
     from .config import MAX_BODY_BYTES
     from .gateway import register_gateway
     from .operations import OperationStore
@@ -168,6 +173,7 @@ def create_emulator_app(config: EmulatorConfig, *, clock: Callable[[], float] = 
     register_gateway(app)
     app.register_blueprint(async_api.bp)
     app.register_blueprint(sync_api.bp)
+    app.register_blueprint(azure_v1_api.bp)
     app.register_blueprint(openai_api.bp)
     app.register_blueprint(blobs.bp)
     app.register_blueprint(request_log.bp)
