@@ -673,8 +673,9 @@ def test_azure_429_carries_both_retry_headers_and_names_the_api_version(emulator
     response = azure_generate(emulator, azure, prompt="[ratelimit-always]")
 
     assert response.status_code == 429
+    # The default wait, said the same way in both headers.
     assert response.headers["retry-after"] == "1"
-    assert response.headers["retry-after-ms"] == "100"
+    assert response.headers["retry-after-ms"] == "1000"
     error = response.json()["error"]
     assert error["code"] == "429"
     assert error["message"].startswith(
@@ -1262,11 +1263,16 @@ def test_command_line_deployments_are_repeatable(azure):
     assert config_from_args(args).deployments == {"one": "dall-e-3", "two": "gpt-image-1.5"}
 
 
-def test_command_line_defaults_to_the_two_standard_deployments():
+def test_command_line_defaults_to_gpt_image_2_then_the_older_standard_deployments():
     config = config_from_args(parse_args(["--api-key", API_KEY]))
 
-    assert config.deployments == {"gpt-image-1": "gpt-image-1", "dall-e-3": "dall-e-3"}
+    assert list(config.deployments.items()) == [
+        ("gpt-image-2", "gpt-image-2"),
+        ("gpt-image-1", "gpt-image-1"),
+        ("dall-e-3", "dall-e-3"),
+    ]
     assert (config.openai_api_key, config.hang_seconds) == (None, 30.0)
+    assert config.rate_limit_retry_seconds == 1.0
 
 
 def test_command_line_sets_openai_key_and_hang_seconds():
@@ -1301,3 +1307,53 @@ def test_config_rejects_an_unknown_model():
 
 def test_config_openai_key_defaults_to_the_api_key():
     assert EmulatorConfig(api_key=API_KEY).openai_key == API_KEY
+
+
+def test_command_line_sets_the_rate_limit_wait():
+    args = parse_args(["--api-key", API_KEY, "--rate-limit-retry-seconds", "0.25"])
+
+    assert config_from_args(args).rate_limit_retry_seconds == 0.25
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [(-1, ValueError), (0.0005, ValueError), (math.inf, ValueError), (True, TypeError)],
+)
+def test_config_rejects_a_rate_limit_wait_that_headers_cannot_say_exactly(value, error):
+    with pytest.raises(error, match="rate_limit_retry_seconds"):
+        EmulatorConfig(api_key=API_KEY, rate_limit_retry_seconds=value)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "retry_after", "retry_after_ms"),
+    [(2.25, "2.25", "2250"), (0, "0", "0"), (3, "3", "3000")],
+)
+def test_429_retry_headers_say_the_configured_wait_alike(seconds, retry_after, retry_after_ms):
+    with EmulatorServer(_config(rate_limit_retry_seconds=seconds)) as server:
+        response = requests.post(
+            azure_url(server),
+            json={"prompt": "[ratelimit-always]"},
+            headers={"api-key": API_KEY},
+            timeout=TIMEOUT,
+        )
+
+    assert response.status_code == 429
+    assert (response.headers["retry-after"], response.headers["retry-after-ms"]) == (
+        retry_after,
+        retry_after_ms,
+    )
+    assert f"Please retry after {retry_after} second" in response.json()["error"]["message"]
+
+
+def test_request_log_lists_a_generations_body_fields_without_the_prompt(emulator, openai):
+    openai_generate(emulator, openai, model="gpt-image-1", prompt="a fox", user="u-1", n=2)
+
+    (entry,) = requests.get(f"{emulator.url}_emulator/requests", timeout=TIMEOUT).json()["requests"]
+    assert entry["fields"] == {"model": "gpt-image-1", "user": "u-1", "n": 2}
+
+
+def test_request_log_has_no_fields_for_other_requests(emulator, anonymous):
+    anonymous.get(f"{emulator.url}openai/operations/images/nope", timeout=TIMEOUT)
+
+    (entry,) = requests.get(f"{emulator.url}_emulator/requests", timeout=TIMEOUT).json()["requests"]
+    assert entry["fields"] is None

@@ -11,22 +11,36 @@ that had to be invented, is commented `# Guess (...)` where it is implemented.
 - Azure's synchronous deployment API (sync_api.py): `POST
   /openai/deployments/{deployment}/images/generations?api-version=V` (2023-12-01-preview and
   later); each configured deployment serves one model (models.py: dall-e-2, dall-e-3,
-  gpt-image-1, gpt-image-1-mini, gpt-image-1.5).
+  gpt-image-1, gpt-image-1-mini, gpt-image-1.5, and the gpt-image-2 family: gpt-image-2,
+  gpt-image-2-2026-04-21, gpt-image-2.5-sunburst, gpt-image-2.5-flare (each also with its
+  -2026-09-08 snapshot), gpt-image-2.6-sunburst, gpt-image-2.6-flare, chatgpt-image-latest).
+- Azure's v1 route (azure_v1_api.py): `POST /openai/v1/images/generations`, the deployment's
+  name in the body's `model`; `api-version` optional (`preview`, `v1` or a dated version).
+  Same key check, validation, triggers and answers as the deployment route, except that a
+  bearer value must be the api key or look like a JWT (the plain OpenAI client sends the key
+  as a bearer there).
 - OpenAI's own API (openai_api.py): `POST /v1/images/generations` with `Authorization: Bearer
   <openai key>`; the model comes from the body.
 
+The gpt-image-2 family takes `size` `auto` or any `WIDTHxHEIGHT` with both sides multiples of
+16, the long side at most 3840 and at most 3 times the short side, and 655,360 to 8,294,400
+pixels; a 400 names the broken rule. It takes no transparent background, except the 2.5
+models, which also have the qualities `xhigh` and `max`. Every route takes `moderation`
+(gpt-image models), `user` and `safety_identifier` (up to 64 characters).
+
 Public API:
 - `EmulatorConfig(api_key, latency=3.0, poll_interval=1, signing_secret=None,
-  state_file=None, public_url=None, deployments={"gpt-image-1": "gpt-image-1",
-  "dall-e-3": "dall-e-3"}, openai_api_key=None, hang_seconds=30.0, slow_seconds=5.0,
-  oversized_bytes=64 MiB)`
+  state_file=None, public_url=None, deployments={"gpt-image-2": "gpt-image-2",
+  "gpt-image-1": "gpt-image-1", "dall-e-3": "dall-e-3"}, openai_api_key=None,
+  hang_seconds=30.0, slow_seconds=5.0, oversized_bytes=64 MiB,
+  rate_limit_retry_seconds=1.0)`
 - `create_emulator_app(config) -> flask.Flask`
 - `EmulatorServer(config, host="127.0.0.1", port=0)`: `.start()` (returns self), `.url`
   (with trailing slash), `.stop()`, a context manager; `.request_counts()`.
 - `python -m app.emulator --port 0 --api-key KEY [--latency 2] [--poll-interval 1]
   [--state-file F] [--deployment NAME=MODEL ...] [--openai-api-key KEY] [--hang-seconds 30]
-  [--slow-seconds 5] [--oversized-bytes 67108864]` prints `EMULATOR_URL=http://127.0.0.1:PORT/`
-  once listening.
+  [--slow-seconds 5] [--oversized-bytes 67108864] [--rate-limit-retry-seconds 1]` prints
+  `EMULATOR_URL=http://127.0.0.1:PORT/` once listening.
 
 Async operations report `notRunning` for the first 20 % of `latency`, `running` until
 `latency` has passed, then their terminal state. Synchronous generations answer after
@@ -41,12 +55,15 @@ the first in each list wins) provoke the services' other endings. On the async A
   error instead of an image (with n=1 the only image is filtered).
 
 On the synchronous routes (only requests that pass validation reach them; Azure's deployment
-route / OpenAI's `/v1` route):
-- `[ratelimit-always]` 429 every time: Azure's `{"error":{"code":"429",...}}` with `retry-after:
-  1` and `retry-after-ms: 100` / OpenAI's `rate_limit_exceeded` with `retry-after: 1` and
+and v1 routes / OpenAI's `/v1` route). Every 429 asks for `rate_limit_retry_seconds` (R, 1 by
+default), and its headers agree: `retry-after: R` and `retry-after-ms: R*1000`.
+- `[ratelimit-always]` 429 every time: Azure's `{"error":{"code":"429",...}}` with `retry-after`
+  and `retry-after-ms` / OpenAI's `rate_limit_exceeded` with `retry-after` and
   `x-ratelimit-*-requests` headers.
 - `[ratelimit]` the same 429, but only for the first request with exactly this prompt (per
   emulator instance); later ones succeed. Lets clients prove they retry.
+- `[no-retry]` the same 429 every time, plus `x-should-retry: false`: the server's "do not
+  retry", which openai-python obeys over the status code. Lets clients prove they honour it.
 - `[hang]`   sleeps `hang_seconds`, then answers like `[fail]` (for read-timeout tests).
 - `[fail]`   500: Azure's `InternalServerError` / OpenAI's `server_error`.
 - `[refuse-legacy]` 400 `{"created", "error": {"code": "contentFilter", "message": "Your task
@@ -68,8 +85,8 @@ the state file, and `POST /_emulator/reset` does not clear it.
   trigger             route                  behaviour
   `[submit-429]`      async submit           first submit: 429 `{"error":{"code":"429",
                                              "message":"Requests to the ImageGenerations_Submit
-                                             Operation ..."}}`, `retry-after: 1`,
-                                             `retry-after-ms: 100`; later submits succeed
+                                             Operation ..."}}`, `retry-after: R`,
+                                             `retry-after-ms: R*1000`; later submits succeed
   `[submit-500]`      async submit, both     first request: 500 (Azure's `InternalServerError`
                       sync routes            / OpenAI's `server_error`); later ones succeed
   `[vanish]`          async poll, delete     submit succeeds; every poll and delete: 404
@@ -109,8 +126,9 @@ labelled placeholders (see drawing.py) in the requested size and format.
 `GET /_emulator/faults` lists every prompt trigger, these and the ones above, with a one-line
 description (JSON, no key needed). For tests: `GET /_emulator/requests` lists the requests
 received with counts per kind (submit/poll/delete/blob/generate), `POST /_emulator/reset`
-clears them. In-process the counts are `app.extensions["emulator"].request_counts()` or
-`EmulatorServer.request_counts()`.
+clears them. Each synchronous generation's entry also carries `fields`: its JSON body's
+top-level fields except `prompt`, so tests can assert what a client sent. In-process the
+counts are `app.extensions["emulator"].request_counts()` or `EmulatorServer.request_counts()`.
 """
 
 from __future__ import annotations
@@ -129,7 +147,7 @@ __all__ = ["EmulatorConfig", "EmulatorServer", "create_emulator_app"]
 
 def create_emulator_app(config: EmulatorConfig, *, clock: Callable[[], float] = time.time) -> Flask:
     """A Flask app serving the emulator; `clock` lets tests move time without sleeping."""
-    from . import async_api, blobs, faults, openai_api, request_log, sync_api
+    from . import async_api, azure_v1_api, blobs, faults, openai_api, request_log, sync_api
     from .config import MAX_BODY_BYTES
     from .gateway import register_gateway
     from .operations import OperationStore
@@ -155,6 +173,7 @@ def create_emulator_app(config: EmulatorConfig, *, clock: Callable[[], float] = 
     register_gateway(app)
     app.register_blueprint(async_api.bp)
     app.register_blueprint(sync_api.bp)
+    app.register_blueprint(azure_v1_api.bp)
     app.register_blueprint(openai_api.bp)
     app.register_blueprint(blobs.bp)
     app.register_blueprint(request_log.bp)

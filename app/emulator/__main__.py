@@ -13,7 +13,12 @@ import sys
 import time
 from types import FrameType
 
-from .config import DEFAULT_DEPLOYMENTS, DEFAULT_OVERSIZED_BYTES, EmulatorConfig
+from .config import (
+    DEFAULT_DEPLOYMENTS,
+    DEFAULT_OVERSIZED_BYTES,
+    DEFAULT_RATE_LIMIT_RETRY_SECONDS,
+    EmulatorConfig,
+)
 from .models import MODELS
 from .server import EmulatorServer
 
@@ -85,6 +90,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_OVERSIZED_BYTES,
         help="an [image-oversized] download streams more than this many bytes",
     )
+    parser.add_argument(
+        "--rate-limit-retry-seconds",
+        type=float,
+        default=DEFAULT_RATE_LIMIT_RETRY_SECONDS,
+        help="the wait a 429 asks for, in retry-after and retry-after-ms alike",
+    )
     parser.add_argument("--verbose", action="store_true", help="log one line per request to stderr")
     return parser.parse_args(argv)
 
@@ -103,6 +114,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         hang_seconds=args.hang_seconds,
         slow_seconds=args.slow_seconds,
         oversized_bytes=args.oversized_bytes,
+        rate_limit_retry_seconds=args.rate_limit_retry_seconds,
     )
 
 

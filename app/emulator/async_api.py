@@ -129,7 +129,11 @@ def submit_generation() -> Response:
     # validates, but the emulator needs a valid prompt to find the trigger in).
     fault = submit_fault(state.fault_memory, generation.prompt)
     if fault is Fault.SUBMIT_429:
-        return rate_limited(request.args["api-version"], SUBMIT_OPERATION_NAME)
+        return rate_limited(
+            request.args["api-version"],
+            state.config.rate_limit_retry_seconds,
+            SUBMIT_OPERATION_NAME,
+        )
     if fault is Fault.SUBMIT_500:
         return internal_server_error()
 
@@ -166,7 +170,9 @@ def get_operation(operation_id: str) -> Response:
     if fault is Fault.VANISH:
         return resource_not_found()
     if fault is Fault.POLL_429:
-        return rate_limited(request.args["api-version"], POLL_OPERATION_NAME)
+        return rate_limited(
+            request.args["api-version"], state.config.rate_limit_retry_seconds, POLL_OPERATION_NAME
+        )
     if fault is Fault.POLL_500:
         return internal_server_error()
     if fault is Fault.POLL_SLOW:

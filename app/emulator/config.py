@@ -7,6 +7,7 @@ request body any route reads. It is a plain dataclass so the Flask app, the in-p
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -14,7 +15,15 @@ from .models import MODELS
 
 # The app's MAX_CONTENT_LENGTH; larger bodies are refused with 413 on every route.
 MAX_BODY_BYTES = 1024 * 1024
-DEFAULT_DEPLOYMENTS = {"gpt-image-1": "gpt-image-1", "dall-e-3": "dall-e-3"}
+# Today's model first. gpt-image-1 and dall-e-3 stay for clients (and tests) written against
+# them, although both are retired (azure-image-apis.md §5, §9): the emulator still serves them.
+DEFAULT_DEPLOYMENTS = {
+    "gpt-image-2": "gpt-image-2",
+    "gpt-image-1": "gpt-image-1",
+    "dall-e-3": "dall-e-3",
+}
+# How long a 429 tells clients to wait, by default.
+DEFAULT_RATE_LIMIT_RETRY_SECONDS = 1.0
 # What `[image-oversized]` streams more than by default: above any sane client download cap.
 DEFAULT_OVERSIZED_BYTES = 64 * 1024 * 1024
 # Azure deployment names are letters, digits, '-', '_' and '.'; anything else could not appear
@@ -50,6 +59,9 @@ class EmulatorConfig:
     slow_seconds: how long the first poll of a `[poll-slow]` operation waits before it answers
         (normally), for clients' read timeouts on polls.
     oversized_bytes: an `[image-oversized]` download streams more bytes than this.
+    rate_limit_retry_seconds: the wait every 429 asks for, in whole milliseconds: `retry-after`
+        and `retry-after-ms` both say it (see errors.retry_headers). Whole seconds give standard
+        headers; tests that let a client retry may set e.g. 0.1 to stay fast.
     """
 
     api_key: str
@@ -63,6 +75,7 @@ class EmulatorConfig:
     hang_seconds: float = 30.0
     slow_seconds: float = 5.0
     oversized_bytes: int = DEFAULT_OVERSIZED_BYTES
+    rate_limit_retry_seconds: float = DEFAULT_RATE_LIMIT_RETRY_SECONDS
 
     def __post_init__(self) -> None:
         if not self.api_key:
@@ -96,6 +109,14 @@ class EmulatorConfig:
             raise TypeError("EmulatorConfig.oversized_bytes must be an int")
         if self.oversized_bytes < 1:
             raise ValueError("EmulatorConfig.oversized_bytes must be >= 1")
+        retry = self.rate_limit_retry_seconds
+        if isinstance(retry, bool) or not isinstance(retry, int | float):
+            raise TypeError("EmulatorConfig.rate_limit_retry_seconds must be a number")
+        # Whole milliseconds, so retry-after-ms can say exactly what retry-after says.
+        if not math.isfinite(retry) or retry < 0 or abs(retry * 1000 - round(retry * 1000)) > 1e-6:
+            raise ValueError(
+                "EmulatorConfig.rate_limit_retry_seconds must be >= 0 in whole milliseconds"
+            )
 
     @property
     def openai_key(self) -> str:

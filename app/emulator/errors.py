@@ -115,14 +115,25 @@ def legacy_content_filter(created: int, message: str) -> Response:
     )
 
 
-def rate_limited(api_version: str, operation: str = "Images_Generations_Create") -> Response:
-    """429 with both retry headers (azure-image-apis.md §1.4, §7 item 11).
+def rate_limited(
+    api_version: str,
+    retry_seconds: float,
+    operation: str = "Images_Generations_Create",
+    *,
+    should_retry: bool | None = None,
+) -> Response:
+    """429 with both retry headers (azure-image-apis.md §1.4, §7 item 11), both saying
+    `retry_seconds`.
 
     `operation` is the name the message gives the throttled operation. Guess (UNCONFIRMED in
     azure-image-apis.md §1.3): every operation name (the deployment route's default
-    `Images_Generations_Create` too) and the sentence after "Please retry after 1 second."; the
-    rest copies the observed chat 429.
+    `Images_Generations_Create` too) and the sentence after "Please retry after N seconds.";
+    the rest copies the observed chat 429. `should_retry` adds `x-should-retry: true/false`,
+    the header openai-python obeys over the status code (azure-image-apis.md §4.5, §7 item 11).
+    Guess (not in azure-image-apis.md): whether Azure itself ever sends it.
     """
+    headers = retry_headers(retry_seconds)
+    after = headers["retry-after"]
     response = json_response(
         {
             "error": {
@@ -130,20 +141,40 @@ def rate_limited(api_version: str, operation: str = "Images_Generations_Create")
                 "message": (
                     f"Requests to the {operation} Operation under Azure OpenAI API "
                     f"version {api_version} have exceeded call rate limit of your current OpenAI "
-                    "S0 pricing tier. Please retry after 1 second. Please go here: "
-                    "https://aka.ms/oai/quotaincrease if you would like to further increase the "
-                    "default rate limit."
+                    f"S0 pricing tier. Please retry after {after} {_seconds(after)}. Please go "
+                    "here: https://aka.ms/oai/quotaincrease if you would like to further increase "
+                    "the default rate limit."
                 ),
             }
         },
         status=429,
     )
-    response.headers["retry-after"] = "1"
-    # Shorter than retry-after on purpose: SDKs prefer retry-after-ms (azure-image-apis.md §4.5),
-    # so tests that let an SDK retry stay fast, while clients reading retry-after still work.
-    response.headers["retry-after-ms"] = "100"
+    response.headers.update(headers)
     response.headers["x-ratelimit-remaining-requests"] = "0"
+    if should_retry is not None:
+        response.headers["x-should-retry"] = "true" if should_retry else "false"
     return response
+
+
+def retry_headers(seconds: float) -> dict[str, str]:
+    """`retry-after` (seconds) and `retry-after-ms` for the same wait, so the two always agree.
+
+    Clients differ in which one they read (openai-python and Atelier prefer `retry-after-ms`,
+    azure-image-apis.md §4.5), and headers that disagree make the same client wait differently
+    against the emulator than a reader of the other header would. `retry-after` is whole
+    seconds in HTTP (RFC 9110 delay-seconds) and with the default configuration it is one. Only
+    a configured fraction (tests use 0.1 s to stay fast) is written as a decimal, "0.1":
+    openai-python parses `retry-after` as a float on purpose ("allowing nonstandard floats"),
+    and so does Atelier's provider; a client doing int() on it would fail only then.
+    """
+    milliseconds = round(seconds * 1000)
+    whole, fraction = divmod(milliseconds, 1000)
+    after = str(whole) if fraction == 0 else f"{whole}.{fraction:03d}".rstrip("0")
+    return {"retry-after": after, "retry-after-ms": str(milliseconds)}
+
+
+def _seconds(amount: str) -> str:
+    return "second" if amount == "1" else "seconds"
 
 
 def internal_server_error() -> Response:

@@ -191,6 +191,9 @@ TRIGGERS: tuple[TriggerInfo, ...] = (
     TriggerInfo(
         "[ratelimit]", "sync routes", "429 for the first request with this exact prompt only."
     ),
+    TriggerInfo(
+        "[no-retry]", "sync routes", "429 every time, with x-should-retry: false (do not retry)."
+    ),
     TriggerInfo("[hang]", "sync routes", "Sleeps hang_seconds, then answers 500."),
     TriggerInfo("[fail]", "sync routes", "500 server error."),
     TriggerInfo("[refuse-legacy]", "sync routes", "400 contentFilter (older refusal shape)."),

@@ -10,6 +10,7 @@ an unknown `/v1` URL is answered here too, in OpenAI's shape, since routing happ
 from __future__ import annotations
 
 import hmac
+import re
 import uuid
 
 from flask import Flask, Request, Response, g, request
@@ -18,6 +19,11 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from .errors import access_denied, blob_not_found, resource_not_found
 from .openai_errors import invalid_url
 from .state import emulator_state
+
+# Three base64url segments: the shape of a JWT, as Entra ID access tokens are.
+JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+# Azure's v1 route: the plain OpenAI client sends the resource key as `Authorization: Bearer`.
+AZURE_V1_PREFIX = "/openai/v1/"
 
 
 def register_gateway(app: Flask) -> None:
@@ -31,19 +37,35 @@ def is_openai_path(path: str) -> bool:
     return path == "/openai" or path.startswith("/openai/")
 
 
-def is_authorised(incoming: Request, api_key: str) -> bool:
-    """`api-key` decides when present; otherwise any non-empty bearer token is accepted.
+def is_authorised(incoming: Request, api_key: str, *, bearer_may_be_key: bool = False) -> bool:
+    """`api-key` decides when present; otherwise a non-empty bearer token is accepted.
 
     openai-python 1.x sends both `api-key: K` and `Authorization: Bearer K` (azure-image-apis.md
     §1.2), so the bearer value must not be required to be a JWT. Entra ID tokens are not
     verified: the emulator is a local test double with no tenant to check them against.
+
+    `bearer_may_be_key` (Azure's v1 route): the plain OpenAI client sends the resource key as
+    the bearer value there (azure-image-apis.md §3.6), so a bearer value is accepted only if it
+    is the key or shaped like a JWT (an Entra ID token); any other value is a wrong key. Guess
+    (UNCONFIRMED in azure-image-apis.md, §1.2 only allows "minimal JWT parsing"): how Azure
+    tells a key from a token there. Other routes keep accepting any bearer value, as clients
+    and tests send placeholder Entra ID tokens to them.
     """
     sent_key = incoming.headers.get("api-key")
     if sent_key is not None:
-        # Constant-time comparison, so the emulator is no worse an example than the real thing.
-        return hmac.compare_digest(sent_key.encode("utf-8"), api_key.encode("utf-8"))
+        return _same_key(sent_key, api_key)
     scheme, _, token = incoming.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and bool(token.strip())
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return False
+    if bearer_may_be_key:
+        return _same_key(token, api_key) or JWT_SHAPE.fullmatch(token) is not None
+    return True
+
+
+def _same_key(sent: str, expected: str) -> bool:
+    # Constant-time comparison, so the emulator is no worse an example than the real thing.
+    return hmac.compare_digest(sent.encode("utf-8"), expected.encode("utf-8"))
 
 
 def _authenticate() -> Response | None:
@@ -51,7 +73,9 @@ def _authenticate() -> Response | None:
         return None
     g.apim_request_id = str(uuid.uuid4())
     # Key checked before the route and api-version: a wrong key gets 401 on any /openai path.
-    if not is_authorised(request, emulator_state().config.api_key):
+    api_key = emulator_state().config.api_key
+    on_v1 = request.path.startswith(AZURE_V1_PREFIX)
+    if not is_authorised(request, api_key, bearer_may_be_key=on_v1):
         return access_denied()
     return None
 

@@ -17,14 +17,18 @@ from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .config import MAX_BODY_BYTES
-from .models import ModelRules
+from .models import ModelRules, size_problem
 
 RESPONSE_FORMATS = ("url", "b64_json")
-BACKGROUNDS = ("auto", "transparent", "opaque")
 MODERATIONS = ("auto", "low")
+# Guess (not in azure-image-apis.md, which only says `safety_identifier` is "a stable, hashed
+# per-end-user id", §9): OpenAI's limit of 64 characters for it.
+MAX_SAFETY_IDENTIFIER_CHARS = 64
 MAX_PARTIAL_IMAGES = 3
 # A bad value is quoted back in the error message, cut to this many characters.
 MAX_QUOTED_VALUE_CHARS = 60
+# A free size ("WIDTHxHEIGHT") longer than this is not parsed, only quoted back (cut).
+MAX_SIZE_CHARS = 16
 # Fields only the gpt-image models have (azure-image-apis.md §3.2, §4.2).
 GPT_IMAGE_ONLY_FIELDS = (
     "background",
@@ -35,7 +39,17 @@ GPT_IMAGE_ONLY_FIELDS = (
     "stream",
 )
 KNOWN_FIELDS = frozenset(
-    {"prompt", "model", "n", "size", "quality", "style", "response_format", "user"}
+    {
+        "prompt",
+        "model",
+        "n",
+        "size",
+        "quality",
+        "style",
+        "response_format",
+        "user",
+        "safety_identifier",
+    }
     | set(GPT_IMAGE_ONLY_FIELDS)
 )
 
@@ -66,7 +80,9 @@ class Platform:
     rejects_unknown_fields: bool
 
 
-# Azure: "WEBP images aren't supported" (azure-image-apis.md §3.2).
+# Azure: "WEBP images aren't supported" (azure-image-apis.md §3.2). Guess (UNCONFIRMED in
+# azure-image-apis.md, which says it of the gpt-image-1 series): the same holds for the
+# gpt-image-2 family on Azure, on the deployment route and the v1 route alike.
 AZURE = Platform(
     "Azure",
     output_formats=("png", "jpeg"),
@@ -100,6 +116,10 @@ class ImageRequest:
     output_format: str
     output_compression: int
     moderation: str
+    # Who the end user is, as sent (None: not sent). The service attributes the request to a
+    # non-empty `safety_identifier` before `user` (azure-image-apis.md §9); nothing here does.
+    user: str | None = None
+    safety_identifier: str | None = None
 
 
 def read_json_object() -> dict[str, object]:
@@ -154,7 +174,7 @@ def parse_image_request(
             f"'n' must be an integer between 1 and {model.max_images} for {model.name}.", "n"
         )
 
-    size = _choice(payload, "size", model.sizes, model)
+    size = _size(payload, model)
     quality = _choice(payload, "quality", model.qualities, model)
 
     style = None
@@ -173,6 +193,7 @@ def parse_image_request(
     user = payload.get("user")
     if user is not None and not isinstance(user, str):
         raise InvalidRequest("'user' must be a string.", "user")
+    safety_identifier = _safety_identifier(payload)
 
     if not model.gpt_image:
         # Guess (azure-image-apis.md §3.2, §4.2 say which models have these fields, not how the
@@ -192,9 +213,11 @@ def parse_image_request(
             output_format="png",
             output_compression=100,
             moderation="auto",
+            user=user,
+            safety_identifier=safety_identifier,
         )
 
-    background = _choice(payload, "background", BACKGROUNDS, model)
+    background = _background(payload, model)
     output_format = _output_format(payload, platform)
     compression = _optional(payload, "output_compression", 100)
     if type(compression) is not int or not 0 <= compression <= 100:
@@ -238,6 +261,8 @@ def parse_image_request(
         output_format=output_format,
         output_compression=compression,
         moderation=moderation,
+        user=user,
+        safety_identifier=safety_identifier,
     )
 
 
@@ -258,6 +283,56 @@ def _choice(
             name,
         )
     return value  # type: ignore[return-value]
+
+
+def _size(payload: dict[str, object], model: ModelRules) -> str:
+    """The requested size: one of the model's sizes, or any its size rule allows."""
+    value = _optional(payload, "size", model.default_size)
+    if model.size_rule is None or value in model.sizes:
+        return _choice(payload, "size", model.sizes, model)
+    # A WIDTHxHEIGHT has at most 13 characters ("999999x999999"); longer is only quoted back.
+    if not isinstance(value, str) or len(value) > MAX_SIZE_CHARS:
+        raise InvalidRequest(
+            f"Invalid value for 'size': {_quoted(value)}. {model.name} takes 'auto' or a "
+            "'WIDTHxHEIGHT' string.",
+            "size",
+        )
+    problem = size_problem(value, model.size_rule)
+    if problem is not None:
+        raise InvalidRequest(f"Invalid value for 'size' for {model.name}: {problem}.", "size")
+    return value
+
+
+def _background(payload: dict[str, object], model: ModelRules) -> str:
+    value = _optional(payload, "background", model.backgrounds[0])
+    if value == "transparent" and value not in model.backgrounds:
+        choices = " or ".join(f"'{choice}'" for choice in model.backgrounds)
+        raise InvalidRequest(
+            f"{model.name} does not support a transparent background; use {choices}.",
+            "background",
+        )
+    return _choice(payload, "background", model.backgrounds, model)
+
+
+def _safety_identifier(payload: dict[str, object]) -> str | None:
+    """`safety_identifier` as sent (None when not), for every model.
+
+    Guess (azure-image-apis.md §9 names the field, not which models or routes take it, and
+    nothing says whether Azure does): accepted with every model on every route, like `user`,
+    so the emulator never refuses what the service might take.
+    """
+    value = payload.get("safety_identifier")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest("'safety_identifier' must be a string.", "safety_identifier")
+    if len(value) > MAX_SAFETY_IDENTIFIER_CHARS:
+        raise InvalidRequest(
+            f"'safety_identifier' is {len(value)} characters long; the maximum is "
+            f"{MAX_SAFETY_IDENTIFIER_CHARS}. Send a hash of the user's id instead.",
+            "safety_identifier",
+        )
+    return value
 
 
 def _output_format(payload: dict[str, object], platform: Platform) -> str:

@@ -1,14 +1,19 @@
 """The image models the emulator knows, and what each one accepts and reports.
 
-Owns `ModelRules` and the `MODELS` table (limits from azure-image-apis.md §3.2, §4.2 and the
-checklist in §7 item 13), plus the per-model numbers a response carries: DALL-E 3's
+Owns `ModelRules` and the `MODELS` table (limits from azure-image-apis.md §3.2, §4.2, the
+checklist in §7 item 13 and, for the gpt-image-2 family, §9), the gpt-image-2 family's size
+rules (`size_problem`), plus the per-model numbers a response carries: DALL-E 3's
 `revised_prompt` and the gpt-image models' token `usage`. Which fields a request may set, and
 in which shape, is decided from these rules by image_requests.py.
+
+The emulator keeps its own rules on purpose, independent of the app's app/image_models.py: it
+stands in for the service, so a mistake in the app's rules must not be copied into it.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 # gpt-image `size: auto` and `quality: auto` are resolved to these before drawing and counting.
@@ -32,6 +37,39 @@ OUTPUT_TOKENS_PER_IMAGE = {
     ("high", "1024x1536"): 6240,
     ("high", "1536x1024"): 6208,
 }
+# Output tokens of one 1024x1024 image per quality, for sizes the table above does not have: the
+# count is scaled by pixel area. Guess (not in azure-image-apis.md, which gives no token counts
+# for gpt-image-2's free sizes nor for the 2.5 models' `xhigh` and `max`): area scaling, and
+# `xhigh` / `max` at twice / four times `high`.
+OUTPUT_TOKENS_PER_MEGAPIXEL_SQUARE = {
+    "low": 272,
+    "medium": 1056,
+    "high": 4160,
+    "xhigh": 8320,
+    "max": 16640,
+}
+SQUARE_PIXELS = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SizeRule:
+    """Free `WIDTHxHEIGHT` sizes (the gpt-image-2 family, azure-image-apis.md §9)."""
+
+    multiple_of: int
+    max_side: int
+    max_ratio: int
+    min_pixels: int
+    max_pixels: int
+
+
+# "Both sides divisible by 16, aspect ratio between 1:3 and 3:1, longest edge at most 3840,
+# total pixels 655,360 to 8,294,400" (azure-image-apis.md §9; openai-python 3.51's docstring
+# agrees). Guess (UNCONFIRMED in azure-image-apis.md for Azure): Azure deployments take the same
+# sizes as OpenAI.
+GPT_IMAGE_2_SIZE_RULE = SizeRule(
+    multiple_of=16, max_side=3840, max_ratio=3, min_pixels=655_360, max_pixels=8_294_400
+)
+_SIZE = re.compile(r"([1-9][0-9]{0,5})x([1-9][0-9]{0,5})")
 
 
 @dataclass(frozen=True)
@@ -49,6 +87,11 @@ class ModelRules:
     gpt_image: bool = False
     # DALL-E 3 rewrites every prompt and says so in `revised_prompt`.
     revises_prompt: bool = False
+    # gpt-image models: the `background` values, the first the default.
+    backgrounds: tuple[str, ...] = ("auto", "transparent", "opaque")
+    # Set: any size this rule allows is valid too, not only those in `sizes` (which then only
+    # lists common ones, for error messages).
+    size_rule: SizeRule | None = None
 
     @property
     def default_size(self) -> str:
@@ -61,6 +104,42 @@ class ModelRules:
 
 _GPT_IMAGE_SIZES = ("auto", "1024x1024", "1536x1024", "1024x1536")
 _GPT_IMAGE_QUALITIES = ("auto", "low", "medium", "high")
+# The common sizes of azure-image-apis.md §9, named in error messages.
+_GPT_IMAGE_2_SIZES = (
+    "auto",
+    "1024x1024",
+    "1536x1024",
+    "1024x1536",
+    "2048x2048",
+    "2048x1152",
+    "3840x2160",
+    "2160x3840",
+)
+# "2.5 models add xhigh and max" (azure-image-apis.md §9; openai-python 3.51's docstring names
+# only gpt-image-2.5-sunburst and -flare and their 2026-09-08 snapshots). Guess (neither source
+# says anything about 2.6): the 2.6 models keep gpt-image-2's four qualities.
+_GPT_IMAGE_2_5_QUALITIES = (*_GPT_IMAGE_QUALITIES, "xhigh", "max")
+# "No transparent background ... on gpt-image-2" (azure-image-apis.md §9).
+_OPAQUE_BACKGROUNDS = ("auto", "opaque")
+# openai-python 3.51's `background` docstring: the 2.5 models and their snapshots "support
+# `opaque` and `transparent` backgrounds" (for gpt-image-2 it calls transparency a preview,
+# which the emulator, like §9 and the Azure-focused clients, refuses). Guess (no source on
+# the 2.6 models or chatgpt-image-latest): they refuse it like gpt-image-2.
+_ALL_BACKGROUNDS = ("auto", "transparent", "opaque")
+# name -> (qualities, backgrounds). Guess (openai-python 3.51 names only gpt-image-2 and the
+# 2.5 models for free sizes; azure-image-apis.md §9 speaks of "the gpt-image-2 family"): the
+# 2.6 models and chatgpt-image-latest take the same free sizes.
+_GPT_IMAGE_2_FAMILY = {
+    "gpt-image-2": (_GPT_IMAGE_QUALITIES, _OPAQUE_BACKGROUNDS),
+    "gpt-image-2-2026-04-21": (_GPT_IMAGE_QUALITIES, _OPAQUE_BACKGROUNDS),
+    "gpt-image-2.5-sunburst": (_GPT_IMAGE_2_5_QUALITIES, _ALL_BACKGROUNDS),
+    "gpt-image-2.5-sunburst-2026-09-08": (_GPT_IMAGE_2_5_QUALITIES, _ALL_BACKGROUNDS),
+    "gpt-image-2.5-flare": (_GPT_IMAGE_2_5_QUALITIES, _ALL_BACKGROUNDS),
+    "gpt-image-2.5-flare-2026-09-08": (_GPT_IMAGE_2_5_QUALITIES, _ALL_BACKGROUNDS),
+    "gpt-image-2.6-sunburst": (_GPT_IMAGE_QUALITIES, _OPAQUE_BACKGROUNDS),
+    "gpt-image-2.6-flare": (_GPT_IMAGE_QUALITIES, _OPAQUE_BACKGROUNDS),
+    "chatgpt-image-latest": (_GPT_IMAGE_QUALITIES, _OPAQUE_BACKGROUNDS),
+}
 
 MODELS: dict[str, ModelRules] = {
     rules.name: rules
@@ -92,8 +171,45 @@ MODELS: dict[str, ModelRules] = {
             )
             for name in ("gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5")
         ),
+        *(
+            ModelRules(
+                name,
+                max_prompt_chars=32000,
+                max_images=10,
+                sizes=_GPT_IMAGE_2_SIZES,
+                qualities=qualities,
+                gpt_image=True,
+                backgrounds=backgrounds,
+                size_rule=GPT_IMAGE_2_SIZE_RULE,
+            )
+            for name, (qualities, backgrounds) in _GPT_IMAGE_2_FAMILY.items()
+        ),
     )
 }
+
+
+def size_problem(size: str, rule: SizeRule) -> str | None:
+    """Why `size` ("WxH") breaks `rule`, as a sentence starting with the size; None if it fits.
+
+    The rules are checked in a fixed order and only the first broken one is named.
+    """
+    match = _SIZE.fullmatch(size)
+    if match is None:
+        return f"{size}: a size is 'auto' or WIDTHxHEIGHT in pixels, e.g. '1536x1024'"
+    width, height = int(match.group(1)), int(match.group(2))
+    long_side, short_side = max(width, height), min(width, height)
+    pixels = width * height
+    if width % rule.multiple_of or height % rule.multiple_of:
+        return f"{size}: width and height must both be multiples of {rule.multiple_of}"
+    if long_side > rule.max_side:
+        return f"{size}: the long side may be at most {rule.max_side} pixels"
+    if long_side > rule.max_ratio * short_side:
+        return f"{size}: the long side may be at most {rule.max_ratio} times the short side"
+    if pixels < rule.min_pixels:
+        return f"{size}: at least {rule.min_pixels:,} pixels are needed, this is {pixels:,}"
+    if pixels > rule.max_pixels:
+        return f"{size}: at most {rule.max_pixels:,} pixels are allowed, this is {pixels:,}"
+    return None
 
 
 def revised_prompt(prompt: str, style: str) -> str:
@@ -121,14 +237,24 @@ def usage(prompt: str, quality: str, size: str, n: int) -> dict[str, object]:
     """gpt-image token usage for `n` images (§3.3 `imageGenerationsUsage`, §4.3 `usage`).
 
     Guess (the reference names the fields, not how they are counted): text tokens are about one
-    per four characters of prompt; output tokens come from OUTPUT_TOKENS_PER_IMAGE.
+    per four characters of prompt; output tokens come from OUTPUT_TOKENS_PER_IMAGE, or for other
+    sizes and qualities from OUTPUT_TOKENS_PER_MEGAPIXEL_SQUARE scaled by pixel area.
     """
     text_tokens = math.ceil(len(prompt) / 4)
-    per_image = OUTPUT_TOKENS_PER_IMAGE[(resolved_quality(quality), resolved_size(size))]
-    output_tokens = per_image * n
+    output_tokens = output_tokens_per_image(resolved_quality(quality), resolved_size(size)) * n
     return {
         "input_tokens": text_tokens,
         "input_tokens_details": {"image_tokens": 0, "text_tokens": text_tokens},
         "output_tokens": output_tokens,
         "total_tokens": text_tokens + output_tokens,
     }
+
+
+def output_tokens_per_image(quality: str, size: str) -> int:
+    """Output tokens of one image of a resolved `quality` and `size` (see `usage`)."""
+    listed = OUTPUT_TOKENS_PER_IMAGE.get((quality, size))
+    if listed is not None:
+        return listed
+    width, _, height = size.partition("x")
+    area = int(width) * int(height)
+    return max(1, round(OUTPUT_TOKENS_PER_MEGAPIXEL_SQUARE[quality] * area / SQUARE_PIXELS))

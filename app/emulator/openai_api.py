@@ -27,7 +27,7 @@ from .image_requests import (
     read_json_object,
 )
 from .models import AUTO_BACKGROUND, MODELS, ModelRules, resolved_quality, resolved_size, usage
-from .request_log import mark_request_kind
+from .request_log import log_request_fields, mark_request_kind
 from .state import emulator_state
 from .sync_triggers import SyncTrigger, sync_trigger_for_prompt
 
@@ -74,6 +74,7 @@ def create_images() -> Response:
     state = emulator_state()
     try:
         payload = read_json_object()
+        log_request_fields(payload)
         model = _model_for(payload)
     except InvalidRequest as invalid:
         return _invalid(invalid)
@@ -131,13 +132,16 @@ def _invalid(invalid: InvalidRequest) -> Response:
 def _answer_trigger(trigger: SyncTrigger, prompt: str, started: float) -> Response | None:
     """The error a trigger asks for; None when it lets the request through."""
     state = emulator_state()
+    retry_seconds = state.config.rate_limit_retry_seconds
     if trigger is SyncTrigger.RATE_LIMIT_ALWAYS:
-        return openai_errors.rate_limited()
+        return openai_errors.rate_limited(retry_seconds)
+    if trigger is SyncTrigger.NO_RETRY:
+        return openai_errors.rate_limited(retry_seconds, should_retry=False)
     if trigger in (SyncTrigger.RATE_LIMIT_ONCE, SyncTrigger.SERVER_ERROR_ONCE):
         if not state.fault_memory.first_time(trigger.value, prompt):
             return None
         if trigger is SyncTrigger.RATE_LIMIT_ONCE:
-            return openai_errors.rate_limited()
+            return openai_errors.rate_limited(retry_seconds)
         return openai_errors.server_error()
     if trigger is SyncTrigger.HANG:
         time.sleep(state.config.hang_seconds)

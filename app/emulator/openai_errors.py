@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flask import Response
 
-from .errors import SAFETY_REJECTION_MESSAGE, SERVER_ERROR_MESSAGE, json_response
+from .errors import SAFETY_REJECTION_MESSAGE, SERVER_ERROR_MESSAGE, json_response, retry_headers
 
 # Guess (not in azure-image-apis.md): the wording of OpenAI's 401 for a missing key.
 MISSING_KEY_MESSAGE = (
@@ -94,11 +94,13 @@ def content_policy_violation() -> Response:
     )
 
 
-def rate_limited() -> Response:
-    """429 with OpenAI's request-limit headers (azure-image-apis.md §4.4).
+def rate_limited(retry_seconds: float, *, should_retry: bool | None = None) -> Response:
+    """429 with OpenAI's request-limit headers (azure-image-apis.md §4.4), all saying
+    `retry_seconds`, and `x-should-retry` when `should_retry` is given (§4.5).
 
     Guess (the reference quotes the message with "org-…" and "Limit: 0/1min"): the organisation
-    `org-emulator`, the numbers and the closing sentence.
+    `org-emulator`, the numbers and the closing sentence. Guess (§4.4 lists OpenAI's rate-limit
+    headers without `retry-after-ms`): OpenAI sends `retry-after` only.
     """
     response = openai_error(
         429,
@@ -109,10 +111,13 @@ def rate_limited() -> Response:
         None,
         "rate_limit_exceeded",
     )
-    response.headers["retry-after"] = "1"
+    after = retry_headers(retry_seconds)["retry-after"]
+    response.headers["retry-after"] = after
     response.headers["x-ratelimit-limit-requests"] = "5"
     response.headers["x-ratelimit-remaining-requests"] = "0"
-    response.headers["x-ratelimit-reset-requests"] = "1s"
+    response.headers["x-ratelimit-reset-requests"] = f"{after}s"
+    if should_retry is not None:
+        response.headers["x-should-retry"] = "true" if should_retry else "false"
     return response
 
 

@@ -1,14 +1,20 @@
 """What the emulator was asked, for tests that assert how a client behaved.
 
 Owns `RequestLog` and the unauthenticated control routes:
-- `GET /_emulator/requests` -> `{"requests": [{"method", "path", "status", "time"}, ...],
-  "counts": {"submit": N, "poll": N, "delete": N, "blob": N, "generate": N}}`
+- `GET /_emulator/requests` -> `{"requests": [{"method", "path", "status", "time", "fields"},
+  ...], "counts": {"submit": N, "poll": N, "delete": N, "blob": N, "generate": N}}`
 - `POST /_emulator/reset` clears both (the memory of "first time only" triggers such as
   `[ratelimit]` and `[poll-500]` is not touched).
 
 A request is listed from the moment it arrives (`time` is its arrival), with `status` null
 until it is answered: a client test can see a `[hang]` request it gave up on while the
 emulator is still sleeping on it.
+
+`fields` is what a synchronous generation's JSON body set, so a client test can assert what
+was sent (`model`, `size`, `quality`, `moderation`, `safety_identifier`, `user`, ...): every
+top-level field except `prompt` (that one is in the images, and may be 32,000 characters),
+strings cut to MAX_LOGGED_FIELD_CHARS, lists and objects left out. None for every other
+request, and for a body that was not a JSON object.
 
 Kinds: `submit`, `poll`, `delete` are the async API's routes, `blob` an image download, and
 `generate` a synchronous generation on either Azure's deployment route or OpenAI's `/v1` route.
@@ -33,6 +39,10 @@ from .state import emulator_state
 REQUEST_KINDS = ("submit", "poll", "delete", "blob", "generate")
 # Bounded so a long-running demo emulator cannot grow without limit; counts are not bounded.
 MAX_LOGGED_REQUESTS = 10_000
+# A logged body field's string value is cut to this; no field the routes know is longer.
+MAX_LOGGED_FIELD_CHARS = 200
+# Never logged: the prompt is long and is already drawn into the images.
+UNLOGGED_FIELDS = frozenset({"prompt"})
 
 bp = Blueprint("emulator_control", __name__, url_prefix="/_emulator")
 
@@ -47,6 +57,8 @@ class LoggedRequest:
     path: str
     status: int | None
     time: float
+    # A synchronous generation's body fields (see the module docstring); None otherwise.
+    fields: dict[str, object] | None = None
 
 
 class RequestLog:
@@ -62,17 +74,32 @@ class RequestLog:
             self._entries.append(entry)
         return entry
 
-    def answered(self, entry: LoggedRequest, status: int, kind: str | None) -> None:
-        """Record the answer, and count it under `kind` when it succeeded."""
+    def answered(
+        self,
+        entry: LoggedRequest,
+        status: int,
+        kind: str | None,
+        fields: dict[str, object] | None = None,
+    ) -> None:
+        """Record the answer (and the body's `fields`), and count it under `kind` when it
+        succeeded."""
         with self._lock:
             # Harmless if a reset dropped the entry meanwhile: nobody lists it any more.
             entry.status = status
+            entry.fields = fields
             if kind is not None and status < 400:
                 self._counts[kind] += 1
 
-    def record(self, method: str, path: str, status: int, kind: str | None) -> None:
+    def record(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        kind: str | None,
+        fields: dict[str, object] | None = None,
+    ) -> None:
         """A request that arrived and was answered at once."""
-        self.answered(self.arrived(method, path), status, kind)
+        self.answered(self.arrived(method, path), status, kind, fields)
 
     def entries(self) -> list[dict[str, object]]:
         with self._lock:
@@ -93,6 +120,18 @@ def mark_request_kind(kind: str) -> None:
     g.emulator_request_kind = kind
 
 
+def log_request_fields(payload: dict[str, object]) -> None:
+    """Called by a synchronous route with the JSON body it read, for the log's `fields`."""
+    fields: dict[str, object] = {}
+    for name, value in payload.items():
+        if name in UNLOGGED_FIELDS or isinstance(value, list | dict):
+            continue
+        if isinstance(value, str):
+            value = value[:MAX_LOGGED_FIELD_CHARS]
+        fields[str(name)] = value
+    g.emulator_request_fields = fields
+
+
 def register_request_log(app: Flask) -> None:
     """Call before registering any other before_request hook: one that answers early (the
     gateway's 401) skips the hooks after it, and the request must be listed all the same."""
@@ -110,11 +149,12 @@ def _record(response: Response) -> Response:
         return response
     log = emulator_state().request_log
     kind = g.get("emulator_request_kind")
+    fields = g.get("emulator_request_fields")
     entry = g.get("emulator_log_entry")
     if entry is None:
-        log.record(request.method, request.path, response.status_code, kind)
+        log.record(request.method, request.path, response.status_code, kind, fields)
     else:
-        log.answered(entry, response.status_code, kind)
+        log.answered(entry, response.status_code, kind, fields)
     return response
 
 

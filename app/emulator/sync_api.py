@@ -1,7 +1,8 @@
 """Azure's synchronous deployment API (azure-image-apis.md §3), for DALL-E and gpt-image.
 
 Owns `POST /openai/deployments/{deployment}/images/generations?api-version=V`: which
-api-versions carry it, which deployment serves which model, Azure's answer for each prompt
+api-versions carry it, which deployment serves which model, and `generate_for_deployment`,
+the part Azure's v1 route (azure_v1_api.py) shares: validation, Azure's answer for each prompt
 trigger, and the 200 body (DALL-E: URL or base64 plus `revised_prompt` and content-filter
 annotations per item; gpt-image: base64 plus `usage`). Authentication and `apim-request-id`
 are handled before this view runs (see gateway.py).
@@ -34,7 +35,7 @@ from .image_requests import (
     read_json_object,
 )
 from .models import MODELS, ModelRules, usage
-from .request_log import mark_request_kind
+from .request_log import log_request_fields, mark_request_kind
 from .state import emulator_state
 from .sync_triggers import SyncTrigger, sync_trigger_for_prompt
 
@@ -66,13 +67,12 @@ OPEN_ENDED_FROM = date(2025, 4, 1)
 API_VERSION = re.compile(r"(\d{4}-\d{2}-\d{2})(-preview)?")
 # The first version each model can be called with. DALL-E 2 got deployments in
 # 2024-05-01-preview and gpt-image-1 arrived in 2025-04-01-preview (azure-image-apis.md §3.1).
-# Guess: the same date for gpt-image-1-mini and gpt-image-1.5.
-FIRST_API_VERSION_DATE = {
-    "dall-e-2": date(2024, 5, 1),
-    "gpt-image-1": date(2025, 4, 1),
-    "gpt-image-1-mini": date(2025, 4, 1),
-    "gpt-image-1.5": date(2025, 4, 1),
-}
+# Guess: the same date for gpt-image-1-mini, gpt-image-1.5 and every later gpt-image model.
+# Guess (UNCONFIRMED in azure-image-apis.md, which names no api-version for the gpt-image-2
+# family: §9 says Azure-focused clients of 2026 use only the v1 route): gpt-image-2 and its
+# successors work on the deployment route from 2025-04-01-preview on, like gpt-image-1.
+FIRST_GPT_IMAGE_API_VERSION_DATE = date(2025, 4, 1)
+FIRST_API_VERSION_DATE = {"dall-e-2": date(2024, 5, 1)}
 # "The URL stays active for 24 hours" (azure-image-apis.md §3.3).
 URL_LIFETIME_SECONDS = 86_400
 # Guess: x-ratelimit-remaining-requests is sent on success (azure-image-apis.md §1.4) but the
@@ -130,7 +130,22 @@ def create_images(deployment: str) -> Response:
     if too_old is not None:
         return too_old
     try:
-        image_request = parse_image_request(read_json_object(), model, AZURE)
+        payload = read_json_object()
+    except InvalidRequest as invalid:
+        return invalid_request(invalid.status, invalid.code, invalid.message, invalid.param)
+    return generate_for_deployment(model, payload, api_version, started)
+
+
+def generate_for_deployment(
+    model: ModelRules, payload: dict[str, object], api_version: str, started: float
+) -> Response:
+    """Azure's answer to `payload` for a deployment of `model`: validation error, trigger or
+    images. `api_version` is the version named in a 429's message; `started` is when the
+    request arrived (time.monotonic()), for the latency."""
+    state = emulator_state()
+    log_request_fields(payload)
+    try:
+        image_request = parse_image_request(payload, model, AZURE)
     except InvalidRequest as invalid:
         return invalid_request(invalid.status, invalid.code, invalid.message, invalid.param)
 
@@ -155,7 +170,11 @@ def create_images(deployment: str) -> Response:
 
 
 def _api_version_too_old(model: ModelRules, api_version: str) -> Response | None:
-    first = FIRST_API_VERSION_DATE.get(model.name)
+    first = (
+        FIRST_GPT_IMAGE_API_VERSION_DATE
+        if model.gpt_image
+        else FIRST_API_VERSION_DATE.get(model.name)
+    )
     version_date = api_version_date(api_version)
     if first is None or version_date is None or version_date >= first:
         return None
@@ -175,13 +194,16 @@ def _answer_trigger(
 ) -> Response | None:
     """The error a trigger asks for; None when it lets the request through."""
     state = emulator_state()
+    retry_seconds = state.config.rate_limit_retry_seconds
     if trigger is SyncTrigger.RATE_LIMIT_ALWAYS:
-        return rate_limited(api_version)
+        return rate_limited(api_version, retry_seconds)
+    if trigger is SyncTrigger.NO_RETRY:
+        return rate_limited(api_version, retry_seconds, should_retry=False)
     if trigger in (SyncTrigger.RATE_LIMIT_ONCE, SyncTrigger.SERVER_ERROR_ONCE):
         if not state.fault_memory.first_time(trigger.value, prompt):
             return None
         if trigger is SyncTrigger.RATE_LIMIT_ONCE:
-            return rate_limited(api_version)
+            return rate_limited(api_version, retry_seconds)
         return internal_server_error()
     if trigger is SyncTrigger.HANG:
         time.sleep(state.config.hang_seconds)

@@ -17,6 +17,8 @@ class SyncTrigger(Enum):
     RATE_LIMIT_ALWAYS = "[ratelimit-always]"
     # 429 only the first time this exact prompt is sent to this emulator instance.
     RATE_LIMIT_ONCE = "[ratelimit]"
+    # 429 every time, with `x-should-retry: false`: the server says "do not retry this".
+    NO_RETRY = "[no-retry]"
     # 500 only the first time this exact prompt is sent (the async submit shares the memory).
     SERVER_ERROR_ONCE = "[submit-500]"
     HANG = "[hang]"
@@ -36,6 +38,7 @@ class SyncTrigger(Enum):
 SYNC_TRIGGER_ORDER: tuple[SyncTrigger, ...] = (
     SyncTrigger.RATE_LIMIT_ALWAYS,
     SyncTrigger.RATE_LIMIT_ONCE,
+    SyncTrigger.NO_RETRY,
     SyncTrigger.SERVER_ERROR_ONCE,
     SyncTrigger.HANG,
     SyncTrigger.FAIL,

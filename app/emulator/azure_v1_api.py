@@ -1,0 +1,86 @@
+"""Azure's v1 route, `POST /openai/v1/images/generations` (azure-image-apis.md §3.6, §9).
+
+Owns the route's own rules: which `api-version` values it takes (none is needed), and which
+deployment a request means (its name travels in the body's `model`, not in the path).
+Everything after that, validation for the deployment's model, the prompt triggers and the 200
+body, is the deployment route's (`sync_api.generate_for_deployment`), so both Azure routes
+answer alike. Authentication and `apim-request-id` come from Azure's front door (gateway.py),
+as on every /openai path. OpenAI's own route, `/v1/images/generations` (openai_api.py), is a
+different path with its own key; the two never meet.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+
+from flask import Blueprint, Response, request
+
+from .errors import deployment_not_found, invalid_request, resource_not_found
+from .image_requests import InvalidRequest, read_json_object
+from .models import MODELS
+from .request_log import log_request_fields, mark_request_kind
+from .state import emulator_state
+from .sync_api import API_VERSION, generate_for_deployment
+
+# "api-version is no longer a required parameter with the v1 GA API"; preview features take
+# `?api-version=preview`, and third-party clients send `preview` or `v1` (azure-image-apis.md
+# §3.6). Guess (UNCONFIRMED in azure-image-apis.md §3.6, §8, which cannot say whether v1
+# rejects or ignores other values): no api-version, `preview`, `v1` or any well-formed dated
+# version (YYYY-MM-DD or YYYY-MM-DD-preview) is accepted; anything else is "Resource not
+# found", as an unsupported api-version is on the other routes.
+NAMED_API_VERSIONS = frozenset({"preview", "v1"})
+# What a 429's message calls the version when the request named none.
+DEFAULT_API_VERSION_LABEL = "v1"
+
+bp = Blueprint("emulator_azure_v1", __name__, url_prefix="/openai/v1")
+
+
+def is_v1_api_version(version: str | None) -> bool:
+    """Whether the v1 route takes this `api-version` query value (None: not sent)."""
+    if version is None or version in NAMED_API_VERSIONS:
+        return True
+    match = API_VERSION.fullmatch(version)
+    if match is None:
+        return False
+    try:
+        date.fromisoformat(match.group(1))
+    except ValueError:
+        return False
+    return True
+
+
+@bp.before_request
+def require_v1_api_version() -> Response | None:
+    if not is_v1_api_version(request.args.get("api-version")):
+        return resource_not_found()
+    return None
+
+
+@bp.post("/images/generations")
+def create_images() -> Response:
+    mark_request_kind("generate")
+    started = time.monotonic()
+    state = emulator_state()
+    try:
+        payload = read_json_object()
+    except InvalidRequest as invalid:
+        return invalid_request(invalid.status, invalid.code, invalid.message, invalid.param)
+    log_request_fields(payload)
+    deployment = payload.get("model")
+    if not isinstance(deployment, str) or not deployment:
+        # Guess (not in azure-image-apis.md): the answer to a v1 request without a deployment
+        # name is a 400 naming `model`, in the envelope of the deployment route's other 400s.
+        return invalid_request(
+            400,
+            "invalid_value",
+            "'model' is required on /openai/v1 and must be the name of a deployment.",
+            "model",
+        )
+    model_name = state.config.deployments.get(deployment)
+    if model_name is None:
+        # Guess (UNCONFIRMED in azure-image-apis.md §3.6): an unknown deployment name in `model`
+        # gets the same DeploymentNotFound 404 as an unknown deployment in the path.
+        return deployment_not_found()
+    api_version = request.args.get("api-version") or DEFAULT_API_VERSION_LABEL
+    return generate_for_deployment(MODELS[model_name], payload, api_version, started)
