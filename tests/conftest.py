@@ -79,7 +79,9 @@ def no_key_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def emulator_server() -> Iterator[EmulatorServer]:
-    config = EmulatorConfig(api_key=EMULATOR_KEY, latency=0.3, poll_interval=0)
+    config = EmulatorConfig(
+        api_key=EMULATOR_KEY, latency=0.3, poll_interval=0, rate_limit_retry_seconds=0.1
+    )
     with EmulatorServer(config) as server:
         yield server
 
