@@ -80,7 +80,7 @@ def test_choosing_another_provider_swaps_its_options_and_uses_them(server, page)
     expect(page.get_by_label("Background")).to_be_visible()  # gpt-image-1 is the default
 
     page.get_by_label("Provider").select_option(
-        label="dall-e-3 · Azure deployment dall-e-3 (emulator)"
+        label="dall-e-3 · Azure deployment dall-e-3 (retired) (emulator)"
     )
 
     expect(page.get_by_label("Style")).to_be_visible()

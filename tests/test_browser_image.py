@@ -151,6 +151,12 @@ def test_image_page_with_its_family_screenshots(browser, server, frames):
     page = new_page(browser, errors, base_url=server)
     page.goto(f"/?reuse={parent['id']}")
     expect(page.get_by_label("Prompt")).to_have_value("a lighthouse at dusk")
+    # dall-e-3 is retired: the form offers the current model, and says so; this test keeps the
+    # retired one on purpose (its revised prompt is what the family shows).
+    expect(page.locator(".replaced-model")).to_contain_text("dall-e-3 is retired")
+    page.get_by_label("Provider").select_option("emulator-azure:dall-e-3")
+    expect(page.get_by_label("Style")).to_be_visible()
+    page.wait_for_function("() => !document.querySelector('.htmx-added, .htmx-settling')")
     page.get_by_label("Prompt").fill("a red lighthouse at dusk, in fog")
     page.get_by_role("button", name="Generate").click()
     card = page.locator(".job-card").filter(has_text="a red lighthouse at dusk, in fog")
