@@ -29,12 +29,14 @@ from flask import Flask, current_app, g, has_request_context, request, session
 from sqlalchemy import delete, event, func, select, update
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 from werkzeug.security import check_password_hash, generate_password_hash
+from zxcvbn import zxcvbn
 
 from app.config import ConfigError
 from app.models import (
     ApiToken,
     Collection,
     Image,
+    ImageStatus,
     Job,
     LoginAttempt,
     ShareLink,
@@ -48,6 +50,9 @@ from app.validation import ValidationError
 
 MIN_PASSWORD = 12
 MAX_PASSWORD = 1024
+# zxcvbn's score runs 0..4; below 2 are the common passwords and their simple variations.
+MIN_PASSWORD_SCORE = 2
+ZXCVBN_MAX_CHARS = 72
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 SESSION_KEY = "sid"
 TOKEN_PREFIX = "atl_"
@@ -119,16 +124,28 @@ def normalise_username(raw: str) -> str:
     return name
 
 
-def check_password_rules(password: str) -> None:
+def check_password_rules(password: str, *, user_inputs: tuple[str, ...] = ()) -> None:
+    """Long enough, not too long, and not one of the passwords attackers try first (zxcvbn's
+    estimate, offline: its dictionaries ship with the package; `user_inputs` such as the
+    username count as known to the attacker)."""
     if len(password or "") < MIN_PASSWORD:
         raise ValidationError("password", f"A password has at least {MIN_PASSWORD} characters.")
     if len(password) > MAX_PASSWORD:
         raise ValidationError("password", f"A password has at most {MAX_PASSWORD} characters.")
+    # zxcvbn reads at most 72 characters; beyond that a password is long enough anyway.
+    strength = zxcvbn(password[:ZXCVBN_MAX_CHARS], user_inputs=[u for u in user_inputs if u])
+    if strength["score"] < MIN_PASSWORD_SCORE:
+        warning = strength["feedback"]["warning"] or "It is too easy to guess."
+        raise ValidationError(
+            "password",
+            f"Choose a password that is harder to guess: {warning.rstrip('.')}. A few unrelated "
+            "words make a good one.",
+        )
 
 
 def create_user(username: str, password: str, *, admin: bool = False) -> User:
     name = normalise_username(username)
-    check_password_rules(password)
+    check_password_rules(password, user_inputs=(name,))
     if db.session.scalar(select(User.id).where(User.username == name)) is not None:
         raise ValidationError("username", f"There is already an account called {name!r}.")
     user = User(username=name, password_hash=generate_password_hash(password), is_admin=admin)
@@ -139,7 +156,8 @@ def create_user(username: str, password: str, *, admin: bool = False) -> User:
 
 def set_password(user_id: int, password: str) -> None:
     """Change a password and end every session of that account (tokens stay valid)."""
-    check_password_rules(password)
+    username = db.session.scalar(select(User.username).where(User.id == user_id)) or ""
+    check_password_rules(password, user_inputs=(username,))
     with write_transaction() as session:
         session.execute(
             update(User)
@@ -362,6 +380,12 @@ def create_share(
     """A link to one image or collection the viewer can see; (row, token shown once)."""
     if days not in SHARE_DAYS:
         raise ValidationError("days", "A link lasts 1, 7 or 30 days, or until revoked (0).")
+    if image_id is not None:
+        status = db.session.scalar(select(Image.status).where(Image.id == image_id))
+        if status != ImageStatus.STORED:
+            # A filtered (or failed) slot has no picture to show; a link to it would only ever
+            # show an error, or tempt a retry of what the safety system refused.
+            raise ValidationError("image", "Only a stored image can be shared; this one is not.")
     # The caller looked the object up through the viewer's scope; it exists and is theirs.
     token = secrets.token_urlsafe(24)
     now = utcnow()

@@ -504,6 +504,23 @@ def test_share_link_input_is_checked(two_users):
     assert alice.post("/shares", data={"csrf_token": csrf, "image_id": "99999"}).status_code == 404
 
 
+def test_a_filtered_image_cannot_be_shared(two_users):
+    app, alice = two_users["app"], two_users["alice"]
+    headers = {"Authorization": f"Bearer {token_for(app, 'alice')}"}
+    body = {"prompt": "two moons [filter]", "provider": "azure-async", "n": 2}
+    job = wait_for_job(alice, alice.post("/api/jobs", json=body, headers=headers).get_json()["id"])
+    filtered = next(image for image in job["images"] if image["status"] == "filtered")
+
+    response = alice.post(
+        "/shares", data={"csrf_token": csrf_token(alice), "image_id": str(filtered["id"])}
+    )
+
+    assert response.status_code == 400
+    assert "Only a stored image can be shared" in response.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.scalar(select(ShareLink)) is None
+
+
 # --- API tokens ---------------------------------------------------------------------------------
 
 

@@ -39,7 +39,9 @@ def create() -> tuple[str, int]:
         row, token = auth.create_share(
             user.id if user else None, image_id=image_id, collection_id=collection_id, days=days
         )
-    except (ValueError, ValidationError):
+    except ValidationError as error:
+        abort(400, error.message)
+    except ValueError:  # `days` is not a number
         abort(400, "A link lasts 1, 7 or 30 days, or until it is revoked.")
     url = url_for("shares.view", token=token, _external=True)
     return render_template("share_created.html", share=row, url=url), 201
