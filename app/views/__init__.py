@@ -74,6 +74,8 @@ def register(app: Flask, csrf: CSRFProtect) -> None:
     app.before_request_funcs.setdefault(None, []).insert(0, _identify)
     app.after_request(security.add_headers)
 
+    app.add_template_filter(display.visible_controls, "visible_controls")
+
     @app.context_processor
     def _globals() -> dict:
         return {

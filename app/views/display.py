@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from flask import current_app
+from markupsafe import Markup, escape
 
 from app.models import Job, JobPhase, JobStatus, utcnow
+
+# Bidirectional controls ("Trojan source"): in a prompt they would reorder how the text around
+# them reads. They are shown as visible marks instead of being applied.
+BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
 
 PHASE_LABELS = {
     None: "Starting",
@@ -72,3 +81,21 @@ def delay_for_age(age: float) -> int:
         if age < younger_than:
             return delay
     return SLOWEST_POLL
+
+
+def visible_controls(text: str | None) -> Markup:
+    """`text`, escaped, with every bidirectional control shown as a mark naming it."""
+    if not text or BIDI_CONTROLS.isdisjoint(text):
+        return escape(text or "")
+    parts = []
+    for char in text:
+        if char in BIDI_CONTROLS:
+            name = unicodedata.name(char, "BIDI CONTROL").title()
+            parts.append(
+                Markup('<span class="control-char" title="{}">U+{:04X}</span>').format(
+                    name, ord(char)
+                )
+            )
+        else:
+            parts.append(escape(char))
+    return Markup("").join(parts)
