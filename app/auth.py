@@ -358,6 +358,13 @@ def revoke_token(user_id: int | None, token_id: int) -> bool:
     return _revoke(ApiToken, token_id, user_id)
 
 
+def revoke_tokens_of(user_id: int) -> int:
+    """Revoke every live API token of `user_id` (after a password change); how many."""
+    statement = update(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+    with write_transaction() as session:
+        return session.execute(statement.values(revoked_at=utcnow())).rowcount
+
+
 def _revoke(model: type[ApiToken] | type[ShareLink], row_id: int, user_id: int | None) -> bool:
     """Revoke a live token or share link, of `user_id` only unless None. False if none was."""
     statement = update(model).where(model.id == row_id, model.revoked_at.is_(None))

@@ -66,6 +66,7 @@ def test_main_flows_signed_in_without_csp_violations(server, page):
 
     page.goto(base + "/account")
     page.get_by_label("New token named").fill("browser")
+    page.get_by_label("Your password").fill(PASSWORD)
     page.get_by_role("button", name="Create token").click()
     expect(page.locator("#new-token")).to_contain_text("atl_")
 

@@ -561,7 +561,13 @@ def test_every_user_has_idempotency_keys_of_their_own(secure_app):
 
 def test_tokens_are_made_and_revoked_in_the_account_page(secure_app):
     alice = client_of(secure_app, "alice")
-    page = alice.post("/account/tokens", data={"name": "nightly", "csrf_token": csrf_token(alice)})
+    form = {"name": "nightly", "csrf_token": csrf_token(alice)}
+    assert alice.post("/account/tokens", data=form).status_code == 422  # no password
+    wrong = alice.post("/account/tokens", data={**form, "current": "not my password"})
+    assert wrong.status_code == 422
+    with secure_app.app_context():
+        assert db.session.scalar(select(ApiToken)) is None
+    page = alice.post("/account/tokens", data={**form, "current": PASSWORD})
     assert page.status_code == 201
     token = re.search(r'id="new-token">([^<]+)<', page.get_data(as_text=True)).group(1)
     assert (
@@ -593,8 +599,24 @@ def test_tokens_are_made_and_revoked_in_the_account_page(secure_app):
         .status_code
         == 401
     )
-    empty = alice.post("/account/tokens", data={"name": " ", "csrf_token": csrf_token(alice)})
+    empty = alice.post(
+        "/account/tokens", data={"name": " ", "current": PASSWORD, "csrf_token": csrf_token(alice)}
+    )
     assert empty.status_code == 422
+
+
+def test_a_password_change_can_revoke_every_api_token(secure_app):
+    token = token_for(secure_app, "alice")
+    alice = client_of(secure_app, "alice")
+    new = "an entirely different passphrase"
+    form = {"current": PASSWORD, "password": new, "confirm": new, "revoke_tokens": "1"}
+
+    response = alice.post("/account/password", data={**form, "csrf_token": csrf_token(alice)})
+
+    assert response.status_code == 303
+    assert "1 API token revoked" in alice.get("/account").get_data(as_text=True)
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert secure_app.test_client().get("/api/jobs", headers=bearer).status_code == 401
 
 
 # --- CSRF ---------------------------------------------------------------------------------------

@@ -83,21 +83,26 @@ def change_password() -> Response | tuple[str, int]:
         if new != request.form.get("confirm", ""):
             raise ValidationError("confirm", "The two new passwords are not the same.")
         auth.set_password(user.id, new)
-    except auth.AuthError as error:
-        return _account_error(user, error.message)
-    except ValidationError as error:
+    except (auth.AuthError, ValidationError) as error:
         return _account_error(user, error.message)
     auth.sign_in(user)  # every other session ended; this browser gets a fresh one
-    flash("Password changed. Other browsers are signed out.")
+    message = "Password changed. Other browsers are signed out."
+    if request.form.get("revoke_tokens"):
+        revoked = auth.revoke_tokens_of(user.id)
+        message += f" {revoked} API token{'s' if revoked != 1 else ''} revoked."
+    flash(message)
     return redirect(url_for("account.page"), 303)
 
 
 @bp.post("/account/tokens")
 def create_token() -> str | tuple[str, int]:
+    """A new API token acts as the user, so minting one asks for the password again (a
+    browser left signed in is not enough)."""
     user = _user()
     try:
+        auth.authenticate(user.username, request.form.get("current", ""), request.remote_addr or "")
         _row, token = auth.create_token(user.id, request.form.get("name", ""))
-    except ValidationError as error:
+    except (auth.AuthError, ValidationError) as error:
         return _account_error(user, error.message)
     return _render_account(user, new_token=token), 201
 
