@@ -281,7 +281,7 @@ def _move_aside(data_dir: str, report: VerifyReport) -> None:
     vanished = set()
     for relative in report.orphan_files + report.stale_temp_files:
         target = root / archive / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             os.replace(root / relative, target)
         except FileNotFoundError:  # gone meanwhile: nothing left to move

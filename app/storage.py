@@ -183,8 +183,11 @@ def _webp(image: PILImage.Image) -> bytes:
 
 
 def write_atomically(target: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename over the target, fsync the folder."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Temp file in the same folder, fsync, rename over the target, fsync the folder.
+
+    The file is 0600 (mkstemp's mode, kept by the rename) and a new folder 0700: whatever the
+    umask, nobody but the service user reads another user's images."""
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
