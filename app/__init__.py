@@ -23,6 +23,9 @@ from app.models import configure_engine, db
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_REQUEST_BYTES = 64 * 1024
+# Files 0600, folders 0700: the data folder (database and its -wal/-shm, images, thumbnails,
+# temp files, the emulator's state) and backups are for the service user alone.
+PRIVATE_UMASK = 0o077
 
 migrate = Migrate()
 csrf = CSRFProtect()
@@ -49,6 +52,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     for notice in settings["ATELIER_MODEL_NOTICES"]:
         app.logger.warning("%s", notice)
     app.config.update(settings)
+    # Set once here, before anything is written: every entry point (python -m app, gunicorn,
+    # the flask CLI with its backup and worker commands) builds the app first. SQLite creates
+    # -wal/-shm with the database file's mode, so a private database keeps them private too.
+    os.umask(PRIVATE_UMASK)
     data_dir = Path(settings["ATELIER_DATA_DIR"])
     data_dir.mkdir(parents=True, exist_ok=True)
     app.config.update(

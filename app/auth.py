@@ -434,6 +434,13 @@ def revoke_share(user_id: int | None, share_id: int) -> bool:
 
 # --- scoping ------------------------------------------------------------------------------------
 
+# Execution options for the few reads that must see every owner's rows whoever is asking: the
+# bookkeeping that decides whether a stored file is still used (files are content-addressed, so
+# two owners' identical images share one file). Never for anything shown to the viewer.
+# Use: `select(...).execution_options(**auth.ALL_OWNERS)`.
+ALL_OWNERS_OPTION = "atelier_all_owners"
+ALL_OWNERS = {ALL_OWNERS_OPTION: True}
+
 
 def set_scope(owner_id: int | None) -> None:
     """Limit this request's queries of jobs, images and collections to one owner."""
@@ -451,6 +458,8 @@ def _scope(state: ORMExecuteState) -> None:
         return
     owner_id = g.get("scope_owner_id")
     if owner_id is None or state.is_column_load or state.is_relationship_load:
+        return
+    if state.execution_options.get(ALL_OWNERS_OPTION):
         return
     if not (state.is_select or state.is_update or state.is_delete):
         return

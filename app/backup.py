@@ -42,6 +42,9 @@ DATABASE_FILE = "atelier.db"
 MANIFEST_FILE = "manifest.json"
 FOLDERS = ("images", "thumbs")
 FORMAT = 1
+# A backup holds every user's work: readable by the service user alone.
+PRIVATE_FILE = 0o600
+PRIVATE_FOLDER = 0o700
 POSTGRESQL_HINT = (
     "The database is PostgreSQL: back it up with pg_dump (for example "
     '`pg_dump --format=custom --file=atelier.dump "$DATABASE_URL"`, restored with pg_restore), '
@@ -79,6 +82,8 @@ def create_backup(dest: Path, *, link: bool = True) -> dict[str, Any]:
     if dest.exists() and any(dest.iterdir()):
         raise BackupError(f"{dest} is not empty; back up into a new or empty folder.")
     dest.mkdir(parents=True, exist_ok=True)
+    # Private whatever the umask or the folder's history (a backup holds every user's work).
+    dest.chmod(PRIVATE_FOLDER)
 
     partial = dest / f"{DATABASE_FILE}.partial"
     with (
@@ -89,12 +94,13 @@ def create_backup(dest: Path, *, link: bool = True) -> dict[str, Any]:
         # A self-contained file (no -wal beside it), readable on a read-only medium.
         target.execute("PRAGMA journal_mode=DELETE")
         counts, revision, referenced = _describe(target)
+    partial.chmod(PRIVATE_FILE)
     os.replace(partial, dest / DATABASE_FILE)
 
     linked = copied = 0
     for relative in _stored_files(data_dir):
         target_path = dest / relative
-        target_path.parent.mkdir(parents=True, exist_ok=True)
+        target_path.parent.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
         if link:
             try:
                 os.link(data_dir / relative, target_path)
@@ -103,6 +109,7 @@ def create_backup(dest: Path, *, link: bool = True) -> dict[str, Any]:
             except OSError:
                 link = False  # another file system (or no links): copy from now on
         shutil.copy2(data_dir / relative, target_path)
+        target_path.chmod(PRIVATE_FILE)  # copy2 copies the mode: an old file may be 0644
         copied += 1
     missing = sorted(name for name in referenced if not (dest / name).is_file())
     manifest = {

@@ -1,10 +1,15 @@
 """Checks that the database and the image folder agree, repairs what is safe, rebuilds from files.
 
-`verify` compares image rows with the files under images/ and thumbs/: rows whose files are
-missing or whose original no longer hashes to the recorded sha256, files no row references, and
-leftover `.tmp-*` files from interrupted writes. With `repair=True` it moves stray files aside
-into `orphans/<UTC timestamp>/` (nothing is ever deleted) and regenerates missing thumbnails from
-intact originals; rows are only reported, never changed.
+`verify` compares image rows with the files under images/ and thumbs/: rows whose original or
+either thumbnail (256 and 512 px) is missing, or whose original no longer hashes to the recorded
+sha256, files no row references, and leftover `.tmp-*` files from interrupted writes. With
+`repair=True` it moves stray files aside into `orphans/<UTC timestamp>/` (nothing is ever
+deleted) and regenerates missing thumbnails from intact originals; rows are only reported, never
+changed.
+
+"No row references" means no row of any owner: files are content-addressed, so two owners'
+identical images share files, and every read here sees all owners' rows (`auth.ALL_OWNERS`)
+even if it ever runs inside a signed-in request.
 
 `rebuild` recreates jobs and image rows from the parameters that `app.pngmeta` embeds in stored
 PNGs, for files no row references (a lost or older database).
@@ -31,7 +36,7 @@ from typing import Any
 from PIL import Image as PILImage
 from sqlalchemy import select, text
 
-from app import library, pngmeta, search, storage
+from app import auth, pngmeta, search, storage
 from app.models import Image, ImageStatus, Job, JobStatus, db, utcnow, write_transaction
 
 SCANNED_FOLDERS = ("images", "thumbs")
@@ -66,7 +71,7 @@ class VerifyReport:
     moved: list[str] = field(default_factory=list)
     regenerated_thumbnails: list[int] = field(default_factory=list)
     thumbnail_errors: dict[int, str] = field(default_factory=dict)
-    # image id -> (file_name, thumbnail_name), for readable lines.
+    # image id -> (file_name, the missing thumbnails' names), for readable lines.
     file_names: dict[int, tuple[str | None, str | None]] = field(default_factory=dict, repr=False)
 
     @property
@@ -146,6 +151,15 @@ class _StoredRow:
     sha256: str | None
     file_name: str | None
     thumbnail_name: str | None
+    thumbnail_large_name: str | None
+
+    def thumbnails(self) -> list[tuple[str, int]]:
+        """(file name, longest side) of each thumbnail the row names."""
+        sizes = (
+            (self.thumbnail_name, storage.THUMBNAIL_SIZE),
+            (self.thumbnail_large_name, storage.THUMBNAIL_LARGE_SIZE),
+        )
+        return [(name, size) for name, size in sizes if name]
 
 
 def verify(
@@ -159,7 +173,10 @@ def verify(
     intact_originals: dict[int, Path] = {}
     digests: dict[Path, str] = {}  # content-addressed files may be shared by several rows
     for row in rows:
-        report.file_names[row.id] = (row.file_name, row.thumbnail_name)
+        missing_thumbnails = [
+            name for name, _ in row.thumbnails() if _existing_file(data_dir, name) is None
+        ]
+        report.file_names[row.id] = (row.file_name, ", ".join(missing_thumbnails) or None)
         original = _existing_file(data_dir, row.file_name)
         if original is None:
             report.missing_originals.append(row.id)
@@ -170,7 +187,7 @@ def verify(
                 report.hash_mismatches.append(row.id)
             else:
                 intact_originals[row.id] = original
-        if _existing_file(data_dir, row.thumbnail_name) is None:
+        if missing_thumbnails:
             report.missing_thumbnails.append(row.id)
 
     threshold = time.time() - grace_seconds
@@ -193,17 +210,17 @@ def verify(
 
 
 def _read_image_rows() -> tuple[list[_StoredRow], set[str]]:
-    """Stored rows, and every file name any row references; the read ends before file I/O."""
-    result = db.session.execute(
-        select(
-            Image.id,
-            Image.status,
-            Image.sha256,
-            Image.file_name,
-            Image.thumbnail_name,
-            Image.thumbnail_large_name,
-        )
-    ).all()
+    """Stored rows, and every file name any row (of any owner) references; the read ends
+    before file I/O."""
+    statement = select(
+        Image.id,
+        Image.status,
+        Image.sha256,
+        Image.file_name,
+        Image.thumbnail_name,
+        Image.thumbnail_large_name,
+    )
+    result = db.session.execute(statement.execution_options(**auth.ALL_OWNERS)).all()
     db.session.commit()
     referenced = {
         name
@@ -212,7 +229,7 @@ def _read_image_rows() -> tuple[list[_StoredRow], set[str]]:
         if name
     }
     rows = [
-        _StoredRow(row.id, row.sha256, row.file_name, row.thumbnail_name)
+        _StoredRow(row.id, row.sha256, row.file_name, row.thumbnail_name, row.thumbnail_large_name)
         for row in result
         if row.status == ImageStatus.STORED
     ]
@@ -220,7 +237,7 @@ def _read_image_rows() -> tuple[list[_StoredRow], set[str]]:
 
 
 def _referenced_among(names: list[str]) -> set[str]:
-    found = library.files_in_use(set(names))
+    found = storage.files_in_use(names)
     db.session.commit()
     return found
 
@@ -264,7 +281,7 @@ def _move_aside(data_dir: str, report: VerifyReport) -> None:
     vanished = set()
     for relative in report.orphan_files + report.stale_temp_files:
         target = root / archive / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             os.replace(root / relative, target)
         except FileNotFoundError:  # gone meanwhile: nothing left to move
@@ -278,19 +295,29 @@ def _move_aside(data_dir: str, report: VerifyReport) -> None:
 def _regenerate_thumbnails(
     data_dir: str, rows: list[_StoredRow], intact: dict[int, Path], report: VerifyReport
 ) -> None:
-    written: set[str] = set()
+    """Write each missing thumbnail (either size) of a row whose original is intact; rows
+    sharing files share the work. Existing thumbnails are never rewritten."""
     missing = set(report.missing_thumbnails)
     for row in rows:
-        if row.id not in missing or row.id not in intact or not row.thumbnail_name:
+        if row.id not in missing or row.id not in intact:
             continue
-        if row.thumbnail_name not in written:
-            try:
-                thumbnail = storage.make_thumbnails(intact[row.id].read_bytes()).small
-                storage.write_atomically(storage.resolve(data_dir, row.thumbnail_name), thumbnail)
-            except THUMBNAIL_ERRORS as error:
-                report.thumbnail_errors[row.id] = str(error)
-                continue
-            written.add(row.thumbnail_name)
+        wanted = [
+            (name, size)
+            for name, size in row.thumbnails()
+            if _existing_file(data_dir, name) is None
+        ]
+        try:
+            if wanted:
+                thumbnails = storage.make_thumbnails(intact[row.id].read_bytes())
+                by_size = {
+                    storage.THUMBNAIL_SIZE: thumbnails.small,
+                    storage.THUMBNAIL_LARGE_SIZE: thumbnails.large,
+                }
+                for name, size in wanted:
+                    storage.write_atomically(storage.resolve(data_dir, name), by_size[size])
+        except THUMBNAIL_ERRORS as error:
+            report.thumbnail_errors[row.id] = str(error)
+            continue
         report.regenerated_thumbnails.append(row.id)
 
 
@@ -358,7 +385,11 @@ def rebuild(data_dir: str) -> RebuildReport:
     """
     report = RebuildReport()
     referenced = set(
-        db.session.scalars(select(Image.file_name).where(Image.file_name.is_not(None)))
+        db.session.scalars(
+            select(Image.file_name)
+            .where(Image.file_name.is_not(None))
+            .execution_options(**auth.ALL_OWNERS)
+        )
     )
     db.session.commit()
 
@@ -374,7 +405,11 @@ def rebuild(data_dir: str) -> RebuildReport:
             groups.setdefault(key, []).append(candidate)
 
     ids = [job_id for job_id, _, _ in groups if job_id is not None]
-    existing = dict(db.session.execute(select(Job.id, Job.prompt).where(Job.id.in_(ids))).all())
+    existing = dict(
+        db.session.execute(
+            select(Job.id, Job.prompt).where(Job.id.in_(ids)).execution_options(**auth.ALL_OWNERS)
+        ).all()
+    )
     db.session.commit()
 
     for key in sorted(groups, key=lambda k: (k[2], k[0] or 0, k[1])):
@@ -512,11 +547,17 @@ def _recreate_job(group: list[_Candidate], report: RebuildReport) -> None:
         # Checked again under the write lock: an earlier group or another run may have won.
         taken = set(
             session.scalars(
-                select(Image.file_name).where(Image.file_name.in_([c.file_name for c in group]))
+                select(Image.file_name)
+                .where(Image.file_name.in_([c.file_name for c in group]))
+                .execution_options(**auth.ALL_OWNERS)
             )
         )
         group = [c for c in group if c.file_name not in taken]
-        holder = session.get(Job, first.job_id) if first.job_id is not None else None
+        holder = (
+            session.get(Job, first.job_id, execution_options=auth.ALL_OWNERS)
+            if first.job_id is not None
+            else None
+        )
         if holder is not None and holder.prompt == first.prompt:
             _reject_all(group, first.job_id, report)
             return

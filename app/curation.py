@@ -15,7 +15,7 @@ from flask import current_app
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app import auth, library, storage
+from app import auth, storage
 from app.models import (
     Collection,
     CollectionImage,
@@ -113,9 +113,8 @@ def purge(older_than: timedelta | None = None) -> int:
     names = {name for row in rows for name in row[1:] if name}
     with write_transaction() as session:
         session.execute(delete(Image).where(Image.id.in_(ids)))
-    storage.remove_files(
-        current_app.config["ATELIER_DATA_DIR"], names - library.files_in_use(names)
-    )
+    # Another owner's identical image may share these files; only unused ones go.
+    storage.remove_unused_files(current_app.config["ATELIER_DATA_DIR"], names)
     log.info("purged %d image(s) from the trash", len(ids))
     return len(ids)
 

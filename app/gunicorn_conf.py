@@ -58,6 +58,8 @@ accesslog = None
 errorlog = "-"
 # gunicornc is not used, and two instances on one host would share its default socket path.
 control_socket_disable = True
+# gunicorn's own files (worker heartbeat files) as private as the app's (see app.PRIVATE_UMASK).
+umask = 0o077
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased, joinedload
 
-from app import auth, library, limits, logs, metrics, pricing, search, storage
+from app import auth, limits, logs, metrics, pricing, search, storage
 from app.crashpoints import crash_point
 from app.models import (
     Image,
@@ -291,9 +291,8 @@ def delete_job(job_id: int) -> None:
         session.execute(delete(Image).where(Image.job_id == job_id))
         session.execute(delete(Job).where(Job.id == job_id))
         search.unindex_job(session, job_id)
-    names.discard(None)
-    still_used = library.files_in_use(names)
-    storage.remove_files(current_app.config["ATELIER_DATA_DIR"], names - still_used)
+    # Another owner's identical image may share these files; only unused ones go.
+    storage.remove_unused_files(current_app.config["ATELIER_DATA_DIR"], names)
     logs.job_event(log, job_id, "deleted", None)
 
 

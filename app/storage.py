@@ -9,6 +9,10 @@ Layout under the data folder:
 A file is written to a temporary name in its final folder, fsynced, renamed into place and
 the folder fsynced, so a crash leaves either no file or a whole one, never a torn one. The
 database row that points at a file is committed only after the file is durable.
+
+Identical bytes are one file, whoever stored them: two owners' byte-identical images share their
+original and thumbnails. So a file is removed only when no image row of any owner names it
+(`remove_unused_files`), never because the viewer's own rows no longer do.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image as PILImage
+from sqlalchemy import select
 
-from app import pngmeta
+from app import auth, pngmeta
+from app.models import Image, db
 
 # Formats the image APIs produce; anything else is refused before it reaches the disk.
 FORMATS = {
@@ -39,6 +45,10 @@ MAX_PIXELS = 4096 * 4096
 THUMBNAIL_SIZE = 256
 THUMBNAIL_LARGE_SIZE = 512
 TEMP_PREFIX = ".tmp-"
+# Every column of an image row that names a file under the data folder.
+FILE_COLUMNS = (Image.file_name, Image.thumbnail_name, Image.thumbnail_large_name)
+# Names per IN (...) list: far below SQLite's and PostgreSQL's bound-parameter limits.
+NAMES_PER_QUERY = 500
 
 
 class ImageRejected(ValueError):
@@ -173,8 +183,11 @@ def _webp(image: PILImage.Image) -> bytes:
 
 
 def write_atomically(target: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename over the target, fsync the folder."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Temp file in the same folder, fsync, rename over the target, fsync the folder.
+
+    The file is 0600 (mkstemp's mode, kept by the rename) and a new folder 0700: whatever the
+    umask, nobody but the service user reads another user's images."""
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -208,3 +221,27 @@ def resolve(data_dir: str, name: str) -> Path:
 def remove_files(data_dir: str, names: Iterable[str]) -> None:
     for name in names:
         resolve(data_dir, name).unlink(missing_ok=True)
+
+
+def files_in_use(names: Iterable[str]) -> set[str]:
+    """Which of these stored file names some image row (of any owner, trashed or not) names.
+
+    Deliberately not narrowed to the viewer: during a request every ORM query is scoped to the
+    signed-in owner (app.auth), and a count that saw only the viewer's rows would call another
+    owner's copy of the same bytes unused, so deleting one's own image would delete theirs.
+    """
+    wanted = sorted({name for name in names if name})
+    used: set[str] = set()
+    for start in range(0, len(wanted), NAMES_PER_QUERY):
+        chunk = wanted[start : start + NAMES_PER_QUERY]
+        for column in FILE_COLUMNS:
+            statement = select(column).where(column.in_(chunk))
+            used |= set(db.session.scalars(statement.execution_options(**auth.ALL_OWNERS)))
+    return used
+
+
+def remove_unused_files(data_dir: str, names: Iterable[str]) -> None:
+    """Remove those of these files that no image row uses any more (call it after the rows
+    that named them are deleted and committed)."""
+    candidates = {name for name in names if name}
+    remove_files(data_dir, candidates - files_in_use(candidates))
