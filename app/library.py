@@ -347,19 +347,6 @@ def image_file(image_id: int, *, thumbnail: bool) -> tuple[Path, Image] | None:
     return path, image
 
 
-FILE_COLUMNS = (Image.file_name, Image.thumbnail_name, Image.thumbnail_large_name)
-
-
-def files_in_use(names: set[str]) -> set[str]:
-    """Which of these stored file names some image row still references."""
-    if not names:
-        return set()
-    used: set[str] = set()
-    for column in FILE_COLUMNS:
-        used |= set(db.session.scalars(select(column).where(column.in_(names))))
-    return used
-
-
 def images_by_ids(ids: Sequence[int], *, live_only: bool = True) -> list[Image]:
     """These images with their jobs, newest first, in one query."""
     if not ids:
