@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app import auth, storage
@@ -30,6 +30,9 @@ from app.validation import ValidationError
 log = logging.getLogger(__name__)
 
 MAX_COLLECTION_NAME = 100
+# Collections one account may have: enough for any real library, few enough that every menu
+# listing them stays small.
+MAX_COLLECTIONS_PER_OWNER = 200
 MAX_SELECTION = 1000
 
 
@@ -137,6 +140,13 @@ def create_collection(name: str) -> Collection:
     taken = select(Collection.id).where(Collection.name == clean, Collection.owner_id == owner_id)
     if db.session.scalar(taken) is not None:
         raise ValidationError("name", f"There is already a collection called {clean!r}.")
+    owned = select(func.count()).select_from(Collection).where(Collection.owner_id == owner_id)
+    if db.session.scalar(owned) >= MAX_COLLECTIONS_PER_OWNER:
+        raise ValidationError(
+            "name",
+            f"You have {MAX_COLLECTIONS_PER_OWNER} collections, the most one account can have; "
+            "delete one you no longer need first.",
+        )
     collection = Collection(name=clean, owner_id=owner_id)
     try:
         with write_transaction() as session:
@@ -150,8 +160,11 @@ def get_collection(collection_id: int) -> Collection | None:
     return db.session.get(Collection, collection_id)
 
 
-def all_collections() -> list[Collection]:
-    return list(db.session.scalars(select(Collection).order_by(Collection.name)))
+def own_collections(owner_id: int | None) -> list[Collection]:
+    """The collections of `owner_id` (None: the ownerless ones of open mode), for the menus
+    that add images to one; an administrator's menus list only their own."""
+    statement = select(Collection).where(Collection.owner_id == owner_id)
+    return list(db.session.scalars(statement.order_by(Collection.name)))
 
 
 def add_to_collection(collection_id: int, image_ids: Iterable[int]) -> int:

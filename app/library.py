@@ -363,8 +363,11 @@ def images_by_ids(ids: Sequence[int], *, live_only: bool = True) -> list[Image]:
     return list(db.session.scalars(statement))
 
 
-def collections_with_counts() -> list[tuple[Collection, int]]:
-    """Every collection with how many of its images are in the gallery (not in the trash)."""
+def collections_with_counts(
+    owner_id: int | None, *, everyone: bool = False
+) -> list[tuple[Collection, int]]:
+    """The collections of `owner_id` (or, with `everyone`, all the viewer may see) with how many
+    of their images are in the gallery (not in the trash)."""
     counts = (
         select(CollectionImage.collection_id, func.count().label("images"))
         .join(Image, Image.id == CollectionImage.image_id)
@@ -372,11 +375,12 @@ def collections_with_counts() -> list[tuple[Collection, int]]:
         .group_by(CollectionImage.collection_id)
         .subquery()
     )
-    rows = db.session.execute(
-        select(Collection, func.coalesce(counts.c.images, 0))
-        .outerjoin(counts, counts.c.collection_id == Collection.id)
-        .order_by(Collection.name)
+    statement = select(Collection, func.coalesce(counts.c.images, 0)).outerjoin(
+        counts, counts.c.collection_id == Collection.id
     )
+    if not everyone:
+        statement = statement.where(Collection.owner_id == owner_id)
+    rows = db.session.execute(statement.order_by(Collection.name))
     return [(collection, count) for collection, count in rows]
 
 

@@ -678,7 +678,7 @@ def test_posts_without_a_csrf_token_are_refused_and_change_nothing(client, app):
 
     assert trashed(app, [image_id]) == [True]
     with app.app_context():
-        assert [c.id for c in curation.all_collections()] == [collection_id]
+        assert [c.id for c in curation.own_collections(None)] == [collection_id]
         assert db.session.get(Image, image_id).favorite is False
 
 

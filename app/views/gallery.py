@@ -35,7 +35,7 @@ from flask_wtf.csrf import generate_csrf
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
-from app import curation, library, zipstream
+from app import auth, curation, library, zipstream
 from app.library import GalleryFilters, Page
 from app.models import Collection, Image, ImageStatus, db, utcnow
 from app.validation import ValidationError
@@ -340,9 +340,21 @@ def download_zip() -> Response:
 # --- collections --------------------------------------------------------------------------------
 
 
+def _viewer_id() -> int | None:
+    user = auth.current_user()
+    return user.id if user is not None else None
+
+
+def _collections_listed() -> list:
+    """The viewer's own collections; an administrator asks for everyone's with ?owner=all."""
+    user = auth.current_user()
+    everyone = bool(user and user.is_admin and request.args.get("owner") == "all")
+    return library.collections_with_counts(_viewer_id(), everyone=everyone)
+
+
 @bp.get("/collections")
 def collections() -> str:
-    return render_template("collections.html", collections=library.collections_with_counts())
+    return render_template("collections.html", collections=_collections_listed())
 
 
 @bp.post("/collections")
@@ -352,7 +364,7 @@ def create_collection() -> Response | tuple[str, int]:
     except ValidationError as error:
         page = render_template(
             "collections.html",
-            collections=library.collections_with_counts(),
+            collections=_collections_listed(),
             error=error.message,
             name=request.form.get("name", ""),
         )
@@ -370,7 +382,7 @@ def create_collection_partial() -> Response:
     except ValidationError as refused:
         error, name, status = refused.message, request.form.get("name", ""), 422
     body = render_template(
-        "_collections.html", collections=library.collections_with_counts(), error=error, name=name
+        "_collections.html", collections=_collections_listed(), error=error, name=name
     )
     response = make_response(body, status)
     if error:
@@ -467,7 +479,7 @@ def _render_gallery(
         "gallery.html",
         **context,
         collection=collection,
-        collections=curation.all_collections(),
+        collections=curation.own_collections(_viewer_id()),
         choices=_filter_choices(filters),
         messages=get_flashed_messages(category_filter=["gallery"]),
         error=error,
@@ -483,7 +495,7 @@ def _empty_gallery_context() -> dict[str, Any]:
         "seen": None,
         "next_url": url_for("gallery.index"),
         "collection": None,
-        "collections": curation.all_collections(),
+        "collections": curation.own_collections(_viewer_id()),
         "choices": _filter_choices(filters),
         "messages": [],
     }
