@@ -33,6 +33,7 @@ from app.views import (
     health,
     history,
     images,
+    openapi,
     pages,
     partials,
     shares,
@@ -70,6 +71,7 @@ def register(app: Flask, csrf: CSRFProtect) -> None:
     # The API checks CSRF itself: only when the caller uses the session cookie (app.views.api).
     csrf.exempt(api.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(openapi.bp)
     # Identify the caller before anything else runs, CSRF checks included.
     app.before_request_funcs.setdefault(None, []).insert(0, _identify)
     app.after_request(security.add_headers)

@@ -1,0 +1,595 @@
+"""The OpenAPI 3.1 description of the JSON API under /api (served at GET /api/openapi.json).
+
+Written by hand as a Python dict, so the lists it names (job and image statuses, option names
+and values, page and key limits) come from the code that enforces them instead of being copied.
+tests/test_openapi.py checks that its paths and methods match the app's URL map both ways;
+tests/test_api_fuzz.py checks real answers against its status codes and schemas.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app import MAX_REQUEST_BYTES
+from app.image_models import AZURE, OPENAI, listed_models
+from app.library import MAX_PAGE_SIZE
+from app.models import ImageStatus, JobPhase, JobStatus
+from app.pricing import CURRENCY
+from app.validation import CUSTOM_SIZE_FIELDS, MAX_IDEMPOTENCY_KEY_CHARS
+
+VERSION = "0.1.0"
+JSON = "application/json"
+NULLABLE_STRING = {"type": ["string", "null"]}
+NULLABLE_INTEGER = {"type": ["integer", "null"]}
+NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+SIZE = {"type": "string", "pattern": r"^(auto|[0-9]+x[0-9]+)$", "examples": ["1024x1024"]}
+
+
+def _model_options() -> dict[str, dict[str, Any]]:
+    """Every option any listed model offers: the union of its choices, or its number range."""
+    found: dict[str, dict[str, Any]] = {}
+    for model in listed_models(AZURE) + listed_models(OPENAI):
+        for option in model.options:
+            if option.is_number:
+                found[option.name] = {
+                    "type": "integer",
+                    "minimum": option.minimum,
+                    "maximum": option.maximum,
+                }
+            else:
+                known = found.setdefault(option.name, {"type": "string", "enum": []})
+                known["enum"] += [c for c in option.choices if c not in known["enum"]]
+    return found
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str, **headers: str) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description, "content": {JSON: {"schema": schema}}}
+    if headers:
+        response["headers"] = {
+            name: {"$ref": f"#/components/headers/{ref}"} for name, ref in headers.items()
+        }
+    return response
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {
+        str(status): {"$ref": f"#/components/responses/{ERRORS[status]}"} for status in statuses
+    }
+
+
+ERRORS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    404: "NotFound",
+    409: "Conflict",
+    413: "TooLarge",
+    429: "LimitReached",
+}
+
+JOB_ID = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 0},
+}
+
+
+def _error_response(description: str, **headers: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description, **headers)
+
+
+def _schemas() -> dict[str, Any]:
+    options = _model_options()
+    error_of_item = {
+        "type": ["object", "null"],
+        "description": "Why the job or image failed or was canceled.",
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        "required": ["code", "message"],
+        "additionalProperties": False,
+    }
+    return {
+        "Error": {
+            "type": "object",
+            "description": "Every error the API answers: a code, a readable message, and the "
+            "input field at fault when there is one.",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "code": {"type": "string", "examples": ["invalid_request"]},
+                        "message": {"type": "string"},
+                        "field": {"type": "string", "examples": ["size", "options.quality"]},
+                    },
+                    "required": ["code", "message"],
+                    "additionalProperties": False,
+                }
+            },
+            "required": ["error"],
+            "additionalProperties": False,
+        },
+        "Options": {
+            "type": "object",
+            "description": "Model options; which ones and which values a provider accepts is in "
+            "GET /api/providers (an option the model lacks is refused with 400).",
+            "properties": options,
+            "additionalProperties": False,
+        },
+        "JobRequest": {
+            "type": "object",
+            "properties": {
+                "prompt": {"type": "string", "minLength": 1},
+                "provider": {
+                    "type": "string",
+                    "description": "A provider id from GET /api/providers; the first by default.",
+                },
+                "size": {
+                    **SIZE,
+                    "description": "One of the provider's sizes, `auto` where offered, or for "
+                    "models with custom sizes any WIDTHxHEIGHT within their bounds.",
+                },
+                "n": {"type": "integer", "minimum": 1, "maximum": 10, "default": 1},
+                "options": _ref("Options"),
+            },
+            "required": ["prompt"],
+            "additionalProperties": False,
+        },
+        "Image": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "integer"},
+                "index": {"type": "integer"},
+                "status": {"type": "string", "enum": _values(ImageStatus)},
+                "url": {**NULLABLE_STRING, "format": "uri"},
+                "thumbnail_url": {**NULLABLE_STRING, "format": "uri"},
+                "content_type": NULLABLE_STRING,
+                "width": NULLABLE_INTEGER,
+                "height": NULLABLE_INTEGER,
+                "bytes": NULLABLE_INTEGER,
+                "sha256": NULLABLE_STRING,
+                "revised_prompt": NULLABLE_STRING,
+                "filter_results": {"type": ["object", "null"]},
+                "error": error_of_item,
+            },
+            "required": [
+                "id",
+                "index",
+                "status",
+                "url",
+                "thumbnail_url",
+                "content_type",
+                "width",
+                "height",
+                "bytes",
+                "sha256",
+                "revised_prompt",
+                "filter_results",
+                "error",
+            ],  # fmt: skip
+            "additionalProperties": False,
+        },
+        "Job": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "integer"},
+                "status": {"type": "string", "enum": list(JobStatus.ALL)},
+                "phase": {
+                    "type": ["string", "null"],
+                    "enum": [*_values(JobPhase), None],
+                    "description": "Where a running job is; null otherwise.",
+                },
+                "prompt": {"type": "string"},
+                "provider": {"type": "string"},
+                "model": {"type": "string"},
+                "size": {"type": "string"},
+                "n": {"type": "integer"},
+                "options": {
+                    "type": "object",
+                    "additionalProperties": {"type": ["string", "integer"]},
+                },
+                "usage": {
+                    "type": ["object", "null"],
+                    "description": "Token usage as the provider reported it.",
+                },
+                "cost_usd": {"type": ["number", "null"]},
+                "cost_source": {
+                    "type": ["string", "null"],
+                    "enum": ["estimate", "usage", "table", None],
+                    "description": "estimate: not finished; usage: from reported usage; table: "
+                    "from the price table.",
+                },
+                "created_at": {"type": "string", "format": "date-time"},
+                "started_at": NULLABLE_TIME,
+                "finished_at": NULLABLE_TIME,
+                "error": error_of_item,
+                "retry_of": {**NULLABLE_INTEGER, "description": "The job this one retries."},
+                "parent": {**NULLABLE_INTEGER, "description": "The job this one came from."},
+                "origin": {**NULLABLE_STRING, "examples": ["retry", "reuse"]},
+                "images": {"type": "array", "items": _ref("Image")},
+            },
+            "required": [
+                "id",
+                "status",
+                "phase",
+                "prompt",
+                "provider",
+                "model",
+                "size",
+                "n",
+                "options",
+                "usage",
+                "cost_usd",
+                "cost_source",
+                "created_at",
+                "started_at",
+                "finished_at",
+                "error",
+                "retry_of",
+                "parent",
+                "origin",
+                "images",
+            ],  # fmt: skip
+            "additionalProperties": False,
+        },
+        "JobPage": {
+            "type": "object",
+            "properties": {
+                "items": {"type": "array", "items": _ref("Job")},
+                "next_cursor": {
+                    **NULLABLE_STRING,
+                    "description": "Pass as `cursor` for the next (older) page; null at the end.",
+                },
+            },
+            "required": ["items", "next_cursor"],
+            "additionalProperties": False,
+        },
+        "Estimate": {
+            "type": "object",
+            "properties": {
+                "cost_usd": {
+                    "type": ["number", "null"],
+                    "description": "null when the model has no table price.",
+                },
+                "currency": {"const": CURRENCY},
+                "provider": {"type": "string"},
+                "model": {"type": "string"},
+                "size": {"type": "string"},
+                "n": {"type": "integer"},
+                "options": {
+                    "type": "object",
+                    "additionalProperties": {"type": ["string", "integer"]},
+                },
+                "prices_as_of": {"type": "string"},
+            },
+            "required": [
+                "cost_usd",
+                "currency",
+                "provider",
+                "model",
+                "size",
+                "n",
+                "options",
+                "prices_as_of",
+            ],  # fmt: skip
+            "additionalProperties": False,
+        },
+        "Provider": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "label": {"type": "string"},
+                "model": {"type": "string"},
+                "family": {"type": "string"},
+                "api": {"type": "string"},
+                "emulated": {"type": "boolean"},
+                "retired": {
+                    "type": ["object", "null"],
+                    "properties": {
+                        "date": {"type": "string", "format": "date"},
+                        "replacement": NULLABLE_STRING,
+                    },
+                    "required": ["date", "replacement"],
+                    "additionalProperties": False,
+                },
+                "sizes": {"type": "array", "items": {"type": "string"}},
+                "default_size": {"type": "string"},
+                "custom_sizes": {
+                    "type": ["object", "null"],
+                    "description": "Models with free sizes: any WxH within these bounds.",
+                    "properties": {
+                        name: {"type": "integer"}
+                        for name in (
+                            "multiple",
+                            "max_side",
+                            "max_ratio",
+                            "min_pixels",
+                            "max_pixels",
+                        )  # fmt: skip
+                    },
+                    "required": ["multiple", "max_side", "max_ratio", "min_pixels", "max_pixels"],
+                    "additionalProperties": False,
+                },
+                "transparent_background": {"type": "boolean"},
+                "priced": {"type": "boolean"},
+                "max_images": {"type": "integer"},
+                "max_prompt_chars": {"type": "integer"},
+                "options": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "object",
+                        "properties": {
+                            "default": {"type": ["string", "integer"]},
+                            "choices": {"type": "array", "items": {"type": "string"}},
+                            "minimum": {"type": "integer"},
+                            "maximum": {"type": "integer"},
+                        },
+                        "required": ["default"],
+                        "additionalProperties": False,
+                    },
+                },
+            },
+            "required": [
+                "id",
+                "label",
+                "model",
+                "family",
+                "api",
+                "emulated",
+                "retired",
+                "sizes",
+                "default_size",
+                "custom_sizes",
+                "transparent_background",
+                "priced",
+                "max_images",
+                "max_prompt_chars",
+                "options",
+            ],  # fmt: skip
+            "additionalProperties": False,
+        },
+    }
+
+
+def _values(constants: type) -> list[str]:
+    return [value for name, value in vars(constants).items() if name.isupper()]
+
+
+def _estimate_parameters() -> list[dict[str, Any]]:
+    """GET /api/estimate takes the fields of a job request, each option as its own parameter."""
+    parameters: list[dict[str, Any]] = [
+        {"name": "provider", "in": "query", "schema": {"type": "string"}},
+        {
+            "name": "size",
+            "in": "query",
+            "schema": {"type": "string"},
+            "description": "As in a job request; `custom` takes size_width and size_height.",
+        },
+        *(
+            {"name": name, "in": "query", "schema": {"type": "integer", "minimum": 1}}
+            for name in CUSTOM_SIZE_FIELDS
+        ),
+        {"name": "n", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10}},
+    ]
+    for name, schema in _model_options().items():
+        parameters.append({"name": name, "in": "query", "schema": schema})
+    return parameters
+
+
+def document() -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document, as a JSON-ready dict."""
+    job = _json(_ref("Job"), "The job.")
+    accepted = _json(
+        _ref("Job"),
+        "Accepted: the job is queued; poll its Location until it is final.",
+        Location="Location",
+    )
+    created = _json(
+        _ref("Job"),
+        "Accepted: the job is queued (or, with Idempotent-Replayed: true, the job an earlier "
+        "request with the same Idempotency-Key made).",
+        Location="Location",
+        **{"Idempotent-Replayed": "IdempotentReplayed"},
+    )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Atelier JSON API",
+            "version": VERSION,
+            "description": "Image-generation jobs, their images and the configured providers. "
+            'Every error is `{"error": {"code", "message", "field"?}}`. Callers authenticate '
+            "with an API token (`Authorization: Bearer atl_…`, made on the account page or with "
+            "`flask atelier tokens create`); a browser session may be used instead, and then "
+            "every POST or DELETE needs the X-CSRFToken header. With sign-in off "
+            "(ATELIER_AUTH=off) no token is needed.",
+        },
+        "security": [{"bearerToken": []}],
+        "paths": {
+            "/api/openapi.json": {
+                "get": {
+                    "operationId": "getOpenApiDocument",
+                    "summary": "This document",
+                    "responses": {
+                        "200": {"description": "The OpenAPI document.", "content": {JSON: {}}},
+                        **_errors(401),
+                    },
+                }
+            },
+            "/api/estimate": {
+                "get": {
+                    "operationId": "estimateCost",
+                    "summary": "The table cost of a job before it is sent",
+                    "parameters": _estimate_parameters(),
+                    "responses": {
+                        "200": _json(_ref("Estimate"), "The estimate."),
+                        **_errors(400, 401),
+                    },
+                }
+            },
+            "/api/providers": {
+                "get": {
+                    "operationId": "listProviders",
+                    "summary": "What each configured provider accepts",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "items": {"type": "array", "items": _ref("Provider")}
+                                },
+                                "required": ["items"],
+                                "additionalProperties": False,
+                            },
+                            "The providers, the default first.",
+                        ),
+                        **_errors(401),
+                    },
+                }
+            },
+            "/api/jobs": {
+                "post": {
+                    "operationId": "createJob",
+                    "summary": "Queue a job",
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "description": "Repeat a request safely: the same key with the "
+                            "same body answers the first job (Idempotent-Replayed: true); with "
+                            "another body, 409. Keys are per user.",
+                            "schema": {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY_CHARS},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {JSON: {"schema": _ref("JobRequest")}},
+                    },
+                    "responses": {"202": created, **_errors(400, 401, 409, 413, 429)},
+                },
+                "get": {
+                    "operationId": "listJobs",
+                    "summary": "Jobs, newest first, a page at a time",
+                    "parameters": [
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": list(JobStatus.ALL)},
+                        },
+                        {
+                            "name": "q",
+                            "in": "query",
+                            "description": "Words the prompt contains.",
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_PAGE_SIZE,
+                                "default": 20,
+                            },
+                        },
+                        {
+                            "name": "cursor",
+                            "in": "query",
+                            "description": "The next_cursor of the previous page.",
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "200": _json(_ref("JobPage"), "A page of jobs."),
+                        **_errors(400, 401),
+                    },
+                },
+            },
+            "/api/jobs/{job_id}": {
+                "parameters": [JOB_ID],
+                "get": {
+                    "operationId": "getJob",
+                    "summary": "One job and its images",
+                    "responses": {"200": job, **_errors(401, 404)},
+                },
+                "delete": {
+                    "operationId": "deleteJob",
+                    "summary": "Delete a finished job and its images",
+                    "responses": {
+                        "204": {"description": "Deleted."},
+                        **_errors(401, 404, 409),
+                    },
+                },
+            },
+            "/api/jobs/{job_id}/cancel": {
+                "parameters": [JOB_ID],
+                "post": {
+                    "operationId": "cancelJob",
+                    "summary": "Cancel a queued or running job",
+                    "responses": {
+                        "200": _json(_ref("Job"), "The canceled job."),
+                        **_errors(401, 404, 409),
+                    },
+                },
+            },
+            "/api/jobs/{job_id}/retry": {
+                "parameters": [JOB_ID],
+                "post": {
+                    "operationId": "retryJob",
+                    "summary": "Queue a new job with a finished job's parameters",
+                    "responses": {"202": accepted, **_errors(401, 404, 409, 429)},
+                },
+            },
+        },
+        "components": {
+            "securitySchemes": {
+                "bearerToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "atl_…",
+                    "description": "An API token: `Authorization: Bearer atl_…`.",
+                }
+            },
+            "headers": {
+                "Location": {
+                    "description": "The job's URL (GET /api/jobs/{job_id}).",
+                    "schema": {"type": "string"},
+                },
+                "IdempotentReplayed": {
+                    "description": "`true` when an earlier job is answered again.",
+                    "schema": {"const": "true"},
+                },
+                "RetryAfter": {
+                    "description": "Seconds until the quota or budget resets.",
+                    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                },
+                "WWWAuthenticate": {"schema": {"type": "string"}},
+            },
+            "responses": {
+                "BadRequest": _error_response(
+                    "The input is refused (`field` names it), the body is not a JSON object, "
+                    "or a session caller sent no CSRF token."
+                ),
+                "Unauthorized": _json(
+                    _ref("Error"),
+                    "No valid API token or session.",
+                    **{"WWW-Authenticate": "WWWAuthenticate"},
+                ),
+                "NotFound": _error_response("There is no such job (or it is not yours)."),
+                "Conflict": _error_response(
+                    "The job is in the wrong state for this, or the Idempotency-Key was used "
+                    "with another body."
+                ),
+                "TooLarge": _error_response(
+                    f"The body is larger than {MAX_REQUEST_BYTES // 1024} KiB."
+                ),
+                "LimitReached": _json(
+                    _ref("Error"),
+                    "A daily quota or monthly budget is used up.",
+                    **{"Retry-After": "RetryAfter"},
+                ),
+            },
+            "schemas": _schemas(),
+        },
+    }
