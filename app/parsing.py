@@ -1,9 +1,10 @@
 """Numbers and JSON bodies from requests, parsed in one place.
 
 An id or count from a URL, a form, a query string or a cursor is ASCII digits whose value fits
-the database's 64-bit integer columns; anything else is not a number here. `str.isdigit()` and
-`int()` disagree with that: `"²".isdigit()` is True but `int("²")` fails, `int("١")` is 1, and a
-value past 2**63 - 1 makes SQLite raise OverflowError and PostgreSQL a DataError.
+the database's integer columns; anything else is not a number here. `str.isdigit()` and `int()`
+disagree with that: `"²".isdigit()` is True but `int("²")` fails, `int("١")` is 1, and a value
+too big for the column makes SQLite raise OverflowError (past 2**63 - 1) and PostgreSQL a
+DataError (the id columns are `Integer`, 32 bits there: past 2**31 - 1).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 from werkzeug.routing import IntegerConverter, Map, ValidationError
 
 INT64_MAX = 2**63 - 1
+# The largest id any row can have: id columns are Integer, which is 32 bits on PostgreSQL.
+ID_MAX = 2**31 - 1
 # At most 19 ASCII digits (INT64_MAX has 19), so int() never meets a huge string.
 _DIGITS = re.compile(r"[0-9]{1,19}")
 # How deeply a JSON body may nest; a job request nests two levels (the body, its options).
@@ -30,8 +33,8 @@ def parse_whole_number(raw: Any, maximum: int = INT64_MAX) -> int | None:
 
 
 def parse_id(raw: Any) -> int | None:
-    """A row id (ASCII digits within int64), or None."""
-    return parse_whole_number(raw)
+    """A row id (ASCII digits from 0 to ID_MAX), or None."""
+    return parse_whole_number(raw, ID_MAX)
 
 
 def digits_up_to(limit: int) -> str:
@@ -49,25 +52,25 @@ def digits_up_to(limit: int) -> str:
 
 
 class IdConverter(IntegerConverter):
-    """`<int:...>` in every route: ASCII digits within int64, else the route does not match
+    """`<int:...>` in every route: ASCII digits up to ID_MAX, else the route does not match
     (404). Registered in place of werkzeug's own `int`, whose `\\d+` also matches Unicode digits
     and which has no upper bound. The bound is in the regular expression itself: a value the
     converter refused after matching would make werkzeug answer 405 where another method's
     route has the same path."""
 
-    regex = digits_up_to(INT64_MAX)
+    regex = digits_up_to(ID_MAX)
 
     def __init__(
         self,
         map: Map,
         fixed_digits: int = 0,
         min: int | None = None,
-        max: int | None = INT64_MAX,
+        max: int | None = ID_MAX,
         signed: bool = False,
     ) -> None:
         if signed:
             raise ValueError("ids are never negative: use another converter for signed numbers")
-        super().__init__(map, fixed_digits, min, max if max is not None else INT64_MAX)
+        super().__init__(map, fixed_digits, min, max if max is not None else ID_MAX)
 
     def to_python(self, value: str) -> int:
         if parse_id(value) is None:

@@ -32,7 +32,8 @@ from app.models import (
 )
 from tests.helpers import csrf_token
 
-TOO_BIG = "9223372036854775808"  # 2**63: one past the largest id a BIGINT column holds
+TOO_BIG = "9223372036854775808"  # 2**63: past what SQLite's INTEGER holds
+TOO_BIG_FOR_POSTGRESQL = "2147483648"  # 2**31: past PostgreSQL's integer, the id columns' type
 UNICODE_DIGITS = ("²", "①", "١")  # str.isdigit() is True for each; int() refuses two of them
 PASSWORD = "correct horse battery"
 
@@ -121,8 +122,9 @@ def client(app):
 # --- ids and whole numbers in URLs --------------------------------------------------------------
 
 
-def int_routes(app) -> list[tuple[str, str, str]]:
-    """(method, URL with every int argument past int64, endpoint) for every `<int:...>` route."""
+def int_routes(app, value: str = TOO_BIG) -> list[tuple[str, str, str]]:
+    """(method, URL with every int argument set to `value`, endpoint) for every `<int:...>`
+    route."""
     routes = []
     for rule in app.url_map.iter_rules():
         ints = [
@@ -134,7 +136,7 @@ def int_routes(app) -> list[tuple[str, str, str]]:
             continue
         url = rule.rule
         for name in ints:
-            url = re.sub(rf"<int(\([^)]*\))?:{name}>", TOO_BIG, url)
+            url = re.sub(rf"<int(\([^)]*\))?:{name}>", value, url)
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             routes.append((method, url, rule.endpoint))
     return routes
@@ -146,10 +148,11 @@ def test_every_int_route_is_found(app):
     assert {"api.get_job", "files.image", "images.page", "shares.revoke"} <= endpoints
 
 
-def test_ids_past_int64_in_every_url_are_404_and_change_nothing(app, client):
+@pytest.mark.parametrize("too_big", [TOO_BIG, TOO_BIG_FOR_POSTGRESQL])
+def test_ids_too_big_for_the_database_in_every_url_are_404_and_change_nothing(app, client, too_big):
     before = snapshot(app)
     token = csrf_token(client)
-    for method, url, _endpoint in int_routes(app):
+    for method, url, _endpoint in int_routes(app, too_big):
         response = client.open(
             url, method=method, data={"csrf_token": token}, headers={"X-CSRFToken": token}
         )
@@ -169,7 +172,7 @@ def test_unicode_digits_in_a_url_id_are_404(client, url, digit):
 # --- ids and whole numbers in forms and query strings -------------------------------------------
 
 
-BAD_NUMBERS = (TOO_BIG, *UNICODE_DIGITS, "1" * 5000)
+BAD_NUMBERS = (TOO_BIG, TOO_BIG_FOR_POSTGRESQL, *UNICODE_DIGITS, "1" * 5000)
 
 
 @pytest.mark.parametrize("raw", BAD_NUMBERS)
@@ -240,6 +243,7 @@ def test_a_bad_parent_in_the_prompt_form_is_dropped_not_a_crash(app, client, raw
 BAD_CURSORS = [
     cursor("2026-01-01T00:00:00|1"),  # no time zone
     cursor(f"2026-01-01T00:00:00+00:00|{TOO_BIG}"),
+    cursor(f"2026-01-01T00:00:00+00:00|{TOO_BIG_FOR_POSTGRESQL}"),
     cursor("2026-01-01T00:00:00+00:00|²"),
     cursor("0001-01-01T00:00:00+01:00|1"),  # before year 1 in UTC
     cursor("9999-12-31T23:00:00-05:00|1"),  # after year 9999 in UTC
@@ -268,7 +272,7 @@ def test_bad_cursors_are_refused(client, url, bad):
 
 
 def test_a_good_cursor_still_pages(app, client):
-    good = cursor(f"{(utcnow() + timedelta(days=1)).isoformat()}|{2**63 - 1}")
+    good = cursor(f"{(utcnow() + timedelta(days=1)).isoformat()}|{2**31 - 1}")
 
     response = client.get(f"/api/jobs?cursor={good}")
 

@@ -12,31 +12,31 @@ from hypothesis import strategies as st
 
 from app.image_models import OPENAI, resolve_model
 from app.library import GalleryFilters, decode_cursor, encode_cursor
-from app.parsing import INT64_MAX, IdConverter, json_problem, parse_id
+from app.parsing import ID_MAX, IdConverter, json_problem, parse_id
 from app.validation import ValidationError, parse_size
 
-ids = st.integers(min_value=0, max_value=INT64_MAX)
+ids = st.integers(min_value=0, max_value=ID_MAX)
 any_text = st.text(max_size=40)
 GPT_IMAGE_2 = resolve_model("gpt-image-2", OPENAI)  # free sizes within a rule
 
 
 @given(ids)
-def test_every_int64_id_written_in_ascii_parses_back(number):
+def test_every_id_written_in_ascii_parses_back(number):
     assert parse_id(str(number)) == number
 
 
 @given(any_text)
-def test_an_id_is_ascii_digits_within_int64_or_none(raw):
+def test_an_id_is_ascii_digits_up_to_the_largest_id_or_none(raw):
     parsed = parse_id(raw)
 
     if parsed is None:
-        assert not (re.fullmatch(r"[0-9]{1,19}", raw) and int(raw) <= INT64_MAX)
+        assert not (re.fullmatch(r"[0-9]{1,19}", raw) and int(raw) <= ID_MAX)
     else:
-        assert raw.isascii() and raw.isdigit() and 0 <= parsed <= INT64_MAX
+        assert raw.isascii() and raw.isdigit() and 0 <= parsed <= ID_MAX
 
 
-@given(st.integers(min_value=INT64_MAX + 1, max_value=10**40))
-def test_ids_past_int64_are_refused(number):
+@given(st.integers(min_value=ID_MAX + 1, max_value=10**40))
+def test_ids_past_the_largest_are_refused(number):
     assert parse_id(str(number)) is None
     assert re.fullmatch(IdConverter.regex, str(number)) is None
 
@@ -64,7 +64,7 @@ def test_any_cursor_text_decodes_to_utc_and_an_id_or_is_refused(raw):
         assert error.field == "cursor"
     else:
         assert created.utcoffset() is not None and created.utcoffset().total_seconds() == 0
-        assert 0 <= item_id <= INT64_MAX
+        assert 0 <= item_id <= ID_MAX
 
 
 @given(st.datetimes(timezones=st.none()), ids)

@@ -57,7 +57,7 @@ HTMX_VERSION = "2.0.11"
 
 
 def register(app: Flask, csrf: CSRFProtect) -> None:
-    # Every `<int:...>` in a route takes ASCII digits within int64 only (app.parsing), so no
+    # Every `<int:...>` in a route takes ASCII digits up to the largest id only (app.parsing), so no
     # route can hand the database an id it cannot hold. Set before any route is added.
     app.url_map.converters["int"] = parsing.IdConverter
     app.register_blueprint(pages.bp)
