@@ -13,7 +13,7 @@ import sys
 
 from werkzeug.serving import make_server
 
-from app import create_app, setup
+from app import create_app, security, setup
 from app.config import ConfigError
 from app.logs import configure_logging
 from app.worker import start_background
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app = create_app()
         setup.prepare_serving(app, [args.host], f"http://{_url_host(args.host)}:{args.port}/")
+        security.serve_on(app, [args.host], announce=True)
     except ConfigError as error:
         print(f"Atelier cannot start: {error}", file=sys.stderr)
         return 2

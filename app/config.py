@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import ipaddress
 import math
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -146,6 +148,21 @@ SETTINGS: tuple[Setting, ...] = (
         int,
     ),
     Setting(
+        "ATELIER_PUBLIC_URL",
+        None,
+        "The address people use to reach Atelier, e.g. https://atelier.example.com/ (a path "
+        "prefix is kept: https://example.com/atelier/). Share links and the API's image URLs "
+        "are built on it, never on a request's Host header, and its host is trusted.",
+    ),
+    Setting(
+        "ATELIER_TRUSTED_HOSTS",
+        None,
+        "More host names Atelier answers to, comma-separated (e.g. atelier.example.com,"
+        ".example.org; a leading dot also admits subdomains; * admits any). Always trusted: "
+        "localhost, 127.0.0.1, ::1, the address served on and the host of ATELIER_PUBLIC_URL. "
+        "Requests naming any other host get 400.",
+    ),
+    Setting(
         "ATELIER_DAILY_IMAGE_QUOTA",
         "200",
         "Images each account may request per day (UTC); 0 means no limit. Per-account "
@@ -263,6 +280,54 @@ def normalise_endpoint(
     return raw.strip().rstrip("/") + "/"
 
 
+def public_url(raw: str) -> str:
+    """ATELIER_PUBLIC_URL with exactly one trailing slash: http(s), a host, perhaps a path
+    prefix; no user name, query or fragment."""
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"ATELIER_PUBLIC_URL={raw!r} is not an http or https URL; expected something like "
+            "https://atelier.example.com/"
+        )
+    if parts.query or parts.fragment or "?" in raw or "#" in raw:
+        raise ConfigError("ATELIER_PUBLIC_URL must not contain a query or fragment.")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError("ATELIER_PUBLIC_URL must not contain a user name or password.")
+    try:
+        parts.port  # noqa: B018  (raises on a malformed port)
+    except ValueError:
+        raise ConfigError(f"ATELIER_PUBLIC_URL={raw!r} has a malformed port.") from None
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/"
+
+
+_HOST_NAME = re.compile(r"\.?[a-z0-9-]+(\.[a-z0-9-]+)*")
+
+
+def trusted_hosts(raw: str) -> tuple[str, ...]:
+    """ATELIER_TRUSTED_HOSTS as lower-case names: `name`, `.domain` (with its subdomains), an
+    IP address, or `*`."""
+    hosts = []
+    for entry in (part.strip().lower() for part in raw.split(",")):
+        if not entry:
+            continue
+        bare = entry.removeprefix("[").removesuffix("]")
+        if entry == "*" or _HOST_NAME.fullmatch(entry) or _is_ipv6(bare):
+            hosts.append(bare)
+            continue
+        raise ConfigError(
+            f"ATELIER_TRUSTED_HOSTS: {entry!r} is not a host name (no scheme, port or path; "
+            "write internationalised names in their xn-- form)."
+        )
+    return tuple(hosts)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == 6
+    except ValueError:
+        return False
+
+
 def azure_endpoint(raw: str) -> str:
     """The resource's endpoint: the classic `https://RESOURCE.openai.azure.com/` form, or the v1
     API's `https://RESOURCE.openai.azure.com/openai/v1/` (also on `*.services.ai.azure.com`).
@@ -355,6 +420,9 @@ def load_settings(environ: Mapping[str, str], instance_path: str) -> dict[str, A
         settings[name] = value
     if settings["ATELIER_SESSION_HOURS"] < 1:
         raise ConfigError("ATELIER_SESSION_HOURS must be at least 1.")
+    if settings["ATELIER_PUBLIC_URL"]:
+        settings["ATELIER_PUBLIC_URL"] = public_url(settings["ATELIER_PUBLIC_URL"])
+    settings["ATELIER_TRUSTED_HOSTS"] = trusted_hosts(settings["ATELIER_TRUSTED_HOSTS"] or "")
     return settings
 
 

@@ -27,7 +27,7 @@ from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy import text
 
-from app import create_app, setup
+from app import create_app, security, setup
 from app.config import ConfigError
 from app.logs import configure_logging
 from app.models import db
@@ -103,6 +103,7 @@ def on_starting(server: Any) -> None:
     hosts = setup.bind_hosts(list(server.cfg.bind))
     try:
         setup.prepare_serving(app, hosts, f"http://{server.cfg.bind[0]}/")
+        security.serve_on(app, hosts, announce=True)  # the warnings, once
     except ConfigError as error:
         print(f"Atelier cannot start: {error}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
@@ -125,7 +126,9 @@ def when_ready(server: Any) -> None:
 
 def post_worker_init(worker: Any) -> None:
     configure_logging()
-    # worker.wsgi is what wsgi_app built in this process: the Flask app.
+    # worker.wsgi is what wsgi_app built in this process: the Flask app. It answers to the
+    # host names of the addresses gunicorn listens on (before serving any request).
+    security.serve_on(worker.wsgi, setup.bind_hosts(list(worker.cfg.bind)))
     worker.atelier_background = start_background(worker.wsgi)
 
 

@@ -25,6 +25,7 @@ from sqlalchemy.pool import Pool
 
 from app import search, storage
 from app.models import Collection, CollectionImage, Image, ImageStatus, Job, JobStatus, db
+from app.parsing import parse_id, parse_whole_number
 from app.validation import ValidationError
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,14 @@ def encode_cursor(created_at: datetime, item_id: int) -> str:
 def decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        created, item_id = base64.urlsafe_b64decode(padded.encode()).decode().split("|")
-        return datetime.fromisoformat(created), int(item_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        created_text, id_text = base64.urlsafe_b64decode(padded.encode()).decode().split("|")
+        created, item_id = datetime.fromisoformat(created_text), parse_id(id_text)
+        # Our cursors carry UTC; a time without a zone, or one outside the calendar once in
+        # UTC, is no cursor of ours.
+        if created.tzinfo is None or item_id is None:
+            raise ValueError(created_text)
+        return created.astimezone(UTC), item_id
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise ValidationError(
             "cursor", "The cursor is not valid; start again from page 1."
         ) from None
@@ -60,11 +66,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
 def parse_limit(raw: str | None, default: int) -> int:
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
+    limit = parse_whole_number(raw.strip(), MAX_PAGE_SIZE)
+    if limit is None or limit < 1:
         raise ValidationError(
             "limit", f"The limit must be a whole number from 1 to {MAX_PAGE_SIZE}."
         )
-    return int(raw)
+    return limit
 
 
 def _keyset_page(
@@ -202,8 +209,9 @@ class GalleryFilters:
         status = args.get("status") or ImageStatus.STORED
         if status not in cls.STATUSES:
             raise ValidationError("status", f"The status must be one of {', '.join(cls.STATUSES)}.")
-        collection = args.get("collection") or None
-        if collection is not None and not collection.isdigit():
+        raw_collection = (args.get("collection") or "").strip()
+        collection = parse_id(raw_collection) if raw_collection else None
+        if raw_collection and collection is None:
             raise ValidationError("collection", "The collection must be a collection id.")
         since, until = _date(args, "since"), _date(args, "until")
         if since and until and since > until:
@@ -212,7 +220,7 @@ class GalleryFilters:
             q=(args.get("q") or "").strip()[:200],
             status=status,
             favorites=args.get("favorites") in ("1", "on", "true"),
-            collection=int(collection) if collection else None,
+            collection=collection,
             model=(args.get("model") or "").strip(),
             size=(args.get("size") or "").strip(),
             since=since,
@@ -287,7 +295,7 @@ def gallery_page(
         statement = statement.where(Job.size == filters.size)
     if filters.since:
         statement = statement.where(Image.created_at >= _day_start(filters.since))
-    if filters.until:
+    if filters.until and filters.until < date.max:  # until the calendar's last day: no bound
         statement = statement.where(Image.created_at < _day_start(filters.until + timedelta(1)))
     if few_matches is not None:
         statement = statement.where(Image.job_id.in_(few_matches))

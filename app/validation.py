@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.image_models import ImageModel, Option
+from app.parsing import parse_whole_number
 from app.providers.catalog import Target
 
 MAX_IDEMPOTENCY_KEY_CHARS = 128
@@ -76,8 +77,9 @@ def parse_prompt(raw: Any, model: ImageModel) -> str:
 
 
 def _whole_number(raw: Any, field_name: str, what: str, *, from_form: bool) -> int:
-    if from_form and isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdigit():
-        raw = int(raw.strip())
+    if from_form and isinstance(raw, str):
+        number = parse_whole_number(raw.strip())
+        raw = raw if number is None else number
     # bool is an int subclass in Python; JSON true is not a number.
     if not isinstance(raw, int) or isinstance(raw, bool):
         raise ValidationError(field_name, f"{what} must be a whole number.")

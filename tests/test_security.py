@@ -19,6 +19,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
+from werkzeug.routing import IntegerConverter
 
 from app import auth
 from app.config import ConfigError
@@ -109,7 +110,7 @@ def _urls(app: Flask) -> list[tuple[str, str, str]]:
         ):
             continue
         values = {
-            name: 1 if type(rule._converters[name]).__name__ == "IntegerConverter" else "x"
+            name: 1 if isinstance(rule._converters[name], IntegerConverter) else "x"
             for name in rule.arguments
         }
         with app.test_request_context():
@@ -683,7 +684,12 @@ def test_security_headers_on_pages_partials_files_and_errors(two_users):
 
 
 def test_https_mode_sets_hsts_and_a_secure_host_cookie(app_factory):
-    app = app_factory(start_worker=False, ATELIER_AUTH="on", ATELIER_HTTPS="on")
+    app = app_factory(
+        start_worker=False,
+        ATELIER_AUTH="on",
+        ATELIER_HTTPS="on",
+        ATELIER_PUBLIC_URL="https://atelier.example/",
+    )
     with app.app_context():
         auth.create_user("alice", PASSWORD)
     client = app.test_client()

@@ -18,11 +18,11 @@ endpoints answer, and every query is scoped to what the viewer may see.
 
 from __future__ import annotations
 
-from flask import Flask, Response, g, redirect, render_template, request, url_for
+from flask import Flask, Response, current_app, g, redirect, render_template, request, url_for
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
-from app import auth, security
+from app import auth, parsing, security
 from app.views import (
     account,
     api,
@@ -58,6 +58,9 @@ HTMX_VERSION = "2.0.11"
 
 
 def register(app: Flask, csrf: CSRFProtect) -> None:
+    # Every `<int:...>` in a route takes ASCII digits up to the largest id only (app.parsing), so no
+    # route can hand the database an id it cannot hold. Set before any route is added.
+    app.url_map.converters["int"] = parsing.IdConverter
     app.register_blueprint(pages.bp)
     app.register_blueprint(partials.bp)
     app.register_blueprint(gallery.bp)
@@ -72,8 +75,10 @@ def register(app: Flask, csrf: CSRFProtect) -> None:
     csrf.exempt(api.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(openapi.bp)
-    # Identify the caller before anything else runs, CSRF checks included.
+    # Identify the caller before anything else runs, CSRF checks included; refuse a Host
+    # Atelier does not serve even before that.
     app.before_request_funcs.setdefault(None, []).insert(0, _identify)
+    app.before_request_funcs[None].insert(0, _check_host)
     app.after_request(security.add_headers)
 
     app.add_template_filter(display.visible_controls, "visible_controls")
@@ -92,6 +97,19 @@ def register(app: Flask, csrf: CSRFProtect) -> None:
 
     app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(HTTPException, _http_error)
+
+
+def _check_host() -> tuple[Response | str, int] | None:
+    """Answer only to the host names Atelier serves (app.security.allowed_hosts): a page on
+    another name that resolves here (DNS rebinding) is refused before it can use anything."""
+    if security.host_is_allowed(request.host, current_app.config["ATELIER_ALLOWED_HOSTS"]):
+        return None
+    return _render_error(
+        400,
+        "untrusted_host",
+        "This server does not answer to that host name. Its operator can add the name to "
+        "ATELIER_TRUSTED_HOSTS or set ATELIER_PUBLIC_URL.",
+    )
 
 
 def _identify() -> Response | tuple[Response | str, int] | None:

@@ -118,8 +118,11 @@ def revoke_token(token_id: int) -> Response:
 
 def safe_next(raw: str | None) -> str | None:
     """A local path to return to after signing in; anything else (other hosts, `//x`,
-    `javascript:`, backslashes) is dropped, so the login page is no open redirect."""
+    `javascript:`, backslashes) is dropped, so the login page is no open redirect. So is one
+    with a control character: a newline cannot go into a Location header."""
     if not raw or not raw.startswith("/") or raw.startswith("//") or "\\" in raw:
+        return None
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in raw):
         return None
     parts = urlsplit(raw)
     if parts.scheme or parts.netloc:

@@ -13,7 +13,7 @@ from app import auth, csrf, jobs, library, pricing
 from app.models import Image, Job
 from app.providers.catalog import Target
 from app.validation import ValidationError, parse_idempotency_key, parse_job_request
-from app.views.helpers import api_error
+from app.views.helpers import api_error, external_url, json_body
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -88,9 +88,10 @@ def estimate_cost() -> Response:
 
 @bp.post("/jobs")
 def create_job() -> tuple[Response, int]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        return api_error(400, "invalid_json", "The request body must be a JSON object.")
+    body, problem = json_body()
+    if problem is not None or not isinstance(body, dict):
+        message = problem or "The request body must be a JSON object."
+        return api_error(400, "invalid_json", message)
     job_request = parse_job_request(body, current_app.config["ATELIER_TARGETS"])
     key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
     job, created = jobs.create_job(job_request, idempotency_key=key)
@@ -225,10 +226,8 @@ def image_json(image: Image) -> dict[str, Any]:
         "id": image.id,
         "index": image.index,
         "status": image.status,
-        "url": url_for("files.image", image_id=image.id, _external=True) if stored else None,
-        "thumbnail_url": url_for("files.thumbnail", image_id=image.id, _external=True)
-        if stored
-        else None,
+        "url": external_url("files.image", image_id=image.id) if stored else None,
+        "thumbnail_url": external_url("files.thumbnail", image_id=image.id) if stored else None,
         "content_type": image.content_type,
         "width": image.width,
         "height": image.height,

@@ -16,6 +16,7 @@ from wtforms.fields.choices import SelectChoice
 from app import jobs
 from app.image_models import parse_dimensions
 from app.models import Job
+from app.parsing import parse_id
 from app.providers.catalog import Target, replacement_for
 from app.validation import (
     CUSTOM_SIZE_FIELDS,
@@ -96,8 +97,7 @@ class PromptForm(FlaskForm):
         if parsed is None:
             return None
         job_request, key = parsed
-        parent = self.parent.data
-        parent_id = int(parent) if parent and str(parent).isdigit() else None
+        parent_id = parse_id(str(self.parent.data or "").strip())
         if parent_id is not None and jobs.get_job(parent_id) is None:
             parent_id = None  # the parent was deleted meanwhile: keep the prompt, drop the link
         try:

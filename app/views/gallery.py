@@ -38,6 +38,7 @@ from werkzeug.wrappers import Response
 from app import auth, curation, library, zipstream
 from app.library import GalleryFilters, Page
 from app.models import Collection, Image, ImageStatus, db, utcnow
+from app.parsing import parse_id
 from app.validation import ValidationError
 
 bp = Blueprint("gallery", __name__)
@@ -530,10 +531,10 @@ def _iso(moment: datetime) -> str:
 
 
 def _selected_ids(raw: Iterable[str]) -> list[int]:
-    values = [value.strip() for value in raw if value.strip()]
-    if not all(value.isdigit() for value in values):
+    values = [parse_id(value.strip()) for value in raw if value.strip()]
+    if None in values:
         raise ValidationError("ids", "The selection must be image ids.")
-    ids = sorted({int(value) for value in values})
+    ids = sorted(set(values))
     if not ids:
         raise ValidationError("ids", "Select at least one image.")
     if len(ids) > curation.MAX_SELECTION:
@@ -544,8 +545,9 @@ def _selected_ids(raw: Iterable[str]) -> list[int]:
 def _collection_from(raw: str | None) -> Collection:
     if not raw:
         raise ValidationError("collection", "Choose a collection.")
-    if not raw.isdigit() or (collection := curation.get_collection(int(raw))) is None:
-        raise ValidationError("collection", f"There is no collection {raw}.")
+    collection_id = parse_id(raw.strip())
+    if collection_id is None or (collection := curation.get_collection(collection_id)) is None:
+        raise ValidationError("collection", f"There is no collection {raw[:40]}.")
     return collection
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from flask import Response, abort, jsonify, request
+from flask import Response, abort, current_app, has_request_context, jsonify, request, url_for
 
 from app import jobs
+from app.parsing import MAX_JSON_DEPTH, json_problem
 
 
 def is_htmx() -> bool:
@@ -36,3 +38,29 @@ def job_action_errors() -> Iterator[None]:
         abort(429, error.message)
     except jobs.JobConflict as error:
         abort(409, error.message)
+
+
+def json_body() -> tuple[Any, str | None]:
+    """The request's JSON body and None, or None and why it cannot be used."""
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # the parser gives up far deeper than we allow
+        return None, f"The JSON body nests more than {MAX_JSON_DEPTH} levels deep."
+    if body is None:
+        return None, "The request body must be a JSON object."
+    problem = json_problem(body)
+    return (None, problem) if problem else (body, None)
+
+
+def external_url(endpoint: str, **values: Any) -> str:
+    """An absolute URL for share links and API answers. With ATELIER_PUBLIC_URL it is built on
+    that URL, never on the request's Host header; without it, on the request's host, which the
+    host check (app.views) has let through only when it is a trusted one."""
+    public = current_app.config["ATELIER_PUBLIC_URL"]
+    if public is None:
+        return url_for(endpoint, _external=True, **values)
+    path = url_for(endpoint, **values)
+    if has_request_context():
+        # The public URL says where Atelier's root is reached, prefix included.
+        path = path.removeprefix(request.script_root)
+    return public + path.lstrip("/")

@@ -15,6 +15,7 @@ from werkzeug.datastructures import MultiDict
 
 from app import jobs, library, refusals
 from app.models import JobStatus, utcnow
+from app.parsing import parse_id
 from app.validation import ValidationError
 
 bp = Blueprint("history", __name__)
@@ -103,7 +104,8 @@ def cancel(job_id: int) -> str:
 
 def _ids(args: MultiDict) -> list[int]:
     raw = ",".join(args.getlist("rows")).split(",")
-    return [int(part) for part in raw if part.isdigit()][:MAX_WATCHED]
+    ids = (parse_id(part.strip()) for part in raw)
+    return [job_id for job_id in ids if job_id is not None][:MAX_WATCHED]
 
 
 def _active_panel(row_ids: Iterable[int]) -> str:

@@ -6,6 +6,7 @@ from flask import Blueprint, abort, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from app import jobs, library
+from app.parsing import parse_id
 from app.views.forms import PromptForm
 from app.views.helpers import job_action_errors
 
@@ -18,8 +19,8 @@ RECENT_JOBS = 12
 def index() -> str:
     """The prompt form; `?reuse=<job id>` prefills it from that job ("use this prompt")."""
     form = PromptForm()
-    reuse = request.args.get("reuse", "")
-    if reuse.isdigit() and (source := jobs.get_job(int(reuse))) is not None:
+    reuse = parse_id(request.args.get("reuse", ""))
+    if reuse is not None and (source := jobs.get_job(reuse)) is not None:
         form = PromptForm.reusing(source)
     return render_template("index.html", form=form, jobs=library.recent_jobs(RECENT_JOBS))
 

@@ -14,8 +14,10 @@ from werkzeug.wrappers import Response
 
 from app import auth, curation, library
 from app.models import CollectionImage, Image, ImageStatus, ShareLink, User, db
+from app.parsing import parse_id, parse_whole_number
 from app.validation import ValidationError
 from app.views.files import send_content
+from app.views.helpers import external_url
 
 bp = Blueprint("shares", __name__)
 
@@ -25,6 +27,11 @@ MAX_SHARED_IMAGES = 500
 @bp.post("/shares")
 def create() -> tuple[str, int]:
     """Make a link to an image or a collection the viewer can see."""
+    user = auth.current_user()
+    if user is None:
+        # A link belongs to an account (it is listed and revoked on the account page); with
+        # sign-in off there is none, and the server answers only this computer anyway.
+        abort(404, "Share links need sign-in (ATELIER_AUTH=on); with sign-in off there are none.")
     image_id = _int(request.form.get("image_id"))
     collection_id = _int(request.form.get("collection_id"))
     if (image_id is None) == (collection_id is None):
@@ -33,17 +40,16 @@ def create() -> tuple[str, int]:
         abort(404, f"There is no image {image_id}.")
     if collection_id is not None and curation.get_collection(collection_id) is None:
         abort(404, f"There is no collection {collection_id}.")
-    user = auth.current_user()
-    try:
-        days = int(request.form.get("days", "7"))
-        row, token = auth.create_share(
-            user.id if user else None, image_id=image_id, collection_id=collection_id, days=days
-        )
-    except ValidationError as error:
-        abort(400, error.message)
-    except ValueError:  # `days` is not a number
+    days = parse_whole_number(request.form.get("days", "7").strip())
+    if days is None:
         abort(400, "A link lasts 1, 7 or 30 days, or until it is revoked.")
-    url = url_for("shares.view", token=token, _external=True)
+    try:
+        row, token = auth.create_share(
+            user.id, image_id=image_id, collection_id=collection_id, days=days
+        )
+    except ValidationError as error:  # a stored image only, and 1, 7 or 30 days or none
+        abort(400, error.message)
+    url = external_url("shares.view", token=token)
     return render_template("share_created.html", share=row, url=url), 201
 
 
@@ -104,7 +110,9 @@ def _shared_images(share: ShareLink) -> list[Image]:
 
 
 def _int(raw: str | None) -> int | None:
-    try:
-        return int(raw) if raw not in (None, "") else None
-    except ValueError:
+    if raw is None or raw.strip() == "":
+        return None
+    value = parse_id(raw.strip())
+    if value is None:
         abort(400, "An id is a whole number.")
+    return value
