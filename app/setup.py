@@ -63,6 +63,8 @@ def announce(app: Flask, base_url: str) -> None:
         print("Sign-in is off (ATELIER_AUTH=off): anyone who can reach this address can use it.")
         return
     token = ensure_token(app)
+    # The address people reach Atelier at, when configured, rather than the one it binds.
+    base_url = app.config.get("ATELIER_PUBLIC_URL") or base_url
     if token is not None:
         print(
             "No account exists yet. Create the administrator account here (link valid until "

@@ -307,3 +307,11 @@ def test_diff_pieces_rebuild_the_new_prompt():
     assert "".join(text for op, text in pieces if op != "delete") == new
     old_again = "".join(text for op, text in pieces if op != "insert")
     assert old_again.replace(" ", "") == old.replace(" ", "")  # the same words, new spacing
+
+
+def test_with_sign_in_off_the_page_offers_no_share_link(client):
+    # A link belongs to an account; with sign-in off there is none to own it (POST is a 404).
+    page = image_page(client, submit(client, prompt="a quiet harbour"))
+
+    assert "Share link" not in page
+    assert 'action="/shares"' not in page
