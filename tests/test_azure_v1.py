@@ -28,7 +28,7 @@ from app import auth
 from app.models import Job, db
 from app.providers.generations import end_user_id
 from app.worker import start_background
-from tests.helpers import csrf_token, make_app, wait_for_job
+from tests.helpers import csrf_token, wait_for_job
 
 KEY = "v1-key-" + "0f" * 12
 DEPLOYMENT = "studio"
@@ -111,30 +111,22 @@ def azure_v1() -> Iterator[IndependentAzureV1]:
 
 
 @pytest.fixture
-def make_v1_app(tmp_path, azure_v1):
-    built = []
+def make_v1_app(app_factory, azure_v1):
+    """Apps pointed at the independent server (conftest's app_factory stops and closes them)."""
 
     def build(start: bool = True, **settings: Any):
-        settings = {
-            "AZURE_OPENAI_ENDPOINT": azure_v1.url + "openai/v1/",
-            "AZURE_OPENAI_API_KEY": KEY,
-            "AZURE_OPENAI_DEPLOYMENT": f"{DEPLOYMENT}=gpt-image-2",
-            **settings,
-        }
-        app = make_app(tmp_path / f"data{len(built)}", **settings)
-        if start:
-            start_background(app)
-        built.append(app)
-        return app
+        return app_factory(
+            start_worker=start,
+            **{
+                "AZURE_OPENAI_ENDPOINT": azure_v1.url + "openai/v1/",
+                "AZURE_OPENAI_API_KEY": KEY,
+                "AZURE_OPENAI_DEPLOYMENT": f"{DEPLOYMENT}=gpt-image-2",
+                "AZURE_OPENAI_ASYNC_DALLE2": "off",
+                **settings,
+            },
+        )
 
-    yield build
-    for app in built:
-        worker = app.extensions.get("atelier_worker")
-        if worker is not None:
-            worker.stop()
-        with app.app_context():
-            db.session.remove()
-            db.engine.dispose()
+    return build
 
 
 def job_count(app) -> int:
