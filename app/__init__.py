@@ -17,7 +17,7 @@ from flask import Flask
 from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
 
-from app import auth, logs, security
+from app import auth, logs, page_cache, security
 from app.config import SECRET_SETTINGS, SETTINGS, ensure_secret_key, load_settings
 from app.models import configure_engine, db
 
@@ -76,6 +76,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
     with app.app_context():
         configure_engine(db.engine)
+    page_cache.init_app(app)
     auth.install_scoping()
 
     from app import views

@@ -8,27 +8,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-import logging
-import os
-import re
-import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from flask import current_app, has_app_context
-from sqlalchemy import Engine, and_, event, func, or_, select, tuple_
+from flask import current_app
+from sqlalchemy import and_, func, or_, select, tuple_
 from sqlalchemy.orm import contains_eager, selectinload
-from sqlalchemy.pool import Pool
 
 from app import search, storage
 from app.models import Collection, CollectionImage, Image, ImageStatus, Job, JobStatus, db
 from app.parsing import parse_id, parse_whole_number
 from app.validation import ValidationError
-
-log = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 100
 # Up to this many matching jobs, a search starts from the matches instead of the gallery order.
@@ -400,99 +393,3 @@ def image_with_digest(digest: str) -> Image | None:
         .order_by(Image.id)
         .limit(1)
     )
-
-
-# --- versions of the data -----------------------------------------------------------------------
-#
-# Cached pages are keyed by versions of the data that change after every committed write they
-# could show: the library version after every change the gallery can show, the data version
-# after every write at all (a job card shows a running job's phase). Each lives in a small file
-# in the data folder, which every process and instance serving this library shares (the image
-# files are there too), so no schema change is needed and one small read is all a reader pays.
-# Writers need not remember to bump them: every statement that goes through SQLAlchemy is
-# watched, so a change made anywhere (the web views, the JSON API, the worker storing images,
-# the CLI, code not written yet) counts.
-
-LIBRARY_VERSION_FILE = "library.version"
-DATA_VERSION_FILE = "data.version"
-# The worker updates running jobs all the time; the gallery shows no job column those updates
-# touch (it shows the prompt, model and size, which never change), so they leave the library
-# version. Every other write counts, including statements these patterns cannot classify.
-_READ_ONLY = re.compile(
-    r"\s*(SELECT|PRAGMA|SAVEPOINT|RELEASE|ROLLBACK|BEGIN|COMMIT|SHOW|SET|EXPLAIN)\b",
-    re.IGNORECASE,
-)
-_JOB_UPDATE = re.compile(r'\s*UPDATE\s+"?jobs"?\s', re.IGNORECASE)
-_PENDING = "atelier_pending_versions"
-
-
-def library_version() -> str:
-    """The library's version: it changes after every change the gallery can show."""
-    return _read_version(LIBRARY_VERSION_FILE)
-
-
-def data_version() -> str:
-    """The data's version: it changes after every committed write."""
-    return _read_version(DATA_VERSION_FILE)
-
-
-def bump_version(path: Path) -> None:
-    """A new random version, written over the old one in place (every version has the same
-    length). Workers commit often, so this is one small write, not a new file and a rename. A
-    reader racing it may see a mix of the two; that only ever costs a render, because a version
-    moves after its change is committed, so whatever a reader renders is at least that new."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        os.pwrite(descriptor, secrets.token_hex(8).encode(), 0)
-    finally:
-        os.close(descriptor)
-
-
-def writes(statement: str) -> bool:
-    """Whether an SQL statement may write (when in doubt, it may)."""
-    return not _READ_ONLY.match(statement)
-
-
-def changes_gallery(statement: str) -> bool:
-    """Whether an SQL statement may change what the gallery shows (when in doubt, it may)."""
-    return writes(statement) and not _JOB_UPDATE.match(statement)
-
-
-def _read_version(name: str) -> str:
-    """The version in this file of the data folder ("0" before the first write). Plain os
-    calls: this runs on every poll, and pathlib's would cost more than the read."""
-    path = os.path.join(current_app.config["ATELIER_DATA_DIR"], name)
-    try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return "0"
-    try:
-        return os.read(descriptor, 64).decode()
-    finally:
-        os.close(descriptor)
-
-
-@event.listens_for(Engine, "before_cursor_execute")
-def _note_write(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-    """Remember, on the connection, which versions its writes are to move."""
-    if not has_app_context() or not writes(statement):
-        return
-    data_dir = Path(current_app.config["ATELIER_DATA_DIR"])
-    pending = conn.info.setdefault(_PENDING, set())
-    pending.add(data_dir / DATA_VERSION_FILE)
-    if changes_gallery(statement):
-        pending.add(data_dir / LIBRARY_VERSION_FILE)
-
-
-@event.listens_for(Pool, "checkin")
-def _after_release(dbapi_connection: Any, record: Any) -> None:
-    """Versions move once the connection is back in the pool, that is after its transaction
-    committed (or rolled back: a needless new version costs only a render), so no reader can
-    cache a page rendered before the change under the new version (readers read the version
-    before they query)."""
-    pending = record.info.pop(_PENDING, None) if record is not None else None
-    for path in sorted(pending or ()):
-        try:
-            bump_version(path)
-        except OSError as error:  # e.g. a test's data folder, already deleted
-            log.warning("could not write the version file %s: %s", path, error)

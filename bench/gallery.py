@@ -545,9 +545,9 @@ def fetch(client: Any, url: str) -> tuple[int, bytes]:
     """One GET through the test client, reading the whole body. The rendered-page cache is
     emptied first: these timings are of a render from the database (a miss, as after any
     change to the library); bench.web measures the cached page."""
-    from app.views.gallery import pages
+    from app import page_cache
 
-    pages.clear()
+    page_cache.caches(client.application).pages.clear()
     response = client.get(url)
     try:
         return response.status_code, response.get_data()

@@ -11,7 +11,7 @@ import pytest
 from flask import g, request
 from sqlalchemy import select, update
 
-from app import curation
+from app import curation, page_cache
 from app.models import Collection, Job, db, utcnow, write_transaction
 from app.views import gallery as gallery_views
 from tests.helpers import make_app, token_in
@@ -27,7 +27,7 @@ def app(idle_app):
     def _viewer() -> None:
         g.viewer_key = request.headers.get("X-Test-Viewer", "")
 
-    gallery_views.pages.clear()
+    page_cache.caches(idle_app).pages.clear()
     return idle_app
 
 
@@ -74,7 +74,7 @@ def test_a_repeat_visit_is_served_from_the_cache_with_the_sessions_own_token(app
 
     assert renders == ["/gallery?"]
     assert cells(one) == cells(again) == cells(other) == list(reversed(ids))
-    assert gallery_views.CSRF_PLACEHOLDER not in other
+    assert page_cache.CSRF_PLACEHOLDER not in other
     assert token_in(one) != token_in(other)
     # The token in the cached page is the session's own: its form is accepted.
     url = f"/gallery/images/{ids[0]}/favorite"

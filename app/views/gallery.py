@@ -9,9 +9,7 @@ swaps only what changed (a star button, the affected cells, a message).
 from __future__ import annotations
 
 import re
-import threading
-from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,22 +20,19 @@ from flask import (
     abort,
     current_app,
     flash,
-    g,
     get_flashed_messages,
     make_response,
     redirect,
     render_template,
     request,
-    session,
     url_for,
 )
-from flask_wtf.csrf import generate_csrf
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
-from app import auth, curation, library, zipstream
+from app import auth, curation, library, page_cache, zipstream
 from app.library import GalleryFilters, Page
-from app.models import Collection, Image, ImageStatus, db, utcnow
+from app.models import Collection, Image, ImageStatus, utcnow
 from app.parsing import parse_id
 from app.validation import ValidationError
 
@@ -50,10 +45,6 @@ ONE_YEAR = 365 * 24 * 3600
 MAX_UNDO_IDS = 300
 RETURN_PATHS = ("/gallery", "/collections")
 HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
-# Rendered gallery pages kept per process (about 80 kB each).
-PAGE_CACHE_SIZE = 64
-# Cached pages carry this instead of a CSRF token; each answer gets the session's own token.
-CSRF_PLACEHOLDER = "atelier-csrf-placeholder-0c4e"
 
 
 # --- template helpers ---------------------------------------------------------------------------
@@ -113,68 +104,20 @@ def results() -> Response:
 # --- the page cache -----------------------------------------------------------------------------
 
 
-class PageCache:
-    """A small thread-safe LRU: rendered pages (or other values) by key."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable) -> Any:
-        """The kept value, or None."""
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
-
-    def put(self, key: Hashable, value: Any) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-
-pages = PageCache(PAGE_CACHE_SIZE)
-
-
 def _cached_gallery(seen: datetime | None) -> str:
-    """The gallery page, rendered once per URL, viewer, library version and "new" marker.
-
-    The library version (app.library) changes after every committed write the gallery can
-    show, in any process; a message waiting in the session is shown once, so such a page is
-    never cached. The CSRF token is filled in per answer, from the session."""
-    if session.get("_flashes"):
-        return with_csrf(_render_gallery(request.args, seen=seen, csrf=CSRF_PLACEHOLDER))
-    end_read_transaction()
-    version = library.library_version()  # before any query of the page: never newer than it
+    """The gallery page, rendered once per URL, viewer, library version and "new" marker
+    (app.page_cache says when a kept page goes stale); the CSRF token is filled in per answer."""
+    if page_cache.message_waiting():
+        return _render_gallery(request.args, seen=seen)
+    page_cache.end_read_transaction()
+    version = page_cache.library_version()  # before any query of the page: never newer than it
     seen = _effective_seen(seen)
-    key = (
-        g.get("viewer_key", ""),
-        request.script_root,
-        request.full_path,
-        version,
-        seen.isoformat() if seen else "",
+    key = page_cache.key(request.full_path, version, seen.isoformat() if seen else "")
+    page = page_cache.caches().pages.get_or_make(
+        key,
+        lambda: _render_gallery(request.args, seen=seen, csrf_token=page_cache.placeholder_token),
     )
-    page = pages.get(key)
-    if page is None:
-        page = _render_gallery(request.args, seen=seen, csrf=CSRF_PLACEHOLDER)
-        pages.put(key, page)
-    return with_csrf(page)
-
-
-def end_read_transaction() -> None:
-    """End a read transaction this request may have begun (SQLite keeps its snapshot until
-    then), so the page's queries see everything committed before the version was read."""
-    current = db.session()
-    if current.in_transaction():
-        current.commit()
+    return page_cache.with_csrf(page)
 
 
 def _effective_seen(seen: datetime | None) -> datetime | None:
@@ -184,13 +127,6 @@ def _effective_seen(seen: datetime | None) -> datetime | None:
         return None
     newest = library.newest_image_time()
     return None if newest is None or newest <= seen else seen
-
-
-def with_csrf(page: str) -> str:
-    """The page with the session's CSRF token where the placeholder stands."""
-    if CSRF_PLACEHOLDER not in page:
-        return page
-    return page.replace(CSRF_PLACEHOLDER, generate_csrf())
 
 
 # --- favourites ---------------------------------------------------------------------------------
@@ -464,9 +400,9 @@ def _render_gallery(
     seen: datetime | None = None,
     error: str | None = None,
     next_url: str | None = None,
-    csrf: str | None = None,
+    csrf_token: Callable[[], str] | None = None,
 ) -> str:
-    """The gallery page; `csrf`: a placeholder to render instead of the session's CSRF token."""
+    """The gallery page; `csrf_token`: what renders instead of the session's CSRF token."""
     filters, page = _gallery_page(args)
     collection = None
     if filters.collection is not None:
@@ -484,7 +420,7 @@ def _render_gallery(
         choices=_filter_choices(filters),
         messages=get_flashed_messages(category_filter=["gallery"]),
         error=error,
-        **({"csrf_token": lambda: csrf} if csrf else {}),
+        **({"csrf_token": csrf_token} if csrf_token else {}),
     )
 
 

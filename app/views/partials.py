@@ -2,36 +2,24 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import time
 from datetime import datetime
 
 from flask import (
     Blueprint,
     abort,
-    current_app,
     g,
     make_response,
     render_template,
     request,
-    session,
 )
 from werkzeug.wrappers import Response
 
-from app import jobs, library
+from app import jobs, page_cache
 from app.models import utcnow
 from app.views import display
 from app.views.forms import PromptForm
-from app.views.gallery import CSRF_PLACEHOLDER, PageCache, end_read_transaction, with_csrf
 
 bp = Blueprint("partials", __name__, url_prefix="/partials")
-
-
-# Rendered cards by what they show: many tabs (or viewers) following one job share a render.
-cards = PageCache(256)
-# Card states of polled jobs by data version, so repeat polls between writes need no query.
-states = PageCache(1024)
 
 
 @bp.get("/jobs/<int:job_id>")
@@ -46,13 +34,13 @@ def job_card(job_id: int) -> Response:
         abort(404, f"There is no job {job_id}.")
     created_at, shown = state
     delay = display.delay_for_age((utcnow() - created_at).total_seconds())
-    key = (g.get("viewer_key", ""), request.script_root, shown, str(delay))
-    etag = card_etag(key)
+    key = page_cache.key(shown, str(delay))
+    etag = page_cache.etag(key)
     if request.if_none_match.contains(etag):
         response = make_response("", 304)
     else:
-        response = make_response(with_csrf(_rendered_card(job_id, key, delay)))
-        etag = card_etag(key)  # a new session has the card's CSRF token only now
+        response = make_response(page_cache.with_csrf(_rendered_card(job_id, key, delay)))
+        etag = page_cache.etag(key)  # a new session has the card's CSRF token only now
     response.set_etag(etag)
     response.headers["Cache-Control"] = "private, no-cache"
     return response
@@ -62,46 +50,30 @@ def _card_state(job_id: int) -> tuple[datetime, str] | None:
     """When the job was created and what its card shows (as a string), queried once per data
     version: no write has been committed since a kept state was read, so it is still what the
     database holds."""
-    version = library.data_version()  # before the query: a state is never older than its key
+    version = page_cache.data_version()  # before the query: a state is never older than its key
     # Whose jobs the viewer may see (this query bypasses the ORM scoping): part of the key.
     owner = g.get("scope_owner_id")
-    key = (job_id, version, owner)
-    kept = states.get(key)
-    if kept is None:
+
+    def query() -> tuple[datetime, str] | None:
         state = jobs.card_state(job_id, owner)
-        if state is None:
-            return None
-        kept = (state[0][4], repr(state))
-        states.put(key, kept)
-    return kept
+        return None if state is None else (state[0][4], repr(state))
+
+    return page_cache.caches().states.get_or_make((job_id, version, owner), query)
 
 
 def _rendered_card(job_id: int, key: tuple[str, ...], delay: int) -> str:
     """The card for this state, rendered once (with a CSRF placeholder)."""
-    card = cards.get(key)
-    if card is None:
-        end_read_transaction()  # the render must not see older data than the state did
+
+    def render() -> str:
+        page_cache.end_read_transaction()  # the render must not see older data than the state
         job = jobs.get_job(job_id)
         if job is None:  # deleted since the state was read
             abort(404, f"There is no job {job_id}.")
-        card = render_template(
-            "_job_card.html", job=job, poll_seconds=delay, csrf_token=lambda: CSRF_PLACEHOLDER
+        return render_template(
+            "_job_card.html", job=job, poll_seconds=delay, csrf_token=page_cache.placeholder_token
         )
-        cards.put(key, card)
-    return card
 
-
-def card_etag(key: tuple[str, ...]) -> str:
-    """A digest of the card's key (its job's state, the polling delay it asks for, whose data
-    the viewer sees), the session's CSRF token (the card's cancel form carries it; a stored card
-    must not outlive its session) and a time slot (nor the token's time limit), signed with the
-    app's secret key so nobody can guess the tag of a card they were never shown."""
-    limit = current_app.config.get("WTF_CSRF_TIME_LIMIT", 3600)
-    slot = int(time.time() // (limit / 2)) if limit else 0
-    csrf_key = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
-    material = repr((key, session.get(csrf_key), slot))
-    secret = str(current_app.secret_key or "").encode()
-    return hmac.new(secret, material.encode(), hashlib.sha256).hexdigest()[:32]
+    return page_cache.caches().cards.get_or_make(key, render)
 
 
 @bp.post("/jobs")

@@ -1,0 +1,258 @@
+"""Rendered pages and job cards kept in memory, and the versions of the data that key them.
+
+The rules:
+
+- What is kept, per process and per app (each an LRU: the least recently used goes first):
+  - gallery pages (`/gallery`), rendered, keyed by the viewer (`g.viewer_key`), the script
+    root, the full path (filters and cursor), the library version and the "new" marker's time
+    (none when no image is newer than the visitor's last look, so all such visitors share one);
+  - job-card states: what a card shows, as one narrow query returns it, keyed by the job, the
+    data version and whose jobs the viewer may see;
+  - job cards, rendered, keyed by the viewer, the script root, the card's state and the polling
+    delay it asks for. A repeat poll whose ETag (`etag`) still matches gets 304 instead.
+- Never kept: a gallery page while a flashed message waits (it is shown once).
+- When a kept value goes stale: never in place. Every committed write moves a version, new
+  requests then use new keys, and old entries age out of the LRU. The library version moves
+  after every write the gallery can show (every write but an UPDATE of jobs: the gallery shows
+  no job column the worker's updates touch); the data version after every write at all (a card
+  shows a running job's phase). Writers need not remember this: every statement on this app's
+  engine is watched, so a change made anywhere (views, the JSON API, the worker, the CLI, code
+  not written yet) counts, and any statement the patterns cannot classify counts as a write.
+- Why that is enough: a version moves once the writing connection is back in the pool, that is
+  after its transaction ended, and a reader ends its own read transaction and reads the version
+  before it queries, so whatever it keeps under a version is at least as new as that version.
+  The versions live in small files in the data folder, which every process and instance serving
+  this library shares (the images are there too): a write by the worker process counts here.
+- Why the CSRF placeholder is safe: kept HTML never holds a session's token. Pages and cards are
+  rendered with a fixed placeholder where the token goes, and every answer gets the placeholder
+  replaced by the token of the session it is sent to. The placeholder is no secret and is made
+  of letters, digits and dashes (escaping leaves it alone); should a viewer's own text contain
+  it, it becomes that viewer's token, which the same page already carries in its forms.
+- A card's ETag is a digest of its key, the session's CSRF token (a stored card must not
+  outlive its session) and a time slot (nor the token's time limit), signed with the app's
+  secret key, so nobody can guess the tag of a card they were never shown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from flask import Flask, current_app, g, get_flashed_messages, request, session
+from flask_wtf.csrf import generate_csrf
+from sqlalchemy import event
+
+from app.models import db
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Cached pages carry this instead of a CSRF token; each answer gets the session's own token.
+CSRF_PLACEHOLDER = "atelier-csrf-placeholder-0c4e"
+LIBRARY_VERSION_FILE = "library.version"
+DATA_VERSION_FILE = "data.version"
+# Rendered gallery pages are about 80 kB each.
+PAGES_KEPT = 64
+# Many tabs (or viewers) following one job share a rendered card.
+CARDS_KEPT = 256
+# Card states of polled jobs, so repeat polls between writes need no query.
+STATES_KEPT = 1024
+
+_READ_ONLY = re.compile(
+    r"\s*(SELECT|PRAGMA|SAVEPOINT|RELEASE|ROLLBACK|BEGIN|COMMIT|SHOW|SET|EXPLAIN)\b",
+    re.IGNORECASE,
+)
+_JOB_UPDATE = re.compile(r'\s*UPDATE\s+"?jobs"?\s', re.IGNORECASE)
+# Where a connection remembers, until it is back in the pool, which versions it is to move.
+_PENDING = "atelier_pending_versions"
+
+
+class LRU:
+    """A small thread-safe LRU: values by key."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Any:
+        """The kept value, or None."""
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def get_or_make(self, key: Hashable, make: Callable[[], T | None]) -> T | None:
+        """The kept value, else `make()`, kept unless None. The lock is not held while making:
+        two requests may both make a missing value, and the last one is kept."""
+        value = self.get(key)
+        if value is None:
+            value = make()
+            if value is not None:
+                self.put(key, value)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+@dataclass
+class PageCache:
+    """One app's kept values and the folder holding its version files."""
+
+    data_dir: str
+    pages: LRU = field(default_factory=lambda: LRU(PAGES_KEPT))
+    cards: LRU = field(default_factory=lambda: LRU(CARDS_KEPT))
+    states: LRU = field(default_factory=lambda: LRU(STATES_KEPT))
+
+    def note_write(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        """Remember, on the connection, which versions its writes are to move."""
+        if not writes(statement):
+            return
+        pending = conn.info.setdefault(_PENDING, set())
+        pending.add(os.path.join(self.data_dir, DATA_VERSION_FILE))
+        if changes_gallery(statement):
+            pending.add(os.path.join(self.data_dir, LIBRARY_VERSION_FILE))
+
+
+def init_app(app: Flask) -> None:
+    """Give the app its caches and watch its engine (and no other) for writes."""
+    kept = PageCache(data_dir=str(app.config["ATELIER_DATA_DIR"]))
+    app.extensions["page_cache"] = kept
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", kept.note_write)
+    event.listen(engine, "checkin", _bump_pending)
+
+
+def caches(app: Flask | None = None) -> PageCache:
+    """The app's (by default the current app's) kept values."""
+    return (app or current_app).extensions["page_cache"]
+
+
+# --- what the views call ------------------------------------------------------------------------
+
+
+def key(*parts: Hashable) -> tuple[Hashable, ...]:
+    """A key for something rendered for this viewer: who sees it (their data and their links)
+    and what it shows (`parts`)."""
+    return (g.get("viewer_key", ""), request.script_root, *parts)
+
+
+def message_waiting() -> bool:
+    """Whether a flashed message waits to be shown (a page that shows it is never kept).
+    `get_flashed_messages` is Flask's public way to look: it takes the messages out of the
+    session once per request and hands every later call (the page's own) the same list."""
+    return bool(get_flashed_messages())
+
+
+def placeholder_token() -> str:
+    """Stands in for `csrf_token()` in templates rendered to be kept."""
+    return CSRF_PLACEHOLDER
+
+
+def with_csrf(page: str) -> str:
+    """The page with the session's CSRF token where the placeholder stands."""
+    if CSRF_PLACEHOLDER not in page:
+        return page
+    return page.replace(CSRF_PLACEHOLDER, generate_csrf())
+
+
+def end_read_transaction() -> None:
+    """End a read transaction this request may have begun (SQLite keeps its snapshot until
+    then), so the next queries see everything committed before a version was read."""
+    current = db.session()
+    if current.in_transaction():
+        current.commit()
+
+
+def etag(card_key: tuple[Hashable, ...]) -> str:
+    """A card's ETag: see the rules at the top."""
+    limit = current_app.config.get("WTF_CSRF_TIME_LIMIT", 3600)
+    slot = int(time.time() // (limit / 2)) if limit else 0
+    csrf_key = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
+    material = repr((card_key, session.get(csrf_key), slot))
+    secret = str(current_app.secret_key or "").encode()
+    return hmac.new(secret, material.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+# --- versions of the data -----------------------------------------------------------------------
+
+
+def library_version() -> str:
+    """The library's version: it changes after every change the gallery can show."""
+    return _read_version(LIBRARY_VERSION_FILE)
+
+
+def data_version() -> str:
+    """The data's version: it changes after every committed write."""
+    return _read_version(DATA_VERSION_FILE)
+
+
+def bump_version(path: str | Path) -> None:
+    """A new random version, written over the old one in place (every version has the same
+    length). Workers commit often, so this is one small write, not a new file and a rename. A
+    reader racing it may see a mix of the two; that only ever costs a render, because a version
+    moves after its change is committed, so whatever a reader renders is at least that new."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(descriptor, secrets.token_hex(8).encode(), 0)
+    finally:
+        os.close(descriptor)
+
+
+def writes(statement: str) -> bool:
+    """Whether an SQL statement may write (when in doubt, it may)."""
+    return not _READ_ONLY.match(statement)
+
+
+def changes_gallery(statement: str) -> bool:
+    """Whether an SQL statement may change what the gallery shows (when in doubt, it may)."""
+    return writes(statement) and not _JOB_UPDATE.match(statement)
+
+
+def _read_version(name: str) -> str:
+    """The version in this file of the data folder ("0" before the first write). Plain os
+    calls: this runs on every poll, and pathlib's would cost more than the read."""
+    path = os.path.join(caches().data_dir, name)
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return "0"
+    try:
+        return os.read(descriptor, 64).decode()
+    finally:
+        os.close(descriptor)
+
+
+def _bump_pending(dbapi_connection: Any, record: Any) -> None:
+    """Move the versions a connection's writes noted, once it is back in the pool, that is
+    after its transaction committed (or rolled back: a needless new version costs only a
+    render)."""
+    pending = record.info.pop(_PENDING, None) if record is not None else None
+    for path in sorted(pending or ()):
+        try:
+            bump_version(path)
+        except OSError as error:  # e.g. a test's data folder, already deleted
+            log.warning("could not write the version file %s: %s", path, error)
