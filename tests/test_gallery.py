@@ -18,7 +18,7 @@ from sqlalchemy import event, func, select
 
 from app import curation
 from app.models import Collection, Image, Job, db, utcnow, write_transaction
-from app.views.gallery import placeholder_class
+from app.views.display import placeholder_class
 from tests.helpers import csrf_token, wait_for_job
 
 SMALL_PAGES = {"GALLERY_PAGE_SIZE": 3}

@@ -54,8 +54,6 @@ PUBLIC_ENDPOINTS = frozenset(
 )
 NOBODY = 0  # an owner id no row has: anonymous requests see no jobs, images or collections
 
-HTMX_VERSION = "2.0.11"
-
 
 def register(app: Flask, csrf: CSRFProtect) -> None:
     # Every `<int:...>` in a route takes ASCII digits up to the largest id only (app.parsing), so no
@@ -80,21 +78,8 @@ def register(app: Flask, csrf: CSRFProtect) -> None:
     app.before_request_funcs.setdefault(None, []).insert(0, _identify)
     app.before_request_funcs[None].insert(0, _check_host)
     app.after_request(security.add_headers)
-
-    app.add_template_filter(display.visible_controls, "visible_controls")
-
-    @app.context_processor
-    def _globals() -> dict:
-        return {
-            "using_emulator": app.config["ATELIER_USING_EMULATOR"],
-            "htmx_file": f"vendor/htmx-{HTMX_VERSION}.min.js",
-            "status_label": display.status_label,
-            "error_title": display.error_title,
-            "poll_delay": display.poll_delay,
-            "provider_label": display.provider_label,
-            "viewer": g.get("viewer"),
-        }
-
+    # Every template helper, for every blueprint's templates, in one place.
+    display.init_app(app)
     app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(HTTPException, _http_error)
 

@@ -24,9 +24,9 @@ def login() -> Response | str | tuple[str, int]:
         return redirect(url_for("pages.index"), 303)
     next_url = safe_next(request.values.get("next"))
     if auth.user_count() == 0:
-        return render_template("setup.html", token=None, next=next_url), 200
+        return render_template("account/setup.html", token=None, next=next_url), 200
     if request.method == "GET":
-        return render_template("login.html", next=next_url, username="")
+        return render_template("account/login.html", next=next_url, username="")
     username = request.form.get("username", "")
     try:
         user = auth.authenticate(
@@ -35,7 +35,9 @@ def login() -> Response | str | tuple[str, int]:
     except auth.AuthError as error:
         status = 429 if error.retry_after else 401
         headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
-        body = render_template("login.html", next=next_url, username=username, error=error.message)
+        body = render_template(
+            "account/login.html", next=next_url, username=username, error=error.message
+        )
         return body, status, headers  # type: ignore[return-value]
     auth.sign_in(user)
     return redirect(next_url or url_for("pages.index"), 303)
@@ -54,7 +56,7 @@ def first_account() -> Response | str | tuple[str, int]:
     if not auth.auth_enabled() or auth.user_count() > 0 or not setup.token_matches(token):
         abort(404, "There is no setup to do here. Sign in instead.")
     if request.method == "GET":
-        return render_template("setup.html", token=token, username="")
+        return render_template("account/setup.html", token=token, username="")
     username = request.form.get("username", "")
     password = request.form.get("password", "")
     try:
@@ -62,7 +64,9 @@ def first_account() -> Response | str | tuple[str, int]:
             raise ValidationError("confirm", "The two passwords are not the same.")
         user = setup.create_first_admin(username, password)
     except ValidationError as error:
-        body = render_template("setup.html", token=token, username=username, error=error.message)
+        body = render_template(
+            "account/setup.html", token=token, username=username, error=error.message
+        )
         return body, 422
     auth.sign_in(user)
     return redirect(url_for("pages.index"), 303)
@@ -144,7 +148,7 @@ def _account_error(user: User, message: str) -> tuple[str, int]:
 def _render_account(user: User, *, new_token: str | None = None, error: str | None = None) -> str:
     """The account page: the user's API tokens, live share links (an admin's: everyone's)."""
     return render_template(
-        "account.html",
+        "account/account.html",
         user=user,
         tokens=auth.tokens_of(user.id),
         shares=auth.shares_of(None if user.is_admin else user.id),

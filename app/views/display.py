@@ -1,13 +1,31 @@
-"""How jobs are described on pages: labels, error titles, and the polling delay."""
+"""What pages show and the one place templates get their helpers from.
+
+`init_app(app)` (called once from app.views.register) registers every Jinja filter, global and
+context processor on the app; no blueprint registers its own. The functions here describe jobs
+and images (labels, error titles, durations, costs, the polling delay, placeholder colours).
+Values that need a query (why a queued job waits, the viewer's limits) are not template
+globals: views compute them with `wait_reasons` and `viewer_limits` and pass them in.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import re
 import unicodedata
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from flask import current_app
+from flask import Flask, current_app, g
 from markupsafe import Markup, escape
 
+from app import auth, diffs, limits, lineage, pricing
+from app.image_models import ImageModel
 from app.models import Job, JobPhase, JobStatus, utcnow
+from app.validation import ValidationError, form_size, parse_n, parse_options, parse_size
+from app.views.content_files import content_url
+
+# The vendored htmx, static/vendor/htmx-<version>.min.js: a new version is a new URL.
+HTMX_VERSION = "2.0.11"
 
 # Bidirectional controls ("Trojan source"): in a prompt they would reorder how the text around
 # them reads. They are shown as visible marks instead of being applied.
@@ -40,6 +58,64 @@ ERROR_TITLES = {
     "upstream_unavailable": "The provider had a problem",
     "entra_id_error": "No Entra ID token",
 }
+COST_SOURCE_LABELS = {
+    "estimate": "estimated",
+    "table": "estimated",
+    "usage": "from token usage",
+}
+HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
+
+
+def init_app(app: Flask) -> None:
+    """Register everything templates call, on the app (every blueprint's templates see it)."""
+    app.add_template_filter(visible_controls, "visible_controls")
+    app.add_template_filter(format_duration, "duration")
+    app.add_template_filter(placeholder_class, "placeholder_class")
+    for name, function in {
+        "status_label": status_label,
+        "error_title": error_title,
+        "poll_delay": poll_delay,
+        "provider_label": provider_label,
+        "job_cost": job_cost,
+        "form_estimate": form_estimate,
+        "format_usd": pricing.format_usd,
+        "content_url": content_url,
+        "word_diff": diffs.word_diff,
+        "has_changes": diffs.has_changes,
+        "first_image": lineage.first_image,
+        "origin_label": lineage.origin_label,
+    }.items():
+        app.add_template_global(function, name)
+    app.add_template_global(f"vendor/htmx-{HTMX_VERSION}.min.js", "htmx_file")
+
+    @app.context_processor
+    def _per_request() -> dict[str, Any]:
+        return {
+            "using_emulator": app.config["ATELIER_USING_EMULATOR"],
+            "viewer": g.get("viewer"),
+        }
+
+
+# --- values views compute for templates ---------------------------------------------------------
+
+
+def wait_reasons(jobs: Iterable[Job]) -> dict[int, str]:
+    """Why each queued job of `jobs` has not started (app.limits), by job id; job cards show
+    it. Jobs that are not waiting are left out."""
+    reasons = {}
+    for job in jobs:
+        reason = limits.wait_reason(job)
+        if reason:
+            reasons[job.id] = reason
+    return reasons
+
+
+def viewer_limits() -> limits.Limits:
+    """The viewer's quota and budget and what is used of them (the cost estimate shows it)."""
+    return limits.limits_for(auth.current_user())
+
+
+# --- filters and globals ------------------------------------------------------------------------
 
 
 def status_label(job: Job) -> str:
@@ -81,6 +157,55 @@ def delay_for_age(age: float) -> int:
         if age < younger_than:
             return delay
     return SLOWEST_POLL
+
+
+def format_duration(seconds: float | None) -> str:
+    """'0.4 s', '12 s', '3 min 4 s', '2 h 5 min'; an em dash when unknown."""
+    if seconds is None:
+        return "—"
+    seconds = max(0.0, seconds)
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
+
+
+def job_cost(job: Job) -> str:
+    """ "$0.04 estimated" / "$0.042 from token usage" / "cost unknown" (a model the price table
+    does not list: never shown as $0)."""
+    if job.cost_usd is None:
+        return "cost unknown"
+    label = COST_SOURCE_LABELS.get(job.cost_source or "", "estimated")
+    return f"{pricing.format_usd(job.cost_usd)} {label}"
+
+
+def form_estimate(model: ImageModel, values: Mapping[str, Any]) -> float | None:
+    """The estimate for the form's current values, falling back to the model's defaults for a
+    value that is not valid (the form itself reports that when it is sent)."""
+    size, n, options = model.default_size, 1, model.option_defaults
+    with contextlib.suppress(ValidationError):
+        size = parse_size(form_size(values), model)
+    with contextlib.suppress(ValidationError):
+        n = parse_n(values.get("n"), model, from_form=True)
+    with contextlib.suppress(ValidationError):
+        options = parse_options(values, model, from_form=True)
+    return pricing.known_estimate(model.name, size, n, options)
+
+
+def placeholder_class(colour: str | None) -> str:
+    """The palette class for an image's average colour: each channel in 4 levels, `ph-RGB`.
+
+    The strict CSP allows no style attributes, so the colour comes from one of 64 classes in
+    static/gallery.css instead of an inline background.
+    """
+    if not colour or not HEX_COLOUR.fullmatch(colour):
+        return "ph-none"
+    levels = (round(int(colour[i : i + 2], 16) * 3 / 255) for i in (1, 3, 5))
+    return "ph-" + "".join(str(level) for level in levels)
 
 
 def visible_controls(text: str | None) -> Markup:

@@ -8,7 +8,6 @@ swaps only what changed (a star button, the affected cells, a message).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,23 +43,6 @@ ONE_YEAR = 365 * 24 * 3600
 # A flashed undo carries the ids in the session cookie, which must stay small.
 MAX_UNDO_IDS = 300
 RETURN_PATHS = ("/gallery", "/collections")
-HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
-
-
-# --- template helpers ---------------------------------------------------------------------------
-
-
-@bp.app_template_filter("placeholder_class")
-def placeholder_class(colour: str | None) -> str:
-    """The palette class for an image's average colour: each channel in 4 levels, `ph-RGB`.
-
-    The strict CSP allows no style attributes, so the colour comes from one of 64 classes in
-    static/gallery.css instead of an inline background.
-    """
-    if not colour or not HEX_COLOUR.fullmatch(colour):
-        return "ph-none"
-    levels = (round(int(colour[i : i + 2], 16) * 3 / 255) for i in (1, 3, 5))
-    return "ph-" + "".join(str(level) for level in levels)
 
 
 # --- pages --------------------------------------------------------------------------------------
@@ -87,7 +69,7 @@ def index() -> Response:
 def items() -> str:
     """The next page's cells and, when more follow, a new sentinel (for infinite scroll)."""
     filters, page = _gallery_page(request.args)
-    return render_template("_gallery_items.html", **_grid_context(filters, page))
+    return render_template("gallery/_gallery_items.html", **_grid_context(filters, page))
 
 
 @bp.get("/partials/gallery/results")
@@ -95,7 +77,7 @@ def results() -> Response:
     """The first page of results for the filters (search as you type); the address bar follows."""
     filters, page = _gallery_page(request.args)
     response = make_response(
-        render_template("_gallery_results.html", **_grid_context(filters, page))
+        render_template("gallery/_gallery_results.html", **_grid_context(filters, page))
     )
     response.headers["HX-Replace-Url"] = url_for("gallery.index", **filters.to_args())
     return response
@@ -142,7 +124,7 @@ def favorite(image_id: int) -> Response:
 def favorite_partial(image_id: int) -> str:
     starred = _set_favorite(image_id)
     return render_template(
-        "_gallery_star.html", image_id=image_id, favorite=starred, next_url=_return_url()
+        "gallery/_gallery_star.html", image_id=image_id, favorite=starred, next_url=_return_url()
     )
 
 
@@ -183,7 +165,7 @@ def bulk_partial() -> str:
     outcome = _bulk_action()
     shown = library.images_by_ids(outcome.changed) if outcome.keeps_cells else []
     return render_template(
-        "_gallery_bulk_result.html",
+        "gallery/_gallery_bulk_result.html",
         outcome=outcome,
         images=shown,
         next_url=_return_url(),
@@ -291,7 +273,7 @@ def _collections_listed() -> list:
 
 @bp.get("/collections")
 def collections() -> str:
-    return render_template("collections.html", collections=_collections_listed())
+    return render_template("gallery/collections.html", collections=_collections_listed())
 
 
 @bp.post("/collections")
@@ -300,7 +282,7 @@ def create_collection() -> Response | tuple[str, int]:
         collection = curation.create_collection(request.form.get("name", ""))
     except ValidationError as error:
         page = render_template(
-            "collections.html",
+            "gallery/collections.html",
             collections=_collections_listed(),
             error=error.message,
             name=request.form.get("name", ""),
@@ -319,7 +301,7 @@ def create_collection_partial() -> Response:
     except ValidationError as refused:
         error, name, status = refused.message, request.form.get("name", ""), 422
     body = render_template(
-        "_collections.html", collections=_collections_listed(), error=error, name=name
+        "gallery/_collections.html", collections=_collections_listed(), error=error, name=name
     )
     response = make_response(body, status)
     if error:
@@ -346,14 +328,16 @@ def delete_collection(collection_id: int) -> Response:
 def _refused(error: ValidationError) -> Response:
     if request.path.startswith("/partials/"):
         # htmx swaps 422 answers; the message goes where messages go, whatever was targeted.
-        body = render_template("_gallery_notice.html", text=error.message, error=True)
+        body = render_template("gallery/_gallery_notice.html", text=error.message, error=True)
         response = make_response(body, 422)
         response.headers["HX-Retarget"] = "#gallery-message"
         response.headers["HX-Reswap"] = "innerHTML"
         response.headers["HX-Replace-Url"] = "false"  # the address keeps the last good search
         return response
     if request.method == "GET":
-        body = render_template("gallery.html", **_empty_gallery_context(), error=error.message)
+        body = render_template(
+            "gallery/gallery.html", **_empty_gallery_context(), error=error.message
+        )
         return make_response(body, 400)
     # A refused form: show the gallery it came from, with the reason, and change nothing.
     return_to = _return_url()
@@ -362,7 +346,9 @@ def _refused(error: ValidationError) -> Response:
             MultiDict(_query_of(return_to)), error=error.message, next_url=return_to
         )
     except ValidationError:
-        body = render_template("gallery.html", **_empty_gallery_context(), error=error.message)
+        body = render_template(
+            "gallery/gallery.html", **_empty_gallery_context(), error=error.message
+        )
     return make_response(body, 422)
 
 
@@ -413,7 +399,7 @@ def _render_gallery(
     if next_url is not None:  # re-rendered after a refused form: keep that page's URL
         context["next_url"] = next_url
     return render_template(
-        "gallery.html",
+        "gallery/gallery.html",
         **context,
         collection=collection,
         collections=curation.own_collections(_viewer_id()),

@@ -13,7 +13,9 @@ from app.parsing import MAX_JSON_DEPTH, json_problem
 
 
 def is_htmx() -> bool:
-    """True for requests htmx made (used only to shrink error pages to fragments)."""
+    """True for requests htmx made. Only answers about failures depend on it: an error is a
+    fragment instead of a page, and sign-in is asked for with HX-Redirect instead of a 303.
+    Partials never sniff it; they have their own URLs."""
     return request.headers.get("HX-Request") == "true"
 
 

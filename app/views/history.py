@@ -24,24 +24,6 @@ PAGE_SIZE = 25
 MAX_WATCHED = 100
 
 
-def format_duration(seconds: float | None) -> str:
-    """'0.4 s', '12 s', '3 min 4 s', '2 h 5 min'; an em dash when unknown."""
-    if seconds is None:
-        return "—"
-    seconds = max(0.0, seconds)
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole} s"
-    if whole < 3600:
-        return f"{whole // 60} min {whole % 60} s"
-    return f"{whole // 3600} h {whole % 3600 // 60} min"
-
-
-bp.add_app_template_filter(format_duration, "duration")
-
-
 @bp.errorhandler(ValidationError)
 def _invalid(error: ValidationError) -> tuple[str, int]:
     return render_template("error.html", status=400, message=error.message), 400
@@ -72,7 +54,7 @@ def jobs_page() -> str:
     status, q = _text_arg("status"), _text_arg("q")
     page = library.job_page(status=status or None, q=q or None, **_paging_args())
     return render_template(
-        "history.html",
+        "history/history.html",
         page=page,
         status=status,
         q=q,
@@ -111,7 +93,7 @@ def _ids(args: MultiDict) -> list[int]:
 def _active_panel(row_ids: Iterable[int]) -> str:
     row_jobs = library.jobs_by_id(row_ids)
     return render_template(
-        "_history_active.html",
+        "history/_history_active.html",
         active=library.active_jobs(),
         finished_rows=[job for job in row_jobs if job.is_final],
         rows=[job.id for job in row_jobs if not job.is_final],
@@ -125,7 +107,7 @@ def refusals_page() -> str:
     verdict, q = _text_arg("verdict"), _text_arg("q")
     page = refusals.ledger_page(verdict=verdict or None, q=q or None, **_paging_args())
     return render_template(
-        "refusals.html",
+        "history/refusals.html",
         page=page,
         verdict=verdict,
         q=q,

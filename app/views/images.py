@@ -10,16 +10,10 @@ from __future__ import annotations
 from flask import Blueprint, abort, redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
-from app import curation, diffs, library, lineage
+from app import curation, library, lineage
 from app.models import Image, ImageStatus
-from app.views.history import format_duration
 
 bp = Blueprint("images", __name__)
-bp.add_app_template_filter(format_duration, "duration")
-bp.add_app_template_global(diffs.word_diff, "word_diff")
-bp.add_app_template_global(diffs.has_changes, "has_changes")
-bp.add_app_template_global(lineage.first_image, "first_image")
-bp.add_app_template_global(lineage.origin_label, "origin_label")
 
 
 def _shown_image(image_id: int) -> Image:
@@ -34,7 +28,7 @@ def page(image_id: int) -> str:
     image = _shown_image(image_id)
     newer, older = library.sibling_images(image)
     return render_template(
-        "image.html",
+        "images/image.html",
         image=image,
         job=image.job,
         family=lineage.family_of(image.job),
@@ -57,4 +51,4 @@ def star(image_id: int) -> str:
     image = curation.toggle_favorite(image_id)
     if image is None:
         abort(404, f"There is no image {image_id} to star.")
-    return render_template("_image_star.html", image=image)
+    return render_template("images/_image_star.html", image=image)

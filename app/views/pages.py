@@ -7,6 +7,7 @@ from werkzeug.wrappers import Response
 
 from app import jobs, library
 from app.parsing import parse_id
+from app.views import display
 from app.views.forms import PromptForm
 from app.views.helpers import job_action_errors
 
@@ -22,7 +23,7 @@ def index() -> str:
     reuse = parse_id(request.args.get("reuse", ""))
     if reuse is not None and (source := jobs.get_job(reuse)) is not None:
         form = PromptForm.reusing(source)
-    return render_template("index.html", form=form, jobs=library.recent_jobs(RECENT_JOBS))
+    return _index_page(form)
 
 
 @bp.post("/jobs")
@@ -30,8 +31,7 @@ def create_job() -> Response | tuple[str, int]:
     form = PromptForm()
     job = form.create_job()
     if job is None:
-        page = render_template("index.html", form=form, jobs=library.recent_jobs(RECENT_JOBS))
-        return page, 422
+        return _index_page(form), 422
     return redirect(url_for("pages.job", job_id=job.id), 303)
 
 
@@ -40,7 +40,18 @@ def job(job_id: int) -> str:
     found = jobs.get_job(job_id)
     if found is None:
         abort(404, f"There is no job {job_id}.")
-    return render_template("job.html", job=found)
+    return render_template("jobs/job.html", job=found, wait_reasons=display.wait_reasons([found]))
+
+
+def _index_page(form: PromptForm) -> str:
+    recent = library.recent_jobs(RECENT_JOBS)
+    return render_template(
+        "jobs/index.html",
+        form=form,
+        jobs=recent,
+        wait_reasons=display.wait_reasons(recent),
+        limits=display.viewer_limits(),
+    )
 
 
 @bp.post("/jobs/<int:job_id>/cancel")

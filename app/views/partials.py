@@ -70,7 +70,11 @@ def _rendered_card(job_id: int, key: tuple[str, ...], delay: int) -> str:
         if job is None:  # deleted since the state was read
             abort(404, f"There is no job {job_id}.")
         return render_template(
-            "_job_card.html", job=job, poll_seconds=delay, csrf_token=page_cache.placeholder_token
+            "jobs/_job_card.html",
+            job=job,
+            wait_reasons=display.wait_reasons([job]),
+            poll_seconds=delay,
+            csrf_token=page_cache.placeholder_token,
         )
 
     return page_cache.caches().cards.get_or_make(key, render)
@@ -84,9 +88,16 @@ def create_job() -> Response:
     if job is not None:
         # The fresh form keeps the provider and options; only the prompt starts empty.
         fresh = PromptForm(formdata=None, data={"provider": job.provider})
-        body = render_template("_job_created.html", job=job, form=fresh)
+        body = render_template(
+            "jobs/_job_created.html",
+            job=job,
+            wait_reasons=display.wait_reasons([job]),
+            form=fresh,
+            limits=display.viewer_limits(),
+        )
         return make_response(body, 201)
-    response = make_response(render_template("_prompt_form.html", form=form), 422)
+    body = render_template("jobs/_prompt_form.html", form=form, limits=display.viewer_limits())
+    response = make_response(body, 422)
     response.headers["HX-Retarget"] = "#prompt-form"
     response.headers["HX-Reswap"] = "outerHTML"
     return response
@@ -96,7 +107,13 @@ def create_job() -> Response:
 def model_options() -> str:
     """The size, number and option fields of the provider chosen in the form."""
     form = PromptForm(formdata=None, data={"provider": request.args.get("provider")})
-    return render_template("_model_options.html", model=form.target.model, values={}, errors={})
+    return render_template(
+        "jobs/_model_options.html",
+        model=form.target.model,
+        values={},
+        errors={},
+        limits=display.viewer_limits(),
+    )
 
 
 @bp.post("/jobs/<int:job_id>/cancel")
@@ -107,4 +124,4 @@ def cancel(job_id: int) -> str:
         abort(404, error.message)
     except jobs.JobConflict:
         job = jobs.get_job(job_id)  # it finished meanwhile: show how it ended
-    return render_template("_job_card.html", job=job)
+    return render_template("jobs/_job_card.html", job=job, wait_reasons=display.wait_reasons([job]))

@@ -16,7 +16,7 @@ from app import auth, curation, library
 from app.models import CollectionImage, Image, ImageStatus, ShareLink, User, db
 from app.parsing import parse_id, parse_whole_number
 from app.validation import ValidationError
-from app.views.files import send_content
+from app.views.content_files import send_content
 from app.views.helpers import external_url
 
 bp = Blueprint("shares", __name__)
@@ -50,7 +50,7 @@ def create() -> tuple[str, int]:
     except ValidationError as error:  # a stored image only, and 1, 7 or 30 days or none
         abort(400, error.message)
     url = external_url("shares.view", token=token)
-    return render_template("share_created.html", share=row, url=url), 201
+    return render_template("shares/share_created.html", share=row, url=url), 201
 
 
 @bp.post("/shares/<int:share_id>/revoke")
@@ -71,7 +71,7 @@ def view(token: str) -> str:
     if share.image_id is not None and not images:
         abort(404, "This link does not open anything.")
     return render_template(
-        "shared.html", share=share, token=token, images=images, collection=collection
+        "shares/shared.html", share=share, token=token, images=images, collection=collection
     )
 
 
