@@ -47,14 +47,9 @@ class Fault(Enum):
 
 # Each group is checked in its order; the first fault a prompt contains is the one acted on.
 SUBMIT_FAULTS = (Fault.SUBMIT_429, Fault.SUBMIT_500)
-# [vanish] first: it holds for every poll, the others only for the first one.
-POLL_FAULTS = (
-    Fault.VANISH,
-    Fault.POLL_429,
-    Fault.POLL_500,
-    Fault.POLL_SLOW,
-    Fault.POLL_GARBAGE,
-)
+# Each acts on an operation's first poll only. [vanish] is not among them: it holds for every
+# poll and delete, whatever else the prompt asks (`has_vanished`).
+POLL_FAULTS = (Fault.POLL_429, Fault.POLL_500, Fault.POLL_SLOW, Fault.POLL_GARBAGE)
 IMAGE_FAULTS = (
     Fault.IMAGE_403,
     Fault.IMAGE_404,
@@ -104,10 +99,11 @@ def submit_fault(memory: FirstSightings, prompt: str) -> Fault | None:
 
 
 def poll_fault(memory: FirstSightings, operation_id: str, prompt: str) -> Fault | None:
-    """The fault this poll answers with: [vanish] always, the others on the first poll only."""
+    """The fault this poll answers with, on the operation's first poll only ([vanish], which
+    holds for every poll, is `has_vanished`)."""
     fault = first_fault(prompt, POLL_FAULTS)
-    if fault is None or fault is Fault.VANISH:
-        return fault
+    if fault is None:
+        return None
     # Remembered before the answer is built: a client that gave up on a [poll-slow] poll and
     # polls again meanwhile gets a normal answer, as it would from a recovered service.
     if memory.first_time(fault.value, operation_id):
