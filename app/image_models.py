@@ -237,34 +237,29 @@ def _families() -> str:
 
 @functools.cache
 def _model(name: str, api: str, family: str) -> ImageModel:
-    listed = LISTED_MODELS.get(name) == family
-    retired = RETIREMENTS.get((api, name))
+    # What every family shares: each defaults to a square 1024x1024 image.
+    model = functools.partial(
+        ImageModel,
+        name=name,
+        family=family,
+        default_size="1024x1024",
+        retired=RETIREMENTS.get((api, name)),
+        listed=LISTED_MODELS.get(name) == family,
+    )
     if family == DALL_E_2_FAMILY:
-        return ImageModel(
-            name=name,
-            family=family,
-            sizes=("256x256", "512x512", "1024x1024"),
-            default_size="1024x1024",
-            # The docs conflict (1-5 vs 1-10); the TypeSpec and the how-to say 1-10.
-            max_images=10,
-            max_prompt_chars=1000,
-            retired=retired,
-            listed=listed,
+        # The docs conflict (1-5 vs 1-10); the TypeSpec and the how-to say 1-10.
+        return model(
+            sizes=("256x256", "512x512", "1024x1024"), max_images=10, max_prompt_chars=1000
         )
     if family == DALL_E_3_FAMILY:
-        return ImageModel(
-            name=name,
-            family=family,
+        return model(
             sizes=("1024x1024", "1792x1024", "1024x1792"),
-            default_size="1024x1024",
             max_images=1,
             max_prompt_chars=4000,
             options=(
                 Option("quality", "Quality", "standard", ("standard", "hd")),
                 Option("style", "Style", "vivid", ("vivid", "natural")),
             ),
-            retired=retired,
-            listed=listed,
         )
     # Azure: "WEBP images aren't supported" (§3.2); OpenAI accepts webp (§4.2, §9). Guess: the
     # same holds for gpt-image-2 on Azure.
@@ -274,13 +269,10 @@ def _model(name: str, api: str, family: str) -> ImageModel:
         qualities += ("xhigh", "max")
     transparent = family == GPT_IMAGE_1
     backgrounds = ("auto", "transparent", "opaque") if transparent else ("auto", "opaque")
-    return ImageModel(
-        name=name,
-        family=family,
+    return model(
         sizes=GPT_IMAGE_2_SIZES
         if family == GPT_IMAGE_2
         else ("1024x1024", "1536x1024", "1024x1536", "auto"),
-        default_size="1024x1024",
         max_images=10,
         max_prompt_chars=32000,
         options=(
@@ -301,8 +293,6 @@ def _model(name: str, api: str, family: str) -> ImageModel:
         size_rule=GPT_IMAGE_2_SIZE_RULE if family == GPT_IMAGE_2 else None,
         transparent_background=transparent,
         input_fidelity=family == GPT_IMAGE_1,
-        retired=retired,
-        listed=listed,
     )
 
 

@@ -42,6 +42,24 @@ def _model_options() -> dict[str, dict[str, Any]]:
     return found
 
 
+def _closed_object(
+    properties: dict[str, Any],
+    *,
+    required: list[str] | None = None,
+    nullable: bool = False,
+    **annotations: Any,
+) -> dict[str, Any]:
+    """An object schema with exactly `properties`, every one required unless `required` names
+    them; `annotations` (a description) come first, as a reader looks for them there."""
+    return {
+        "type": ["object", "null"] if nullable else "object",
+        **annotations,
+        "properties": properties,
+        "required": list(properties) if required is None else required,
+        "additionalProperties": False,
+    }
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -84,33 +102,37 @@ def _error_response(description: str, **headers: str) -> dict[str, Any]:
 
 def _schemas() -> dict[str, Any]:
     options = _model_options()
-    error_of_item = {
-        "type": ["object", "null"],
-        "description": "Why the job or image failed or was canceled.",
-        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-        "required": ["code", "message"],
-        "additionalProperties": False,
+    error_of_item = _closed_object(
+        {"code": {"type": "string"}, "message": {"type": "string"}},
+        nullable=True,
+        description="Why the job or image failed or was canceled.",
+    )
+    # What a job request asks for, as a job and an estimate report it back.
+    job_parameters = {
+        "provider": {"type": "string"},
+        "model": {"type": "string"},
+        "size": {"type": "string"},
+        "n": {"type": "integer"},
+        "options": {
+            "type": "object",
+            "additionalProperties": {"type": ["string", "integer"]},
+        },
     }
     return {
-        "Error": {
-            "type": "object",
-            "description": "Every error the API answers: a code, a readable message, and the "
-            "input field at fault when there is one.",
-            "properties": {
-                "error": {
-                    "type": "object",
-                    "properties": {
+        "Error": _closed_object(
+            {
+                "error": _closed_object(
+                    {
                         "code": {"type": "string", "examples": ["invalid_request"]},
                         "message": {"type": "string"},
                         "field": {"type": "string", "examples": ["size", "options.quality"]},
                     },
-                    "required": ["code", "message"],
-                    "additionalProperties": False,
-                }
+                    required=["code", "message"],
+                )
             },
-            "required": ["error"],
-            "additionalProperties": False,
-        },
+            description="Every error the API answers: a code, a readable message, and the "
+            "input field at fault when there is one.",
+        ),
         "Options": {
             "type": "object",
             "description": "Model options; which ones and which values a provider accepts is in "
@@ -118,9 +140,8 @@ def _schemas() -> dict[str, Any]:
             "properties": options,
             "additionalProperties": False,
         },
-        "JobRequest": {
-            "type": "object",
-            "properties": {
+        "JobRequest": _closed_object(
+            {
                 "prompt": {"type": "string", "minLength": 1},
                 "provider": {
                     "type": "string",
@@ -134,12 +155,10 @@ def _schemas() -> dict[str, Any]:
                 "n": {"type": "integer", "minimum": 1, "maximum": 10, "default": 1},
                 "options": _ref("Options"),
             },
-            "required": ["prompt"],
-            "additionalProperties": False,
-        },
-        "Image": {
-            "type": "object",
-            "properties": {
+            required=["prompt"],
+        ),
+        "Image": _closed_object(
+            {
                 "id": {"type": "integer"},
                 "index": {"type": "integer"},
                 "status": {"type": "string", "enum": _values(ImageStatus)},
@@ -153,27 +172,10 @@ def _schemas() -> dict[str, Any]:
                 "revised_prompt": NULLABLE_STRING,
                 "filter_results": {"type": ["object", "null"]},
                 "error": error_of_item,
-            },
-            "required": [
-                "id",
-                "index",
-                "status",
-                "url",
-                "thumbnail_url",
-                "content_type",
-                "width",
-                "height",
-                "bytes",
-                "sha256",
-                "revised_prompt",
-                "filter_results",
-                "error",
-            ],  # fmt: skip
-            "additionalProperties": False,
-        },
-        "Job": {
-            "type": "object",
-            "properties": {
+            }
+        ),
+        "Job": _closed_object(
+            {
                 "id": {"type": "integer"},
                 "status": {"type": "string", "enum": list(JobStatus.ALL)},
                 "phase": {
@@ -182,14 +184,7 @@ def _schemas() -> dict[str, Any]:
                     "description": "Where a running job is; null otherwise.",
                 },
                 "prompt": {"type": "string"},
-                "provider": {"type": "string"},
-                "model": {"type": "string"},
-                "size": {"type": "string"},
-                "n": {"type": "integer"},
-                "options": {
-                    "type": "object",
-                    "additionalProperties": {"type": ["string", "integer"]},
-                },
+                **job_parameters,
                 "usage": {
                     "type": ["object", "null"],
                     "description": "Token usage as the provider reported it.",
@@ -209,97 +204,47 @@ def _schemas() -> dict[str, Any]:
                 "parent": {**NULLABLE_INTEGER, "description": "The job this one came from."},
                 "origin": {**NULLABLE_STRING, "examples": ["retry", "reuse"]},
                 "images": {"type": "array", "items": _ref("Image")},
-            },
-            "required": [
-                "id",
-                "status",
-                "phase",
-                "prompt",
-                "provider",
-                "model",
-                "size",
-                "n",
-                "options",
-                "usage",
-                "cost_usd",
-                "cost_source",
-                "created_at",
-                "started_at",
-                "finished_at",
-                "error",
-                "retry_of",
-                "parent",
-                "origin",
-                "images",
-            ],  # fmt: skip
-            "additionalProperties": False,
-        },
-        "JobPage": {
-            "type": "object",
-            "properties": {
+            }
+        ),
+        "JobPage": _closed_object(
+            {
                 "items": {"type": "array", "items": _ref("Job")},
                 "next_cursor": {
                     **NULLABLE_STRING,
                     "description": "Pass as `cursor` for the next (older) page; null at the end.",
                 },
-            },
-            "required": ["items", "next_cursor"],
-            "additionalProperties": False,
-        },
-        "Estimate": {
-            "type": "object",
-            "properties": {
+            }
+        ),
+        "Estimate": _closed_object(
+            {
                 "cost_usd": {
                     "type": ["number", "null"],
                     "description": "null when the model has no table price.",
                 },
                 "currency": {"const": CURRENCY},
-                "provider": {"type": "string"},
-                "model": {"type": "string"},
-                "size": {"type": "string"},
-                "n": {"type": "integer"},
-                "options": {
-                    "type": "object",
-                    "additionalProperties": {"type": ["string", "integer"]},
-                },
+                **job_parameters,
                 "prices_as_of": {"type": "string"},
-            },
-            "required": [
-                "cost_usd",
-                "currency",
-                "provider",
-                "model",
-                "size",
-                "n",
-                "options",
-                "prices_as_of",
-            ],  # fmt: skip
-            "additionalProperties": False,
-        },
-        "Provider": {
-            "type": "object",
-            "properties": {
+            }
+        ),
+        "Provider": _closed_object(
+            {
                 "id": {"type": "string"},
                 "label": {"type": "string"},
                 "model": {"type": "string"},
                 "family": {"type": "string"},
                 "api": {"type": "string"},
                 "emulated": {"type": "boolean"},
-                "retired": {
-                    "type": ["object", "null"],
-                    "properties": {
+                "retired": _closed_object(
+                    {
                         "date": {"type": "string", "format": "date"},
                         "replacement": NULLABLE_STRING,
                     },
-                    "required": ["date", "replacement"],
-                    "additionalProperties": False,
-                },
+                    nullable=True,
+                ),
                 "sizes": {"type": "array", "items": {"type": "string"}},
                 "default_size": {"type": "string"},
-                "custom_sizes": {
-                    "type": ["object", "null"],
-                    "description": "Models with free sizes: any WxH within these bounds.",
-                    "properties": {
+                "custom_sizes": _closed_object(
+                    {
                         name: {"type": "integer"}
                         for name in (
                             "multiple",
@@ -309,47 +254,27 @@ def _schemas() -> dict[str, Any]:
                             "max_pixels",
                         )  # fmt: skip
                     },
-                    "required": ["multiple", "max_side", "max_ratio", "min_pixels", "max_pixels"],
-                    "additionalProperties": False,
-                },
+                    nullable=True,
+                    description="Models with free sizes: any WxH within these bounds.",
+                ),
                 "transparent_background": {"type": "boolean"},
                 "priced": {"type": "boolean"},
                 "max_images": {"type": "integer"},
                 "max_prompt_chars": {"type": "integer"},
                 "options": {
                     "type": "object",
-                    "additionalProperties": {
-                        "type": "object",
-                        "properties": {
+                    "additionalProperties": _closed_object(
+                        {
                             "default": {"type": ["string", "integer"]},
                             "choices": {"type": "array", "items": {"type": "string"}},
                             "minimum": {"type": "integer"},
                             "maximum": {"type": "integer"},
                         },
-                        "required": ["default"],
-                        "additionalProperties": False,
-                    },
+                        required=["default"],
+                    ),
                 },
-            },
-            "required": [
-                "id",
-                "label",
-                "model",
-                "family",
-                "api",
-                "emulated",
-                "retired",
-                "sizes",
-                "default_size",
-                "custom_sizes",
-                "transparent_background",
-                "priced",
-                "max_images",
-                "max_prompt_chars",
-                "options",
-            ],  # fmt: skip
-            "additionalProperties": False,
-        },
+            }
+        ),
     }
 
 
@@ -434,14 +359,7 @@ def document() -> dict[str, Any]:
                     "summary": "What each configured provider accepts",
                     "responses": {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "properties": {
-                                    "items": {"type": "array", "items": _ref("Provider")}
-                                },
-                                "required": ["items"],
-                                "additionalProperties": False,
-                            },
+                            _closed_object({"items": {"type": "array", "items": _ref("Provider")}}),
                             "The providers, the default first.",
                         ),
                         **_errors(401),

@@ -12,15 +12,12 @@ the fault triggers these routes act on are parsed in faults.py.
 from __future__ import annotations
 
 import base64
-import json
 import time
 from dataclasses import dataclass
 
-from flask import Blueprint, Response, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from flask import Blueprint, Response, abort, request
 
 from .blobs import blob_url
-from .config import MAX_BODY_BYTES
 from .errors import (
     azure_error,
     internal_server_error,
@@ -30,6 +27,7 @@ from .errors import (
 )
 from .fault_responses import garbage_operation
 from .faults import Fault, has_vanished, poll_fault, submit_fault
+from .image_requests import InvalidRequest, read_json_object
 from .operations import Operation, Outcome
 from .request_log import mark_request_kind
 from .state import EmulatorState, emulator_state
@@ -82,16 +80,6 @@ FILTERED_IMAGE_ERROR = {
 bp = Blueprint("emulator_async", __name__, url_prefix="/openai")
 
 
-class InvalidPayload(Exception):
-    """A submit body the service would refuse; `target` names the offending field."""
-
-    def __init__(self, message: str, target: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.target = target
-        self.status = status
-
-
 @dataclass(frozen=True)
 class GenerationRequest:
     prompt: str
@@ -118,12 +106,14 @@ def submit_generation() -> Response:
     mark_request_kind("submit")
     state = emulator_state()
     try:
-        generation = parse_generation_request(_read_body(), request.is_json)
-    except InvalidPayload as invalid:
+        generation = parse_generation_request(read_json_object())
+    except InvalidRequest as invalid:
         # Guess (UNCONFIRMED in azure-image-apis.md §8): Azure's body for an invalid async submit is
         # not sourced; we use the Azure.Core error envelope with code invalidPayload (from the
-        # generated client's error-code enum, §2.6) and the field as `target`.
-        return azure_error(invalid.status, "invalidPayload", invalid.message, target=invalid.target)
+        # generated client's error-code enum, §2.6) and the field as `target` ("body" when the
+        # body as a whole is unreadable).
+        target = invalid.param or "body"
+        return azure_error(invalid.status, "invalidPayload", invalid.message, target=target)
 
     # Guess: faults act only on valid submits (the real gateway would throttle before it
     # validates, but the emulator needs a valid prompt to find the trigger in).
@@ -154,21 +144,15 @@ def submit_generation() -> Response:
     )
     # Guess (UNCONFIRMED in azure-image-apis.md §2.3): retry-after on the 202 itself; an early
     # portal sample read it, and clients that do not expect it ignore it.
-    response.headers["retry-after"] = str(state.config.poll_interval)
-    return response
+    return _with_poll_interval(state, response)
 
 
 @bp.get("/operations/images/<operation_id>")
 def get_operation(operation_id: str) -> Response:
     mark_request_kind("poll")
     state = emulator_state()
-    operation = _async_operation(state, operation_id)
-    if operation is None:
-        # Guess (UNCONFIRMED in azure-image-apis.md §2.6): unknown or expired id -> generic 404.
-        return resource_not_found()
+    operation = _async_operation_or_404(state, operation_id)
     fault = poll_fault(state.fault_memory, operation.id, operation.prompt)
-    if fault is Fault.VANISH:
-        return resource_not_found()
     if fault is Fault.POLL_429:
         return rate_limited(
             request.args["api-version"], state.config.rate_limit_retry_seconds, POLL_OPERATION_NAME
@@ -182,21 +166,14 @@ def get_operation(operation_id: str) -> Response:
     response = garbage_operation(body) if fault is Fault.POLL_GARBAGE else json_response(body)
     # Sent on every poll, terminal or not: clients sleep int(retry-after) and Microsoft's own sample
     # crashes without it (azure-image-apis.md §2.9, §7 item 7).
-    response.headers["retry-after"] = str(state.config.poll_interval)
-    return response
+    return _with_poll_interval(state, response)
 
 
 @bp.delete("/operations/images/<operation_id>")
 def delete_operation(operation_id: str) -> Response:
     mark_request_kind("delete")
     state = emulator_state()
-    operation = _async_operation(state, operation_id)
-    if operation is None:
-        # Guess (UNCONFIRMED in azure-image-apis.md §2.7): unknown id -> generic 404.
-        return resource_not_found()
-    if has_vanished(operation.prompt):
-        # Gone for a delete as much as for a poll: a client cleaning up must cope with 404 too.
-        return resource_not_found()
+    operation = _async_operation_or_404(state, operation_id)
     if operation.status_at(state.store.clock()) in ("notRunning", "running"):
         # Guess (UNCONFIRMED in azure-image-apis.md §2.7): the docs only say delete succeeds in an
         # end state; 409 `conflict` comes from the generated client's error-code enum.
@@ -211,26 +188,15 @@ def delete_operation(operation_id: str) -> Response:
     return Response(status=204)
 
 
-def parse_generation_request(body: bytes, is_json: bool) -> GenerationRequest:
-    """Validate a submit body; raises InvalidPayload naming the first bad field."""
-    if not is_json:
-        raise InvalidPayload(
-            "The request body must be JSON (Content-Type: application/json).", "body"
-        )
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidPayload(f"The request body is not valid JSON: {exc}.", "body") from exc
-    if not isinstance(payload, dict):
-        raise InvalidPayload("The request body must be a JSON object.", "body")
-
+def parse_generation_request(payload: dict[str, object]) -> GenerationRequest:
+    """Validate a submit body; raises InvalidRequest naming the first bad field."""
     prompt = payload.get("prompt")
     if not isinstance(prompt, str):
-        raise InvalidPayload("'prompt' is required and must be a string.", "prompt")
+        raise InvalidRequest("'prompt' is required and must be a string.", "prompt")
     if not prompt.strip():
-        raise InvalidPayload("'prompt' must not be empty.", "prompt")
+        raise InvalidRequest("'prompt' must not be empty.", "prompt")
     if len(prompt) > MAX_PROMPT_CHARS:
-        raise InvalidPayload(
+        raise InvalidRequest(
             f"'prompt' is {len(prompt)} characters long; the maximum is {MAX_PROMPT_CHARS}.",
             "prompt",
         )
@@ -241,32 +207,32 @@ def parse_generation_request(body: bytes, is_json: bool) -> GenerationRequest:
         n = 1
     # bool is a subclass of int in Python; `true` must not pass as 1.
     if type(n) is not int or not 1 <= n <= MAX_IMAGES:
-        raise InvalidPayload(f"'n' must be an integer between 1 and {MAX_IMAGES}.", "n")
+        raise InvalidRequest(f"'n' must be an integer between 1 and {MAX_IMAGES}.", "n")
 
     size = payload.get("size")
     if size is None:
         size = "1024x1024"
     if size not in SIZES:
-        raise InvalidPayload(f"'size' must be one of {', '.join(SIZES)}.", "size")
+        raise InvalidRequest(f"'size' must be one of {', '.join(SIZES)}.", "size")
 
     response_format = payload.get("response_format")
     if response_format is None:
         response_format = "url"
     if response_format not in RESPONSE_FORMATS:
-        raise InvalidPayload(
+        raise InvalidRequest(
             f"'response_format' must be one of {', '.join(RESPONSE_FORMATS)}.",
             "response_format",
         )
 
     user = payload.get("user")
     if user is not None and not isinstance(user, str):
-        raise InvalidPayload("'user' must be a string.", "user")
+        raise InvalidRequest("'user' must be a string.", "user")
 
     model = payload.get("model")
     # "If not specified, dall-e-2 will be inferred" (azure-image-apis.md §2.2): no other model ever
     # ran on this route.
     if model is not None and model != "dall-e-2":
-        raise InvalidPayload("'model' must be 'dall-e-2' on this API.", "model")
+        raise InvalidRequest("'model' must be 'dall-e-2' on this API.", "model")
 
     return GenerationRequest(prompt=prompt, n=n, size=size, response_format=response_format)
 
@@ -302,21 +268,24 @@ def _image_entry(state: EmulatorState, operation: Operation, index: int) -> dict
     return {"url": blob_url(_base_url(state), state.signing_secret, operation, index)}
 
 
-def _async_operation(state: EmulatorState, operation_id: str) -> Operation | None:
-    """The operation with this id, unless unknown, expired or made by a synchronous route."""
+def _async_operation_or_404(state: EmulatorState, operation_id: str) -> Operation:
+    """The operation a poll or delete of this id acts on; the request is answered 404 instead
+    when the id is unknown or expired, made by a synchronous route, or its prompt has `[vanish]`.
+
+    Guess (UNCONFIRMED in azure-image-apis.md §2.6, §2.7): an unknown or expired id gets the
+    generic 404. A vanished operation is gone for a delete as much as for a poll: a client
+    cleaning up must cope with 404 too.
+    """
     operation = state.store.get(operation_id)
-    if operation is None or operation.synchronous:
-        return None
+    if operation is None or operation.synchronous or has_vanished(operation.prompt):
+        abort(resource_not_found())
     return operation
 
 
-def _read_body() -> bytes:
-    try:
-        return request.get_data(cache=False)
-    except RequestEntityTooLarge as exc:
-        raise InvalidPayload(
-            f"The request body is larger than {MAX_BODY_BYTES} bytes.", "body", 413
-        ) from exc
+def _with_poll_interval(state: EmulatorState, response: Response) -> Response:
+    """`response` with `retry-after`: how long clients should wait before the next poll."""
+    response.headers["retry-after"] = str(state.config.poll_interval)
+    return response
 
 
 def _base_url(state: EmulatorState) -> str:

@@ -47,14 +47,9 @@ class Fault(Enum):
 
 # Each group is checked in its order; the first fault a prompt contains is the one acted on.
 SUBMIT_FAULTS = (Fault.SUBMIT_429, Fault.SUBMIT_500)
-# [vanish] first: it holds for every poll, the others only for the first one.
-POLL_FAULTS = (
-    Fault.VANISH,
-    Fault.POLL_429,
-    Fault.POLL_500,
-    Fault.POLL_SLOW,
-    Fault.POLL_GARBAGE,
-)
+# Each acts on an operation's first poll only. [vanish] is not among them: it holds for every
+# poll and delete, whatever else the prompt asks (`has_vanished`).
+POLL_FAULTS = (Fault.POLL_429, Fault.POLL_500, Fault.POLL_SLOW, Fault.POLL_GARBAGE)
 IMAGE_FAULTS = (
     Fault.IMAGE_403,
     Fault.IMAGE_404,
@@ -104,10 +99,11 @@ def submit_fault(memory: FirstSightings, prompt: str) -> Fault | None:
 
 
 def poll_fault(memory: FirstSightings, operation_id: str, prompt: str) -> Fault | None:
-    """The fault this poll answers with: [vanish] always, the others on the first poll only."""
+    """The fault this poll answers with, on the operation's first poll only ([vanish], which
+    holds for every poll, is `has_vanished`)."""
     fault = first_fault(prompt, POLL_FAULTS)
-    if fault is None or fault is Fault.VANISH:
-        return fault
+    if fault is None:
+        return None
     # Remembered before the answer is built: a client that gave up on a [poll-slow] poll and
     # polls again meanwhile gets a normal answer, as it would from a recovered service.
     if memory.first_time(fault.value, operation_id):
@@ -135,72 +131,81 @@ class TriggerInfo:
     description: str
 
 
+def _triggers(applies_to: str, *described: tuple[str, str]) -> tuple[TriggerInfo, ...]:
+    """(trigger, description) pairs that all act on the requests `applies_to` names."""
+    return tuple(TriggerInfo(trigger, applies_to, text) for trigger, text in described)
+
+
 # Every prompt trigger the emulator knows, old outcome triggers included, so a person can
-# discover them in one place. Keep in step with the package docstring (a test checks).
+# discover them in one place, in runs that act on the same requests. Keep in step with the
+# package docstring (a test checks).
 TRIGGERS: tuple[TriggerInfo, ...] = (
-    TriggerInfo("[hang]", "async poll", "Never finishes: the operation stays running forever."),
-    TriggerInfo("[refuse]", "async poll", "Ends failed with error contentFilter (prompt refused)."),
-    TriggerInfo("[fail]", "async poll", "Ends failed with error internalFailure."),
-    TriggerInfo("[cancel]", "async poll", "Ends canceled (Azure's 'task has timed out')."),
-    TriggerInfo("[filter]", "async poll", "Succeeds, but the last image slot is a filter error."),
-    TriggerInfo(
-        "[submit-429]", "async submit", "First submit of this exact prompt: 429 with retry headers."
-    ),
-    TriggerInfo(
-        "[submit-500]",
-        "async submit, sync routes",
-        "First request with this exact prompt: 500 InternalServerError; later ones succeed.",
-    ),
-    TriggerInfo("[vanish]", "async poll, delete", "Submit succeeds; every poll and delete is 404."),
-    TriggerInfo("[poll-429]", "async poll", "The operation's first poll: 429 with retry headers."),
-    TriggerInfo("[poll-500]", "async poll", "The operation's first poll: 500 InternalServerError."),
-    TriggerInfo(
-        "[poll-slow]", "async poll", "The operation's first poll answers after slow_seconds."
-    ),
-    TriggerInfo(
-        "[poll-garbage]",
+    *_triggers(
         "async poll",
-        "The operation's first poll: 200 application/json with truncated, invalid JSON.",
+        ("[hang]", "Never finishes: the operation stays running forever."),
+        ("[refuse]", "Ends failed with error contentFilter (prompt refused)."),
+        ("[fail]", "Ends failed with error internalFailure."),
+        ("[cancel]", "Ends canceled (Azure's 'task has timed out')."),
+        ("[filter]", "Succeeds, but the last image slot is a filter error."),
     ),
-    TriggerInfo("[image-403]", "image URLs", "403 AuthenticationFailed (Azure Storage XML)."),
-    TriggerInfo("[image-404]", "image URLs", "404 BlobNotFound (Azure Storage XML)."),
-    TriggerInfo(
-        "[image-truncated]",
+    *_triggers(
+        "async submit",
+        ("[submit-429]", "First submit of this exact prompt: 429 with retry headers."),
+    ),
+    *_triggers(
+        "async submit, sync routes",
+        (
+            "[submit-500]",
+            "First request with this exact prompt: 500 InternalServerError; later ones succeed.",
+        ),
+    ),
+    *_triggers(
+        "async poll, delete",
+        ("[vanish]", "Submit succeeds; every poll and delete is 404."),
+    ),
+    *_triggers(
+        "async poll",
+        ("[poll-429]", "The operation's first poll: 429 with retry headers."),
+        ("[poll-500]", "The operation's first poll: 500 InternalServerError."),
+        ("[poll-slow]", "The operation's first poll answers after slow_seconds."),
+        (
+            "[poll-garbage]",
+            "The operation's first poll: 200 application/json with truncated, invalid JSON.",
+        ),
+    ),
+    *_triggers(
         "image URLs",
-        "200 image/png announcing the full length; half is sent, then the connection closes.",
+        ("[image-403]", "403 AuthenticationFailed (Azure Storage XML)."),
+        ("[image-404]", "404 BlobNotFound (Azure Storage XML)."),
+        (
+            "[image-truncated]",
+            "200 image/png announcing the full length; half is sent, then the connection closes.",
+        ),
+        ("[image-not-image]", "200 with Content-Type image/png but an HTML body."),
+        (
+            "[image-bomb]",
+            "200 image/png: a ~50 KB valid PNG declaring 20000x20000 pixels (decompression bomb).",
+        ),
+        (
+            "[image-oversized]",
+            "200 image/png, chunked, no Content-Length, more than oversized_bytes long.",
+        ),
+        (
+            "[image-redirect]",
+            "302 to http://images.elsewhere.invalid/generated_NN.png (another host).",
+        ),
     ),
-    TriggerInfo(
-        "[image-not-image]", "image URLs", "200 with Content-Type image/png but an HTML body."
-    ),
-    TriggerInfo(
-        "[image-bomb]",
-        "image URLs",
-        "200 image/png: a ~50 KB valid PNG declaring 20000x20000 pixels (decompression bomb).",
-    ),
-    TriggerInfo(
-        "[image-oversized]",
-        "image URLs",
-        "200 image/png, chunked, no Content-Length, more than oversized_bytes long.",
-    ),
-    TriggerInfo(
-        "[image-redirect]",
-        "image URLs",
-        "302 to http://images.elsewhere.invalid/generated_NN.png (another host).",
-    ),
-    TriggerInfo("[ratelimit-always]", "sync routes", "429 every time, with retry headers."),
-    TriggerInfo(
-        "[ratelimit]", "sync routes", "429 for the first request with this exact prompt only."
-    ),
-    TriggerInfo(
-        "[no-retry]", "sync routes", "429 every time, with x-should-retry: false (do not retry)."
-    ),
-    TriggerInfo("[hang]", "sync routes", "Sleeps hang_seconds, then answers 500."),
-    TriggerInfo("[fail]", "sync routes", "500 server error."),
-    TriggerInfo("[refuse-legacy]", "sync routes", "400 contentFilter (older refusal shape)."),
-    TriggerInfo("[refuse]", "sync routes", "400 content_policy_violation (prompt refused)."),
-    TriggerInfo("[filter]", "sync routes", "After latency, 400: the generated image was filtered."),
-    TriggerInfo(
-        "[garbage]", "sync routes", "After latency, 200 application/json with truncated JSON."
+    *_triggers(
+        "sync routes",
+        ("[ratelimit-always]", "429 every time, with retry headers."),
+        ("[ratelimit]", "429 for the first request with this exact prompt only."),
+        ("[no-retry]", "429 every time, with x-should-retry: false (do not retry)."),
+        ("[hang]", "Sleeps hang_seconds, then answers 500."),
+        ("[fail]", "500 server error."),
+        ("[refuse-legacy]", "400 contentFilter (older refusal shape)."),
+        ("[refuse]", "400 content_policy_violation (prompt refused)."),
+        ("[filter]", "After latency, 400: the generated image was filtered."),
+        ("[garbage]", "After latency, 200 application/json with truncated JSON."),
     ),
 )
 

@@ -1,25 +1,29 @@
-"""Producing the images of a valid synchronous request, the same way for both routes.
+"""Answering a valid synchronous request, the same way for both routes.
 
-Owns `generate_images` (draw or store the images, as `b64_json` or as signed blob URLs) and
+Owns `answer_generation` (the error a prompt trigger asks for, or else the images),
+`generate_images` (draw or store the images, as `b64_json` or as signed blob URLs) and
 `wait_out_latency` (hold the answer until the configured latency has passed, so a benchmark
-sees a fixed upstream latency). The routes add their own envelopes, headers and annotations.
+sees a fixed upstream latency). Each route says in a `SyncAnswers` how it words its errors and
+shapes its 200 body; `gpt_image_body` and `image_data` are the parts of that body both share.
 """
 
 from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from flask import Response
+from flask import Response, request
 
 from .blobs import blob_url
 from .drawing import render_placeholder
 from .errors import json_response
+from .fault_responses import garbage_generation
 from .image_requests import ImageRequest
-from .models import resolved_size, revised_prompt
-from .state import EmulatorState
+from .models import resolved_size, revised_prompt, usage
+from .state import EmulatorState, emulator_state
+from .sync_triggers import SyncTrigger, sync_trigger_for_prompt
 
 
 @dataclass(frozen=True)
@@ -72,21 +76,98 @@ def generate_images(
     ]
 
 
-def answer_with_images(
-    state: EmulatorState,
-    image_request: ImageRequest,
-    started: float,
-    *,
-    base_url: str,
-    url_lifetime: int,
-    body_for: Callable[[ImageRequest, list[GeneratedImage], int], dict[str, object]],
+@dataclass(frozen=True)
+class SyncAnswers:
+    """What differs between the synchronous routes' answers; the rest is `answer_generation`."""
+
+    # How long a `url` answer's images stay downloadable, in seconds.
+    url_lifetime: int
+    # Sent with the images' 200.
+    headers: Mapping[str, str]
+    # The 200 body: (request, images, created) -> JSON object.
+    body_for: Callable[[ImageRequest, list[GeneratedImage], int], dict[str, object]]
+    # The 429: (retry_seconds, *, should_retry); `x-should-retry` only when should_retry is not
+    # None.
+    rate_limited: Callable[..., Response]
+    server_error: Callable[[], Response]
+    # The 400 of REFUSE, REFUSE_LEGACY and FILTER_OUTPUT: (trigger, created) -> answer.
+    refused: Callable[[SyncTrigger, int], Response]
+
+
+def answer_generation(
+    image_request: ImageRequest, started: float, answers: SyncAnswers
 ) -> Response:
-    """The success answer of a synchronous route: draw the images, shape the body the route's
-    way (`body_for`), and answer once the configured latency has passed."""
-    images = generate_images(state, image_request, base_url=base_url, url_lifetime=url_lifetime)
-    body = body_for(image_request, images, int(state.store.clock()))
+    """The answer to a valid synchronous request: the error its prompt trigger asks for, or the
+    images in the route's body, once the configured latency has passed since `started` (a
+    time.monotonic() value)."""
+    # Guess: triggers act only on valid requests (the real gateway would throttle before it
+    # validates, but the emulator needs a valid prompt to find the trigger in).
+    trigger = sync_trigger_for_prompt(image_request.prompt)
+    if trigger is not None:
+        answer = _answer_trigger(trigger, image_request.prompt, started, answers)
+        if answer is not None:
+            return answer
+    state = emulator_state()
+    images = generate_images(
+        state,
+        image_request,
+        base_url=state.config.public_url or request.host_url,
+        url_lifetime=answers.url_lifetime,
+    )
+    body = answers.body_for(image_request, images, int(state.store.clock()))
     wait_out_latency(started, state.config.latency)
-    return json_response(body)
+    response = json_response(body)
+    response.headers.update(answers.headers)
+    return response
+
+
+def _answer_trigger(
+    trigger: SyncTrigger, prompt: str, started: float, answers: SyncAnswers
+) -> Response | None:
+    """The error a trigger asks for; None when it lets the request through."""
+    state = emulator_state()
+    once = (SyncTrigger.RATE_LIMIT_ONCE, SyncTrigger.SERVER_ERROR_ONCE)
+    if trigger in once and not state.fault_memory.first_time(trigger.value, prompt):
+        return None
+    retry_seconds = state.config.rate_limit_retry_seconds
+    if trigger in (SyncTrigger.RATE_LIMIT_ALWAYS, SyncTrigger.RATE_LIMIT_ONCE):
+        return answers.rate_limited(retry_seconds)
+    if trigger is SyncTrigger.NO_RETRY:
+        return answers.rate_limited(retry_seconds, should_retry=False)
+    if trigger is SyncTrigger.HANG:
+        time.sleep(state.config.hang_seconds)
+    if trigger in (SyncTrigger.SERVER_ERROR_ONCE, SyncTrigger.HANG, SyncTrigger.FAIL):
+        return answers.server_error()
+    # Stamped like a success's `created`: when the image was made, before the latency passes.
+    created = int(state.store.clock())
+    if trigger in (SyncTrigger.FILTER_OUTPUT, SyncTrigger.GARBAGE):
+        # The image was generated, so the full latency has passed.
+        wait_out_latency(started, state.config.latency)
+    if trigger is SyncTrigger.GARBAGE:
+        return garbage_generation(created)
+    return answers.refused(trigger, created)
+
+
+def gpt_image_body(
+    image_request: ImageRequest, images: list[GeneratedImage], created: int, **resolved: object
+) -> dict[str, object]:
+    """A gpt-image 200 body: base64 only, no annotations, token usage (azure-image-apis.md
+    §3.3, §4.3); `resolved` are the values a route reports between the images and `usage`."""
+    return {
+        "created": created,
+        "data": [{"b64_json": image.b64_json} for image in images],
+        **resolved,
+        "usage": usage(
+            image_request.prompt, image_request.quality, image_request.size, image_request.n
+        ),
+    }
+
+
+def image_data(image: GeneratedImage) -> dict[str, object]:
+    """A DALL-E entry's image: its URL, or its base64 when the request asked for b64_json."""
+    if image.url is not None:
+        return {"url": image.url}
+    return {"b64_json": image.b64_json}
 
 
 def wait_out_latency(started: float, latency: float) -> None:

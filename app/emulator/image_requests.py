@@ -195,28 +195,41 @@ def parse_image_request(
         raise InvalidRequest("'user' must be a string.", "user")
     safety_identifier = _safety_identifier(payload)
 
-    if not model.gpt_image:
+    if model.gpt_image:
+        background, output_format, compression, moderation = _gpt_image_fields(
+            payload, model, platform
+        )
+    else:
         # Guess (azure-image-apis.md §3.2, §4.2 say which models have these fields, not how the
         # others answer them): 400 naming the field, even for a no-op such as `stream: false`.
         for name in GPT_IMAGE_ONLY_FIELDS:
             if payload.get(name) is not None:
                 raise _not_supported(name, model, platform)
-        return ImageRequest(
-            model=model,
-            prompt=prompt,
-            n=n,
-            size=size,
-            quality=quality,
-            style=style,
-            response_format=response_format,
-            background="opaque",
-            output_format="png",
-            output_compression=100,
-            moderation="auto",
-            user=user,
-            safety_identifier=safety_identifier,
-        )
+        # What DALL-E draws: an opaque PNG at full quality.
+        background, output_format, compression, moderation = "opaque", "png", 100, "auto"
 
+    return ImageRequest(
+        model=model,
+        prompt=prompt,
+        n=n,
+        size=size,
+        quality=quality,
+        style=style,
+        response_format=response_format,
+        background=background,
+        output_format=output_format,
+        output_compression=compression,
+        moderation=moderation,
+        user=user,
+        safety_identifier=safety_identifier,
+    )
+
+
+def _gpt_image_fields(
+    payload: dict[str, object], model: ModelRules, platform: Platform
+) -> tuple[str, str, int, str]:
+    """A gpt-image request's (background, output_format, output_compression, moderation),
+    checked with `partial_images` and `stream`."""
     background = _background(payload, model)
     output_format = _output_format(payload, platform)
     compression = _optional(payload, "output_compression", 100)
@@ -248,22 +261,7 @@ def parse_image_request(
             "'stream': true is not supported by the Atelier emulator; send stream=false.",
             "stream",
         )
-
-    return ImageRequest(
-        model=model,
-        prompt=prompt,
-        n=n,
-        size=size,
-        quality=quality,
-        style=None,
-        response_format=response_format,
-        background=background,
-        output_format=output_format,
-        output_compression=compression,
-        moderation=moderation,
-        user=user,
-        safety_identifier=safety_identifier,
-    )
+    return background, output_format, compression, moderation
 
 
 def _optional(payload: dict[str, object], name: str, default: object) -> object:

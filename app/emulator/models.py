@@ -104,17 +104,9 @@ class ModelRules:
 
 _GPT_IMAGE_SIZES = ("auto", "1024x1024", "1536x1024", "1024x1536")
 _GPT_IMAGE_QUALITIES = ("auto", "low", "medium", "high")
-# The common sizes of azure-image-apis.md §9, named in error messages.
-_GPT_IMAGE_2_SIZES = (
-    "auto",
-    "1024x1024",
-    "1536x1024",
-    "1024x1536",
-    "2048x2048",
-    "2048x1152",
-    "3840x2160",
-    "2160x3840",
-)
+# The common sizes of azure-image-apis.md §9, named in error messages: gpt-image-1's and four
+# larger ones.
+_GPT_IMAGE_2_SIZES = (*_GPT_IMAGE_SIZES, "2048x2048", "2048x1152", "3840x2160", "2160x3840")
 # "2.5 models add xhigh and max" (azure-image-apis.md §9; openai-python 3.51's docstring names
 # only gpt-image-2.5-sunburst and -flare and their 2026-09-08 snapshots). Guess (neither source
 # says anything about 2.6): the 2.6 models keep gpt-image-2's four qualities.

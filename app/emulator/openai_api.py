@@ -16,8 +16,13 @@ import uuid
 from flask import Blueprint, Response, request
 
 from . import openai_errors
-from .fault_responses import garbage_generation
-from .generation import GeneratedImage, answer_with_images, wait_out_latency
+from .generation import (
+    GeneratedImage,
+    SyncAnswers,
+    answer_generation,
+    gpt_image_body,
+    image_data,
+)
 from .image_requests import (
     GPT_IMAGE_ONLY_FIELDS,
     OPENAI,
@@ -26,10 +31,10 @@ from .image_requests import (
     parse_image_request,
     read_json_object,
 )
-from .models import AUTO_BACKGROUND, MODELS, ModelRules, resolved_quality, resolved_size, usage
+from .models import AUTO_BACKGROUND, MODELS, ModelRules, resolved_quality, resolved_size
 from .request_log import log_request_fields, mark_request_kind
 from .state import emulator_state
-from .sync_triggers import SyncTrigger, sync_trigger_for_prompt
+from .sync_triggers import SyncTrigger
 
 DEFAULT_MODEL = "dall-e-2"
 # The model a request without `model` means when it sets a gpt-image-only field: "Defaults to
@@ -71,7 +76,6 @@ def add_request_id(response: Response) -> Response:
 def create_images() -> Response:
     mark_request_kind("generate")
     started = time.monotonic()
-    state = emulator_state()
     try:
         payload = read_json_object()
         log_request_fields(payload)
@@ -85,25 +89,7 @@ def create_images() -> Response:
             # dall-e-3's own body for a bad size, verbatim (azure-image-apis.md §3.4).
             return openai_errors.invalid_size()
         return _invalid(invalid)
-
-    # Guess: triggers act only on valid requests (the real gateway would throttle before it
-    # validates, but the emulator needs a valid prompt to find the trigger in).
-    trigger = sync_trigger_for_prompt(image_request.prompt)
-    if trigger is not None:
-        answer = _answer_trigger(trigger, image_request.prompt, started)
-        if answer is not None:
-            return answer
-
-    response = answer_with_images(
-        state,
-        image_request,
-        started,
-        base_url=state.config.public_url or request.host_url,
-        url_lifetime=URL_LIFETIME_SECONDS,
-        body_for=_success_body,
-    )
-    response.headers.update(RATE_LIMIT_HEADERS)
-    return response
+    return answer_generation(image_request, started, ANSWERS)
 
 
 def _model_for(payload: dict[str, object]) -> ModelRules:
@@ -129,34 +115,10 @@ def _invalid(invalid: InvalidRequest) -> Response:
     return openai_errors.invalid_request(invalid.message, invalid.param, code, invalid.status)
 
 
-def _answer_trigger(trigger: SyncTrigger, prompt: str, started: float) -> Response | None:
-    """The error a trigger asks for; None when it lets the request through."""
-    state = emulator_state()
-    retry_seconds = state.config.rate_limit_retry_seconds
-    if trigger is SyncTrigger.RATE_LIMIT_ALWAYS:
-        return openai_errors.rate_limited(retry_seconds)
-    if trigger is SyncTrigger.NO_RETRY:
-        return openai_errors.rate_limited(retry_seconds, should_retry=False)
-    if trigger in (SyncTrigger.RATE_LIMIT_ONCE, SyncTrigger.SERVER_ERROR_ONCE):
-        if not state.fault_memory.first_time(trigger.value, prompt):
-            return None
-        if trigger is SyncTrigger.RATE_LIMIT_ONCE:
-            return openai_errors.rate_limited(retry_seconds)
-        return openai_errors.server_error()
-    if trigger is SyncTrigger.HANG:
-        time.sleep(state.config.hang_seconds)
-        return openai_errors.server_error()
-    if trigger is SyncTrigger.FAIL:
-        return openai_errors.server_error()
-    if trigger is SyncTrigger.GARBAGE:
-        wait_out_latency(started, state.config.latency)
-        return garbage_generation(int(state.store.clock()))
-    if trigger is SyncTrigger.FILTER_OUTPUT:
-        # OpenAI has no separate "output filtered" shape (azure-image-apis.md §4.4 only shows the
-        # policy violation), so a filtered image answers like a refused prompt, after the
-        # generation time.
-        wait_out_latency(started, state.config.latency)
-    # REFUSE and REFUSE_LEGACY: OpenAI has one shape for both.
+def _refused(trigger: SyncTrigger, created: int) -> Response:
+    # OpenAI has one shape for REFUSE and REFUSE_LEGACY, and no separate "output filtered"
+    # shape (azure-image-apis.md §4.4 only shows the policy violation), so a filtered image
+    # answers like a refused prompt, after the generation time.
     return openai_errors.content_policy_violation()
 
 
@@ -165,27 +127,30 @@ def _success_body(
 ) -> dict[str, object]:
     if image_request.model.gpt_image:
         background = image_request.background
-        return {
-            "created": created,
-            "data": [{"b64_json": image.b64_json} for image in images],
+        return gpt_image_body(
+            image_request,
+            images,
+            created,
             # The values the model actually used, `auto` resolved (azure-image-apis.md §4.3).
-            "background": AUTO_BACKGROUND if background == "auto" else background,
-            "output_format": image_request.output_format,
-            "quality": resolved_quality(image_request.quality),
-            "size": resolved_size(image_request.size),
-            "usage": usage(
-                image_request.prompt, image_request.quality, image_request.size, image_request.n
-            ),
-        }
+            background=AUTO_BACKGROUND if background == "auto" else background,
+            output_format=image_request.output_format,
+            quality=resolved_quality(image_request.quality),
+            size=resolved_size(image_request.size),
+        )
     return {"created": created, "data": [_dalle_item(image) for image in images]}
 
 
 def _dalle_item(image: GeneratedImage) -> dict[str, object]:
-    item: dict[str, object] = {}
-    if image.revised_prompt is not None:
-        item["revised_prompt"] = image.revised_prompt
-    if image.url is not None:
-        item["url"] = image.url
-    else:
-        item["b64_json"] = image.b64_json
-    return item
+    if image.revised_prompt is None:
+        return image_data(image)
+    return {"revised_prompt": image.revised_prompt, **image_data(image)}
+
+
+ANSWERS = SyncAnswers(
+    url_lifetime=URL_LIFETIME_SECONDS,
+    headers=RATE_LIMIT_HEADERS,
+    body_for=_success_body,
+    rate_limited=openai_errors.rate_limited,
+    server_error=openai_errors.server_error,
+    refused=_refused,
+)

@@ -10,6 +10,7 @@ are handled before this view runs (see gateway.py).
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from datetime import date
@@ -25,8 +26,13 @@ from .errors import (
     rate_limited,
     resource_not_found,
 )
-from .fault_responses import garbage_generation
-from .generation import GeneratedImage, answer_with_images, wait_out_latency
+from .generation import (
+    GeneratedImage,
+    SyncAnswers,
+    answer_generation,
+    gpt_image_body,
+    image_data,
+)
 from .image_requests import (
     AZURE,
     ImageRequest,
@@ -34,10 +40,10 @@ from .image_requests import (
     parse_image_request,
     read_json_object,
 )
-from .models import MODELS, ModelRules, usage
+from .models import MODELS, ModelRules
 from .request_log import log_request_fields, mark_request_kind
 from .state import emulator_state
-from .sync_triggers import SyncTrigger, sync_trigger_for_prompt
+from .sync_triggers import SyncTrigger
 
 # The versions with this route (azure-image-apis.md §3.1, plus the later previews).
 LISTED_API_VERSIONS = frozenset(
@@ -142,31 +148,21 @@ def generate_for_deployment(
     """Azure's answer to `payload` for a deployment of `model`: validation error, trigger or
     images. `api_version` is the version named in a 429's message; `started` is when the
     request arrived (time.monotonic()), for the latency."""
-    state = emulator_state()
     log_request_fields(payload)
     try:
         image_request = parse_image_request(payload, model, AZURE)
     except InvalidRequest as invalid:
         return invalid_request(invalid.status, invalid.code, invalid.message, invalid.param)
-
-    # Guess: triggers act only on valid requests (the real gateway would throttle before it
-    # validates, but the emulator needs a valid prompt to find the trigger in).
-    trigger = sync_trigger_for_prompt(image_request.prompt)
-    if trigger is not None:
-        answer = _answer_trigger(trigger, image_request.prompt, api_version, started)
-        if answer is not None:
-            return answer
-
-    response = answer_with_images(
-        state,
-        image_request,
-        started,
-        base_url=state.config.public_url or request.host_url,
+    answers = SyncAnswers(
         url_lifetime=URL_LIFETIME_SECONDS,
+        headers={"x-ratelimit-remaining-requests": REMAINING_REQUESTS},
         body_for=_success_body,
+        # The 429's message names the api-version the request used.
+        rate_limited=functools.partial(rate_limited, api_version),
+        server_error=internal_server_error,
+        refused=_refused,
     )
-    response.headers["x-ratelimit-remaining-requests"] = REMAINING_REQUESTS
-    return response
+    return answer_generation(image_request, started, answers)
 
 
 def _api_version_too_old(model: ModelRules, api_version: str) -> Response | None:
@@ -189,36 +185,12 @@ def _api_version_too_old(model: ModelRules, api_version: str) -> Response | None
     )
 
 
-def _answer_trigger(
-    trigger: SyncTrigger, prompt: str, api_version: str, started: float
-) -> Response | None:
-    """The error a trigger asks for; None when it lets the request through."""
-    state = emulator_state()
-    retry_seconds = state.config.rate_limit_retry_seconds
-    if trigger is SyncTrigger.RATE_LIMIT_ALWAYS:
-        return rate_limited(api_version, retry_seconds)
-    if trigger is SyncTrigger.NO_RETRY:
-        return rate_limited(api_version, retry_seconds, should_retry=False)
-    if trigger in (SyncTrigger.RATE_LIMIT_ONCE, SyncTrigger.SERVER_ERROR_ONCE):
-        if not state.fault_memory.first_time(trigger.value, prompt):
-            return None
-        if trigger is SyncTrigger.RATE_LIMIT_ONCE:
-            return rate_limited(api_version, retry_seconds)
-        return internal_server_error()
-    if trigger is SyncTrigger.HANG:
-        time.sleep(state.config.hang_seconds)
-        return internal_server_error()
-    if trigger is SyncTrigger.FAIL:
-        return internal_server_error()
-    created = int(state.store.clock())
+def _refused(trigger: SyncTrigger, created: int) -> Response:
     if trigger is SyncTrigger.REFUSE_LEGACY:
         return legacy_content_filter(created, "Your task failed as a result of our safety system.")
     if trigger is SyncTrigger.REFUSE:
         return content_policy_violation()
-    # FILTER_OUTPUT and GARBAGE: the image was generated, so the full latency has passed.
-    wait_out_latency(started, state.config.latency)
-    if trigger is SyncTrigger.GARBAGE:
-        return garbage_generation(created)
+    # FILTER_OUTPUT: the image was generated, then withheld.
     return legacy_content_filter(
         created, "Generated image was filtered as a result of our safety system."
     )
@@ -228,14 +200,7 @@ def _success_body(
     image_request: ImageRequest, images: list[GeneratedImage], created: int
 ) -> dict[str, object]:
     if image_request.model.gpt_image:
-        # gpt-image: base64 only, no annotations, token usage (azure-image-apis.md §3.3).
-        return {
-            "created": created,
-            "data": [{"b64_json": image.b64_json} for image in images],
-            "usage": usage(
-                image_request.prompt, image_request.quality, image_request.size, image_request.n
-            ),
-        }
+        return gpt_image_body(image_request, images, created)
     return {"created": created, "data": [_dalle_item(image) for image in images]}
 
 
@@ -245,10 +210,7 @@ def _dalle_item(image: GeneratedImage) -> dict[str, object]:
     if image.revised_prompt is not None:
         item["revised_prompt"] = image.revised_prompt
     item["prompt_filter_results"] = PROMPT_FILTER_RESULTS
-    if image.url is not None:
-        item["url"] = image.url
-    else:
-        item["b64_json"] = image.b64_json
+    item.update(image_data(image))
     # Guess (UNCONFIRMED in azure-image-apis.md §3.3 for DALL-E 2 on this route): dall-e-2
     # deployments carry the same annotations as dall-e-3.
     item["content_filter_results"] = CONTENT_FILTER_RESULTS

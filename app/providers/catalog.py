@@ -204,38 +204,32 @@ def _openai(name: str) -> ImageModel:
     return resolve_model(name, OPENAI)
 
 
-def _suffix(model: ImageModel, emulated: bool) -> str:
-    return (" (retired)" if model.retired else "") + (" (emulator)" if emulated else "")
+def _target(
+    key: str, route: str, api: str, model: ImageModel, emulated: bool, deployment: str | None = None
+) -> Target:
+    """A target whose id ends in `key`, labelled with its model and `route` (where it is
+    served), and with "(retired)" and "(emulator)" where they hold."""
+    return Target(
+        id=f"{'emulator-' if emulated else ''}{key}",
+        label=f"{model.name} · {route}"
+        + (" (retired)" if model.retired else "")
+        + (" (emulator)" if emulated else ""),
+        api=api,
+        model=model,
+        deployment=deployment,
+        emulated=emulated,
+    )
 
 
 def _deployment_target(name: str, model: ImageModel, api: str, emulated: bool = False) -> Target:
     route = "Azure v1 deployment" if api == AZURE_V1 else "Azure deployment"
-    return Target(
-        id=f"{'emulator-' if emulated else ''}azure:{name}",
-        label=f"{model.name} · {route} {name}{_suffix(model, emulated)}",
-        api=api,
-        model=model,
-        deployment=name,
-        emulated=emulated,
-    )
+    return _target(f"azure:{name}", f"{route} {name}", api, model, emulated, deployment=name)
 
 
 def _openai_target(model: ImageModel, emulated: bool = False) -> Target:
-    return Target(
-        id=f"{'emulator-' if emulated else ''}openai:{model.name}",
-        label=f"{model.name} · OpenAI{_suffix(model, emulated)}",
-        api=OPENAI_API,
-        model=model,
-        emulated=emulated,
-    )
+    return _target(f"openai:{model.name}", "OpenAI", OPENAI_API, model, emulated)
 
 
 def _async_target(emulated: bool = False) -> Target:
     model = _azure("dall-e-2")
-    return Target(
-        id=f"{'emulator-' if emulated else ''}azure-async",
-        label=f"dall-e-2 · Azure asynchronous API{_suffix(model, emulated)}",
-        api=AZURE_ASYNC,
-        model=model,
-        emulated=emulated,
-    )
+    return _target("azure-async", "Azure asynchronous API", AZURE_ASYNC, model, emulated)

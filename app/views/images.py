@@ -37,18 +37,21 @@ def page(image_id: int) -> str:
     )
 
 
+def _toggle_favorite(image_id: int) -> Image:
+    image = curation.toggle_favorite(image_id)
+    if image is None:
+        abort(404, f"There is no image {image_id} to star.")
+    return image
+
+
 @bp.post("/images/<int:image_id>/favorite")
 def favorite(image_id: int) -> Response:
     """Star or unstar without JavaScript, then back to the image."""
-    if curation.toggle_favorite(image_id) is None:
-        abort(404, f"There is no image {image_id} to star.")
+    _toggle_favorite(image_id)
     return redirect(url_for("images.page", image_id=image_id), 303)
 
 
 @bp.post("/partials/images/<int:image_id>/star")
 def star(image_id: int) -> str:
     """The same toggle for htmx: answers with the star form in its new state."""
-    image = curation.toggle_favorite(image_id)
-    if image is None:
-        abort(404, f"There is no image {image_id} to star.")
-    return render_template("images/_image_star.html", image=image)
+    return render_template("images/_image_star.html", image=_toggle_favorite(image_id))
