@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run serve test lint format migrate bench clean
+.PHONY: run serve test lint format migrate bench clean chromium
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,20 @@ run: migrate
 serve: $(VENV)/.runtime
 	$(BIN)/gunicorn -c python:app.gunicorn_conf
 
+# The browser tests drive Debian's Chromium through Playwright (no browser download): install it
+# when it is missing and apt-get can (as root, or through sudo without a password), else say how.
+CHROMIUM_PACKAGES := chromium fonts-dejavu-core
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	  else echo "The browser tests need Chromium: run  sudo apt-get install $(CHROMIUM_PACKAGES)" >&2; exit 1; fi; \
+	  command -v apt-get >/dev/null || { echo "Install Chromium ($(CHROMIUM_PACKAGES) on Debian) and put it on PATH." >&2; exit 1; }; \
+	  echo "Installing $(CHROMIUM_PACKAGES) for the browser tests..."; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(CHROMIUM_PACKAGES) >/dev/null; }
+
 # The whole suite twice: on SQLite, then on a throwaway PostgreSQL server (pgserver).
-test: $(VENV)/.dev
+test: $(VENV)/.dev chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	ATELIER_TEST_DB=sqlite $(BIN)/pytest
