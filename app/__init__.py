@@ -17,7 +17,7 @@ from flask import Flask
 from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
 
-from app import auth, logs, security
+from app import auth, logs, security, storage
 from app.config import SECRET_SETTINGS, SETTINGS, ensure_secret_key, load_settings
 from app.models import configure_engine, db
 
@@ -56,10 +56,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     # the flask CLI with its backup and worker commands) builds the app first. SQLite creates
     # -wal/-shm with the database file's mode, so a private database keeps them private too.
     os.umask(PRIVATE_UMASK)
-    data_dir = Path(settings["ATELIER_DATA_DIR"])
-    data_dir.mkdir(parents=True, exist_ok=True)
+    storage.init_app(app)  # the data folder, which the secret key and SQLite live in
     app.config.update(
-        SECRET_KEY=settings["ATELIER_SECRET_KEY"] or ensure_secret_key(str(data_dir)),
+        SECRET_KEY=settings["ATELIER_SECRET_KEY"]
+        or ensure_secret_key(str(storage.current(app).root)),
         SQLALCHEMY_DATABASE_URI=settings["DATABASE_URL"],
         MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
         # A page left open for hours must still submit; the token is tied to the session.

@@ -10,7 +10,7 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
 
-from app import auth, backup, consistency, curation, logs, setup
+from app import auth, backup, consistency, curation, logs, setup, storage
 from app.models import User, db, write_transaction
 from app.validation import ValidationError
 from app.worker import run_worker_process
@@ -34,9 +34,7 @@ cli = AppGroup("atelier", help="Atelier maintenance commands.")
 )
 def verify_command(repair: bool, grace_seconds: int) -> None:
     """Check that image rows and files agree. Exit status 1 when problems remain."""
-    report = consistency.verify(
-        current_app.config["ATELIER_DATA_DIR"], repair=repair, grace_seconds=grace_seconds
-    )
+    report = consistency.verify(storage.current(), repair=repair, grace_seconds=grace_seconds)
     for line in report.lines():
         click.echo(line)
     if not report.clean:
@@ -49,7 +47,7 @@ def rebuild_command() -> None:
 
     Run it before `verify --repair`, which moves unreferenced files aside.
     """
-    report = consistency.rebuild(current_app.config["ATELIER_DATA_DIR"])
+    report = consistency.rebuild(storage.current())
     for line in report.lines():
         click.echo(line)
 

@@ -20,14 +20,13 @@ import logging
 import os
 import sys
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy import text
 
-from app import create_app, security, setup
+from app import create_app, security, setup, storage
 from app.config import ConfigError
 from app.logs import configure_logging
 from app.models import db
@@ -78,7 +77,7 @@ def migration_lock(app: Flask):
                 )
                 connection.commit()
     else:  # SQLite: the database lives in the data folder, so a file lock there is enough
-        path = Path(app.config["ATELIER_DATA_DIR"]) / "migrate.lock"
+        path = storage.current(app).root / "migrate.lock"
         with path.open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:

@@ -349,7 +349,7 @@ def image_file(image_id: int, *, thumbnail: bool) -> tuple[Path, Image] | None:
     name = image.thumbnail_name if thumbnail else image.file_name
     if name is None:
         return None
-    path = storage.resolve(current_app.config["ATELIER_DATA_DIR"], name)
+    path = storage.current().path(name)
     if not path.is_file():
         return None
     return path, image

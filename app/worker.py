@@ -324,10 +324,8 @@ def _store_slots(claim: jobs.Claim, client: Provider, slots: list[ImageSlot], co
             continue
         try:
             with LeaseKeeper(claim, config):
-                stored = storage.store_image(
-                    config["ATELIER_DATA_DIR"],
-                    client.fetch_image(slot),
-                    jobs.image_metadata(claim, slot),
+                stored = storage.current().store_image(
+                    client.fetch_image(slot), jobs.image_metadata(claim, slot)
                 )
         except ProviderError as error:
             # The fetch already retried what can be retried; this slot has no image.

@@ -35,7 +35,7 @@ from flask_wtf.csrf import generate_csrf
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
-from app import auth, curation, library, zipstream
+from app import auth, curation, library, storage, zipstream
 from app.library import GalleryFilters, Page
 from app.models import Collection, Image, ImageStatus, db, utcnow
 from app.parsing import parse_id
@@ -330,7 +330,7 @@ def download_zip() -> Response:
     images = [image for image in library.images_by_ids(ids, live_only=False) if image.file_name]
     if not images:
         raise ValidationError("ids", "None of the selected images has a file to download.")
-    stream = zipstream.image_archive(images, current_app.config["ATELIER_DATA_DIR"])
+    stream = zipstream.image_archive(images, storage.current())
     name = f"atelier-{len(images)}-image{'s' if len(images) != 1 else ''}.zip"
     response = Response(stream, mimetype="application/zip")
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
