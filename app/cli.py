@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -13,7 +17,9 @@ from sqlalchemy import select
 from app import auth, backup, consistency, curation, logs, setup, storage
 from app.models import User, db, write_transaction
 from app.validation import ValidationError
-from app.worker import run_worker_process
+from app.worker import start_background
+
+log = logging.getLogger(__name__)
 
 cli = AppGroup("atelier", help="Atelier maintenance commands.")
 
@@ -66,13 +72,27 @@ def purge_command(everything: bool) -> None:
 def worker_command() -> None:
     """Run only the background worker (no web server) until SIGTERM or Ctrl-C.
 
-    Any number of worker processes and web processes can share one database and image folder.
+    Any number of worker processes and web processes can share one database and image folder:
+    claims are atomic and every change is fenced by its lease.
     """
     logs.configure_logging()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if app.config["ATELIER_WORKER_THREADS"] == 0:
+        raise click.UsageError("ATELIER_WORKER_THREADS is 0: this worker would do nothing.")
+    stopping = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda *_: stopping.set())
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+    worker = start_background(app)
+    assert worker is not None
+    log.info("worker process %s running; stop it with SIGTERM or Ctrl-C", os.getpid())
     try:
-        run_worker_process(current_app._get_current_object())  # type: ignore[attr-defined]
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
+        stopping.wait()
+    finally:
+        worker.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @cli.command("backup")
