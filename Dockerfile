@@ -31,5 +31,7 @@ EXPOSE 5000
 HEALTHCHECK --interval=30s --timeout=3s --start-period=30s \
   CMD ["python", "-c", "import os, urllib.request; port = os.environ['ATELIER_BIND'].rsplit(':', 1)[1]; urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=2)"]
 
-# There is no sign-in yet: publish this port only to machines you trust.
+# Sign-in is on (ATELIER_AUTH): the first account comes from ATELIER_ADMIN_PASSWORD or the
+# one-time setup link printed at start. Plain HTTP carries passwords and session cookies in
+# clear: publish this port behind a TLS proxy (with ATELIER_HTTPS=on) or to trusted machines.
 CMD ["gunicorn", "-c", "python:app.gunicorn_conf"]

@@ -2,7 +2,8 @@
 
 `create_app()` builds the Flask application: configuration, extensions, blueprints, CLI.
 Nothing else happens here; background threads are started by the run commands
-(`python -m app`, `flask atelier worker`) through `app.worker.start_background`.
+(`python -m app`, gunicorn's `app.gunicorn_conf`, `flask atelier worker`) through
+`app.worker.start_background`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from flask import Flask
 from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
 
-from app import auth, logs, page_cache, security
-from app.config import SECRET_SETTINGS, SETTINGS, ensure_secret_key, load_settings
+from app import auth, logs, page_cache, security, storage
+from app.config import SETTINGS, ensure_secret_key, load_settings
 from app.models import configure_engine, db
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,10 +57,14 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     # the flask CLI with its backup and worker commands) builds the app first. SQLite creates
     # -wal/-shm with the database file's mode, so a private database keeps them private too.
     os.umask(PRIVATE_UMASK)
-    data_dir = Path(settings["ATELIER_DATA_DIR"])
-    data_dir.mkdir(parents=True, exist_ok=True)
+    # The extensions, in this order: storage (the data folder, which the secret key file, the
+    # SQLite database and everything after need), security (cookie flags, proxy trust), the
+    # database, migrations, CSRF, the query scoping (needs the engine), the blueprints, then
+    # logs (secrets redacted; its request hooks registered last so it logs the final status).
+    storage.init_app(app)
     app.config.update(
-        SECRET_KEY=settings["ATELIER_SECRET_KEY"] or ensure_secret_key(str(data_dir)),
+        SECRET_KEY=settings["ATELIER_SECRET_KEY"]
+        or ensure_secret_key(str(storage.current(app).root)),
         SQLALCHEMY_DATABASE_URI=settings["DATABASE_URL"],
         MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
         # A page left open for hours must still submit; the token is tied to the session.
@@ -68,9 +73,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     )
     app.config.update({k: v for k, v in overrides.items() if k not in setting_names})
 
-    security.configure(app)
-    logs.register_secrets(*(app.config[name] for name in SECRET_SETTINGS), app.secret_key)
-
+    security.init_app(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)
     csrf.init_app(app)
@@ -83,6 +86,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from app.cli import cli
 
     views.register(app, csrf)
-    logs.install_request_logging(app)
+    logs.init_app(app)
     app.cli.add_command(cli)
     return app

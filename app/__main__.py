@@ -1,8 +1,9 @@
 """`python -m app`: serve Atelier with its background worker (what `make run` starts).
 
-Starts the worker threads (and the built-in emulator when Azure is not configured), serves on
-127.0.0.1:5000 by default, and on Ctrl-C or SIGTERM stops claiming jobs and lets each thread
-finish its current step before exiting.
+Brings the database schema to head (as gunicorn's master does), starts the worker threads (and
+the built-in emulator when Azure is not configured), serves on 127.0.0.1:5000 by default, and
+on Ctrl-C or SIGTERM stops claiming jobs and lets each thread finish its current step before
+exiting.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 
 from werkzeug.serving import make_server
 
-from app import create_app, security, setup
+from app import create_app, schema, security, setup
 from app.config import ConfigError
 from app.logs import configure_logging
 from app.worker import start_background
@@ -27,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     try:
         app = create_app()
+        # A data folder never migrated would serve 500s ("no such table: jobs") and the worker
+        # would log a traceback every second.
+        schema.upgrade_database(app)
+        # Alembic's env.py applies migrations/alembic.ini's logging: put Atelier's back.
+        configure_logging()
         setup.prepare_serving(app, [args.host], f"http://{_url_host(args.host)}:{args.port}/")
         security.serve_on(app, [args.host], announce=True)
     except ConfigError as error:

@@ -78,7 +78,7 @@ def create_backup(dest: Path, *, link: bool = True) -> dict[str, Any]:
     """Write a backup of the configured database and image folder into `dest`; its manifest."""
     config = current_app.config
     source_db = sqlite_path(config["SQLALCHEMY_DATABASE_URI"])
-    data_dir = Path(config["ATELIER_DATA_DIR"])
+    data_dir = storage.current().root
     if dest.exists() and any(dest.iterdir()):
         raise BackupError(f"{dest} is not empty; back up into a new or empty folder.")
     dest.mkdir(parents=True, exist_ok=True)
@@ -141,10 +141,10 @@ def restore_backup(src: Path, *, force: bool = False) -> RestoreResult:
             f"The database already has {jobs_present} job(s); restoring would replace them. "
             "Use --force to replace them anyway."
         )
-    data_dir = Path(config["ATELIER_DATA_DIR"])
+    files = storage.current()
     restored = 0
     for relative in _stored_files(src):
-        target = data_dir / relative
+        target = files.root / relative
         if target.is_file() and target.stat().st_size == (src / relative).stat().st_size:
             continue  # content-addressed: same name and size is the same file
         storage.write_atomically(target, (src / relative).read_bytes())

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -10,10 +14,12 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
 
-from app import auth, backup, consistency, curation, logs, setup
+from app import auth, backup, consistency, curation, logs, setup, storage
 from app.models import User, db, write_transaction
 from app.validation import ValidationError
-from app.worker import run_worker_process
+from app.worker import start_background
+
+log = logging.getLogger(__name__)
 
 cli = AppGroup("atelier", help="Atelier maintenance commands.")
 
@@ -34,9 +40,7 @@ cli = AppGroup("atelier", help="Atelier maintenance commands.")
 )
 def verify_command(repair: bool, grace_seconds: int) -> None:
     """Check that image rows and files agree. Exit status 1 when problems remain."""
-    report = consistency.verify(
-        current_app.config["ATELIER_DATA_DIR"], repair=repair, grace_seconds=grace_seconds
-    )
+    report = consistency.verify(storage.current(), repair=repair, grace_seconds=grace_seconds)
     for line in report.lines():
         click.echo(line)
     if not report.clean:
@@ -49,7 +53,7 @@ def rebuild_command() -> None:
 
     Run it before `verify --repair`, which moves unreferenced files aside.
     """
-    report = consistency.rebuild(current_app.config["ATELIER_DATA_DIR"])
+    report = consistency.rebuild(storage.current())
     for line in report.lines():
         click.echo(line)
 
@@ -68,13 +72,27 @@ def purge_command(everything: bool) -> None:
 def worker_command() -> None:
     """Run only the background worker (no web server) until SIGTERM or Ctrl-C.
 
-    Any number of worker processes and web processes can share one database and image folder.
+    Any number of worker processes and web processes can share one database and image folder:
+    claims are atomic and every change is fenced by its lease.
     """
     logs.configure_logging()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if app.config["ATELIER_WORKER_THREADS"] == 0:
+        raise click.UsageError("ATELIER_WORKER_THREADS is 0: this worker would do nothing.")
+    stopping = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda *_: stopping.set())
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+    worker = start_background(app)
+    assert worker is not None
+    log.info("worker process %s running; stop it with SIGTERM or Ctrl-C", os.getpid())
     try:
-        run_worker_process(current_app._get_current_object())  # type: ignore[attr-defined]
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
+        stopping.wait()
+    finally:
+        worker.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @cli.command("backup")

@@ -54,7 +54,7 @@ THUMBNAIL_ERRORS = (OSError, SyntaxError, ValueError, PILImage.DecompressionBomb
 class VerifyReport:
     """What `verify` found (image ids or paths relative to the data folder) and what it did."""
 
-    data_dir: str
+    data_dir: str  # the folder checked, for the report's first line
     repair: bool
     grace_seconds: int
     rows_checked: int = 0
@@ -163,10 +163,10 @@ class _StoredRow:
 
 
 def verify(
-    data_dir: str, *, repair: bool = False, grace_seconds: int = DEFAULT_GRACE_SECONDS
+    files: storage.Storage, *, repair: bool = False, grace_seconds: int = DEFAULT_GRACE_SECONDS
 ) -> VerifyReport:
-    """Compare image rows with the files under `data_dir`; with `repair`, fix what is safe."""
-    report = VerifyReport(data_dir=data_dir, repair=repair, grace_seconds=grace_seconds)
+    """Compare image rows with the files in the data folder; with `repair`, fix what is safe."""
+    report = VerifyReport(data_dir=str(files.root), repair=repair, grace_seconds=grace_seconds)
     rows, referenced = _read_image_rows()
     report.rows_checked = len(rows)
 
@@ -174,10 +174,10 @@ def verify(
     digests: dict[Path, str] = {}  # content-addressed files may be shared by several rows
     for row in rows:
         missing_thumbnails = [
-            name for name, _ in row.thumbnails() if _existing_file(data_dir, name) is None
+            name for name, _ in row.thumbnails() if _existing_file(files, name) is None
         ]
         report.file_names[row.id] = (row.file_name, ", ".join(missing_thumbnails) or None)
-        original = _existing_file(data_dir, row.file_name)
+        original = _existing_file(files, row.file_name)
         if original is None:
             report.missing_originals.append(row.id)
         else:
@@ -191,7 +191,7 @@ def verify(
             report.missing_thumbnails.append(row.id)
 
     threshold = time.time() - grace_seconds
-    for relative, path in _scan(data_dir):
+    for relative, path in _scan(files):
         report.files_checked += 1
         is_temp = path.name.startswith(storage.TEMP_PREFIX)
         if not is_temp and relative in referenced:
@@ -204,8 +204,8 @@ def verify(
             report.orphan_files.append(relative)
 
     if repair:
-        _move_aside(data_dir, report)
-        _regenerate_thumbnails(data_dir, rows, intact_originals, report)
+        _move_aside(files, report)
+        _regenerate_thumbnails(files, rows, intact_originals, report)
     return report
 
 
@@ -242,11 +242,11 @@ def _referenced_among(names: list[str]) -> set[str]:
     return found
 
 
-def _existing_file(data_dir: str, name: str | None) -> Path | None:
+def _existing_file(files: storage.Storage, name: str | None) -> Path | None:
     if not name:
         return None
     try:
-        path = storage.resolve(data_dir, name)
+        path = files.path(name)
     except ValueError:  # a name that escapes the data folder points at nothing of ours
         return None
     return path if path.is_file() else None
@@ -257,9 +257,9 @@ def _sha256_of(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _scan(data_dir: str) -> list[tuple[str, Path]]:
+def _scan(files: storage.Storage) -> list[tuple[str, Path]]:
     """Every file under images/ and thumbs/ as (path relative to the data folder, path)."""
-    root = Path(data_dir)
+    root = files.root
     found = []
     for folder in SCANNED_FOLDERS:
         for path in sorted((root / folder).rglob("*")):
@@ -268,14 +268,14 @@ def _scan(data_dir: str) -> list[tuple[str, Path]]:
     return found
 
 
-def _move_aside(data_dir: str, report: VerifyReport) -> None:
+def _move_aside(files: storage.Storage, report: VerifyReport) -> None:
     candidates = report.orphan_files + report.stale_temp_files
     if not candidates:
         return
     # A row committed since the scan (a file stored again by a retried download) wins.
     now_referenced = _referenced_among(report.orphan_files)
     report.orphan_files = [path for path in report.orphan_files if path not in now_referenced]
-    root = Path(data_dir)
+    root = files.root
     archive = Path(ORPHANS_FOLDER) / utcnow().strftime("%Y%m%dT%H%M%SZ")
     report.archive_dir = archive.as_posix()
     vanished = set()
@@ -293,7 +293,7 @@ def _move_aside(data_dir: str, report: VerifyReport) -> None:
 
 
 def _regenerate_thumbnails(
-    data_dir: str, rows: list[_StoredRow], intact: dict[int, Path], report: VerifyReport
+    files: storage.Storage, rows: list[_StoredRow], intact: dict[int, Path], report: VerifyReport
 ) -> None:
     """Write each missing thumbnail (either size) of a row whose original is intact; rows
     sharing files share the work. Existing thumbnails are never rewritten."""
@@ -302,9 +302,7 @@ def _regenerate_thumbnails(
         if row.id not in missing or row.id not in intact:
             continue
         wanted = [
-            (name, size)
-            for name, size in row.thumbnails()
-            if _existing_file(data_dir, name) is None
+            (name, size) for name, size in row.thumbnails() if _existing_file(files, name) is None
         ]
         try:
             if wanted:
@@ -314,7 +312,7 @@ def _regenerate_thumbnails(
                     storage.THUMBNAIL_LARGE_SIZE: thumbnails.large,
                 }
                 for name, size in wanted:
-                    storage.write_atomically(storage.resolve(data_dir, name), by_size[size])
+                    files.write(name, by_size[size])
         except THUMBNAIL_ERRORS as error:
             report.thumbnail_errors[row.id] = str(error)
             continue
@@ -375,7 +373,7 @@ class _Candidate:
     placeholder: str | None = None  # filled in when the thumbnails are made
 
 
-def rebuild(data_dir: str) -> RebuildReport:
+def rebuild(files: storage.Storage) -> RebuildReport:
     """Recreate jobs and image rows from the metadata inside unreferenced stored PNGs.
 
     A file's job is recreated under its recorded id when that id is free; when the id belongs to
@@ -394,7 +392,7 @@ def rebuild(data_dir: str) -> RebuildReport:
     db.session.commit()
 
     groups: dict[tuple[int | None, str, datetime], list[_Candidate]] = {}
-    for relative, path in _scan(data_dir):
+    for relative, path in _scan(files):
         if not relative.startswith("images/") or path.name.startswith(storage.TEMP_PREFIX):
             continue
         if relative in referenced:
@@ -418,7 +416,7 @@ def rebuild(data_dir: str) -> RebuildReport:
         if job_id in existing and existing[job_id] == prompt:
             _reject_all(group, job_id, report)
             continue
-        group = [made for c in group if (made := _with_thumbnails(data_dir, c, report))]
+        group = [made for c in group if (made := _with_thumbnails(files, c, report))]
         if group:
             _recreate_job(group, report)
     return report
@@ -521,18 +519,18 @@ def _reject_all(group: list[_Candidate], job_id: int | None, report: RebuildRepo
 
 
 def _with_thumbnails(
-    data_dir: str, candidate: _Candidate, report: RebuildReport
+    files: storage.Storage, candidate: _Candidate, report: RebuildReport
 ) -> _Candidate | None:
     """Write missing thumbnails (files are durable before the row that names them) and return
     the candidate with its placeholder colour; None when the image cannot be decoded."""
     try:
-        thumbnails = storage.make_thumbnails((Path(data_dir) / candidate.file_name).read_bytes())
+        thumbnails = storage.make_thumbnails((files.root / candidate.file_name).read_bytes())
         for name, data in (
             (candidate.thumbnail_name, thumbnails.small),
             (candidate.thumbnail_large_name, thumbnails.large),
         ):
-            if not (Path(data_dir) / name).exists():
-                storage.write_atomically(Path(data_dir) / name, data)
+            if not (files.root / name).exists():
+                storage.write_atomically(files.root / name, data)
                 report.regenerated_thumbnails.append(name)
     except THUMBNAIL_ERRORS as error:
         report.rejected[candidate.file_name] = f"no thumbnail could be made ({error})."

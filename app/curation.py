@@ -117,7 +117,7 @@ def purge(older_than: timedelta | None = None) -> int:
     with write_transaction() as session:
         session.execute(delete(Image).where(Image.id.in_(ids)))
     # Another owner's identical image may share these files; only unused ones go.
-    storage.remove_unused_files(current_app.config["ATELIER_DATA_DIR"], names)
+    storage.current().remove_unused_files(names)
     log.info("purged %d image(s) from the trash", len(ids))
     return len(ids)
 

@@ -15,33 +15,16 @@ Environment (besides Atelier's own settings):
 
 from __future__ import annotations
 
-import fcntl
-import logging
 import os
 import sys
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-from flask import Flask
-from flask_migrate import upgrade
-from sqlalchemy import text
-
-from app import create_app, security, setup
+from app import create_app, demo, schema, security, setup
 from app.config import ConfigError
 from app.logs import configure_logging
 from app.models import db
-from app.worker import (
-    SHARED_EMULATOR_KEY,
-    SHARED_EMULATOR_URL,
-    start_background,
-    start_embedded_emulator,
-)
+from app.worker import start_background
 
-log = logging.getLogger(__name__)
-
-# Any constant shared by every Atelier instance; the PostgreSQL advisory lock's key.
-MIGRATION_LOCK_KEY = 0x4154454C  # "ATEL"
 # Worker.stop() waits up to this long per thread for the step in progress.
 WORKER_STOP_SECONDS = 10.0
 
@@ -62,44 +45,9 @@ control_socket_disable = True
 umask = 0o077
 
 
-@contextmanager
-def migration_lock(app: Flask):
-    """Hold a lock no other Atelier instance on this database can hold at the same time."""
-    if db.engine.dialect.name == "postgresql":
-        # Session-level advisory lock: taken and released on one connection held open meanwhile.
-        with db.engine.connect() as connection:
-            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
-            connection.commit()
-            try:
-                yield
-            finally:
-                connection.execute(
-                    text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY}
-                )
-                connection.commit()
-    else:  # SQLite: the database lives in the data folder, so a file lock there is enough
-        path = Path(app.config["ATELIER_DATA_DIR"]) / "migrate.lock"
-        with path.open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def upgrade_database(app: Flask) -> None:
-    """`flask db upgrade`, once: whoever gets the lock second finds the schema at head."""
-    with app.app_context():
-        try:
-            with migration_lock(app):
-                upgrade()
-        finally:
-            db.engine.dispose()  # no pooled connection may cross the fork into the workers
-
-
 def on_starting(server: Any) -> None:
     app = create_app()
-    upgrade_database(app)
+    schema.upgrade_database(app)
     hosts = setup.bind_hosts(list(server.cfg.bind))
     try:
         setup.prepare_serving(app, hosts, f"http://{server.cfg.bind[0]}/")
@@ -110,18 +58,14 @@ def on_starting(server: Any) -> None:
     finally:
         with app.app_context():
             db.engine.dispose()
-    server.atelier_config = app.config
+    server.atelier_app = app
 
 
 def when_ready(server: Any) -> None:
-    config = server.atelier_config
+    app = server.atelier_app
     server.atelier_emulator = None
-    if config["ATELIER_WORKER_THREADS"] and any(t.emulated for t in config["ATELIER_TARGETS"]):
-        emulator = start_embedded_emulator(config)
-        # Forked workers inherit these; start_background then uses this emulator.
-        os.environ[SHARED_EMULATOR_URL] = emulator.url
-        os.environ[SHARED_EMULATOR_KEY] = emulator.config.api_key
-        server.atelier_emulator = emulator
+    if app.config["ATELIER_WORKER_THREADS"] and demo.needed(app):
+        server.atelier_emulator = demo.share(app)  # the forked workers inherit its address
 
 
 def post_worker_init(worker: Any) -> None:

@@ -292,7 +292,7 @@ def delete_job(job_id: int) -> None:
         session.execute(delete(Job).where(Job.id == job_id))
         search.unindex_job(session, job_id)
     # Another owner's identical image may share these files; only unused ones go.
-    storage.remove_unused_files(current_app.config["ATELIER_DATA_DIR"], names)
+    storage.current().remove_unused_files(names)
     logs.job_event(log, job_id, "deleted", None)
 
 

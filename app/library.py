@@ -14,7 +14,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import and_, func, or_, select, tuple_
 from sqlalchemy.orm import contains_eager, selectinload
 
@@ -342,7 +341,7 @@ def image_file(image_id: int, *, thumbnail: bool) -> tuple[Path, Image] | None:
     name = image.thumbnail_name if thumbnail else image.file_name
     if name is None:
         return None
-    path = storage.resolve(current_app.config["ATELIER_DATA_DIR"], name)
+    path = storage.current().path(name)
     if not path.is_file():
         return None
     return path, image

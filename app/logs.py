@@ -28,6 +28,8 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
+from app.config import SECRET_SETTINGS
+
 FIELDS = "fields"  # the `extra` key structured fields travel under
 REDACTED = "[redacted]"
 _secrets: set[str] = set()
@@ -118,8 +120,10 @@ def job_event(
     event(logger, f"job {job_id} {what}", f"job.{what}", job_id=job_id, status=status, **fields)
 
 
-def install_request_logging(app: Flask) -> None:
-    """Log one line per request when its response is ready (or when it raised)."""
+def init_app(app: Flask) -> None:
+    """Redact the app's secrets from every log line; log one line per request when its
+    response is ready (or when it raised)."""
+    register_secrets(*(app.config[name] for name in SECRET_SETTINGS), app.secret_key)
     app.before_request(_start_timer)
     app.after_request(_log_response)
     app.teardown_request(_log_unhandled)

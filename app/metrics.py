@@ -14,6 +14,7 @@ import math
 import tempfile
 import threading
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from flask import current_app
@@ -41,7 +42,7 @@ def readiness() -> tuple[bool, dict[str, str]]:
     """(ready, {"database", "images", "worker"}): each "ok" or what is wrong, never a secret."""
     parts = {
         "database": _database_state(),
-        "images": _images_state(current_app.config["ATELIER_DATA_DIR"]),
+        "images": _images_state(storage.current().root),
         "worker": _worker_state(),
     }
     return all(state in (OK, NOT_RUNNING_HERE) for state in parts.values()), parts
@@ -59,7 +60,7 @@ def _database_state() -> str:
     return OK
 
 
-def _images_state(data_dir: str) -> str:
+def _images_state(data_dir: Path) -> str:
     try:
         with tempfile.NamedTemporaryFile(dir=data_dir, prefix=storage.TEMP_PREFIX + "readyz-"):
             pass

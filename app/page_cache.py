@@ -53,6 +53,7 @@ from flask import Flask, current_app, g, get_flashed_messages, request, session
 from flask_wtf.csrf import generate_csrf
 from sqlalchemy import event
 
+from app import storage
 from app.models import db
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ class PageCache:
 
 def init_app(app: Flask) -> None:
     """Give the app its caches and watch its engine (and no other) for writes."""
-    kept = PageCache(data_dir=str(app.config["ATELIER_DATA_DIR"]))
+    kept = PageCache(data_dir=str(storage.current(app).root))
     app.extensions["page_cache"] = kept
     with app.app_context():
         engine = db.engine

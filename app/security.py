@@ -55,7 +55,7 @@ EVERY_ADDRESS = ("0.0.0.0", "::", "")
 ANY_HOST = "*"
 
 
-def configure(app: Flask) -> None:
+def init_app(app: Flask) -> None:
     """Cookie flags and proxy trust (ATELIER_HTTPS, ATELIER_SESSION_HOURS, ATELIER_PROXY_HOPS)."""
     https = app.config["ATELIER_HTTPS"] == "on"
     app.config.update(

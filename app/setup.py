@@ -14,23 +14,25 @@ import os
 import secrets
 from pathlib import Path
 
-from flask import Flask, current_app
+from flask import Flask
 
-from app import auth
+from app import auth, storage
 from app.models import User
 
+TOKEN_FILE = "setup_token"
 
-def _path(data_dir: str) -> Path:
-    return Path(data_dir) / "setup_token"
+
+def _path(app: Flask | None = None) -> Path:
+    return storage.current(app).root / TOKEN_FILE
 
 
 def ensure_token(app: Flask) -> str | None:
     """The setup token when an account must still be created (written once), else None."""
     with app.app_context():
         if app.config["ATELIER_AUTH"] != "on" or auth.user_count() > 0:
-            _path(app.config["ATELIER_DATA_DIR"]).unlink(missing_ok=True)
+            _path(app).unlink(missing_ok=True)
             return None
-    path = _path(app.config["ATELIER_DATA_DIR"])
+    path = _path(app)
     with contextlib.suppress(FileNotFoundError):
         token = path.read_text().strip()
         if token:
@@ -43,7 +45,7 @@ def ensure_token(app: Flask) -> str | None:
 
 
 def token_matches(token: str) -> bool:
-    path = _path(current_app.config["ATELIER_DATA_DIR"])
+    path = _path()
     try:
         expected = path.read_text().strip()
     except FileNotFoundError:
@@ -53,7 +55,7 @@ def token_matches(token: str) -> bool:
 
 def create_first_admin(username: str, password: str) -> User:
     user = auth.create_user(username, password, admin=True)
-    _path(current_app.config["ATELIER_DATA_DIR"]).unlink(missing_ok=True)
+    _path().unlink(missing_ok=True)
     return user
 
 

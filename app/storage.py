@@ -12,7 +12,9 @@ database row that points at a file is committed only after the file is durable.
 
 Identical bytes are one file, whoever stored them: two owners' byte-identical images share their
 original and thumbnails. So a file is removed only when no image row of any owner names it
-(`remove_unused_files`), never because the viewer's own rows no longer do.
+(`Storage.remove_unused_files`), never because the viewer's own rows no longer do.
+
+The app's `Storage` (`storage.current()`) is the one object that knows where the data folder is.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flask import Flask, current_app
 from PIL import Image as PILImage
 from sqlalchemy import select
 
@@ -49,6 +52,7 @@ TEMP_PREFIX = ".tmp-"
 FILE_COLUMNS = (Image.file_name, Image.thumbnail_name, Image.thumbnail_large_name)
 # Names per IN (...) list: far below SQLite's and PostgreSQL's bound-parameter limits.
 NAMES_PER_QUERY = 500
+EXTENSION = "atelier_storage"  # the app.extensions key of the app's Storage
 
 
 class ImageRejected(ValueError):
@@ -66,6 +70,97 @@ class StoredImage:
     thumbnail_name: str
     thumbnail_large_name: str
     placeholder: str
+
+
+@dataclass(frozen=True)
+class Storage:
+    """The data folder's files: images, thumbnails and their temporary files, and the few
+    private files beside them (the setup token, the migration lock, the emulator's state).
+
+    One per app (`init_app`, `current`): everything that touches a file under the data folder
+    asks it, so the folder is read from the configuration in one place.
+    """
+
+    root: Path
+
+    def path(self, name: str) -> Path:
+        """The absolute path of a stored file name; refuses names that escape the data folder."""
+        root = self.root.resolve()
+        path = (root / name).resolve()
+        if root not in path.parents:
+            raise ValueError(f"{name!r} is outside the data folder")
+        return path
+
+    def write(self, name: str, data: bytes) -> None:
+        """Write the file `name` atomically (see `write_atomically`)."""
+        write_atomically(self.path(name), data)
+
+    def store_image(self, data: bytes, metadata: dict[str, Any] | None = None) -> StoredImage:
+        """Check the image, write it and its thumbnail durably, return what was stored.
+
+        A PNG gets `metadata` (the prompt and job parameters) embedded as a text chunk, so the
+        library can be rebuilt from the files alone (`flask atelier rebuild`); pixels are
+        untouched.
+        """
+        image_format, width, height = inspect_image(data)
+        if metadata is not None and image_format == "PNG":
+            try:
+                data = pngmeta.embed(data, dict(metadata))
+            except ValueError as error:
+                raise ImageRejected(f"The PNG is malformed ({error}).") from None
+        # Decoding every pixel for the thumbnail is the real check (verify() reads only chunk
+        # checksums), so it happens before anything is written.
+        try:
+            thumbnails = make_thumbnails(data)
+        except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as error:
+            raise ImageRejected(f"The image data does not decode ({error}).") from None
+        extension, content_type = FORMATS[image_format]
+        digest = hashlib.sha256(data).hexdigest()
+        file_name = f"images/{digest[:2]}/{digest}.{extension}"
+        thumbnail_name, thumbnail_large_name = thumbnail_names(digest)
+        target = self.root / file_name
+        # Content addressing makes a repeated store (a retried download) a no-op.
+        if not (target.exists() and target.stat().st_size == len(data)):
+            write_atomically(target, data)
+        for name, thumbnail_data in (
+            (thumbnail_name, thumbnails.small),
+            (thumbnail_large_name, thumbnails.large),
+        ):
+            if not (self.root / name).exists():
+                write_atomically(self.root / name, thumbnail_data)
+        return StoredImage(
+            sha256=digest,
+            bytes=len(data),
+            width=width,
+            height=height,
+            content_type=content_type,
+            file_name=file_name,
+            thumbnail_name=thumbnail_name,
+            thumbnail_large_name=thumbnail_large_name,
+            placeholder=thumbnails.placeholder,
+        )
+
+    def remove_files(self, names: Iterable[str]) -> None:
+        for name in names:
+            self.path(name).unlink(missing_ok=True)
+
+    def remove_unused_files(self, names: Iterable[str]) -> None:
+        """Remove those of these files that no image row uses any more (call it after the rows
+        that named them are deleted and committed)."""
+        candidates = {name for name in names if name}
+        self.remove_files(candidates - files_in_use(candidates))
+
+
+def init_app(app: Flask) -> None:
+    """Make the app's Storage on ATELIER_DATA_DIR (creating the folder) and register it."""
+    files = Storage(Path(app.config["ATELIER_DATA_DIR"]))
+    files.root.mkdir(parents=True, exist_ok=True)
+    app.extensions[EXTENSION] = files
+
+
+def current(app: Flask | None = None) -> Storage:
+    """The Storage of `app`, else of the current app."""
+    return (app if app is not None else current_app).extensions[EXTENSION]
 
 
 def inspect_image(data: bytes) -> tuple[str, int, int]:
@@ -93,52 +188,6 @@ def inspect_image(data: bytes) -> tuple[str, int, int]:
         raise ImageRejected(
             f"The download is not a valid PNG, JPEG or WebP image ({error})."
         ) from None
-
-
-def store_image(data_dir: str, data: bytes, metadata: dict[str, Any] | None = None) -> StoredImage:
-    """Check the image, write it and its thumbnail durably, return what was stored.
-
-    A PNG gets `metadata` (the prompt and job parameters) embedded as a text chunk, so the
-    library can be rebuilt from the files alone (`flask atelier rebuild`); pixels are untouched.
-    """
-    image_format, width, height = inspect_image(data)
-    if metadata is not None and image_format == "PNG":
-        try:
-            data = pngmeta.embed(data, dict(metadata))
-        except ValueError as error:
-            raise ImageRejected(f"The PNG is malformed ({error}).") from None
-    # Decoding every pixel for the thumbnail is the real check (verify() reads only chunk
-    # checksums), so it happens before anything is written.
-    try:
-        thumbnails = make_thumbnails(data)
-    except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as error:
-        raise ImageRejected(f"The image data does not decode ({error}).") from None
-    extension, content_type = FORMATS[image_format]
-    digest = hashlib.sha256(data).hexdigest()
-    file_name = f"images/{digest[:2]}/{digest}.{extension}"
-    thumbnail_name, thumbnail_large_name = thumbnail_names(digest)
-    root = Path(data_dir)
-    target = root / file_name
-    # Content addressing makes a repeated store (a retried download) a no-op.
-    if not (target.exists() and target.stat().st_size == len(data)):
-        write_atomically(target, data)
-    for name, thumbnail_data in (
-        (thumbnail_name, thumbnails.small),
-        (thumbnail_large_name, thumbnails.large),
-    ):
-        if not (root / name).exists():
-            write_atomically(root / name, thumbnail_data)
-    return StoredImage(
-        sha256=digest,
-        bytes=len(data),
-        width=width,
-        height=height,
-        content_type=content_type,
-        file_name=file_name,
-        thumbnail_name=thumbnail_name,
-        thumbnail_large_name=thumbnail_large_name,
-        placeholder=thumbnails.placeholder,
-    )
 
 
 def thumbnail_names(digest: str) -> tuple[str, str]:
@@ -209,20 +258,6 @@ def _fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
-def resolve(data_dir: str, name: str) -> Path:
-    """The absolute path of a stored file name; refuses names that escape the data folder."""
-    root = Path(data_dir).resolve()
-    path = (root / name).resolve()
-    if root not in path.parents:
-        raise ValueError(f"{name!r} is outside the data folder")
-    return path
-
-
-def remove_files(data_dir: str, names: Iterable[str]) -> None:
-    for name in names:
-        resolve(data_dir, name).unlink(missing_ok=True)
-
-
 def files_in_use(names: Iterable[str]) -> set[str]:
     """Which of these stored file names some image row (of any owner, trashed or not) names.
 
@@ -238,10 +273,3 @@ def files_in_use(names: Iterable[str]) -> set[str]:
             statement = select(column).where(column.in_(chunk))
             used |= set(db.session.scalars(statement.execution_options(**auth.ALL_OWNERS)))
     return used
-
-
-def remove_unused_files(data_dir: str, names: Iterable[str]) -> None:
-    """Remove those of these files that no image row uses any more (call it after the rows
-    that named them are deleted and committed)."""
-    candidates = {name for name in names if name}
-    remove_files(data_dir, candidates - files_in_use(candidates))

@@ -17,25 +17,27 @@ While a worker waits on a long call it renews its lease from a helper thread, so
 worker mistakes a slow generation for a dead one.
 
 No database session or transaction is held across HTTP or disk I/O: only ids and plain values
-(`jobs.Claim`) pass between steps.
+(`jobs.Claim`) pass between steps, and the configuration they need travels as one frozen
+`WorkerSettings`, read when the worker is built.
+
+`build_worker` makes the worker without starting it (tests step it with `run_once`);
+`start_background` starts it. Demo mode's emulator comes from `app.demo`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import random
-import secrets
-import signal
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import Flask, current_app
 from sqlalchemy import func, select
 
-from app import curation, jobs, storage
+from app import curation, demo, jobs, storage
 from app.crashpoints import crash_point
 from app.models import ImageStatus, Job, JobPhase, JobStatus, db, utcnow
 from app.providers import (
@@ -73,9 +75,30 @@ MAX_SUBMIT_ATTEMPTS = 5
 # A submission still rate limited after the provider client's own retries pauses the provider
 # for every worker, for the retry-after it asked for (else the backoff), within these bounds.
 MIN_PAUSE_SECONDS, MAX_PAUSE_SECONDS = 1.0, 60.0
-# Set by the gunicorn master (app.gunicorn_conf) for its workers: the emulator they share.
-SHARED_EMULATOR_URL = "ATELIER_SHARED_EMULATOR_URL"
-SHARED_EMULATOR_KEY = "ATELIER_SHARED_EMULATOR_KEY"
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What the worker's steps need from the configuration, read once when it is built."""
+
+    deadline_seconds: int  # ATELIER_JOB_DEADLINE_SECONDS (named in the deadline message)
+    lease_seconds: int  # ATELIER_LEASE_SECONDS
+    poll_interval_seconds: float  # ATELIER_POLL_INTERVAL_SECONDS, when no retry-after came
+    safety_identifier: bool  # ATELIER_SAFETY_IDENTIFIER: send a hashed account id
+    secret_key: str  # salts that hash
+    storage: storage.Storage  # where the images go
+
+    @classmethod
+    def from_app(cls, app: Flask) -> WorkerSettings:
+        config = app.config
+        return cls(
+            deadline_seconds=config["ATELIER_JOB_DEADLINE_SECONDS"],
+            lease_seconds=config["ATELIER_LEASE_SECONDS"],
+            poll_interval_seconds=config["ATELIER_POLL_INTERVAL_SECONDS"],
+            safety_identifier=config["ATELIER_SAFETY_IDENTIFIER"] == "on",
+            secret_key=config["SECRET_KEY"],
+            storage=storage.current(app),
+        )
 
 
 class Worker:
@@ -84,6 +107,7 @@ class Worker:
     def __init__(self, app: Flask, clients: dict[str, Provider], threads: int) -> None:
         self.app = app
         self.clients = clients
+        self.settings = WorkerSettings.from_app(app)
         self.thread_count = threads
         self.emulator = None  # the embedded emulator this worker started, if any
         self._stopping = threading.Event()
@@ -155,19 +179,19 @@ class Worker:
         if claim is None:
             return False
         try:
-            advance(claim, self.clients.get(claim.provider), self.app.config)
+            advance(claim, self.clients.get(claim.provider), self.settings)
         except jobs.LeaseLost:
             log.info("job %s: lease lost (canceled or taken over); step abandoned", claim.job_id)
         return True
 
 
-def advance(claim: jobs.Claim, client: Provider | None, config: dict) -> None:
+def advance(claim: jobs.Claim, client: Provider | None, settings: WorkerSettings) -> None:
     """Take the one step the claimed job's phase calls for."""
     if utcnow() >= claim.deadline_at:
         jobs.mark_failed(
             claim,
             "deadline",
-            f"No result within {config['ATELIER_JOB_DEADLINE_SECONDS']} seconds; Atelier stopped "
+            f"No result within {settings.deadline_seconds} seconds; Atelier stopped "
             "waiting (ATELIER_JOB_DEADLINE_SECONDS).",
         )
     elif client is None:
@@ -180,13 +204,13 @@ def advance(claim: jobs.Claim, client: Provider | None, config: dict) -> None:
         jobs.mark_failed(claim, "interrupted", INTERRUPTED_MESSAGE)
     elif client.synchronous:
         if claim.phase is None:
-            _generate(claim, client, config)
+            _generate(claim, client, settings)
         else:  # downloading: the provider's answer was lost with the process
             jobs.finish_from_images(claim, SAVE_INTERRUPTED_MESSAGE)
     elif claim.phase is None:
-        _submit(claim, client, config)
+        _submit(claim, client, settings)
     else:
-        _follow(claim, client, config)
+        _follow(claim, client, settings)
 
 
 def _submit_failed(claim: jobs.Claim, error: ProviderError) -> None:
@@ -237,7 +261,7 @@ def _wait_beyond_deadline(
     )
 
 
-def _submit(claim: jobs.Claim, client: AsyncProvider, config: dict) -> None:
+def _submit(claim: jobs.Claim, client: AsyncProvider, settings: WorkerSettings) -> None:
     jobs.mark_submitting(claim)
     try:
         submitted = client.submit(claim.prompt, claim.size, claim.n)
@@ -245,29 +269,29 @@ def _submit(claim: jobs.Claim, client: AsyncProvider, config: dict) -> None:
         _submit_failed(_counted(claim), error)
         return
     crash_point("during_submit")
-    jobs.mark_submitted(claim, submitted.operation_url, _next_poll(submitted.retry_after, config))
+    jobs.mark_submitted(claim, submitted.operation_url, _next_poll(submitted.retry_after, settings))
 
 
-def _generate(claim: jobs.Claim, client: SyncProvider, config: dict) -> None:
+def _generate(claim: jobs.Claim, client: SyncProvider, settings: WorkerSettings) -> None:
     jobs.mark_submitting(claim)
     try:
-        with LeaseKeeper(claim, config):
+        with LeaseKeeper(claim, settings):
             generation = client.generate(
-                claim.prompt, claim.size, claim.n, claim.options, _end_user(claim, config)
+                claim.prompt, claim.size, claim.n, claim.options, _end_user(claim, settings)
             )
     except ProviderError as error:
         _submit_failed(_counted(claim), error)
         return
     crash_point("during_submit")
     jobs.mark_downloading(claim, generation.usage)
-    _store_slots(claim, client, generation.slots, config)
+    _store_slots(claim, client, generation.slots, settings)
 
 
-def _end_user(claim: jobs.Claim, config: dict) -> str | None:
+def _end_user(claim: jobs.Claim, settings: WorkerSettings) -> str | None:
     """The hashed account id the request carries (ATELIER_SAFETY_IDENTIFIER)."""
-    if config["ATELIER_SAFETY_IDENTIFIER"] != "on":
+    if not settings.safety_identifier:
         return None
-    return end_user_id(config["SECRET_KEY"], claim.owner_id)
+    return end_user_id(settings.secret_key, claim.owner_id)
 
 
 def _counted(claim: jobs.Claim) -> jobs.Claim:
@@ -275,7 +299,7 @@ def _counted(claim: jobs.Claim) -> jobs.Claim:
     return dataclasses.replace(claim, submit_count=claim.submit_count + 1)
 
 
-def _follow(claim: jobs.Claim, client: AsyncProvider, config: dict) -> None:
+def _follow(claim: jobs.Claim, client: AsyncProvider, settings: WorkerSettings) -> None:
     assert claim.operation_url is not None
     try:
         result = client.poll(claim.operation_url)
@@ -291,25 +315,27 @@ def _follow(claim: jobs.Claim, client: AsyncProvider, config: dict) -> None:
             wait = timedelta(seconds=max(error.retry_after, MIN_POLL_DELAY))
             jobs.release_until(claim, utcnow() + wait)
         else:
-            jobs.release_until(claim, _next_poll(None, config))
+            jobs.release_until(claim, _next_poll(None, settings))
         return
     crash_point("mid_poll")
     if result.state == PollResult.PENDING:
-        jobs.release_until(claim, _next_poll(result.retry_after, config))
+        jobs.release_until(claim, _next_poll(result.retry_after, settings))
     elif result.state == PollResult.FAILED:
         jobs.mark_failed(claim, result.error_code or "failed", result.error_message or "Failed.")
     elif not result.slots:
         jobs.mark_failed(claim, "empty_result", "Azure reported success but returned no images.")
     else:
         jobs.mark_downloading(claim)
-        _store_slots(claim, client, result.slots, config)
+        _store_slots(claim, client, result.slots, settings)
         try:
             client.delete(claim.operation_url)  # we hold copies; free Azure's
         except ProviderError as error:
             log.info("job %s: could not delete the operation (%s)", claim.job_id, error.code)
 
 
-def _store_slots(claim: jobs.Claim, client: Provider, slots: list[ImageSlot], config: dict) -> bool:
+def _store_slots(
+    claim: jobs.Claim, client: Provider, slots: list[ImageSlot], settings: WorkerSettings
+) -> bool:
     """Fetch and store every slot not yet recorded, then finish the job. False when a
     retryable download failure left the job to be continued later."""
     recorded = jobs.recorded_image_indexes(claim.job_id)
@@ -323,11 +349,9 @@ def _store_slots(claim: jobs.Claim, client: Provider, slots: list[ImageSlot], co
             jobs.record_missing_image(claim, slot, status, slot.error_code, message)
             continue
         try:
-            with LeaseKeeper(claim, config):
-                stored = storage.store_image(
-                    config["ATELIER_DATA_DIR"],
-                    client.fetch_image(slot),
-                    jobs.image_metadata(claim, slot),
+            with LeaseKeeper(claim, settings):
+                stored = settings.storage.store_image(
+                    client.fetch_image(slot), jobs.image_metadata(claim, slot)
                 )
         except ProviderError as error:
             # The fetch already retried what can be retried; this slot has no image.
@@ -348,9 +372,9 @@ class LeaseKeeper:
     write then raises LeaseLost and nothing is overwritten.
     """
 
-    def __init__(self, claim: jobs.Claim, config: dict) -> None:
+    def __init__(self, claim: jobs.Claim, settings: WorkerSettings) -> None:
         self.claim = claim
-        self.interval = max(0.5, config["ATELIER_LEASE_SECONDS"] / 3)
+        self.interval = max(0.5, settings.lease_seconds / 3)
         self.app = current_app._get_current_object()  # type: ignore[attr-defined]
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="atelier-lease", daemon=True)
@@ -376,8 +400,8 @@ class LeaseKeeper:
                 db.session.remove()
 
 
-def _next_poll(retry_after: float | None, config: dict) -> datetime:
-    delay = config["ATELIER_POLL_INTERVAL_SECONDS"] if retry_after is None else retry_after
+def _next_poll(retry_after: float | None, settings: WorkerSettings) -> datetime:
+    delay = settings.poll_interval_seconds if retry_after is None else retry_after
     return utcnow() + timedelta(seconds=min(max(delay, MIN_POLL_DELAY), MAX_POLL_DELAY))
 
 
@@ -402,67 +426,26 @@ def _seconds_until_next_due() -> float:
     return min(MAX_IDLE_WAIT, max(0.02, (soonest - utcnow()).total_seconds()))
 
 
-def start_background(app: Flask) -> Worker | None:
-    """Start the worker threads (and the built-in emulator when no provider is configured)."""
-    config = app.config
-    if config["ATELIER_WORKER_THREADS"] == 0:
-        return None
-    emulator = None
-    if any(target.emulated for target in config["ATELIER_TARGETS"]):
-        if os.environ.get(SHARED_EMULATOR_URL):  # gunicorn: the master serves one for all
-            clients = build_clients(
-                config, os.environ[SHARED_EMULATOR_URL], os.environ[SHARED_EMULATOR_KEY]
-            )
-        else:
-            emulator = start_embedded_emulator(config)
-            clients = build_clients(config, emulator.url, emulator.config.api_key)
+def build_worker(app: Flask) -> Worker:
+    """The app's worker with its provider clients, its threads not started: `start()` runs
+    them, or a test advances jobs itself with `run_once()`. In demo mode (no provider
+    configured) the clients talk to the built-in emulator, which `stop()` stops if this
+    process started it."""
+    emulator = demo.emulator_for(app) if demo.needed(app) else None
+    if emulator is None:
+        clients = build_clients(app.config)
     else:
-        clients = build_clients(config)
-    worker = Worker(app, clients, config["ATELIER_WORKER_THREADS"])
-    worker.emulator = emulator
-    app.extensions["atelier_worker"] = worker
-    worker.start()
+        clients = build_clients(app.config, emulator.url, emulator.api_key)
+    worker = Worker(app, clients, app.config["ATELIER_WORKER_THREADS"])
+    worker.emulator = emulator.server if emulator is not None else None
     return worker
 
 
-def start_embedded_emulator(config: dict):  # -> EmulatorServer
-    """Serve the emulator on loopback; its operations survive restarts in the data folder."""
-    from app.emulator import EmulatorConfig, EmulatorServer
-
-    emulator_config = EmulatorConfig(
-        api_key=secrets.token_urlsafe(24),
-        latency=config["ATELIER_EMULATOR_LATENCY_SECONDS"],
-        state_file=f"{config['ATELIER_DATA_DIR']}/emulator-operations.json",
-    )
-    port = config["ATELIER_EMULATOR_PORT"]
-    try:
-        server = EmulatorServer(emulator_config, host="127.0.0.1", port=port).start()
-    except OSError:
-        log.warning("emulator port %s is busy; using a free port instead", port)
-        server = EmulatorServer(emulator_config, host="127.0.0.1", port=0).start()
-    log.info("built-in Azure emulator serving at %s", server.url)
-    return server
-
-
-def run_worker_process(app: Flask) -> None:
-    """Run only the background worker (`flask atelier worker`) until SIGTERM or Ctrl-C.
-
-    Several such processes, and web processes with their own threads, can share one database:
-    claims are atomic and every change is fenced by its lease.
-    """
+def start_background(app: Flask) -> Worker | None:
+    """Build and start the app's worker (None when ATELIER_WORKER_THREADS is 0)."""
     if app.config["ATELIER_WORKER_THREADS"] == 0:
-        raise ValueError("ATELIER_WORKER_THREADS is 0: this worker would do nothing.")
-    stopping = threading.Event()
-    previous = {
-        signum: signal.signal(signum, lambda *_: stopping.set())
-        for signum in (signal.SIGTERM, signal.SIGINT)
-    }
-    worker = start_background(app)
-    assert worker is not None
-    log.info("worker process %s running; stop it with SIGTERM or Ctrl-C", os.getpid())
-    try:
-        stopping.wait()
-    finally:
-        worker.stop()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        return None
+    worker = build_worker(app)
+    app.extensions["atelier_worker"] = worker
+    worker.start()
+    return worker

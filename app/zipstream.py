@@ -91,7 +91,7 @@ def image_file_name(image: Image) -> str:
     return f"atelier-{image.job_id}-{image.index + 1}{Path(image.file_name or '').suffix}"
 
 
-def image_archive(images: Sequence[Image], data_dir: str) -> Iterator[bytes]:
+def image_archive(images: Sequence[Image], files: storage.Storage) -> Iterator[bytes]:
     """A streamed archive of these images' originals plus `manifest.json` describing each.
 
     Everything is read from the rows here, before the first byte is sent, so the stream that
@@ -103,7 +103,7 @@ def image_archive(images: Sequence[Image], data_dir: str) -> Iterator[bytes]:
     for image in images:
         if image.file_name is None:
             continue
-        path = storage.resolve(data_dir, image.file_name)
+        path = files.path(image.file_name)
         if not path.is_file():
             continue
         name = image_file_name(image)

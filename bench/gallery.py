@@ -469,7 +469,8 @@ def _store_synthetic(work: tuple[str, int, int, int]) -> tuple[int, Any]:
     from app import storage
 
     data_dir, image_id, width, height = work
-    return image_id, storage.store_image(data_dir, synthetic_png(image_id, width, height))
+    files = storage.Storage(Path(data_dir))
+    return image_id, files.store_image(synthetic_png(image_id, width, height))
 
 
 def synthetic_png(seed: int, width: int, height: int, longest: int = 512) -> bytes:

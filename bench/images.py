@@ -205,8 +205,7 @@ def memory_child(image_dir: Path) -> None:
         stored = []
         for slot in slots:
             stored.append(
-                storage.store_image(
-                    str(data_dir),
+                storage.Storage(data_dir).store_image(
                     fetcher.fetch(slot),
                     {"atelier": 1, "job_id": 1, "index": slot.index, "prompt": "bench"},
                 )

@@ -19,7 +19,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image as PILImage
 
-from app import consistency, pngmeta
+from app import consistency, pngmeta, storage
 from app.cli import cli
 from tests.helpers import wait_for_job
 
@@ -107,12 +107,12 @@ def drop_file(root: Path, relative: str, content: bytes, *, old: bool = True) ->
 
 def run_verify(app: Flask, **options: Any) -> consistency.VerifyReport:
     with app.app_context():
-        return consistency.verify(str(data_dir_of(app)), **options)
+        return consistency.verify(storage.current(app), **options)
 
 
 def run_rebuild(app: Flask) -> consistency.RebuildReport:
     with app.app_context():
-        return consistency.rebuild(str(data_dir_of(app)))
+        return consistency.rebuild(storage.current(app))
 
 
 def files_under(root: Path) -> dict[str, bytes]:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from app import backup
+from app import backup, storage
 from app.logs import KeyValueFormatter
 from app.models import db
 from tests.helpers import EMULATOR_KEY, on_postgresql, wait_for_job
@@ -76,7 +76,7 @@ def test_readyz_fails_when_the_worker_threads_stopped(app, client):
 
 
 def test_readyz_fails_when_the_image_folder_is_not_writable(idle_app, tmp_path):
-    idle_app.config["ATELIER_DATA_DIR"] = str(tmp_path / "gone")
+    idle_app.extensions[storage.EXTENSION] = storage.Storage(tmp_path / "gone")
 
     response = idle_app.test_client().get("/readyz")
 

@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app import auth, consistency
+from app import auth, consistency, storage
 from tests.helpers import EMULATOR_KEY, csrf_token, wait_for_job
 
 PASSWORD = "correct horse battery"
@@ -145,7 +145,7 @@ def test_verify_after_one_owner_deletes_finds_nothing_to_repair(both):
     bob.delete(f"/api/jobs/{both['bob_job']['id']}", headers={"X-CSRFToken": csrf_token(bob)})
     app = both["app"]
     with app.app_context():
-        report = consistency.verify(app.config["ATELIER_DATA_DIR"], repair=True, grace_seconds=0)
+        report = consistency.verify(storage.current(), repair=True, grace_seconds=0)
 
     assert report.clean, report.lines()
     assert report.moved == [] and report.missing_thumbnails == []
@@ -159,8 +159,8 @@ def test_verify_repair_regenerates_a_missing_large_thumbnail(both):
     large = Path(app.config["ATELIER_DATA_DIR"]) / f"thumbs/{sha[:2]}/{sha}-512.webp"
     large.unlink()
     with app.app_context():
-        found = consistency.verify(app.config["ATELIER_DATA_DIR"], grace_seconds=0)
-        repaired = consistency.verify(app.config["ATELIER_DATA_DIR"], repair=True, grace_seconds=0)
+        found = consistency.verify(storage.current(), grace_seconds=0)
+        repaired = consistency.verify(storage.current(), repair=True, grace_seconds=0)
 
     image_ids = sorted(both[f"{name}_job"]["images"][0]["id"] for name in ("alice", "bob"))
     assert found.missing_thumbnails == image_ids

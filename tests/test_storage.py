@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from app.storage import ImageRejected, remove_files, resolve, store_image, write_atomically
+from app.storage import ImageRejected, Storage, write_atomically
 
 
 def encode(image_format: str, size: tuple[int, int] = (64, 48), **options) -> bytes:
@@ -50,7 +50,7 @@ def test_store_image_writes_the_exact_bytes_under_their_sha256(tmp_path):
     data = encode("PNG")
     digest = hashlib.sha256(data).hexdigest()
 
-    stored = store_image(str(tmp_path), data)
+    stored = Storage(tmp_path).store_image(data)
 
     assert stored.file_name == f"images/{digest[:2]}/{digest}.png"
     assert (tmp_path / stored.file_name).read_bytes() == data
@@ -61,7 +61,7 @@ def test_store_image_writes_the_exact_bytes_under_their_sha256(tmp_path):
 
 
 def test_store_image_writes_a_webp_thumbnail_with_longest_side_256(tmp_path):
-    stored = store_image(str(tmp_path), encode("PNG", size=(512, 384)))
+    stored = Storage(tmp_path).store_image(encode("PNG", size=(512, 384)))
 
     digest = stored.sha256
     assert stored.thumbnail_name == f"thumbs/{digest[:2]}/{digest}-256.webp"
@@ -73,8 +73,8 @@ def test_store_image_writes_a_webp_thumbnail_with_longest_side_256(tmp_path):
 def test_storing_the_same_bytes_twice_keeps_one_file_and_the_same_result(tmp_path):
     data = encode("PNG")
 
-    first = store_image(str(tmp_path), data)
-    second = store_image(str(tmp_path), data)
+    first = Storage(tmp_path).store_image(data)
+    second = Storage(tmp_path).store_image(data)
 
     assert second == first
     assert [path.relative_to(tmp_path).as_posix() for path in files_under(tmp_path)] == sorted(
@@ -89,7 +89,7 @@ def test_storing_the_same_bytes_twice_keeps_one_file_and_the_same_result(tmp_pat
 def test_store_image_names_jpeg_and_webp_by_their_format(
     tmp_path, image_format, extension, content_type
 ):
-    stored = store_image(str(tmp_path), encode(image_format))
+    stored = Storage(tmp_path).store_image(encode(image_format))
 
     assert stored.file_name.endswith(f"{stored.sha256}.{extension}")
     assert stored.content_type == content_type
@@ -108,14 +108,14 @@ def test_store_image_names_jpeg_and_webp_by_their_format(
 )
 def test_store_image_rejects_what_is_not_an_acceptable_image_and_writes_nothing(tmp_path, data):
     with pytest.raises(ImageRejected):
-        store_image(str(tmp_path), data)
+        Storage(tmp_path).store_image(data)
 
     assert files_under(tmp_path) == []
 
 
 def test_store_image_rejects_a_png_whose_pixels_do_not_decode_and_writes_nothing(tmp_path):
     with pytest.raises(ImageRejected):
-        store_image(str(tmp_path), with_corrupt_pixel_data(noisy_png()))
+        Storage(tmp_path).store_image(with_corrupt_pixel_data(noisy_png()))
 
     assert files_under(tmp_path) == []
 
@@ -126,7 +126,7 @@ def test_store_image_rejects_a_truncated_jpeg_and_writes_nothing(tmp_path):
     truncated = out.getvalue()[: len(out.getvalue()) // 2]
 
     with pytest.raises(ImageRejected):
-        store_image(str(tmp_path), truncated)
+        Storage(tmp_path).store_image(truncated)
 
     assert files_under(tmp_path) == []
 
@@ -153,35 +153,35 @@ def test_write_atomically_replaces_existing_content(tmp_path):
     assert files_under(tmp_path) == [target]
 
 
-# --- resolve and remove_files ----------------------------------------------------------------
+# --- path and remove_files -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ["../x", "/etc/passwd", "images/../../x", ""])
 def test_resolve_refuses_names_outside_the_data_folder(tmp_path, name):
     with pytest.raises(ValueError):
-        resolve(str(tmp_path / "data"), name)
+        Storage(tmp_path / "data").path(name)
 
 
 def test_resolve_returns_the_absolute_path_of_a_stored_name(tmp_path):
-    assert resolve(str(tmp_path), "images/ab/abc.png") == tmp_path.resolve() / "images/ab/abc.png"
+    assert Storage(tmp_path).path("images/ab/abc.png") == tmp_path.resolve() / "images/ab/abc.png"
 
 
 def test_remove_files_removes_the_named_files(tmp_path):
-    stored = store_image(str(tmp_path), encode("PNG"))
+    stored = Storage(tmp_path).store_image(encode("PNG"))
 
-    remove_files(
-        str(tmp_path), [stored.file_name, stored.thumbnail_name, stored.thumbnail_large_name]
+    Storage(tmp_path).remove_files(
+        [stored.file_name, stored.thumbnail_name, stored.thumbnail_large_name]
     )
 
     assert files_under(tmp_path) == []
 
 
 def test_remove_files_ignores_files_already_gone(tmp_path):
-    remove_files(str(tmp_path), ["images/ab/missing.png"])  # does not raise
+    Storage(tmp_path).remove_files(["images/ab/missing.png"])  # does not raise
 
 
 def test_thumbnails_come_in_two_sizes_with_a_placeholder_colour(tmp_path):
-    stored = store_image(str(tmp_path), encode("PNG", size=(1536, 1024)))
+    stored = Storage(tmp_path).store_image(encode("PNG", size=(1536, 1024)))
 
     sizes = []
     for name in (stored.thumbnail_name, stored.thumbnail_large_name):

@@ -136,8 +136,8 @@ def test_interrupted_download_fetches_only_the_missing_images(stepper, emulator)
         jobs.release_until(claim, utcnow())
     jobs.mark_downloading(claim)
     first = result.slots[0]
-    stored = storage.store_image(
-        stepper.app.config["ATELIER_DATA_DIR"], stepper.clients["azure-async"].fetch_image(first)
+    stored = storage.current(stepper.app).store_image(
+        stepper.clients["azure-async"].fetch_image(first)
     )
     jobs.record_stored_image(claim, first, stored)  # ...and then the process "dies"
     expire_lease(job_id)

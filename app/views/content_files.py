@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from flask import abort, current_app, request, send_file, url_for
+from flask import abort, request, send_file, url_for
 from werkzeug.wrappers import Response
 
 from app import library, storage
@@ -54,7 +54,7 @@ def send_content(name: str, allowed: Callable[[Image], bool]) -> Response:
     stored_name = getattr(image, THUMBNAIL_COLUMNS[size]) if size else image.file_name
     if stored_name is None or (extension and Path(stored_name).suffix != f".{extension}"):
         abort(404, "There is no such file.")
-    path = storage.resolve(current_app.config["ATELIER_DATA_DIR"], stored_name)
+    path = storage.current().path(stored_name)
     if not path.is_file():
         abort(404, "There is no such file.")
     download = bool(extension) and request.args.get("download") == "1"

@@ -29,7 +29,7 @@ from flask import (
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
-from app import auth, curation, library, page_cache, zipstream
+from app import auth, curation, library, page_cache, storage, zipstream
 from app.library import GalleryFilters, Page
 from app.models import Collection, Image, ImageStatus, utcnow
 from app.parsing import parse_id
@@ -248,7 +248,7 @@ def download_zip() -> Response:
     images = [image for image in library.images_by_ids(ids, live_only=False) if image.file_name]
     if not images:
         raise ValidationError("ids", "None of the selected images has a file to download.")
-    stream = zipstream.image_archive(images, current_app.config["ATELIER_DATA_DIR"])
+    stream = zipstream.image_archive(images, storage.current())
     name = f"atelier-{len(images)}-image{'s' if len(images) != 1 else ''}.zip"
     response = Response(stream, mimetype="application/zip")
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
