@@ -17,7 +17,8 @@ from flask import Flask
 from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
 
-from app import auth, logs, security
+from app import logs, security
+from app.auth import scoping
 from app.config import SECRET_SETTINGS, SETTINGS, ensure_secret_key, load_settings
 from app.models import configure_engine, db
 
@@ -76,7 +77,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
     with app.app_context():
         configure_engine(db.engine)
-    auth.install_scoping()
+    scoping.install_scoping()
 
     from app import views
     from app.cli import cli

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from flask import Flask, current_app
 
-from app import auth
+from app.auth import accounts, exposure, tokens
 from app.models import User
 
 
@@ -27,7 +27,7 @@ def _path(data_dir: str) -> Path:
 def ensure_token(app: Flask) -> str | None:
     """The setup token when an account must still be created (written once), else None."""
     with app.app_context():
-        if app.config["ATELIER_AUTH"] != "on" or auth.user_count() > 0:
+        if app.config["ATELIER_AUTH"] != "on" or accounts.user_count() > 0:
             _path(app.config["ATELIER_DATA_DIR"]).unlink(missing_ok=True)
             return None
     path = _path(app.config["ATELIER_DATA_DIR"])
@@ -48,11 +48,11 @@ def token_matches(token: str) -> bool:
         expected = path.read_text().strip()
     except FileNotFoundError:
         return False
-    return bool(token) and bool(expected) and auth.same_secret(token, expected)
+    return bool(token) and bool(expected) and tokens.same_secret(token, expected)
 
 
 def create_first_admin(username: str, password: str) -> User:
-    user = auth.create_user(username, password, admin=True)
+    user = accounts.create_user(username, password, admin=True)
     _path(current_app.config["ATELIER_DATA_DIR"]).unlink(missing_ok=True)
     return user
 
@@ -79,9 +79,9 @@ def prepare_serving(app: Flask, hosts: list[str], base_url: str) -> None:
     tell the operator how to sign in the first time. Raises ConfigError to stop start-up."""
     if app.config["ATELIER_AUTH"] == "on":
         with app.app_context():
-            auth.bootstrap_admin(app)
-            auth.prune_login_attempts()
-    auth.check_exposure(app, hosts)
+            accounts.bootstrap_admin(app)
+            accounts.prune_login_attempts()
+    exposure.check_exposure(app, hosts)
     announce(app, base_url)
 
 

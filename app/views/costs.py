@@ -15,7 +15,8 @@ from typing import Any
 from flask import Blueprint, current_app, make_response, render_template, request
 from werkzeug.wrappers import Response
 
-from app import auth, limits, pricing
+from app import limits, pricing
+from app.auth import sessions
 from app.image_models import ImageModel
 from app.models import Job
 from app.validation import ValidationError, form_size, parse_n, parse_options, parse_size
@@ -73,4 +74,4 @@ def form_estimate(model: ImageModel, values: Mapping[str, Any]) -> float | None:
 
 
 def viewer_limits() -> limits.Limits:
-    return limits.limits_for(auth.current_user())
+    return limits.limits_for(sessions.current_user())

@@ -20,6 +20,7 @@ from flask import (
 from werkzeug.wrappers import Response
 
 from app import jobs, library
+from app.auth import sessions
 from app.models import utcnow
 from app.views import display
 from app.views.forms import PromptForm
@@ -68,7 +69,7 @@ def _card_state(job_id: int) -> tuple[datetime, str] | None:
     key = (job_id, version, owner)
     kept = states.get(key)
     if kept is None:
-        state = jobs.card_state(job_id, owner)
+        state = library.card_state(job_id, owner)
         if state is None:
             return None
         kept = (state[0][4], repr(state))
@@ -108,7 +109,7 @@ def card_etag(key: tuple[str, ...]) -> str:
 def create_job() -> Response:
     """Create from the prompt form: the new card (201) plus a fresh form swapped out of band."""
     form = PromptForm()
-    job = form.create_job()
+    job = form.create_job(owner_id=sessions.current_user_id())
     if job is not None:
         # The fresh form keeps the provider and options; only the prompt starts empty.
         fresh = PromptForm(formdata=None, data={"provider": job.provider})
