@@ -18,7 +18,8 @@ from flask import Flask
 from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
 
-from app import auth, logs, page_cache, security, storage
+from app import logs, page_cache, security, storage
+from app.auth import scoping
 from app.config import SETTINGS, ensure_secret_key, load_settings
 from app.models import configure_engine, db
 
@@ -80,7 +81,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     with app.app_context():
         configure_engine(db.engine)
     page_cache.init_app(app)
-    auth.install_scoping()
+    scoping.install_scoping()
 
     from app import views
     from app.cli import cli

@@ -14,7 +14,8 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
 
-from app import auth, backup, consistency, curation, logs, setup, storage
+from app import backup, consistency, curation, logs, setup, storage
+from app.auth import accounts, tokens
 from app.models import User, db, write_transaction
 from app.validation import ValidationError
 from app.worker import start_background
@@ -167,7 +168,7 @@ def _password_from(stdin: bool) -> str:
 def users_create(username: str, admin: bool, password_stdin: bool) -> None:
     """Create an account (asks for its password)."""
     try:
-        user = auth.create_user(username, _password_from(password_stdin), admin=admin)
+        user = accounts.create_user(username, _password_from(password_stdin), admin=admin)
     except ValidationError as error:
         raise click.ClickException(error.message) from None
     setup.ensure_token(current_app._get_current_object())  # the setup link is no longer needed
@@ -189,7 +190,7 @@ def users_set_password(username: str, password_stdin: bool) -> None:
     """Set a new password (signs the account out everywhere)."""
     user = _user_named(username)
     try:
-        auth.set_password(user.id, _password_from(password_stdin))
+        accounts.set_password(user.id, _password_from(password_stdin))
     except ValidationError as error:
         raise click.ClickException(error.message) from None
     click.echo(f"Password of {user.username} changed; its sessions have ended.")
@@ -228,7 +229,7 @@ def tokens_create(username: str, name: str) -> None:
     """Create an API token for USERNAME; prints it once."""
     user = _user_named(username)
     try:
-        row, token = auth.create_token(user.id, name)
+        row, token = tokens.create_token(user.id, name)
     except ValidationError as error:
         raise click.ClickException(error.message) from None
     click.echo(f"Token {row.id} for {user.username} (shown once):", err=True)
@@ -239,7 +240,7 @@ def tokens_create(username: str, name: str) -> None:
 @click.argument("username")
 def tokens_list(username: str) -> None:
     """List live tokens of USERNAME."""
-    for row in auth.tokens_of(_user_named(username).id):
+    for row in tokens.tokens_of(_user_named(username).id):
         used = f"{row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "never"
         click.echo(f"{row.id}\t{row.name}\t{row.prefix}…\tlast used {used}")
 
@@ -248,13 +249,13 @@ def tokens_list(username: str) -> None:
 @click.argument("token_id", type=int)
 def tokens_revoke(token_id: int) -> None:
     """Revoke a token by id."""
-    if not auth.revoke_token(None, token_id):
+    if not tokens.revoke_token(None, token_id):
         raise click.ClickException(f"There is no live token {token_id}.")
     click.echo(f"Token {token_id} revoked.")
 
 
 def _user_named(username: str) -> User:
-    user = auth.find_user(username)
+    user = accounts.find_user(username)
     if user is None:
         raise click.ClickException(f"There is no account called {username!r}.")
     return user

@@ -8,7 +8,7 @@ deleted) and regenerates missing thumbnails from intact originals; rows are only
 changed.
 
 "No row references" means no row of any owner: files are content-addressed, so two owners'
-identical images share files, and every read here sees all owners' rows (`auth.ALL_OWNERS`)
+identical images share files, and every read here sees all owners' rows (`scoping.ALL_OWNERS`)
 even if it ever runs inside a signed-in request.
 
 `rebuild` recreates jobs and image rows from the parameters that `app.pngmeta` embeds in stored
@@ -36,7 +36,8 @@ from typing import Any
 from PIL import Image as PILImage
 from sqlalchemy import select, text
 
-from app import auth, pngmeta, search, storage
+from app import pngmeta, search, storage
+from app.auth import scoping
 from app.models import Image, ImageStatus, Job, JobStatus, db, utcnow, write_transaction
 
 SCANNED_FOLDERS = ("images", "thumbs")
@@ -220,7 +221,7 @@ def _read_image_rows() -> tuple[list[_StoredRow], set[str]]:
         Image.thumbnail_name,
         Image.thumbnail_large_name,
     )
-    result = db.session.execute(statement.execution_options(**auth.ALL_OWNERS)).all()
+    result = db.session.execute(statement.execution_options(**scoping.ALL_OWNERS)).all()
     db.session.commit()
     referenced = {
         name
@@ -386,7 +387,7 @@ def rebuild(files: storage.Storage) -> RebuildReport:
         db.session.scalars(
             select(Image.file_name)
             .where(Image.file_name.is_not(None))
-            .execution_options(**auth.ALL_OWNERS)
+            .execution_options(**scoping.ALL_OWNERS)
         )
     )
     db.session.commit()
@@ -405,7 +406,9 @@ def rebuild(files: storage.Storage) -> RebuildReport:
     ids = [job_id for job_id, _, _ in groups if job_id is not None]
     existing = dict(
         db.session.execute(
-            select(Job.id, Job.prompt).where(Job.id.in_(ids)).execution_options(**auth.ALL_OWNERS)
+            select(Job.id, Job.prompt)
+            .where(Job.id.in_(ids))
+            .execution_options(**scoping.ALL_OWNERS)
         ).all()
     )
     db.session.commit()
@@ -547,12 +550,12 @@ def _recreate_job(group: list[_Candidate], report: RebuildReport) -> None:
             session.scalars(
                 select(Image.file_name)
                 .where(Image.file_name.in_([c.file_name for c in group]))
-                .execution_options(**auth.ALL_OWNERS)
+                .execution_options(**scoping.ALL_OWNERS)
             )
         )
         group = [c for c in group if c.file_name not in taken]
         holder = (
-            session.get(Job, first.job_id, execution_options=auth.ALL_OWNERS)
+            session.get(Job, first.job_id, execution_options=scoping.ALL_OWNERS)
             if first.job_id is not None
             else None
         )

@@ -15,7 +15,7 @@ from flask import current_app
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app import auth, storage
+from app import storage
 from app.models import (
     Collection,
     CollectionImage,
@@ -126,7 +126,8 @@ def purge_expired() -> int:
     return purge(timedelta(days=current_app.config["ATELIER_TRASH_DAYS"]))
 
 
-def create_collection(name: str) -> Collection:
+def create_collection(name: str, *, owner_id: int | None) -> Collection:
+    """A new, empty collection of `owner_id` (None: the ownerless ones of open mode)."""
     clean = " ".join((name or "").split())
     if not clean:
         raise ValidationError("name", "Give the collection a name.")
@@ -134,8 +135,6 @@ def create_collection(name: str) -> Collection:
         raise ValidationError(
             "name", f"A collection name is at most {MAX_COLLECTION_NAME} characters."
         )
-    owner = auth.current_user()
-    owner_id = owner.id if owner else None
     # `== None` compiles to IS NULL: the ownerless collections of open mode are one namespace.
     taken = select(Collection.id).where(Collection.name == clean, Collection.owner_id == owner_id)
     if db.session.scalar(taken) is not None:

@@ -13,16 +13,14 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import and_, bindparam, case, delete, exists, func, literal, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import and_, case, delete, exists, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased, joinedload
 
-from app import auth, limits, logs, metrics, pricing, search, storage
+from app import limits, logs, metrics, pricing, search, storage
 from app.crashpoints import crash_point
 from app.models import (
     Image,
@@ -31,6 +29,7 @@ from app.models import (
     JobPhase,
     JobStatus,
     ProviderPause,
+    User,
     UTCDateTime,
     db,
     utcnow,
@@ -105,20 +104,20 @@ class Claim:
 def create_job(
     request: JobRequest,
     *,
+    owner_id: int | None,
     idempotency_key: str | None = None,
     parent_id: int | None = None,
     origin: str | None = None,
 ) -> tuple[Job, bool]:
-    """Store a queued job and wake the worker. Returns (job, created).
+    """Store a queued job owned by `owner_id` and wake the worker. Returns (job, created).
 
+    `owner_id` is whose quota and budget the job counts against, always given by the caller
+    (a view passes the signed-in user's id); None is the ownerless bucket of open mode.
     With an idempotency key already used for the same parameters, returns the existing job and
     `created=False`; reusing a key for different parameters is a conflict. A job over the
     owner's daily image quota or monthly budget raises LimitReached and stores nothing.
     """
-    # The signed-in user who asks: the job's owner, whose quota and budget it counts against
-    # (None with sign-in off and from the CLI: the ownerless bucket).
-    owner = auth.current_user()
-    owner_id = owner.id if owner is not None else None
+    owner = db.session.get(User, owner_id) if owner_id is not None else None
     if idempotency_key is not None:
         idempotency_key = scoped_idempotency_key(owner_id, idempotency_key)
         existing = _job_by_idempotency_key(idempotency_key, request)
@@ -240,17 +239,17 @@ def cancel_job(job_id: int) -> Job:
     return job
 
 
-def retry_job(job_id: int) -> Job:
-    """Queue a new job with the same parameters as a finished one."""
-    return _copy_job(job_id, "retry")
+def retry_job(job_id: int, *, owner_id: int | None) -> Job:
+    """Queue a new job, owned by `owner_id`, with the same parameters as a finished one."""
+    return _copy_job(job_id, "retry", owner_id)
 
 
-def generate_again(job_id: int) -> Job:
+def generate_again(job_id: int, *, owner_id: int | None) -> Job:
     """Like retry, for any job, finished or not: another take on the same prompt."""
-    return _copy_job(job_id, "again")
+    return _copy_job(job_id, "again", owner_id)
 
 
-def _copy_job(job_id: int, origin: str) -> Job:
+def _copy_job(job_id: int, origin: str, owner_id: int | None) -> Job:
     source = get_job(job_id)
     if source is None:
         raise JobNotFound(job_id)
@@ -264,7 +263,7 @@ def _copy_job(job_id: int, origin: str) -> Job:
         options=dict(source.options or {}),
     )
     try:
-        job, _ = create_job(request, parent_id=source.id, origin=origin)
+        job, _ = create_job(request, owner_id=owner_id, parent_id=source.id, origin=origin)
     except ValidationError:
         raise JobConflict(
             "provider_unavailable",
@@ -299,48 +298,6 @@ def delete_job(job_id: int) -> None:
 def get_job(job_id: int) -> Job | None:
     """The job with its images (loaded in the same query: every job card shows them)."""
     return db.session.get(Job, job_id, populate_existing=True, options=[joinedload(Job.images)])
-
-
-def card_state(job_id: int, owner_id: int | None = None) -> tuple[Any, ...] | None:
-    """Everything about a job that its card shows and that can change, in one narrow query:
-    the job's status, phase, error and times and each image's id, status, file and size.
-    None when there is no such job, or (with `owner_id`) when it is not that owner's. A repeat
-    poll compares a digest of this with its ETag instead of loading and rendering the job."""
-    # Straight on a pooled connection: the request's ORM session would cost more than the query.
-    # That also skips the request's ORM scoping (app.auth), hence the explicit owner filter.
-    parameters = {"job_id": job_id, "owner_id": owner_id}
-    with db.engine.connect() as connection:
-        rows = connection.execute(_card_state_query(owner_id is not None), parameters).all()
-    return tuple(tuple(row) for row in rows) or None
-
-
-@cache
-def _card_state_query(owned: bool) -> Any:
-    """Built once: polls are frequent, and building a statement costs more than running it."""
-    statement = _card_state_select()
-    return statement.where(Job.owner_id == bindparam("owner_id")) if owned else statement
-
-
-def _card_state_select() -> Any:
-    return (
-        select(
-            Job.status,
-            Job.phase,
-            Job.error_code,
-            Job.error_message,
-            Job.created_at,
-            Job.finished_at,
-            Image.id,
-            Image.status,
-            Image.file_name,
-            Image.width,
-            Image.height,
-            Image.error_message,
-        )
-        .outerjoin(Image, Image.job_id == Job.id)
-        .where(Job.id == bindparam("job_id"))
-        .order_by(Image.index)
-    )
 
 
 # --- worker side --------------------------------------------------------------------------------
@@ -468,23 +425,6 @@ def _fenced_update_in(session: Any, claim: Claim, **values: Any) -> None:
     )
     if result.rowcount != 1:
         raise LeaseLost(claim.job_id)
-
-
-def image_metadata(claim: Claim, slot: ImageSlot) -> dict[str, Any]:
-    """What a stored PNG carries about its job, enough to rebuild the library from files."""
-    return {
-        "atelier": 1,
-        "job_id": claim.job_id,
-        "index": slot.index,
-        "prompt": claim.prompt,
-        "revised_prompt": slot.revised_prompt,
-        "provider": claim.provider,
-        "model": claim.model,
-        "size": claim.size,
-        "n": claim.n,
-        "options": claim.options,
-        "created_at": claim.created_at.isoformat().replace("+00:00", "Z"),
-    }
 
 
 def renew_lease(claim: Claim) -> None:
@@ -632,7 +572,7 @@ def mark_failed(claim: Claim, code: str, message: str) -> None:
 
 def _finish(claim: Claim, status: str, code: str | None, message: str | None) -> None:
     with write_transaction() as session:
-        cost = _final_cost(session, claim.job_id, status, code)
+        cost = pricing.final_cost(session, claim.job_id, status, code)
         _fenced_update_in(
             session,
             claim,
@@ -646,87 +586,6 @@ def _finish(claim: Claim, status: str, code: str | None, message: str | None) ->
         )
     logs.job_event(log, claim.job_id, status, status, code=code)
     metrics.job_finished(claim.job_id, status)
-
-
-# Failures after which the provider may have generated (and billed) the job without Atelier
-# seeing the result (lost connection, stopped waiting, unreadable answer): the estimate stays.
-MAYBE_BILLED = {"interrupted", "deadline", "protocol_error"}
-
-
-def _final_cost(session: Any, job_id: int, status: str, code: str | None) -> dict[str, Any]:
-    """What a finishing job cost: from token usage when the provider reported it, else from
-    the price table for the images the provider made.
-
-    - succeeded: usage, else the table price of the images stored;
-    - failed before anything was sent: 0;
-    - failed after the provider generated images that could not be saved: usage, else the
-      table price of the slots it generated (filtered slots are assumed not billed);
-    - failed with an unknown outcome (MAYBE_BILLED: interrupted, the deadline passed while the
-      provider worked, an unreadable answer): the estimate stays, as it may have been billed;
-    - refused or failed by the provider before generating (content filter, 4xx, 5xx, rate
-      limits): 0.
-    """
-    job = session.get(Job, job_id, populate_existing=True)
-    if job is None:
-        return {}
-    from_usage = pricing.cost_from_usage(job.model, job.usage)
-    if from_usage is not None:
-        return {"cost_usd": from_usage, "cost_source": "usage"}
-    statuses = list(session.scalars(select(Image.status).where(Image.job_id == job_id)))
-    if status == JobStatus.SUCCEEDED:
-        billed = statuses.count(ImageStatus.STORED)
-    elif job.submit_count == 0:
-        billed = 0
-    elif code in MAYBE_BILLED:
-        return {}
-    else:
-        billed = sum(1 for image_status in statuses if image_status != ImageStatus.FILTERED)
-    cost = (
-        0.0
-        if billed == 0
-        else pricing.known_estimate(job.model, job.size, billed, job.options or {})
-    )
-    if cost is None:
-        return {}
-    return {"cost_usd": cost, "cost_source": "table"}
-
-
-# --- provider pauses ----------------------------------------------------------------------------
-
-
-def pause_provider(provider: str, seconds: float, reason: str) -> datetime:
-    """Stop every worker from submitting new jobs to `provider` for `seconds` (a pause already
-    reaching further is kept). Returns when the pause ends."""
-    until = utcnow() + timedelta(seconds=seconds)
-    with write_transaction() as session:
-        dialect = session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        latest = func.greatest if dialect == "postgresql" else func.max
-        statement = insert(ProviderPause).values(
-            provider=provider, paused_until=until, reason=reason
-        )
-        session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[ProviderPause.provider],
-                set_={
-                    "paused_until": latest(
-                        ProviderPause.paused_until, statement.excluded.paused_until
-                    ),
-                    "reason": statement.excluded.reason,
-                },
-            )
-        )
-        paused_until = session.scalar(
-            select(ProviderPause.paused_until).where(ProviderPause.provider == provider)
-        )
-    logs.event(
-        log,
-        f"provider {provider} paused until {paused_until:%H:%M:%S} UTC (rate limited)",
-        "provider.paused",
-        provider=provider,
-        seconds=round(seconds, 2),
-    )
-    return paused_until
 
 
 def _wake_worker() -> None:

@@ -11,10 +11,11 @@ import binascii
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, tuple_
+from sqlalchemy import and_, bindparam, func, or_, select, tuple_
 from sqlalchemy.orm import contains_eager, selectinload
 
 from app import search, storage
@@ -154,6 +155,48 @@ def jobs_by_id(job_ids: Iterable[int]) -> list[Job]:
         .order_by(Job.created_at.desc(), Job.id.desc())
     )
     return list(db.session.scalars(statement))
+
+
+def card_state(job_id: int, owner_id: int | None = None) -> tuple[Any, ...] | None:
+    """Everything about a job that its card shows and that can change, in one narrow query:
+    the job's status, phase, error and times and each image's id, status, file and size.
+    None when there is no such job, or (with `owner_id`) when it is not that owner's. A repeat
+    poll compares a digest of this with its ETag instead of loading and rendering the job."""
+    # Straight on a pooled connection: the request's ORM session would cost more than the query.
+    # That also skips the request's ORM scoping (app.auth.scoping), hence the explicit owner filter.
+    parameters = {"job_id": job_id, "owner_id": owner_id}
+    with db.engine.connect() as connection:
+        rows = connection.execute(_card_state_query(owner_id is not None), parameters).all()
+    return tuple(tuple(row) for row in rows) or None
+
+
+@cache
+def _card_state_query(owned: bool) -> Any:
+    """Built once: polls are frequent, and building a statement costs more than running it."""
+    statement = _card_state_select()
+    return statement.where(Job.owner_id == bindparam("owner_id")) if owned else statement
+
+
+def _card_state_select() -> Any:
+    return (
+        select(
+            Job.status,
+            Job.phase,
+            Job.error_code,
+            Job.error_message,
+            Job.created_at,
+            Job.finished_at,
+            Image.id,
+            Image.status,
+            Image.file_name,
+            Image.width,
+            Image.height,
+            Image.error_message,
+        )
+        .outerjoin(Image, Image.job_id == Job.id)
+        .where(Job.id == bindparam("job_id"))
+        .order_by(Image.index)
+    )
 
 
 REFUSAL_VERDICTS = ("prompt", "image")

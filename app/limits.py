@@ -11,19 +11,24 @@ What counts:
   job finishes and then what it cost (0 for jobs that never reached the provider).
 
 `app.jobs.create_job` asks `refusal()` before storing a job; the global concurrency cap and
-provider pauses are applied when a worker claims a job (`app.jobs.claim_due_job`).
+provider pauses are applied when a worker claims a job (`app.jobs.claim_due_job`). A worker
+pauses a provider that rate limits it with `pause_provider()`, for every worker at once.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import and_, func, not_, select
+from sqlalchemy.dialects import postgresql, sqlite
 
-from app import pricing
-from app.models import Job, JobStatus, ProviderPause, User, db, utcnow
+from app import logs, pricing
+from app.models import Job, JobStatus, ProviderPause, User, db, utcnow, write_transaction
+
+log = logging.getLogger(__name__)
 
 # Why a queued job may wait (shown on its card).
 PAUSE_MESSAGE = "Paused: {service} is rate limiting; trying again at {time} UTC"
@@ -126,6 +131,44 @@ def refusal(limits: Limits, n: int, cost: float, now: datetime) -> Refusal | Non
 
 def _seconds_until(moment: datetime, now: datetime) -> int:
     return max(1, int((moment - now).total_seconds()) + 1)
+
+
+# --- provider pauses ----------------------------------------------------------------------------
+
+
+def pause_provider(provider: str, seconds: float, reason: str) -> datetime:
+    """Stop every worker from submitting new jobs to `provider` for `seconds` (a pause already
+    reaching further is kept). Returns when the pause ends."""
+    until = utcnow() + timedelta(seconds=seconds)
+    with write_transaction() as session:
+        dialect = session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        latest = func.greatest if dialect == "postgresql" else func.max
+        statement = insert(ProviderPause).values(
+            provider=provider, paused_until=until, reason=reason
+        )
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[ProviderPause.provider],
+                set_={
+                    "paused_until": latest(
+                        ProviderPause.paused_until, statement.excluded.paused_until
+                    ),
+                    "reason": statement.excluded.reason,
+                },
+            )
+        )
+        paused_until = session.scalar(
+            select(ProviderPause.paused_until).where(ProviderPause.provider == provider)
+        )
+    logs.event(
+        log,
+        f"provider {provider} paused until {paused_until:%H:%M:%S} UTC (rate limited)",
+        "provider.paused",
+        provider=provider,
+        seconds=round(seconds, 2),
+    )
+    return paused_until
 
 
 # --- why a queued job waits ---------------------------------------------------------------------

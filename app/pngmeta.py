@@ -1,8 +1,9 @@
 """Job parameters carried inside stored PNG files, so the files alone can rebuild the library.
 
 Owns one `iTXt` chunk with the keyword `atelier` whose text is the job's parameters as compact
-JSON. The chunk is spliced in right after IHDR by rewriting the chunk list by hand: the pixel
-data (IDAT) is copied byte for byte, never decoded or re-encoded.
+JSON, and what goes into it (`image_metadata`). The chunk is spliced in right after IHDR by
+rewriting the chunk list by hand: the pixel data (IDAT) is copied byte for byte, never decoded
+or re-encoded.
 
 PNG layout: an 8-byte signature, then chunks of length (4 bytes, big-endian), type (4 bytes),
 data (length bytes) and a CRC-32 of type + data (4 bytes), ending with IEND.
@@ -14,7 +15,11 @@ import json
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.jobs import Claim
+    from app.providers.base import ImageSlot
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 KEYWORD = b"atelier"
@@ -65,6 +70,23 @@ def read(data: bytes) -> dict[str, Any] | None:
                 raise ValueError("The atelier chunk does not hold a JSON object.")
             return value
     return None
+
+
+def image_metadata(claim: Claim, slot: ImageSlot) -> dict[str, Any]:
+    """What a stored PNG carries about its job, enough to rebuild the library from files."""
+    return {
+        "atelier": 1,
+        "job_id": claim.job_id,
+        "index": slot.index,
+        "prompt": claim.prompt,
+        "revised_prompt": slot.revised_prompt,
+        "provider": claim.provider,
+        "model": claim.model,
+        "size": claim.size,
+        "n": claim.n,
+        "options": claim.options,
+        "created_at": claim.created_at.isoformat().replace("+00:00", "Z"),
+    }
 
 
 def _is_ours(chunk: Chunk) -> bool:

@@ -2,7 +2,8 @@
 
 `estimate()` prices a job before it runs (and jobs whose API reports no usage, such as DALL-E)
 from the per-image table; `cost_from_usage()` prices a finished gpt-image job from the token
-usage the provider reported. Both are pure functions of the job's parameters.
+usage the provider reported. Both are pure functions of the job's parameters. `final_cost()`
+applies them to a finishing job, inside the transaction that records its final status.
 
 A model the table does not list (gpt-image-2 and its family, whose prices Atelier does not know
 yet) has an unknown cost: shown as unknown, never as $0, and not counted against a budget.
@@ -19,6 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
+
+from app.models import Image, ImageStatus, Job, JobStatus
 from app.providers.catalog import Target
 from app.validation import (
     ValidationError,
@@ -197,6 +201,48 @@ def known_estimate(
         return estimate(model, size, n, options)
     except UnknownPrice:
         return None
+
+
+# --- what a finished job cost ------------------------------------------------------------------
+
+
+# Failures after which the provider may have generated (and billed) the job without Atelier
+# seeing the result (lost connection, stopped waiting, unreadable answer): the estimate stays.
+MAYBE_BILLED = {"interrupted", "deadline", "protocol_error"}
+
+
+def final_cost(session: Any, job_id: int, status: str, code: str | None) -> dict[str, Any]:
+    """What a finishing job cost: from token usage when the provider reported it, else from
+    the price table for the images the provider made.
+
+    - succeeded: usage, else the table price of the images stored;
+    - failed before anything was sent: 0;
+    - failed after the provider generated images that could not be saved: usage, else the
+      table price of the slots it generated (filtered slots are assumed not billed);
+    - failed with an unknown outcome (MAYBE_BILLED: interrupted, the deadline passed while the
+      provider worked, an unreadable answer): the estimate stays, as it may have been billed;
+    - refused or failed by the provider before generating (content filter, 4xx, 5xx, rate
+      limits): 0.
+    """
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        return {}
+    from_usage = cost_from_usage(job.model, job.usage)
+    if from_usage is not None:
+        return {"cost_usd": from_usage, "cost_source": "usage"}
+    statuses = list(session.scalars(select(Image.status).where(Image.job_id == job_id)))
+    if status == JobStatus.SUCCEEDED:
+        billed = statuses.count(ImageStatus.STORED)
+    elif job.submit_count == 0:
+        billed = 0
+    elif code in MAYBE_BILLED:
+        return {}
+    else:
+        billed = sum(1 for image_status in statuses if image_status != ImageStatus.FILTERED)
+    cost = 0.0 if billed == 0 else known_estimate(job.model, job.size, billed, job.options or {})
+    if cost is None:
+        return {}
+    return {"cost_usd": cost, "cost_source": "table"}
 
 
 def parse_estimate_request(

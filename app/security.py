@@ -81,7 +81,7 @@ def allowed_hosts(
     ATELIER_PUBLIC_URL and ATELIER_TRUSTED_HOSTS (`.example.org`: that domain and its
     subdomains; `*`: any host). Listening on every address (0.0.0.0, as the container does)
     with neither setting accepts any host: nobody told Atelier which names people type, and
-    refusing would break `docker run`. That needs sign-in (app.auth.check_exposure), so a
+    refusing would break `docker run`. That needs sign-in (app.auth.exposure), so a
     rebinding page, having no session cookie, still cannot use anything; a start-up warning
     asks for ATELIER_PUBLIC_URL (see serve_on)."""
     configured = list(config["ATELIER_TRUSTED_HOSTS"])

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from flask import Flask
 
-from app import auth, storage
+from app import storage
+from app.auth import accounts, exposure, tokens
 from app.models import User
 
 TOKEN_FILE = "setup_token"
@@ -29,7 +30,7 @@ def _path(app: Flask | None = None) -> Path:
 def ensure_token(app: Flask) -> str | None:
     """The setup token when an account must still be created (written once), else None."""
     with app.app_context():
-        if app.config["ATELIER_AUTH"] != "on" or auth.user_count() > 0:
+        if app.config["ATELIER_AUTH"] != "on" or accounts.user_count() > 0:
             _path(app).unlink(missing_ok=True)
             return None
     path = _path(app)
@@ -50,11 +51,11 @@ def token_matches(token: str) -> bool:
         expected = path.read_text().strip()
     except FileNotFoundError:
         return False
-    return bool(token) and bool(expected) and auth.same_secret(token, expected)
+    return bool(token) and bool(expected) and tokens.same_secret(token, expected)
 
 
 def create_first_admin(username: str, password: str) -> User:
-    user = auth.create_user(username, password, admin=True)
+    user = accounts.create_user(username, password, admin=True)
     _path().unlink(missing_ok=True)
     return user
 
@@ -81,9 +82,9 @@ def prepare_serving(app: Flask, hosts: list[str], base_url: str) -> None:
     tell the operator how to sign in the first time. Raises ConfigError to stop start-up."""
     if app.config["ATELIER_AUTH"] == "on":
         with app.app_context():
-            auth.bootstrap_admin(app)
-            auth.prune_login_attempts()
-    auth.check_exposure(app, hosts)
+            accounts.bootstrap_admin(app)
+            accounts.prune_login_attempts()
+    exposure.check_exposure(app, hosts)
     announce(app, base_url)
 
 

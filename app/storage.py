@@ -33,7 +33,8 @@ from flask import Flask, current_app
 from PIL import Image as PILImage
 from sqlalchemy import select
 
-from app import auth, pngmeta
+from app import pngmeta
+from app.auth import scoping
 from app.models import Image, db
 
 # Formats the image APIs produce; anything else is refused before it reaches the disk.
@@ -271,5 +272,5 @@ def files_in_use(names: Iterable[str]) -> set[str]:
         chunk = wanted[start : start + NAMES_PER_QUERY]
         for column in FILE_COLUMNS:
             statement = select(column).where(column.in_(chunk))
-            used |= set(db.session.scalars(statement.execution_options(**auth.ALL_OWNERS)))
+            used |= set(db.session.scalars(statement.execution_options(**scoping.ALL_OWNERS)))
     return used

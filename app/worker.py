@@ -37,7 +37,7 @@ from datetime import datetime, timedelta
 from flask import Flask, current_app
 from sqlalchemy import func, select
 
-from app import curation, demo, jobs, storage
+from app import curation, demo, jobs, limits, pngmeta, storage
 from app.crashpoints import crash_point
 from app.models import ImageStatus, Job, JobPhase, JobStatus, db, utcnow
 from app.providers import (
@@ -231,7 +231,7 @@ def _submit_failed(claim: jobs.Claim, error: ProviderError) -> None:
         # pause is bounded; a job whose own wait is longer is requeued (or failed) below.
         pause = wait if wait is not None else _backoff(claim.submit_count)
         seconds = min(max(pause, MIN_PAUSE_SECONDS), MAX_PAUSE_SECONDS)
-        paused_until = jobs.pause_provider(claim.provider, seconds, error.message)
+        paused_until = limits.pause_provider(claim.provider, seconds, error.message)
     if not error.retryable:
         jobs.mark_failed(claim, error.code, error.message)
     elif (too_long := _wait_beyond_deadline(claim, error, now)) is not None:
@@ -351,7 +351,7 @@ def _store_slots(
         try:
             with LeaseKeeper(claim, settings):
                 stored = settings.storage.store_image(
-                    client.fetch_image(slot), jobs.image_metadata(claim, slot)
+                    client.fetch_image(slot), pngmeta.image_metadata(claim, slot)
                 )
         except ProviderError as error:
             # The fetch already retried what can be retried; this slot has no image.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from app import auth
+from app.auth import accounts, tokens
 from app.models import User, db
 
 PASSWORD = "a password for the cli"
@@ -27,7 +27,7 @@ def test_users_and_tokens_from_the_command_line(idle_app):
     )
     assert short.exit_code == 1 and "at least 12" in short.output
     with idle_app.app_context():
-        assert auth.find_user("dave") is None
+        assert accounts.find_user("dave") is None
 
     listing = runner.invoke(args=["atelier", "users", "list"])
     assert "carol\tadmin" in listing.output
@@ -60,7 +60,7 @@ def test_users_and_tokens_from_the_command_line(idle_app):
     client = idle_app.test_client()
     assert client.get("/api/jobs", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
     with idle_app.app_context():
-        token_id = auth.tokens_of(auth.find_user("carol").id)[0].id
+        token_id = tokens.tokens_of(accounts.find_user("carol").id)[0].id
     assert runner.invoke(args=["atelier", "tokens", "revoke", str(token_id)]).exit_code == 0
     assert runner.invoke(args=["atelier", "tokens", "revoke", str(token_id)]).exit_code == 1
     assert runner.invoke(args=["atelier", "tokens", "create", "nobody", "x"]).exit_code == 1
@@ -71,4 +71,6 @@ def test_users_and_tokens_from_the_command_line(idle_app):
     )
     assert changed.exit_code == 0, changed.output
     with idle_app.app_context():
-        assert auth.authenticate("carol", "another long password", "127.0.0.1").username == "carol"
+        assert (
+            accounts.authenticate("carol", "another long password", "127.0.0.1").username == "carol"
+        )

@@ -24,7 +24,7 @@ from sqlalchemy import func, select, update
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from app import auth
+from app.auth import accounts
 from app.models import Job, db
 from app.providers.generations import end_user_id
 from app.worker import start_background
@@ -258,7 +258,7 @@ def test_api_version_preview_is_sent_when_asked_for(make_v1_app, azure_v1):
 def _job_of_an_account(app) -> tuple[int, int]:
     """A queued job owned by a new account (the worker is not running yet)."""
     with app.app_context():
-        owner = auth.create_user("painter", "a long enough password")
+        owner = accounts.create_user("painter", "a long enough password")
         response = app.test_client().post("/api/jobs", json={"prompt": "a harbour"})
         job_id = response.get_json()["id"]
         db.session.execute(update(Job).where(Job.id == job_id).values(owner_id=owner.id))

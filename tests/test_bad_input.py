@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import func, select
 from werkzeug.routing import IntegerConverter
 
-from app import auth
+from app.auth import accounts
 from app.models import (
     Collection,
     CollectionImage,
@@ -110,7 +110,7 @@ def app(idle_app):
     with idle_app.app_context():
         from app import curation
 
-        curation.create_collection("harbours")
+        curation.create_collection("harbours", owner_id=None)
     return idle_app
 
 
@@ -360,7 +360,7 @@ def test_json_ids_past_int64_as_numbers_are_refused(client):
 def secure_app(app_factory):
     app = app_factory(start_worker=False, ATELIER_AUTH="on")
     with app.app_context():
-        auth.create_user("alice", PASSWORD, admin=True)  # sees every row
+        accounts.create_user("alice", PASSWORD, admin=True)  # sees every row
     return app
 
 

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from app import auth, curation
+from app import curation
+from app.auth.accounts import create_user, find_user
 from tests.helpers import csrf_token
 
 PASSWORD = "correct horse battery staple"
@@ -16,8 +17,8 @@ PASSWORD = "correct horse battery staple"
 def accounts(app_factory: Any):
     app = app_factory(start_worker=False, ATELIER_AUTH="on")
     with app.app_context():
-        auth.create_user("alice", PASSWORD)
-        auth.create_user("root", PASSWORD, admin=True)
+        create_user("alice", PASSWORD)
+        create_user("root", PASSWORD, admin=True)
     return app
 
 
@@ -70,3 +71,12 @@ def test_asking_for_everyones_collections_shows_a_non_administrator_only_their_o
 
     assert "root&#39;s picks" not in page
     assert "Everyone's collections" not in page
+
+
+def test_a_collection_made_outside_a_request_belongs_to_the_owner_it_is_given(accounts):
+    with accounts.app_context():
+        collection = curation.create_collection("From the shell", owner_id=find_user("alice").id)
+        assert collection.owner_id == find_user("alice").id
+
+    assert "From the shell" in signed_in(accounts, "alice").get("/collections").text
+    assert "From the shell" not in signed_in(accounts, "root").get("/collections").text

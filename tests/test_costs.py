@@ -278,7 +278,7 @@ def test_refused_prompt_costs_nothing(client):
 def test_job_canceled_before_it_was_sent_costs_nothing(idle_app):
     with idle_app.app_context():
         job, _ = jobs.create_job(
-            JobRequest(prompt="never mind", provider=DALL_E_3, size="1024x1024")
+            JobRequest(prompt="never mind", provider=DALL_E_3, size="1024x1024"), owner_id=None
         )
         canceled = jobs.cancel_job(job.id)
 
@@ -287,7 +287,9 @@ def test_job_canceled_before_it_was_sent_costs_nothing(idle_app):
 
 def test_job_canceled_after_it_was_sent_keeps_its_estimate(idle_app):
     with idle_app.app_context():
-        job, _ = jobs.create_job(JobRequest(prompt="too late", provider=DALL_E_3, size="1024x1024"))
+        job, _ = jobs.create_job(
+            JobRequest(prompt="too late", provider=DALL_E_3, size="1024x1024"), owner_id=None
+        )
         jobs.mark_submitting(jobs.claim_due_job())
         canceled = jobs.cancel_job(job.id)
 

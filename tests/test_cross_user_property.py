@@ -38,7 +38,8 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import delete, select
 
-from app import auth, search
+from app import search
+from app.auth import accounts
 from app.models import (
     Collection,
     CollectionImage,
@@ -101,7 +102,7 @@ def test_two_users_never_lose_each_others_files_or_see_each_others_rows(app_fact
             for user in USERS:
                 name = f"{user}{number}"
                 with app.app_context():
-                    auth.create_user(name, PASSWORD)
+                    accounts.create_user(name, PASSWORD)
                 client = app.test_client()
                 form = {
                     "username": name,
@@ -188,7 +189,7 @@ def test_two_users_never_lose_each_others_files_or_see_each_others_rows(app_fact
                 form = {"csrf_token": self.csrf[user], "name": "Favourites"}
                 assert self.clients[user].post("/collections", data=form).status_code == 303
                 with self.app.app_context():
-                    owner = auth.find_user(self.names[user]).id
+                    owner = accounts.find_user(self.names[user]).id
                     self.collection[user] = db.session.scalar(
                         select(Collection.id).where(Collection.owner_id == owner)
                     )

@@ -101,8 +101,8 @@ def test_job_prompt_stays_searchable_after_its_images_are_purged(ctx, client):
 
 def test_collections_hold_images_and_an_image_can_be_in_several(ctx, client):
     first, second = make_images(client, "autumn leaves")
-    autumn = curation.create_collection("  Autumn   walks ")
-    best = curation.create_collection("Best")
+    autumn = curation.create_collection("  Autumn   walks ", owner_id=None)
+    best = curation.create_collection("Best", owner_id=None)
 
     assert autumn.name == "Autumn walks"
     assert curation.add_to_collection(autumn.id, [first, second]) == 2
@@ -119,16 +119,16 @@ def test_collections_hold_images_and_an_image_can_be_in_several(ctx, client):
 @pytest.mark.parametrize("name", ["", "   ", "x" * 101])
 def test_bad_collection_names_are_refused(ctx, name):
     with pytest.raises(ValidationError) as refused:
-        curation.create_collection(name)
+        curation.create_collection(name, owner_id=None)
 
     assert refused.value.field == "name"
 
 
 def test_duplicate_collection_name_is_refused(ctx):
-    curation.create_collection("Birds")
+    curation.create_collection("Birds", owner_id=None)
 
     with pytest.raises(ValidationError, match="already"):
-        curation.create_collection("Birds")
+        curation.create_collection("Birds", owner_id=None)
 
 
 def test_empty_selection_and_unknown_collection_are_refused(ctx, client):

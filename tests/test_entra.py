@@ -313,7 +313,9 @@ def test_an_api_key_keeps_the_generic_message():
 
 
 def queue_async(prompt: str) -> int:
-    job, _ = jobs.create_job(JobRequest(prompt=prompt, provider="azure-async", size="256x256", n=1))
+    job, _ = jobs.create_job(
+        JobRequest(prompt=prompt, provider="azure-async", size="256x256", n=1), owner_id=None
+    )
     return job.id
 
 

@@ -131,7 +131,7 @@ def trashed(app, image_ids) -> list[bool]:
 
 def make_collection(app, name: str) -> int:
     with app.app_context():
-        return curation.create_collection(name).id
+        return curation.create_collection(name, owner_id=None).id
 
 
 # --- paging -------------------------------------------------------------------------------------
@@ -243,7 +243,7 @@ def test_each_filter_narrows_the_gallery_and_filters_combine(small_app):
     )
     with small_app.app_context():
         curation.set_favorite([plain[0], dalle3[0]], True)
-        holiday = curation.create_collection("Holiday").id
+        holiday = curation.create_collection("Holiday", owner_id=None).id
         curation.add_to_collection(holiday, [plain[1], big[0]])
         curation.trash([later[0]])
 

@@ -10,9 +10,12 @@ import time
 
 import pytest
 import requests
+from flask import has_request_context
 from sqlalchemy import func, select
 
-from app import auth, jobs
+from app import jobs, limits
+from app.auth.accounts import create_user, find_user
+from app.auth.tokens import create_token
 from app.models import Job, JobStatus, ProviderPause, User, db, utcnow, write_transaction
 from app.providers import build_clients
 from app.providers.generations import GENERATE_ATTEMPTS
@@ -153,14 +156,11 @@ def test_each_account_has_its_own_quota_and_may_have_its_own_limit(app_factory):
         start_worker=False, ATELIER_AUTH="on", ATELIER_DAILY_IMAGE_QUOTA=2, **DEPLOYMENTS
     )
     with app.app_context():
-        alice = auth.create_user("alice", "correct horse battery")
-        auth.create_user("bob", "correct horse battery")
+        alice = create_user("alice", "correct horse battery")
+        create_user("bob", "correct horse battery")
         with write_transaction() as session:
             session.get(User, alice.id).daily_image_quota = 1
-        tokens = {
-            name: auth.create_token(auth.find_user(name).id, "tests")[1]
-            for name in ("alice", "bob")
-        }
+        tokens = {name: create_token(find_user(name).id, "tests")[1] for name in ("alice", "bob")}
     client = app.test_client()
 
     def as_user(name):
@@ -178,6 +178,29 @@ def test_each_account_has_its_own_quota_and_may_have_its_own_limit(app_factory):
     assert as_user("bob").status_code == 429
 
 
+def test_a_job_created_outside_a_request_belongs_to_the_owner_it_is_given(app_factory):
+    """The CLI and the worker have no signed-in user: the owner they pass is recorded, and the
+    job counts against that owner's quota, not the ownerless bucket's."""
+    app = app_factory(
+        start_worker=False, ATELIER_AUTH="on", ATELIER_DAILY_IMAGE_QUOTA=1, **DEPLOYMENTS
+    )
+    with app.app_context():
+        assert not has_request_context()
+        alice = create_user("alice", "correct horse battery")
+        request = JobRequest(prompt="a kite from the shell", provider=DALL_E_3, size="1024x1024")
+
+        job, created = jobs.create_job(request, owner_id=alice.id)
+        ownerless, _ = jobs.create_job(
+            dataclasses.replace(request, prompt="nobody's kite"), owner_id=None
+        )
+
+        assert created and db.session.get(Job, job.id).owner_id == alice.id
+        assert db.session.get(Job, ownerless.id).owner_id is None
+        assert limits.limits_for(alice).images_today == 1
+        with pytest.raises(jobs.LimitReached):
+            jobs.create_job(dataclasses.replace(request, prompt="one too many"), owner_id=alice.id)
+
+
 # --- concurrency cap ----------------------------------------------------------------------------
 
 
@@ -193,7 +216,9 @@ def stepper(app_factory):
 
 
 def queue(prompt: str, provider: str = DALL_E_3) -> int:
-    job, _ = jobs.create_job(JobRequest(prompt=prompt, provider=provider, size="1024x1024"))
+    job, _ = jobs.create_job(
+        JobRequest(prompt=prompt, provider=provider, size="1024x1024"), owner_id=None
+    )
     return job.id
 
 
@@ -260,7 +285,7 @@ def test_rate_limited_submission_pauses_the_provider_for_every_worker(stepper, e
         assert jobs.get_job(storm[0]).status == JobStatus.QUEUED
         assert jobs.get_job(storm[0]).next_attempt_at >= pauses[0].paused_until
         # Keep the pause on while the test looks (the emulator asked for only 100 ms).
-        paused_until = jobs.pause_provider(GPT_IMAGE, 60, pauses[0].reason)
+        paused_until = limits.pause_provider(GPT_IMAGE, 60, pauses[0].reason)
         other = queue("another deployment is not paused")
 
         while worker.run_once():
@@ -286,10 +311,12 @@ def test_polls_of_submitted_jobs_go_on_while_their_provider_is_paused(app_factor
     worker = Worker(app, build_clients(app.config), threads=0)
     with app.app_context():
         request = JobRequest(prompt="a slow lighthouse", provider="azure-async", size="256x256")
-        job, _ = jobs.create_job(request)
+        job, _ = jobs.create_job(request, owner_id=None)
         assert worker.run_once() is True  # submitted; polling from now on
-        jobs.pause_provider("azure-async", 60, "rate limited in a test")
-        waiting, _ = jobs.create_job(dataclasses.replace(request, prompt="sent after the pause"))
+        limits.pause_provider("azure-async", 60, "rate limited in a test")
+        waiting, _ = jobs.create_job(
+            dataclasses.replace(request, prompt="sent after the pause"), owner_id=None
+        )
 
         give_up = time.monotonic() + 15
         while not jobs.get_job(job.id).is_final and time.monotonic() < give_up:

@@ -10,7 +10,8 @@ from flask import Flask
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
-from app import auth, openapi
+from app import openapi
+from app.auth import accounts, tokens
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 HTTP_METHODS = {"get", "put", "post", "delete", "patch"}
@@ -68,8 +69,8 @@ def test_the_api_serves_the_document(app, client):
 def test_the_document_needs_a_token_like_the_rest_of_the_api(app_factory):
     secure = app_factory(start_worker=False, ATELIER_AUTH="on")
     with secure.app_context():
-        user = auth.create_user("reader", "correct-horse-battery-staple-9")
-        _row, token = auth.create_token(user.id, "docs")
+        user = accounts.create_user("reader", "correct-horse-battery-staple-9")
+        _row, token = tokens.create_token(user.id, "docs")
     client = secure.test_client()
     anonymous = client.get("/api/openapi.json")
     assert anonymous.status_code == 401

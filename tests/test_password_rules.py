@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app import auth
+from app.auth import accounts
 from app.validation import ValidationError
 
 
@@ -13,7 +13,7 @@ from app.validation import ValidationError
 )
 def test_a_common_password_is_refused_saying_why(password):
     with pytest.raises(ValidationError) as raised:
-        auth.check_password_rules(password)
+        accounts.check_password_rules(password)
 
     assert raised.value.field == "password"
     assert "harder to guess" in raised.value.message
@@ -21,7 +21,7 @@ def test_a_common_password_is_refused_saying_why(password):
 
 def test_a_password_made_of_the_username_is_refused(idle_app):
     with idle_app.app_context(), pytest.raises(ValidationError, match="harder to guess"):
-        auth.create_user("margaretha", "margaretha12")
+        accounts.create_user("margaretha", "margaretha12")
 
 
 @pytest.mark.parametrize(
@@ -29,13 +29,16 @@ def test_a_password_made_of_the_username_is_refused(idle_app):
     ["correct horse battery staple", "a long enough password", "maple kettle orbit drum " * 40],
 )
 def test_a_strong_or_very_long_password_is_accepted(password):
-    auth.check_password_rules(password)
+    accounts.check_password_rules(password)
 
 
 def test_changing_to_a_common_password_is_refused_and_keeps_the_old_one(idle_app):
     with idle_app.app_context():
-        user = auth.create_user("carol", "correct horse battery staple")
+        user = accounts.create_user("carol", "correct horse battery staple")
         with pytest.raises(ValidationError, match="harder to guess"):
-            auth.set_password(user.id, "password1234")
+            accounts.set_password(user.id, "password1234")
 
-        assert auth.authenticate("carol", "correct horse battery staple", "127.0.0.1").id == user.id
+        assert (
+            accounts.authenticate("carol", "correct horse battery staple", "127.0.0.1").id
+            == user.id
+        )

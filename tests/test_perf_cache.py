@@ -58,7 +58,7 @@ def older_images(app, count: int) -> list[int]:
 
 def make_collection(app, name: str) -> int:
     with app.app_context():
-        return curation.create_collection(name).id
+        return curation.create_collection(name, owner_id=None).id
 
 
 # --- the gallery ---------------------------------------------------------------------------------

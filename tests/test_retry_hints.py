@@ -241,7 +241,9 @@ def sync_app(app_factory):
 
 
 def queue(provider: str = GPT_IMAGE, size: str = "1024x1024") -> int:
-    job, _ = jobs.create_job(JobRequest(prompt="a busy day", provider=provider, size=size))
+    job, _ = jobs.create_job(
+        JobRequest(prompt="a busy day", provider=provider, size=size), owner_id=None
+    )
     return job.id
 
 
@@ -380,7 +382,8 @@ def test_an_always_rate_limited_emulator_never_holds_the_worker_long(app_factory
     worker = Worker(app, build_clients(app.config), threads=0)
     with app.app_context():
         job, _ = jobs.create_job(
-            JobRequest(prompt="busy [ratelimit-always]", provider=GPT_IMAGE, size="1024x1024")
+            JobRequest(prompt="busy [ratelimit-always]", provider=GPT_IMAGE, size="1024x1024"),
+            owner_id=None,
         )
 
         started = time.monotonic()

@@ -21,10 +21,21 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 from werkzeug.routing import IntegerConverter
 
-from app import auth
+from app.auth import accounts, exposure, tokens
 from app.config import ConfigError
-from app.models import ApiToken, Image, Job, ShareLink, User, db, utcnow, write_transaction
+from app.models import (
+    ApiToken,
+    Image,
+    Job,
+    LoginAttempt,
+    ShareLink,
+    User,
+    db,
+    utcnow,
+    write_transaction,
+)
 from app.security import CONTENT_SECURITY_POLICY
+from app.validation import ValidationError
 from tests.helpers import EMULATOR_KEY, ROOT, csrf_token, token_in, wait_for_job
 
 PASSWORD = "correct horse battery"
@@ -41,9 +52,9 @@ def sign_in(client: FlaskClient, username: str, password: str = PASSWORD) -> Any
 def secure_app(app_factory: Any) -> Flask:
     app = app_factory(ATELIER_AUTH="on", ATELIER_EMULATOR_LATENCY_SECONDS=0)
     with app.app_context():
-        auth.create_user("alice", PASSWORD)
-        auth.create_user("bob", PASSWORD)
-        auth.create_user("root", PASSWORD, admin=True)
+        accounts.create_user("alice", PASSWORD)
+        accounts.create_user("bob", PASSWORD)
+        accounts.create_user("root", PASSWORD, admin=True)
     return app
 
 
@@ -55,8 +66,8 @@ def client_of(app: Flask, username: str) -> FlaskClient:
 
 def token_for(app: Flask, username: str) -> str:
     with app.app_context():
-        user = auth.find_user(username)
-        _row, token = auth.create_token(user.id, "tests")
+        user = accounts.find_user(username)
+        _row, token = tokens.create_token(user.id, "tests")
     return token
 
 
@@ -194,7 +205,7 @@ def test_wrong_password_and_unknown_user_look_the_same(secure_app):
 
 def test_sign_in_is_rate_limited(secure_app):
     client = secure_app.test_client()
-    for _ in range(auth.LOGIN_FAILURES_PER_USER):
+    for _ in range(accounts.LOGIN_FAILURES_PER_USER):
         assert sign_in(client, "alice", "wrong password guess").status_code == 401
     blocked = sign_in(client, "alice")  # even the right password waits now
     assert blocked.status_code == 429
@@ -203,7 +214,7 @@ def test_sign_in_is_rate_limited(secure_app):
     assert sign_in(client, "bob").status_code == 303  # other accounts are not locked
     with secure_app.app_context(), write_transaction() as session:
         session.execute(
-            update(auth.LoginAttempt).values(at=utcnow() - auth.LOGIN_WINDOW - timedelta(1))
+            update(LoginAttempt).values(at=utcnow() - accounts.LOGIN_WINDOW - timedelta(1))
         )
     assert sign_in(secure_app.test_client(), "alice").status_code == 303
 
@@ -230,12 +241,12 @@ def test_passwords_are_hashed_and_rules_enforced(secure_app):
     with secure_app.app_context():
         row = db.session.scalar(select(User).where(User.username == "alice"))
         assert PASSWORD not in row.password_hash and row.password_hash.startswith("scrypt:")
-        with pytest.raises(auth.ValidationError, match="at least 12"):
-            auth.create_user("carol", "short")
-        with pytest.raises(auth.ValidationError, match="already"):
-            auth.create_user("ALICE", PASSWORD)
-        with pytest.raises(auth.ValidationError, match="username"):
-            auth.create_user("../etc", PASSWORD)
+        with pytest.raises(ValidationError, match="at least 12"):
+            accounts.create_user("carol", "short")
+        with pytest.raises(ValidationError, match="already"):
+            accounts.create_user("ALICE", PASSWORD)
+        with pytest.raises(ValidationError, match="username"):
+            accounts.create_user("../etc", PASSWORD)
 
 
 def test_changing_the_password_ends_other_sessions(secure_app):
@@ -263,8 +274,8 @@ def test_changing_the_password_ends_other_sessions(secure_app):
 def test_first_account_comes_from_the_environment_or_a_one_time_link(app_factory):
     app = app_factory(ATELIER_AUTH="on", ATELIER_ADMIN_PASSWORD="the admin password!")
     with app.app_context():
-        assert auth.bootstrap_admin(app).is_admin
-        assert auth.bootstrap_admin(app) is None  # only when no account exists
+        assert accounts.bootstrap_admin(app).is_admin
+        assert accounts.bootstrap_admin(app) is None  # only when no account exists
     assert sign_in(app.test_client(), "admin", "the admin password!").status_code == 303
 
     from app import setup
@@ -282,20 +293,20 @@ def test_first_account_comes_from_the_environment_or_a_one_time_link(app_factory
     assert client.get("/").status_code == 200  # signed in as the new admin
     assert client.get(f"/setup?token={token}").status_code == 404  # used up
     with empty.app_context():
-        assert auth.find_user("owner").is_admin
+        assert accounts.find_user("owner").is_admin
 
 
 def test_exposed_servers_need_sign_in_configured(app_factory):
     open_app = app_factory(start_worker=False)  # ATELIER_AUTH=off in tests
-    auth.check_exposure(open_app, ["127.0.0.1", "::1", "localhost"])
+    exposure.check_exposure(open_app, ["127.0.0.1", "::1", "localhost"])
     with pytest.raises(ConfigError, match="only allowed on 127.0.0.1"):
-        auth.check_exposure(open_app, ["0.0.0.0"])
+        exposure.check_exposure(open_app, ["0.0.0.0"])
     no_accounts = app_factory(start_worker=False, ATELIER_AUTH="on")
     with pytest.raises(ConfigError, match="ATELIER_ADMIN_PASSWORD"):
-        auth.check_exposure(no_accounts, ["192.168.1.5"])
+        exposure.check_exposure(no_accounts, ["192.168.1.5"])
     with no_accounts.app_context():
-        auth.create_user("owner", PASSWORD, admin=True)
-    auth.check_exposure(no_accounts, ["192.168.1.5"])
+        accounts.create_user("owner", PASSWORD, admin=True)
+    exposure.check_exposure(no_accounts, ["192.168.1.5"])
 
 
 def test_python_m_app_refuses_a_public_address_without_sign_in(tmp_path):
@@ -536,8 +547,8 @@ def test_api_tokens_are_hashed_revocable_and_need_no_csrf(secure_app):
         assert client.get("/api/jobs", headers={"Authorization": bad}).status_code == 401, bad
     with secure_app.app_context():
         row = db.session.scalar(select(ApiToken))
-        assert row.token_hash == auth.hash_token(token) and token not in row.prefix * 2
-        assert auth.revoke_token(row.user_id, row.id)
+        assert row.token_hash == tokens.hash_token(token) and token not in row.prefix * 2
+        assert tokens.revoke_token(row.user_id, row.id)
     assert client.get("/api/jobs", headers=bearer).status_code == 401
 
 
@@ -691,7 +702,7 @@ def test_https_mode_sets_hsts_and_a_secure_host_cookie(app_factory):
         ATELIER_PUBLIC_URL="https://atelier.example/",
     )
     with app.app_context():
-        auth.create_user("alice", PASSWORD)
+        accounts.create_user("alice", PASSWORD)
     client = app.test_client()
     response = client.get("/login", base_url="https://atelier.example")
     assert response.headers["Strict-Transport-Security"].startswith("max-age=31536000")

@@ -15,7 +15,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app import auth, consistency, storage
+from app import consistency, storage
+from app.auth import accounts
 from tests.helpers import EMULATOR_KEY, csrf_token, wait_for_job
 
 PASSWORD = "correct horse battery"
@@ -36,8 +37,8 @@ def shared_app(app_factory: Any, emulator: Any) -> Flask:
         AZURE_OPENAI_DEPLOYMENT="gpt-image-1=gpt-image-1",
     )
     with app.app_context():
-        auth.create_user("alice", PASSWORD)
-        auth.create_user("bob", PASSWORD)
+        accounts.create_user("alice", PASSWORD)
+        accounts.create_user("bob", PASSWORD)
     return app
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from app import auth
+from app.auth import accounts
 from app.models import LoginAttempt, db
 from tests.helpers import csrf_token
 
@@ -22,7 +22,7 @@ OWNER = "198.51.100.20"
 def secure_app(app_factory: Any):
     app = app_factory(start_worker=False, ATELIER_AUTH="on")
     with app.app_context():
-        auth.create_user("alice", PASSWORD)
+        accounts.create_user("alice", PASSWORD)
     return app
 
 
@@ -43,14 +43,14 @@ def checked_passwords(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every password the server actually checked (the hash comparison is what a guess costs)."""
     checked: list[str] = []
     lock = threading.Lock()
-    real = auth.check_password_hash
+    real = accounts.check_password_hash
 
     def counting(stored: str, password: str) -> bool:
         with lock:
             checked.append(password)
         return real(stored, password)
 
-    monkeypatch.setattr(auth, "check_password_hash", counting)
+    monkeypatch.setattr(accounts, "check_password_hash", counting)
     return checked
 
 
@@ -60,17 +60,17 @@ def test_concurrent_guesses_check_no_more_passwords_than_the_limit(secure_app, c
     with ThreadPoolExecutor(max_workers=20) as pool:
         statuses = list(pool.map(lambda guess: sign_in(secure_app, guess, ATTACKER), guesses))
 
-    assert len(checked_passwords) <= auth.LOGIN_FAILURES_PER_USER
-    assert statuses.count(429) >= len(guesses) - auth.LOGIN_FAILURES_PER_USER
+    assert len(checked_passwords) <= accounts.LOGIN_FAILURES_PER_USER
+    assert statuses.count(429) >= len(guesses) - accounts.LOGIN_FAILURES_PER_USER
     if PASSWORD not in checked_passwords:
         assert statuses[-1] == 429  # the right one was not let in past the limit
     with secure_app.app_context():
         recorded = db.session.scalar(select(func.count()).select_from(LoginAttempt))
-    assert recorded <= auth.LOGIN_FAILURES_PER_USER
+    assert recorded <= accounts.LOGIN_FAILURES_PER_USER
 
 
 def test_a_right_password_does_not_count_as_a_failure(secure_app):
-    for _ in range(auth.LOGIN_FAILURES_PER_USER + 2):
+    for _ in range(accounts.LOGIN_FAILURES_PER_USER + 2):
         assert sign_in(secure_app, PASSWORD, ATTACKER) == 303
 
     with secure_app.app_context():
@@ -78,7 +78,7 @@ def test_a_right_password_does_not_count_as_a_failure(secure_app):
 
 
 def test_failures_from_a_stranger_do_not_lock_the_owner_out(secure_app):
-    for _ in range(auth.LOGIN_FAILURES_PER_USER):
+    for _ in range(accounts.LOGIN_FAILURES_PER_USER):
         assert sign_in(secure_app, "a stranger's guess", ATTACKER) == 401
 
     assert sign_in(secure_app, PASSWORD, ATTACKER) == 429  # the stranger's address waits
@@ -88,8 +88,8 @@ def test_failures_from_a_stranger_do_not_lock_the_owner_out(secure_app):
 def test_one_address_cannot_try_many_accounts(secure_app):
     with secure_app.app_context():
         for i in range(4):
-            auth.create_user(f"user{i}", PASSWORD)
-    names = [f"user{i % 4}" for i in range(auth.LOGIN_FAILURES_PER_IP)]
+            accounts.create_user(f"user{i}", PASSWORD)
+    names = [f"user{i % 4}" for i in range(accounts.LOGIN_FAILURES_PER_IP)]
     for name in names:
         client = client_from(secure_app, ATTACKER)
         token = csrf_token(client, "/login")

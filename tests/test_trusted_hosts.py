@@ -18,7 +18,8 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from app import auth, security
+from app import security
+from app.auth import accounts
 from app.config import ConfigError
 from app.models import Image, Job, ShareLink, db, utcnow, write_transaction
 from tests.helpers import free_port, token_in, wait_for_job
@@ -169,7 +170,7 @@ def insert_image(app, prompt: str = "a quiet harbour") -> int:
 
 def share_link(app, host: str) -> str:
     with app.app_context():
-        auth.create_user("alice", PASSWORD, admin=True)
+        accounts.create_user("alice", PASSWORD, admin=True)
     image_id = insert_image(app)
     client = app.test_client()
     headers = {"Host": host}

@@ -25,7 +25,7 @@ def stepper(idle_app, emulator):
 
 def queue(prompt: str = "a step at a time", n: int = 1) -> int:
     request = JobRequest(prompt=prompt, provider="azure-async", size="256x256", n=n)
-    job, _ = jobs.create_job(request)
+    job, _ = jobs.create_job(request, owner_id=None)
     return job.id
 
 

@@ -12,7 +12,7 @@ account   sign-in, first-account setup, sign-out, the account page (password, AP
 shares    share links: create, revoke, and the public /s/<token> pages
 costs     the cost estimate shown before submitting
 
-Every request is identified first (`app.auth.identify`); without sign-in only the public
+Every request is identified first (`app.auth.sessions.identify`); without sign-in only the public
 endpoints answer, and every query is scoped to what the viewer may see.
 """
 
@@ -22,7 +22,8 @@ from flask import Flask, Response, current_app, g, redirect, render_template, re
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
-from app import auth, parsing, security
+from app import parsing, security
+from app.auth import scoping, sessions
 from app.views import (
     account,
     api,
@@ -99,15 +100,15 @@ def _check_host() -> tuple[Response | str, int] | None:
 
 def _identify() -> Response | tuple[Response | str, int] | None:
     """Who is asking; refuse anonymous requests outside the public endpoints."""
-    viewer = auth.identify()
+    viewer = sessions.identify()
     g.viewer = viewer
     if viewer is not None:
-        auth.set_scope(viewer.owner_filter)
+        scoping.set_scope(viewer.owner_filter)
         # Cached renders are kept per user (pages show the user's name; the CSRF token is
         # filled in per answer by the caches themselves).
         g.viewer_key = str(viewer.user.id) if viewer.user else ""
         return None
-    auth.set_scope(NOBODY)
+    scoping.set_scope(NOBODY)
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
     return _sign_in_required()

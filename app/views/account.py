@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from app import auth, setup
+from app import setup
+from app.auth import accounts, sessions, shares, tokens
 from app.models import User
 from app.validation import ValidationError
 
@@ -20,32 +21,32 @@ bp = Blueprint("account", __name__)
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Response | str | tuple[str, int]:
-    if not auth.auth_enabled():
+    if not sessions.auth_enabled():
         return redirect(url_for("pages.index"), 303)
     next_url = safe_next(request.values.get("next"))
-    if auth.user_count() == 0:
+    if accounts.user_count() == 0:
         return render_template("account/setup.html", token=None, next=next_url), 200
     if request.method == "GET":
         return render_template("account/login.html", next=next_url, username="")
     username = request.form.get("username", "")
     try:
-        user = auth.authenticate(
+        user = accounts.authenticate(
             username, request.form.get("password", ""), request.remote_addr or ""
         )
-    except auth.AuthError as error:
+    except accounts.AuthError as error:
         status = 429 if error.retry_after else 401
         headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
         body = render_template(
             "account/login.html", next=next_url, username=username, error=error.message
         )
         return body, status, headers  # type: ignore[return-value]
-    auth.sign_in(user)
+    sessions.sign_in(user)
     return redirect(next_url or url_for("pages.index"), 303)
 
 
 @bp.post("/logout")
 def logout() -> Response:
-    auth.sign_out()
+    sessions.sign_out()
     return redirect(url_for("account.login"), 303)
 
 
@@ -53,7 +54,7 @@ def logout() -> Response:
 def first_account() -> Response | str | tuple[str, int]:
     """Create the first (admin) account with the one-time token printed at start-up."""
     token = request.values.get("token", "")
-    if not auth.auth_enabled() or auth.user_count() > 0 or not setup.token_matches(token):
+    if not sessions.auth_enabled() or accounts.user_count() > 0 or not setup.token_matches(token):
         abort(404, "There is no setup to do here. Sign in instead.")
     if request.method == "GET":
         return render_template("account/setup.html", token=token, username="")
@@ -68,7 +69,7 @@ def first_account() -> Response | str | tuple[str, int]:
             "account/setup.html", token=token, username=username, error=error.message
         )
         return body, 422
-    auth.sign_in(user)
+    sessions.sign_in(user)
     return redirect(url_for("pages.index"), 303)
 
 
@@ -83,16 +84,16 @@ def change_password() -> Response | tuple[str, int]:
     current = request.form.get("current", "")
     new = request.form.get("password", "")
     try:
-        auth.authenticate(user.username, current, request.remote_addr or "")
+        accounts.authenticate(user.username, current, request.remote_addr or "")
         if new != request.form.get("confirm", ""):
             raise ValidationError("confirm", "The two new passwords are not the same.")
-        auth.set_password(user.id, new)
-    except (auth.AuthError, ValidationError) as error:
+        accounts.set_password(user.id, new)
+    except (accounts.AuthError, ValidationError) as error:
         return _account_error(user, error.message)
-    auth.sign_in(user)  # every other session ended; this browser gets a fresh one
+    sessions.sign_in(user)  # every other session ended; this browser gets a fresh one
     message = "Password changed. Other browsers are signed out."
     if request.form.get("revoke_tokens"):
-        revoked = auth.revoke_tokens_of(user.id)
+        revoked = tokens.revoke_tokens_of(user.id)
         message += f" {revoked} API token{'s' if revoked != 1 else ''} revoked."
     flash(message)
     return redirect(url_for("account.page"), 303)
@@ -104,9 +105,11 @@ def create_token() -> str | tuple[str, int]:
     browser left signed in is not enough)."""
     user = _user()
     try:
-        auth.authenticate(user.username, request.form.get("current", ""), request.remote_addr or "")
-        _row, token = auth.create_token(user.id, request.form.get("name", ""))
-    except (auth.AuthError, ValidationError) as error:
+        accounts.authenticate(
+            user.username, request.form.get("current", ""), request.remote_addr or ""
+        )
+        _row, token = tokens.create_token(user.id, request.form.get("name", ""))
+    except (accounts.AuthError, ValidationError) as error:
         return _account_error(user, error.message)
     return _render_account(user, new_token=token), 201
 
@@ -114,7 +117,7 @@ def create_token() -> str | tuple[str, int]:
 @bp.post("/account/tokens/<int:token_id>/revoke")
 def revoke_token(token_id: int) -> Response:
     user = _user()
-    if not auth.revoke_token(user.id, token_id):
+    if not tokens.revoke_token(user.id, token_id):
         abort(404, "There is no such token.")
     flash("Token revoked.")
     return redirect(url_for("account.page"), 303)
@@ -135,7 +138,7 @@ def safe_next(raw: str | None) -> str | None:
 
 
 def _user() -> User:
-    user = auth.current_user()
+    user = sessions.current_user()
     if user is None:  # open mode has no account to manage
         abort(404, "Sign-in is off (ATELIER_AUTH=off), so there is no account to manage.")
     return user
@@ -150,8 +153,8 @@ def _render_account(user: User, *, new_token: str | None = None, error: str | No
     return render_template(
         "account/account.html",
         user=user,
-        tokens=auth.tokens_of(user.id),
-        shares=auth.shares_of(None if user.is_admin else user.id),
+        tokens=tokens.tokens_of(user.id),
+        shares=shares.shares_of(None if user.is_admin else user.id),
         new_token=new_token,
         error=error,
     )

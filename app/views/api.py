@@ -9,7 +9,8 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from flask_wtf.csrf import CSRFError
 
-from app import auth, csrf, jobs, library, pricing
+from app import csrf, jobs, library, pricing
+from app.auth import sessions
 from app.models import Image, Job
 from app.providers.catalog import Target
 from app.validation import ValidationError, parse_idempotency_key, parse_job_request
@@ -29,7 +30,7 @@ def _forgery_check() -> None:
     """
     if request.method in SAFE_METHODS:
         return
-    viewer = auth.current_viewer()
+    viewer = sessions.current_viewer()
     if viewer is None or viewer.via == "token":
         return
     if viewer.via == "session":
@@ -94,7 +95,9 @@ def create_job() -> tuple[Response, int]:
         return api_error(400, "invalid_json", message)
     job_request = parse_job_request(body, current_app.config["ATELIER_TARGETS"])
     key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
-    job, created = jobs.create_job(job_request, idempotency_key=key)
+    job, created = jobs.create_job(
+        job_request, owner_id=sessions.current_user_id(), idempotency_key=key
+    )
     return _accepted(job, replayed=not created)
 
 
@@ -132,7 +135,7 @@ def cancel_job(job_id: int) -> Response:
 
 @bp.post("/jobs/<int:job_id>/retry")
 def retry_job(job_id: int) -> tuple[Response, int]:
-    return _accepted(jobs.retry_job(job_id))
+    return _accepted(jobs.retry_job(job_id, owner_id=sessions.current_user_id()))
 
 
 @bp.delete("/jobs/<int:job_id>")

@@ -18,7 +18,8 @@ from typing import Any
 from flask import Flask, current_app, g
 from markupsafe import Markup, escape
 
-from app import auth, diffs, limits, lineage, pricing
+from app import diffs, limits, lineage, pricing
+from app.auth import sessions
 from app.image_models import ImageModel
 from app.models import Job, JobPhase, JobStatus, utcnow
 from app.validation import ValidationError, form_size, parse_n, parse_options, parse_size
@@ -112,7 +113,7 @@ def wait_reasons(jobs: Iterable[Job]) -> dict[int, str]:
 
 def viewer_limits() -> limits.Limits:
     """The viewer's quota and budget and what is used of them (the cost estimate shows it)."""
-    return limits.limits_for(auth.current_user())
+    return limits.limits_for(sessions.current_user())
 
 
 # --- filters and globals ------------------------------------------------------------------------

@@ -91,8 +91,9 @@ class PromptForm(FlaskForm):
         names = [*MODEL_FIELDS, *(option.name for option in self.target.model.options)]
         return {name: request.form.get(name) for name in names}
 
-    def create_job(self) -> Job | None:
-        """Create the job the form describes, or return None with errors on the fields."""
+    def create_job(self, *, owner_id: int | None) -> Job | None:
+        """Create the job the form describes, owned by `owner_id`, or return None with errors
+        on the fields."""
         parsed = self.job_request()
         if parsed is None:
             return None
@@ -103,6 +104,7 @@ class PromptForm(FlaskForm):
         try:
             job, _ = jobs.create_job(
                 job_request,
+                owner_id=owner_id,
                 idempotency_key=key,
                 parent_id=parent_id,
                 origin="reuse" if parent_id else None,

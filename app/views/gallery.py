@@ -29,7 +29,8 @@ from flask import (
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
-from app import auth, curation, library, page_cache, storage, zipstream
+from app import curation, library, page_cache, storage, zipstream
+from app.auth import sessions
 from app.library import GalleryFilters, Page
 from app.models import Collection, Image, ImageStatus, utcnow
 from app.parsing import parse_id
@@ -259,16 +260,11 @@ def download_zip() -> Response:
 # --- collections --------------------------------------------------------------------------------
 
 
-def _viewer_id() -> int | None:
-    user = auth.current_user()
-    return user.id if user is not None else None
-
-
 def _collections_listed() -> list:
     """The viewer's own collections; an administrator asks for everyone's with ?owner=all."""
-    user = auth.current_user()
+    user = sessions.current_user()
     everyone = bool(user and user.is_admin and request.args.get("owner") == "all")
-    return library.collections_with_counts(_viewer_id(), everyone=everyone)
+    return library.collections_with_counts(sessions.current_user_id(), everyone=everyone)
 
 
 @bp.get("/collections")
@@ -279,7 +275,9 @@ def collections() -> str:
 @bp.post("/collections")
 def create_collection() -> Response | tuple[str, int]:
     try:
-        collection = curation.create_collection(request.form.get("name", ""))
+        collection = curation.create_collection(
+            request.form.get("name", ""), owner_id=sessions.current_user_id()
+        )
     except ValidationError as error:
         page = render_template(
             "gallery/collections.html",
@@ -297,7 +295,9 @@ def create_collection_partial() -> Response:
     """The collections section again: the new one listed, or the form with its error."""
     error, name, status = None, "", 201
     try:
-        curation.create_collection(request.form.get("name", ""))
+        curation.create_collection(
+            request.form.get("name", ""), owner_id=sessions.current_user_id()
+        )
     except ValidationError as refused:
         error, name, status = refused.message, request.form.get("name", ""), 422
     body = render_template(
@@ -402,7 +402,7 @@ def _render_gallery(
         "gallery/gallery.html",
         **context,
         collection=collection,
-        collections=curation.own_collections(_viewer_id()),
+        collections=curation.own_collections(sessions.current_user_id()),
         choices=_filter_choices(filters),
         messages=get_flashed_messages(category_filter=["gallery"]),
         error=error,
@@ -418,7 +418,7 @@ def _empty_gallery_context() -> dict[str, Any]:
         "seen": None,
         "next_url": url_for("gallery.index"),
         "collection": None,
-        "collections": curation.own_collections(_viewer_id()),
+        "collections": curation.own_collections(sessions.current_user_id()),
         "choices": _filter_choices(filters),
         "messages": [],
     }

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, abort, jsonify
 
-from app import auth, metrics
+from app import metrics
+from app.auth import sessions
 
 bp = Blueprint("health", __name__)
 
@@ -31,7 +32,7 @@ def readyz() -> tuple[Response, int, dict[str, str]]:
 def prometheus_metrics() -> tuple[str, int, dict[str, str]]:
     # Signed-in callers only (the gate in app.views), and of those only admins: the numbers
     # describe everyone's work. Prometheus scrapes with an admin's API token.
-    viewer = auth.current_viewer()
+    viewer = sessions.current_viewer()
     if viewer is None or not viewer.is_admin:
         abort(403, "Only an administrator may read the metrics.")
     return metrics.render(), 200, {"Content-Type": metrics.CONTENT_TYPE, **NO_STORE}

@@ -6,6 +6,7 @@ from flask import Blueprint, abort, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from app import jobs, library
+from app.auth import sessions
 from app.parsing import parse_id
 from app.views import display
 from app.views.forms import PromptForm
@@ -29,7 +30,7 @@ def index() -> str:
 @bp.post("/jobs")
 def create_job() -> Response | tuple[str, int]:
     form = PromptForm()
-    job = form.create_job()
+    job = form.create_job(owner_id=sessions.current_user_id())
     if job is None:
         return _index_page(form), 422
     return redirect(url_for("pages.job", job_id=job.id), 303)
@@ -64,7 +65,7 @@ def cancel(job_id: int) -> Response:
 @bp.post("/jobs/<int:job_id>/retry")
 def retry(job_id: int) -> Response:
     with job_action_errors():
-        new_job = jobs.retry_job(job_id)
+        new_job = jobs.retry_job(job_id, owner_id=sessions.current_user_id())
     return redirect(url_for("pages.job", job_id=new_job.id), 303)
 
 
@@ -72,7 +73,7 @@ def retry(job_id: int) -> Response:
 def again(job_id: int) -> Response:
     """Generate again: a new job with the same parameters, linked to this one."""
     with job_action_errors():
-        new_job = jobs.generate_again(job_id)
+        new_job = jobs.generate_again(job_id, owner_id=sessions.current_user_id())
     return redirect(url_for("pages.job", job_id=new_job.id), 303)
 
 

@@ -14,7 +14,8 @@ from flask import (
 )
 from werkzeug.wrappers import Response
 
-from app import jobs, page_cache
+from app import jobs, library, page_cache
+from app.auth import sessions
 from app.models import utcnow
 from app.views import display
 from app.views.forms import PromptForm
@@ -55,7 +56,7 @@ def _card_state(job_id: int) -> tuple[datetime, str] | None:
     owner = g.get("scope_owner_id")
 
     def query() -> tuple[datetime, str] | None:
-        state = jobs.card_state(job_id, owner)
+        state = library.card_state(job_id, owner)
         return None if state is None else (state[0][4], repr(state))
 
     return page_cache.caches().states.get_or_make((job_id, version, owner), query)
@@ -84,7 +85,7 @@ def _rendered_card(job_id: int, key: tuple[str, ...], delay: int) -> str:
 def create_job() -> Response:
     """Create from the prompt form: the new card (201) plus a fresh form swapped out of band."""
     form = PromptForm()
-    job = form.create_job()
+    job = form.create_job(owner_id=sessions.current_user_id())
     if job is not None:
         # The fresh form keeps the provider and options; only the prompt starts empty.
         fresh = PromptForm(formdata=None, data={"provider": job.provider})

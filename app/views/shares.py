@@ -12,7 +12,8 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from app import auth, curation, library
+from app import curation, library
+from app.auth import scoping, sessions, shares
 from app.models import CollectionImage, Image, ImageStatus, ShareLink, User, db
 from app.parsing import parse_id, parse_whole_number
 from app.validation import ValidationError
@@ -27,7 +28,7 @@ MAX_SHARED_IMAGES = 500
 @bp.post("/shares")
 def create() -> tuple[str, int]:
     """Make a link to an image or a collection the viewer can see."""
-    user = auth.current_user()
+    user = sessions.current_user()
     if user is None:
         # A link belongs to an account (it is listed and revoked on the account page); with
         # sign-in off there is none, and the server answers only this computer anyway.
@@ -44,7 +45,7 @@ def create() -> tuple[str, int]:
     if days is None:
         abort(400, "A link lasts 1, 7 or 30 days, or until it is revoked.")
     try:
-        row, token = auth.create_share(
+        row, token = shares.create_share(
             user.id, image_id=image_id, collection_id=collection_id, days=days
         )
     except ValidationError as error:  # a stored image only, and 1, 7 or 30 days or none
@@ -55,9 +56,9 @@ def create() -> tuple[str, int]:
 
 @bp.post("/shares/<int:share_id>/revoke")
 def revoke(share_id: int) -> Response:
-    user = auth.current_user()
+    user = sessions.current_user()
     owner = None if user is None or user.is_admin else user.id
-    if not auth.revoke_share(owner, share_id):
+    if not shares.revoke_share(owner, share_id):
         abort(404, "There is no such link.")
     flash("Link revoked: it no longer opens anything.")
     return redirect(url_for("account.page") if user else url_for("pages.index"), 303)
@@ -83,12 +84,12 @@ def file(token: str, name: str) -> Response:
 
 
 def _share(token: str) -> ShareLink:
-    share = auth.find_share(token)
+    share = shares.find_share(token)
     if share is None:
         abort(404, "This link does not exist, was revoked, or has expired.")
     # Everything below is looked up as the link's owner would see it.
     owner = db.session.get(User, share.user_id) if share.user_id else None
-    auth.set_scope(None if owner is None or owner.is_admin else owner.id)
+    scoping.set_scope(None if owner is None or owner.is_admin else owner.id)
     return share
 
 
