@@ -7,6 +7,7 @@ one throwaway PostgreSQL server (pgserver) per session, dropped when the test en
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import re
@@ -19,6 +20,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -31,7 +33,7 @@ from sqlalchemy.engine import make_url
 
 from app import create_app
 from app.emulator import EmulatorServer
-from app.models import Job, db
+from app.models import Image, Job, db, utcnow, write_transaction
 from app.providers import build_clients
 from app.worker import Worker
 
@@ -121,15 +123,18 @@ def _server() -> PostgresServer:
     return postgres
 
 
-def database_url_for(data_dir: Path) -> str | None:
+def database_url_for(data_dir: Path, *, migrated: bool = True) -> str | None:
     """The database URL of a data folder for the current test: None on SQLite (the app's
-    default, a file in the data folder), else a PostgreSQL database dropped when the test ends."""
+    default, a file in the data folder), else a PostgreSQL database dropped when the test ends:
+    a copy of the migrated template, or empty (`migrated=False`) for tests of migrating. The
+    first call for a folder decides."""
     if not on_postgresql():
         return None
     key = Path(data_dir).resolve()
     if key not in _test_databases:
         server = _server()
-        _test_databases[key] = server.create_database(server.migrated_template())
+        template = server.migrated_template() if migrated else None
+        _test_databases[key] = server.create_database(template)
     return _test_databases[key]
 
 
@@ -345,3 +350,63 @@ def _migrate(url: str, data_dir: Path) -> None:
         with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
             connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             connection.execute("PRAGMA journal_mode=DELETE")
+
+
+# --- gallery rows and pages --------------------------------------------------------------------
+
+
+def insert_images(app, count: int, *, prompt: str = "row", start: datetime | None = None, **job):
+    """Rows straight into the database (no files), one image per job, one second apart and
+    newer each time; returns the image ids oldest first."""
+    base = start or utcnow()
+    with app.app_context():
+        images = []
+        with write_transaction() as session:
+            for number in range(count):
+                moment = base + timedelta(seconds=number)
+                digest = hashlib.sha256(f"{prompt}-{number}-{moment}".encode()).hexdigest()
+                row = Job(
+                    status="succeeded",
+                    prompt=f"{prompt} {number}",
+                    provider=job.get("provider", "emulator-azure-async"),
+                    model=job.get("model", "dall-e-2"),
+                    size=job.get("size", "256x256"),
+                    n=1,
+                    options={},
+                    created_at=moment,
+                    deadline_at=moment,
+                )
+                image = Image(
+                    index=0,
+                    status=job.get("status", "stored"),
+                    sha256=digest,
+                    width=256,
+                    height=256,
+                    content_type="image/png",
+                    placeholder="#336699",
+                    created_at=moment,
+                    error_message=job.get("error_message"),
+                )
+                row.images.append(image)
+                session.add(row)
+                images.append(image)
+        return [image.id for image in images]
+
+
+def get(client, url: str, **kwargs) -> tuple[int, str, dict]:
+    with client.get(url, **kwargs) as response:
+        return response.status_code, response.get_data(as_text=True), response.headers
+
+
+def post(client, url: str, data: dict | None = None, *, htmx: bool = False, token: bool = True):
+    fields = dict(data or {})
+    if token:
+        fields["csrf_token"] = csrf_token(client)
+    headers = {"HX-Request": "true"} if htmx else {}
+    with client.post(url, data=fields, headers=headers) as response:
+        return response.status_code, response.get_data(as_text=True), response.headers
+
+
+def cells(page: str) -> list[int]:
+    """The image ids of the grid cells in a page or partial, in order."""
+    return [int(n) for n in re.findall(r'<li class="cell[^"]*" id="image-(\d+)"', page)]
