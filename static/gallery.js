@@ -59,6 +59,13 @@
     var star = cell && cell.querySelector(".star-form button");
     if (!star) return;
     event.preventDefault();
+    var form = star.form;
+    if (form && form.classList.contains("htmx-added")) {
+      // Swapped in a moment ago and not yet wired by htmx (it settles 20 ms later): a click
+      // now would post the plain form and reload the page. Press it once htmx has loaded it.
+      form.addEventListener("htmx:load", function () { star.click(); }, { once: true });
+      return;
+    }
     star.click();
   });
 

@@ -31,6 +31,9 @@ from tests.processes import (  # noqa: F401  (fixtures)
     start_worker_process,
 )
 
+# Seconds per operation of the emulator for tests that ask for `slow_emulator`.
+SLOW_LATENCY = 0.3
+
 
 def pytest_configure(config: pytest.Config) -> None:
     if TEST_DB not in TEST_DBS:
@@ -79,18 +82,29 @@ def no_key_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def emulator_server() -> Iterator[EmulatorServer]:
+    """One emulator for the session. It answers at once: a test that needs an operation to
+    take time asks for `slow_emulator`."""
     config = EmulatorConfig(
-        api_key=EMULATOR_KEY, latency=0.3, poll_interval=0, rate_limit_retry_seconds=0.1
+        api_key=EMULATOR_KEY, latency=0, poll_interval=0, rate_limit_retry_seconds=0.1
     )
     with EmulatorServer(config) as server:
         yield server
 
 
 @pytest.fixture
-def emulator(emulator_server: EmulatorServer) -> EmulatorServer:
+def emulator(emulator_server: EmulatorServer) -> Iterator[EmulatorServer]:
     """The shared emulator with its request log cleared for this test."""
     requests.post(emulator_server.url + "_emulator/reset", timeout=5).raise_for_status()
-    return emulator_server
+    yield emulator_server
+    emulator_server.config.latency = 0
+
+
+@pytest.fixture
+def slow_emulator(emulator: EmulatorServer) -> EmulatorServer:
+    """The emulator taking SLOW_LATENCY seconds per operation for this test (requests already
+    on their way keep the latency they started with)."""
+    emulator.config.latency = SLOW_LATENCY
+    return emulator
 
 
 @pytest.fixture
@@ -114,9 +128,10 @@ def app_factory(tmp_path: Path, emulator: EmulatorServer) -> Iterator[Any]:
 
     yield build
     for app in built:
-        worker = app.extensions.get("atelier_worker")
-        if worker is not None:
-            worker.stop()
+        for name in ("atelier_worker", "atelier_test_stepper"):
+            worker = app.extensions.get(name)
+            if worker is not None:
+                worker.stop()  # also stops an emulator it started (demo mode)
         with app.app_context():
             db.session.remove()
             db.engine.dispose()
@@ -124,13 +139,21 @@ def app_factory(tmp_path: Path, emulator: EmulatorServer) -> Iterator[Any]:
 
 @pytest.fixture
 def app(app_factory: Any) -> Flask:
-    return app_factory()
+    """An app without worker threads: jobs advance when a test drives them (`wait_for_job`,
+    `run_until_final`, `run_ready` in tests/helpers.py)."""
+    return app_factory(start_worker=False)
 
 
 @pytest.fixture
-def idle_app(app_factory: Any) -> Flask:
-    """An app whose worker is not running: jobs stay queued until a test advances them."""
-    return app_factory(start_worker=False)
+def idle_app(app: Flask) -> Flask:
+    """The same idle app, named for tests that check what happens before any step."""
+    return app
+
+
+@pytest.fixture
+def running_app(app_factory: Any) -> Flask:
+    """An app whose worker threads run, for tests of the threads themselves."""
+    return app_factory()
 
 
 @pytest.fixture

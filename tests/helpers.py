@@ -7,15 +7,20 @@ one throwaway PostgreSQL server (pgserver) per session, dropped when the test en
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import re
 import secrets
+import shutil
 import socket
+import sqlite3
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -28,7 +33,8 @@ from sqlalchemy.engine import make_url
 
 from app import create_app
 from app.emulator import EmulatorServer
-from app.models import db
+from app.models import Image, Job, db, utcnow, write_transaction
+from app.worker import Worker, build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 EMULATOR_KEY = "test-key-" + secrets.token_hex(8)
@@ -48,6 +54,7 @@ class PostgresServer:
         self._server: Any = None
         self._socket_dir = ""
         self._numbers = itertools.count(1)
+        self._template: str | None = None
 
     def _admin(self) -> Any:
         """An autocommit connection to the `postgres` database (CREATE/DROP DATABASE)."""
@@ -72,12 +79,25 @@ class PostgresServer:
     def _conninfo(self) -> str:
         return f"host={self._socket_dir} user=postgres dbname=postgres"
 
-    def create_database(self) -> str:
-        """Create an empty database; return its SQLAlchemy URL."""
+    def create_database(self, template: str | None = None) -> str:
+        """Create a database, empty or as a copy of `template`; return its SQLAlchemy URL."""
         name = f"test_{next(self._numbers)}"
+        copy = f' TEMPLATE "{template}"' if template else ""
         with self._admin() as connection:
-            connection.execute(f'CREATE DATABASE "{name}"')
+            connection.execute(f'CREATE DATABASE "{name}"{copy}')
+        return self.url_of(name)
+
+    def url_of(self, name: str) -> str:
         return f"postgresql+psycopg://postgres:@/{name}?host={self._socket_dir}"
+
+    def migrated_template(self) -> str:
+        """The name of a database migrated once per session, which tests' databases copy
+        (CREATE DATABASE ... TEMPLATE copies files: much cheaper than running every migration)."""
+        if self._template is None:
+            url = self.create_database()
+            _migrate(url, Path(tempfile.mkdtemp(prefix="atelier-template-")))
+            self._template = make_url(url).database
+        return self._template
 
     def drop_database(self, url: str) -> None:
         """Drop the database, ending any connection a killed or leaked process left open."""
@@ -102,14 +122,18 @@ def _server() -> PostgresServer:
     return postgres
 
 
-def database_url_for(data_dir: Path) -> str | None:
+def database_url_for(data_dir: Path, *, migrated: bool = True) -> str | None:
     """The database URL of a data folder for the current test: None on SQLite (the app's
-    default, a file in the data folder), else a PostgreSQL database dropped when the test ends."""
+    default, a file in the data folder), else a PostgreSQL database dropped when the test ends:
+    a copy of the migrated template, or empty (`migrated=False`) for tests of migrating. The
+    first call for a folder decides."""
     if not on_postgresql():
         return None
     key = Path(data_dir).resolve()
     if key not in _test_databases:
-        _test_databases[key] = _server().create_database()
+        server = _server()
+        template = server.migrated_template() if migrated else None
+        _test_databases[key] = server.create_database(template)
     return _test_databases[key]
 
 
@@ -140,19 +164,89 @@ def scratch_database_url() -> Iterator[str | None]:
         _server().drop_database(url)
 
 
+FINAL = ("succeeded", "failed", "canceled")
+
+
+def stepper_of(app: Flask) -> Worker:
+    """The app's never-started worker: tests advance jobs with its run_once(), one step at a
+    time, instead of waiting on background threads."""
+    worker = app.extensions.get("atelier_test_stepper")
+    if worker is None:
+        worker = build_worker(app)
+        app.extensions["atelier_test_stepper"] = worker
+    return worker
+
+
+def run_ready(app: Flask) -> int:
+    """Advance every job that is due now, a step at a time, until none is; return the steps."""
+    worker = stepper_of(app)
+    steps = 0
+    with app.app_context():
+        try:
+            while worker.run_once():
+                steps += 1
+                db.session.close()
+        finally:
+            db.session.remove()
+    return steps
+
+
+def has_running_worker(app: Flask) -> bool:
+    worker = app.extensions.get("atelier_worker")
+    return worker is not None and worker.alive
+
+
+def run_until_final(app: Flask, job_id: int, *, timeout: float = 15) -> str:
+    """Drive an idle app's job to a final status with the worker's own steps; return it.
+    Between steps nothing is due only while the job waits for its next poll or retry."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run_ready(app)
+        with app.app_context():
+            status = db.session.get(Job, job_id).status
+            db.session.remove()
+        if status in FINAL:
+            return status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} did not end in {timeout}s (still {status})")
+        time.sleep(0.01)
+
+
 def wait_for_job(
     client: FlaskClient, job_id: int, *, until: Any = None, timeout: float = 15
 ) -> dict:
-    """Poll the JSON API until the job is final (or `until(job)` holds); return the job."""
-    done = until or (lambda job: job["status"] in ("succeeded", "failed", "canceled"))
+    """Poll the JSON API until the job is final (or `until(job)` holds); return the job.
+    On an idle app (no worker threads) the poll itself advances the due jobs first."""
+    done = until or (lambda job: job["status"] in FINAL)
+    app = client.application
+    drive = not has_running_worker(app)
     deadline = time.monotonic() + timeout
     while True:
+        if drive:
+            run_ready(app)
         job = client.get(f"/api/jobs/{job_id}").get_json()
         if done(job):
             return job
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} did not get there in {timeout}s: {job}")
-        time.sleep(0.05)
+        time.sleep(0.01 if drive else 0.05)
+
+
+def post_job(client: FlaskClient, **body: Any) -> Any:
+    """POST /api/jobs; the response, which must be 202."""
+    response = client.post("/api/jobs", json=body)
+    assert response.status_code == 202, response.get_json()
+    return response
+
+
+def submit(client: FlaskClient, **body: Any) -> dict:
+    """Queue a job through the JSON API; the job as the 202 answer shows it."""
+    return post_job(client, **body).get_json()
+
+
+def generate(client: FlaskClient, *, timeout: float = 15, **body: Any) -> dict:
+    """Queue a job through the JSON API and wait until it is final; the final job."""
+    return wait_for_job(client, submit(client, **body)["id"], timeout=timeout)
 
 
 def emulator_counts(server: EmulatorServer) -> dict[str, int]:
@@ -193,6 +287,9 @@ class GuardedClient(FlaskClient):
 
 
 def make_app(data_dir: Path, **overrides: Any) -> Flask:
+    """An app on its own data folder whose database is already migrated: a copy of the
+    session's template database (migrated once), or, for a database a test names itself
+    (DATABASE_URL), migrated here."""
     config: dict[str, Any] = {
         "TESTING": True,
         "ATELIER_DATA_DIR": str(data_dir),
@@ -206,10 +303,109 @@ def make_app(data_dir: Path, **overrides: Any) -> Flask:
     if url is not None:
         config["DATABASE_URL"] = url
     config.update(overrides)
+    from_template = url is not None or _copy_sqlite_template(config, Path(data_dir))
     app = create_app(config)
     app.test_client_class = GuardedClient
     if url is not None:
         _test_apps.append(app)
+    if not from_template:
+        with app.app_context():
+            upgrade()
+    return app
+
+
+_sqlite_template: Path | None = None
+
+
+def _copy_sqlite_template(config: dict[str, Any], data_dir: Path) -> bool:
+    """Give a new data folder a copy of the session's migrated SQLite database. False when the
+    test names its own database or the folder already has one (an app restarted on it)."""
+    global _sqlite_template
+    database = data_dir / "atelier.db"
+    if config.get("DATABASE_URL") or database.exists():
+        return False
+    if _sqlite_template is None:
+        folder = Path(tempfile.mkdtemp(prefix="atelier-template-"))
+        _migrate(f"sqlite:///{folder / 'atelier.db'}", folder)
+        _sqlite_template = folder / "atelier.db"
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    shutil.copyfile(_sqlite_template, database)
+    database.chmod(0o600)
+    return True
+
+
+def _migrate(url: str, data_dir: Path) -> None:
+    """Run every migration on an empty database, leaving nothing open (a template database
+    must have no connections, and a SQLite one no -wal file, when it is copied)."""
+    app = create_app(
+        {"TESTING": True, "ATELIER_DATA_DIR": str(data_dir), "DATABASE_URL": url,
+         "ATELIER_AUTH": "off", "ATELIER_WORKER_THREADS": 0}
+    )  # fmt: skip
     with app.app_context():
         upgrade()
-    return app
+        db.session.remove()
+        db.engine.dispose()
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            connection.execute("PRAGMA journal_mode=DELETE")
+
+
+# --- gallery rows and pages --------------------------------------------------------------------
+
+
+def insert_images(app, count: int, *, prompt: str = "row", start: datetime | None = None, **job):
+    """Rows straight into the database (no files), one image per job, one second apart and
+    newer each time; returns the image ids oldest first."""
+    base = start or utcnow()
+    with app.app_context():
+        images = []
+        with write_transaction() as session:
+            for number in range(count):
+                moment = base + timedelta(seconds=number)
+                digest = hashlib.sha256(f"{prompt}-{number}-{moment}".encode()).hexdigest()
+                row = Job(
+                    status="succeeded",
+                    prompt=f"{prompt} {number}",
+                    provider=job.get("provider", "emulator-azure-async"),
+                    model=job.get("model", "dall-e-2"),
+                    size=job.get("size", "256x256"),
+                    n=1,
+                    options={},
+                    created_at=moment,
+                    deadline_at=moment,
+                )
+                image = Image(
+                    index=0,
+                    status=job.get("status", "stored"),
+                    sha256=digest,
+                    width=256,
+                    height=256,
+                    content_type="image/png",
+                    placeholder="#336699",
+                    created_at=moment,
+                    error_message=job.get("error_message"),
+                )
+                row.images.append(image)
+                session.add(row)
+                images.append(image)
+        return [image.id for image in images]
+
+
+def get(client, url: str, **kwargs) -> tuple[int, str, dict]:
+    with client.get(url, **kwargs) as response:
+        return response.status_code, response.get_data(as_text=True), response.headers
+
+
+def post(client, url: str, data: dict | None = None, *, htmx: bool = False, token: bool = True):
+    fields = dict(data or {})
+    if token:
+        fields["csrf_token"] = csrf_token(client)
+    headers = {"HX-Request": "true"} if htmx else {}
+    with client.post(url, data=fields, headers=headers) as response:
+        return response.status_code, response.get_data(as_text=True), response.headers
+
+
+def cells(page: str) -> list[int]:
+    """The image ids of the grid cells in a page or partial, in order."""
+    return [int(n) for n in re.findall(r'<li class="cell[^"]*" id="image-(\d+)"', page)]

@@ -1,10 +1,14 @@
 """Real processes for the tests that kill them: the app (`python -m app`), worker processes
 (`flask atelier worker`) and the emulator in its own process, so Azure's side of each operation
-outlives the app. Fixtures here are imported by conftest.py."""
+outlives the app; and the Dockerfile's start command run as a process. Fixtures here are imported
+by conftest.py."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -154,3 +158,49 @@ def submits(emulator_url: str) -> int:
 def generation_requests(emulator_url: str) -> int:
     log = requests.get(emulator_url + "_emulator/requests", timeout=5).json()["requests"]
     return sum(1 for entry in log if entry["path"].endswith("/images/generations"))
+
+
+# --- the container's start command, run here -----------------------------------------------------
+
+DOCKERFILE = ROOT / "Dockerfile"
+VENV_BIN = Path(sys.executable).parent
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    lines = [line for line in DOCKERFILE.read_text().splitlines() if not line.startswith("#")]
+    joined = re.sub(r"\\\n\s*", " ", "\n".join(lines))
+    return [
+        (word.upper(), rest.strip())
+        for word, _, rest in (line.strip().partition(" ") for line in joined.splitlines())
+        if word
+    ]
+
+
+def container_command() -> list[str]:
+    commands = [args for word, args in dockerfile_instructions() if word == "CMD"]
+    assert commands, "the Dockerfile has no CMD"
+    command = json.loads(commands[-1])  # exec (JSON) form: no shell between Docker and gunicorn
+    assert isinstance(command, list)
+    return command
+
+
+def container_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for word, args in dockerfile_instructions():
+        if word == "ENV":
+            env.update(pair.split("=", 1) for pair in shlex.split(args))
+    return env
+
+
+def container_run_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    """The environment of the container's command run here: this one without provider keys,
+    the Dockerfile's ENV, the virtualenv on PATH, `data_dir`, and `settings` on top."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_"))}
+    env.update(container_env())
+    env.update(PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", ATELIER_DATA_DIR=str(data_dir))
+    env.update(settings)
+    database_url = database_url_for(data_dir)  # PostgreSQL runs: one database per folder
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
+    return env

@@ -11,18 +11,12 @@ import pytest
 from PIL import Image as PILImage
 
 from app import pngmeta
-from tests.helpers import emulator_counts, wait_for_job
-
-
-def submit(client, **body):
-    response = client.post("/api/jobs", json=body)
-    assert response.status_code == 202, response.get_json()
-    return response
+from tests.helpers import emulator_counts, generate, post_job, run_ready, submit, wait_for_job
 
 
 @pytest.mark.parametrize("n", [1, 3])
 def test_job_succeeds_and_stores_every_image(app, client, emulator, n):
-    response = submit(client, prompt="a lighthouse in fog", n=n, size="256x256")
+    response = post_job(client, prompt="a lighthouse in fog", n=n, size="256x256")
     job_id = response.get_json()["id"]
     assert response.headers["Location"].endswith(f"/api/jobs/{job_id}")
 
@@ -47,14 +41,14 @@ def test_job_succeeds_and_stores_every_image(app, client, emulator, n):
 
 
 def test_job_records_timestamps_in_utc(client):
-    job = wait_for_job(client, submit(client, prompt="a clock").get_json()["id"])
+    job = generate(client, prompt="a clock")
     for field in ("created_at", "started_at", "finished_at"):
         assert job[field].endswith("Z")
     assert job["created_at"] <= job["started_at"] <= job["finished_at"]
 
 
 def test_refused_prompt_fails_with_the_reason_and_is_not_retried(client, emulator):
-    job_id = submit(client, prompt="something [refuse]").get_json()["id"]
+    job_id = submit(client, prompt="something [refuse]")["id"]
 
     job = wait_for_job(client, job_id)
 
@@ -62,12 +56,12 @@ def test_refused_prompt_fails_with_the_reason_and_is_not_retried(client, emulato
     assert job["error"]["code"] == "contentFilter"
     assert "safety system" in job["error"]["message"]
     assert job["images"] == []
-    time.sleep(0.5)
+    assert run_ready(client.application) == 0  # nothing left to do: no resubmission
     assert emulator_counts(emulator)["submit"] == 1
 
 
 def test_one_filtered_image_keeps_the_others(client):
-    job = wait_for_job(client, submit(client, prompt="three cats [filter]", n=3).get_json()["id"])
+    job = generate(client, prompt="three cats [filter]", n=3)
 
     assert job["status"] == "succeeded"
     statuses = [image["status"] for image in job["images"]]
@@ -78,7 +72,7 @@ def test_one_filtered_image_keeps_the_others(client):
 
 
 def test_job_whose_only_image_is_filtered_fails_as_content_filtered(client):
-    job = wait_for_job(client, submit(client, prompt="one cat [filter]", n=1).get_json()["id"])
+    job = generate(client, prompt="one cat [filter]", n=1)
 
     assert job["status"] == "failed"
     assert job["error"]["code"] == "contentFilter"
@@ -86,7 +80,7 @@ def test_job_whose_only_image_is_filtered_fails_as_content_filtered(client):
 
 
 def test_operation_canceled_upstream_fails_the_job(client):
-    job = wait_for_job(client, submit(client, prompt="slow one [cancel]").get_json()["id"])
+    job = generate(client, prompt="slow one [cancel]")
 
     assert job["status"] == "failed"
     assert job["error"]["code"] == "canceled"
@@ -94,7 +88,7 @@ def test_operation_canceled_upstream_fails_the_job(client):
 
 
 def test_operation_failure_upstream_is_reported(client):
-    job = wait_for_job(client, submit(client, prompt="broken [fail]").get_json()["id"])
+    job = generate(client, prompt="broken [fail]")
 
     assert job["status"] == "failed"
     assert job["error"]["code"] == "internalFailure"
@@ -102,7 +96,7 @@ def test_operation_failure_upstream_is_reported(client):
 
 def test_job_past_its_deadline_fails(app_factory, emulator):
     client = app_factory(ATELIER_JOB_DEADLINE_SECONDS=1).test_client()
-    job_id = submit(client, prompt="never ends [hang]").get_json()["id"]
+    job_id = submit(client, prompt="never ends [hang]")["id"]
 
     job = wait_for_job(client, job_id, timeout=10)
 
@@ -208,7 +202,7 @@ def test_unknown_job_is_404_json(idle_app):
 
 def test_queued_job_can_be_canceled_and_is_never_submitted(idle_app, emulator):
     client = idle_app.test_client()
-    job_id = submit(client, prompt="changed my mind").get_json()["id"]
+    job_id = submit(client, prompt="changed my mind")["id"]
 
     response = client.post(f"/api/jobs/{job_id}/cancel")
 
@@ -218,18 +212,22 @@ def test_queued_job_can_be_canceled_and_is_never_submitted(idle_app, emulator):
 
 
 def test_running_job_can_be_canceled_and_stays_canceled(client, emulator):
-    job_id = submit(client, prompt="wait forever [hang]").get_json()["id"]
+    job_id = submit(client, prompt="wait forever [hang]")["id"]
     wait_for_job(client, job_id, until=lambda job: job["phase"] == "polling")
 
+    polls = emulator_counts(emulator)["poll"]
+
     canceled = client.post(f"/api/jobs/{job_id}/cancel")
-    time.sleep(0.6)  # the worker's next poll must not overwrite the cancel
+    time.sleep(0.25)  # past the next poll's due time (ATELIER_POLL_INTERVAL_SECONDS=0.2)
 
     assert canceled.status_code == 200
+    assert run_ready(client.application) == 0  # a canceled job is never claimed again
     assert client.get(f"/api/jobs/{job_id}").get_json()["status"] == "canceled"
+    assert emulator_counts(emulator)["poll"] == polls
 
 
 def test_canceling_a_finished_job_is_a_conflict(client):
-    job_id = wait_for_job(client, submit(client, prompt="done").get_json()["id"])["id"]
+    job_id = generate(client, prompt="done")["id"]
 
     response = client.post(f"/api/jobs/{job_id}/cancel")
 
@@ -238,7 +236,7 @@ def test_canceling_a_finished_job_is_a_conflict(client):
 
 
 def test_retry_creates_a_new_job_with_the_same_parameters(client, emulator):
-    first = wait_for_job(client, submit(client, prompt="again [refuse]", n=2).get_json()["id"])
+    first = generate(client, prompt="again [refuse]", n=2)
 
     response = client.post(f"/api/jobs/{first['id']}/retry")
 
@@ -253,13 +251,13 @@ def test_retry_creates_a_new_job_with_the_same_parameters(client, emulator):
 
 def test_retrying_an_active_job_is_a_conflict(idle_app):
     client = idle_app.test_client()
-    job_id = submit(client, prompt="still queued").get_json()["id"]
+    job_id = submit(client, prompt="still queued")["id"]
 
     assert client.post(f"/api/jobs/{job_id}/retry").status_code == 409
 
 
 def test_delete_removes_rows_and_files(app, client):
-    job = wait_for_job(client, submit(client, prompt="to delete", size="256x256").get_json()["id"])
+    job = wait_for_job(client, submit(client, prompt="to delete", size="256x256")["id"])
     data_dir = Path(app.config["ATELIER_DATA_DIR"])
     assert list(data_dir.glob("images/*/*.png"))
 
@@ -274,7 +272,7 @@ def test_delete_removes_rows_and_files(app, client):
 
 def test_deleting_an_active_job_is_a_conflict(idle_app):
     client = idle_app.test_client()
-    job_id = submit(client, prompt="busy").get_json()["id"]
+    job_id = submit(client, prompt="busy")["id"]
 
     response = client.delete(f"/api/jobs/{job_id}")
 
@@ -284,8 +282,8 @@ def test_deleting_an_active_job_is_a_conflict(idle_app):
 
 def test_list_filters_by_status_and_text_and_pages_with_a_cursor(idle_app):
     client = idle_app.test_client()
-    ids = [submit(client, prompt=f"castle number {i}").get_json()["id"] for i in range(5)]
-    submit(client, prompt="a meadow")
+    ids = [submit(client, prompt=f"castle number {i}")["id"] for i in range(5)]
+    post_job(client, prompt="a meadow")
     client.post(f"/api/jobs/{ids[0]}/cancel")
 
     canceled = client.get("/api/jobs?status=canceled").get_json()["items"]
@@ -318,13 +316,13 @@ def test_api_key_never_appears_in_responses_or_logs(app_factory, caplog):
     app = app_factory()
     client = app.test_client()
     bodies = []
-    job_id = submit(client, prompt="secret keeper", n=2).get_json()["id"]
+    job_id = submit(client, prompt="secret keeper", n=2)["id"]
     wait_for_job(client, job_id)
     for url in ("/", "/gallery", f"/jobs/{job_id}", f"/partials/jobs/{job_id}", "/api/jobs"):
         response = client.get(url)
         bodies.append(response.get_data(as_text=True) + str(response.headers))
     bad_key = app_factory(AZURE_OPENAI_API_KEY="wrong-" + EMULATOR_KEY).test_client()
-    failed = wait_for_job(bad_key, submit(bad_key, prompt="denied").get_json()["id"])
+    failed = generate(bad_key, prompt="denied")
     bodies.append(str(failed))
 
     assert failed["error"]["code"] == "unauthorized"
@@ -334,7 +332,7 @@ def test_api_key_never_appears_in_responses_or_logs(app_factory, caplog):
 
 
 def test_png_thumbnail_is_a_real_webp_no_larger_than_256(app, client):
-    job = wait_for_job(client, submit(client, prompt="thumb").get_json()["id"])
+    job = generate(client, prompt="thumb")
     with client.get(f"/files/thumbs/{job['images'][0]['id']}") as thumb:
         data = thumb.data
 
@@ -344,7 +342,7 @@ def test_png_thumbnail_is_a_real_webp_no_larger_than_256(app, client):
 
 
 def test_stored_png_carries_its_prompt_and_parameters(client):
-    job = wait_for_job(client, submit(client, prompt="a copper kettle", n=2).get_json()["id"])
+    job = generate(client, prompt="a copper kettle", n=2)
 
     with client.get(job["images"][1]["url"]) as response:
         metadata = pngmeta.read(response.data)

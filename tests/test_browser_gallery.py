@@ -109,6 +109,34 @@ def test_starring_keeps_the_scroll_position(server, page):
     page.keyboard.press("f")  # the keyboard toggles the focused cell's star
     expect(star).to_have_attribute("aria-pressed", "false")
     assert page.evaluate("window.scrollY") == before_key
+    assert page.evaluate("window.atelierSameDocument") is True  # no plain-form reload
+
+
+def test_f_right_after_a_star_swap_still_stays_on_the_page(server, page):
+    """The swapped-in star form is wired by htmx only when it settles (20 ms later); "f"
+    pressed before that must wait for it, not post the plain form and reload the page."""
+    open_gallery(page, server)
+    cell = cells(page).nth(3)
+    star = cell.get_by_role("button", name="Favourite")
+    cell.get_by_role("link").focus()
+
+    # Press "f" in the very task that swaps the form in, so it is certainly not yet settled.
+    page.evaluate(
+        """() => new Promise((resolve) => {
+            document.addEventListener("htmx:afterSwap", () => {
+                document.activeElement.dispatchEvent(
+                    new KeyboardEvent("keydown", {key: "f", bubbles: true}));
+                resolve();
+            }, {once: true});
+            document.activeElement.dispatchEvent(
+                new KeyboardEvent("keydown", {key: "f", bubbles: true}));
+        })"""
+    )
+
+    busy = ".htmx-request, .htmx-added, .htmx-settling"
+    page.wait_for_function(f"() => !document.querySelector('{busy}')")
+    expect(star).to_have_attribute("aria-pressed", "false")  # starred, then unstarred
+    assert page.evaluate("window.atelierSameDocument") is True
 
 
 def test_shift_click_selects_a_range_and_the_bar_counts_it(server, page):

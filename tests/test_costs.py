@@ -12,7 +12,7 @@ from app import jobs, pricing
 from app.models import Job, db
 from app.validation import JobRequest
 from tests.browser import watch_problems
-from tests.helpers import wait_for_job
+from tests.helpers import submit, wait_for_job
 
 DEPLOYMENTS = {"AZURE_OPENAI_DEPLOYMENT": "gpt-image-1=gpt-image-1,dall-e-3=dall-e-3"}
 GPT_IMAGE = "azure:gpt-image-1"
@@ -27,12 +27,6 @@ def app(app_factory):
 @pytest.fixture
 def idle_app(app_factory):
     return app_factory(start_worker=False, **DEPLOYMENTS)
-
-
-def submit(client, **body) -> dict:
-    response = client.post("/api/jobs", json=body)
-    assert response.status_code == 202, response.get_json()
-    return response.get_json()
 
 
 # --- the price table ----------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from app.providers.azure_async import AzureAsyncProvider
 from app.providers.base import ProviderError
 from app.validation import JobRequest
 from app.worker import Worker
-from tests.helpers import emulator_counts, wait_for_job
+from tests.helpers import emulator_counts, generate, wait_for_job
 
 try:  # the real type when azure-core happens to be installed, else the same shape
     from azure.core.credentials import AccessToken
@@ -439,12 +439,6 @@ def gateway(emulator) -> Iterator[EntraGateway]:
     thread.join(5)
 
 
-def submit(client, **body) -> dict:
-    response = client.post("/api/jobs", json={"prompt": "an expired pass", **body})
-    assert response.status_code == 202, response.get_json()
-    return wait_for_job(client, response.get_json()["id"], timeout=15)
-
-
 ROUTES = {
     "deployment": ({"AZURE_OPENAI_DEPLOYMENT": "gpt-image-1=gpt-image-1"}, "1024x1024"),
     "async": ({}, "256x256"),
@@ -465,7 +459,7 @@ def test_an_expired_static_token_fails_the_job_with_the_entra_message(
         **settings,
     ).test_client()
 
-    job = submit(client, size=size)
+    job = generate(client, prompt="an expired pass", size=size)
 
     assert job["status"] == "failed"
     assert job["error"]["code"] == "unauthorized"
@@ -490,7 +484,7 @@ def test_the_gateway_passes_an_accepted_token_on_to_the_emulator(app_factory, em
         AZURE_OPENAI_DEPLOYMENT="gpt-image-1=gpt-image-1",
     ).test_client()
 
-    job = submit(client, size="1024x1024")
+    job = generate(client, prompt="an expired pass", size="1024x1024")
 
     assert job["status"] == "succeeded", job["error"]
     assert emulator_counts(emulator)["generate"] == 1

@@ -8,13 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers import emulator_counts, wait_for_job
-
-
-def submit(client, prompt: str, **body) -> dict:
-    response = client.post("/api/jobs", json={"prompt": prompt, "size": "256x256", **body})
-    assert response.status_code == 202, response.get_json()
-    return wait_for_job(client, response.get_json()["id"], timeout=30)
+from tests.helpers import emulator_counts, generate
 
 
 def requests_to(emulator, fragment: str) -> int:
@@ -30,7 +24,7 @@ def image_files(app) -> list[Path]:
     "trigger", ["[submit-429]", "[submit-500]", "[poll-429]", "[poll-500]", "[poll-garbage]"]
 )
 def test_transient_upstream_faults_are_retried_and_the_job_succeeds(client, emulator, trigger):
-    job = submit(client, f"a patient fox {trigger}", n=2)
+    job = generate(client, timeout=30, size="256x256", prompt=f"a patient fox {trigger}", n=2)
 
     assert job["status"] == "succeeded", job["error"]
     assert [image["status"] for image in job["images"]] == ["stored", "stored"]
@@ -40,14 +34,14 @@ def test_transient_upstream_faults_are_retried_and_the_job_succeeds(client, emul
 def test_slow_poll_times_out_and_is_polled_again(app_factory, emulator):
     client = app_factory(ATELIER_HTTP_TIMEOUT_SECONDS=0.5).test_client()
 
-    job = submit(client, "a sleepy owl [poll-slow]")
+    job = generate(client, timeout=30, size="256x256", prompt="a sleepy owl [poll-slow]")
 
     assert job["status"] == "succeeded", job["error"]
     assert emulator_counts(emulator)["submit"] == 1
 
 
 def test_vanished_operation_fails_with_a_readable_reason(client, emulator):
-    job = submit(client, "gone [vanish]")
+    job = generate(client, timeout=30, size="256x256", prompt="gone [vanish]")
 
     assert job["status"] == "failed"
     assert job["error"]["code"] == "operation_gone"
@@ -58,7 +52,7 @@ def test_vanished_operation_fails_with_a_readable_reason(client, emulator):
 def test_operation_that_never_finishes_ends_at_the_deadline(app_factory, emulator):
     client = app_factory(ATELIER_JOB_DEADLINE_SECONDS=1).test_client()
 
-    job = submit(client, "forever [hang]")
+    job = generate(client, timeout=30, size="256x256", prompt="forever [hang]")
 
     assert job["error"]["code"] == "deadline"
 
@@ -77,7 +71,7 @@ def test_operation_that_never_finishes_ends_at_the_deadline(app_factory, emulato
 def test_bad_image_downloads_fail_the_job_and_store_nothing(
     app, client, emulator, trigger, code, words
 ):
-    job = submit(client, f"a broken picture {trigger}")
+    job = generate(client, timeout=30, size="256x256", prompt=f"a broken picture {trigger}")
 
     assert job["status"] == "failed"
     assert job["error"]["code"] == "download_failed"
@@ -93,7 +87,7 @@ def test_oversized_image_is_cut_off_at_the_limit(app_factory, emulator):
     app = app_factory(ATELIER_MAX_IMAGE_BYTES=1024 * 1024)
     client = app.test_client()
 
-    job = submit(client, "too big [image-oversized]")
+    job = generate(client, timeout=30, size="256x256", prompt="too big [image-oversized]")
 
     (image,) = job["images"]
     assert image["error"]["code"] == "image_too_large"
@@ -107,7 +101,7 @@ SYNC = {"AZURE_OPENAI_DEPLOYMENT": "dall-e-3"}
 def test_unreadable_generation_answer_is_not_resent(app_factory, emulator):
     client = app_factory(**SYNC).test_client()
 
-    job = submit(client, "mangled [garbage]", size="1024x1024")
+    job = generate(client, timeout=30, size="1024x1024", prompt="mangled [garbage]")
 
     assert job["status"] == "failed"
     assert job["error"]["code"] == "protocol_error"
@@ -117,7 +111,7 @@ def test_unreadable_generation_answer_is_not_resent(app_factory, emulator):
 def test_generation_server_error_is_retried_then_succeeds(app_factory, emulator):
     client = app_factory(**SYNC).test_client()
 
-    job = submit(client, "hiccup [submit-500]", size="1024x1024")
+    job = generate(client, timeout=30, size="1024x1024", prompt="hiccup [submit-500]")
 
     assert job["status"] == "succeeded", job["error"]
     assert requests_to(emulator, "/images/generations") == 2
@@ -126,7 +120,9 @@ def test_generation_server_error_is_retried_then_succeeds(app_factory, emulator)
 def test_image_faults_apply_to_synchronous_url_results(app_factory, emulator):
     app = app_factory(**SYNC)
 
-    job = submit(app.test_client(), "expired already [image-403]", size="1024x1024")
+    job = generate(
+        app.test_client(), timeout=30, size="1024x1024", prompt="expired already [image-403]"
+    )
 
     assert job["status"] == "failed"
     assert job["images"][0]["error"]["code"] == "image_expired"

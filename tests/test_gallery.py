@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy import event, func, select
 
 from app import curation
-from app.models import Collection, Image, Job, db, utcnow, write_transaction
+from app.models import Collection, Image, db, utcnow
 from app.views.display import placeholder_class
-from tests.helpers import csrf_token, wait_for_job
+from tests.helpers import cells, csrf_token, generate, get, insert_images, post
 
 SMALL_PAGES = {"GALLERY_PAGE_SIZE": 3}
 DALLE3 = {"AZURE_OPENAI_DEPLOYMENT": "dall-e-3=dall-e-3", "AZURE_OPENAI_ASYNC_DALLE2": "on"}
@@ -28,72 +28,8 @@ DALLE3 = {"AZURE_OPENAI_DEPLOYMENT": "dall-e-3=dall-e-3", "AZURE_OPENAI_ASYNC_DA
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def generate(client, prompt: str, **body) -> dict:
-    """A job through the JSON API and the emulator, waited for until it is final."""
-    response = client.post("/api/jobs", json={"prompt": prompt, "size": "256x256", **body})
-    assert response.status_code == 202, response.get_json()
-    return wait_for_job(client, response.get_json()["id"])
-
-
 def stored_ids(job: dict) -> list[int]:
     return [image["id"] for image in job["images"] if image["status"] == "stored"]
-
-
-def insert_images(app, count: int, *, prompt: str = "row", start: datetime | None = None, **job):
-    """Rows straight into the database (no files), one image per job, one second apart and
-    newer each time; returns the image ids oldest first."""
-    base = start or utcnow()
-    with app.app_context():
-        images = []
-        with write_transaction() as session:
-            for number in range(count):
-                moment = base + timedelta(seconds=number)
-                digest = hashlib.sha256(f"{prompt}-{number}-{moment}".encode()).hexdigest()
-                row = Job(
-                    status="succeeded",
-                    prompt=f"{prompt} {number}",
-                    provider=job.get("provider", "emulator-azure-async"),
-                    model=job.get("model", "dall-e-2"),
-                    size=job.get("size", "256x256"),
-                    n=1,
-                    options={},
-                    created_at=moment,
-                    deadline_at=moment,
-                )
-                image = Image(
-                    index=0,
-                    status=job.get("status", "stored"),
-                    sha256=digest,
-                    width=256,
-                    height=256,
-                    content_type="image/png",
-                    placeholder="#336699",
-                    created_at=moment,
-                    error_message=job.get("error_message"),
-                )
-                row.images.append(image)
-                session.add(row)
-                images.append(image)
-        return [image.id for image in images]
-
-
-def get(client, url: str, **kwargs) -> tuple[int, str, dict]:
-    with client.get(url, **kwargs) as response:
-        return response.status_code, response.get_data(as_text=True), response.headers
-
-
-def post(client, url: str, data: dict | None = None, *, htmx: bool = False, token: bool = True):
-    fields = dict(data or {})
-    if token:
-        fields["csrf_token"] = csrf_token(client)
-    headers = {"HX-Request": "true"} if htmx else {}
-    with client.post(url, data=fields, headers=headers) as response:
-        return response.status_code, response.get_data(as_text=True), response.headers
-
-
-def cells(page: str) -> list[int]:
-    """The image ids of the grid cells in a page or partial, in order."""
-    return [int(n) for n in re.findall(r'<li class="cell[^"]*" id="image-(\d+)"', page)]
 
 
 def older_link(page: str) -> str | None:
@@ -322,8 +258,10 @@ def dalle3_client(app_factory):
 
 def test_search_finds_by_prompt_and_by_revised_prompt_until_deleted_and_purged(dalle3_client):
     client = dalle3_client
-    lighthouse = generate(client, "a lighthouse at dusk", provider="azure:dall-e-3", size=None)
-    kettle = generate(client, "a copper kettle", provider="azure-async")
+    lighthouse = generate(
+        client, prompt="a lighthouse at dusk", provider="azure:dall-e-3", size=None
+    )
+    kettle = generate(client, size="256x256", prompt="a copper kettle", provider="azure-async")
     [lighthouse_image] = stored_ids(lighthouse)
     [kettle_image] = stored_ids(kettle)
     assert "illustration" in lighthouse["images"][0]["revised_prompt"]
@@ -347,7 +285,7 @@ def test_search_finds_by_prompt_and_by_revised_prompt_until_deleted_and_purged(d
 
 
 def test_star_through_htmx_swaps_only_the_button_and_toggles(client, app):
-    [image_id] = stored_ids(generate(client, "a star to give"))
+    [image_id] = stored_ids(generate(client, size="256x256", prompt="a star to give"))
 
     status, star, _ = post(
         client, f"/partials/gallery/images/{image_id}/favorite", {"favorite": "1"}, htmx=True
@@ -363,7 +301,7 @@ def test_star_through_htmx_swaps_only_the_button_and_toggles(client, app):
 
 
 def test_star_without_javascript_comes_back_to_the_same_gallery_url(client, app):
-    [image_id] = stored_ids(generate(client, "a star without scripts"))
+    [image_id] = stored_ids(generate(client, size="256x256", prompt="a star without scripts"))
     _, page, _ = get(client, "/gallery?q=scripts&size=256x256")
     form = re.search(rf'<form class="star-form" id="star-{image_id}".*?</form>', page, re.S)
 
@@ -377,7 +315,7 @@ def test_star_without_javascript_comes_back_to_the_same_gallery_url(client, app)
 
 
 def test_star_never_redirects_to_another_site(client):
-    [image_id] = stored_ids(generate(client, "a careful star"))
+    [image_id] = stored_ids(generate(client, size="256x256", prompt="a careful star"))
 
     _, _, headers = post(
         client, f"/gallery/images/{image_id}/favorite", {"next": "//evil.example/gallery"}
@@ -397,7 +335,7 @@ def test_starring_an_unknown_image_is_404(idle_app):
 
 
 def test_collections_are_created_listed_with_counts_and_deleted(client, app):
-    images = stored_ids(generate(client, "a set of postcards", n=3))
+    images = stored_ids(generate(client, size="256x256", prompt="a set of postcards", n=3))
 
     status, _, headers = post(client, "/collections", {"name": "  Postcards  "})
     assert (status, headers["Location"]) == (303, "/collections")
@@ -452,7 +390,7 @@ def test_creating_a_collection_through_htmx_returns_the_updated_section(idle_app
 
 
 def test_an_image_can_be_in_several_collections_and_leave_one(client, app):
-    [image_id, other] = stored_ids(generate(client, "a shared image", n=2))
+    [image_id, other] = stored_ids(generate(client, size="256x256", prompt="a shared image", n=2))
     first, second = make_collection(app, "First"), make_collection(app, "Second")
 
     for collection_id in (first, second):
@@ -476,7 +414,7 @@ def test_an_image_can_be_in_several_collections_and_leave_one(client, app):
 
 
 def test_unknown_collections_are_refused_and_nothing_changes(client, app):
-    [image_id] = stored_ids(generate(client, "a lonely image"))
+    [image_id] = stored_ids(generate(client, size="256x256", prompt="a lonely image"))
 
     status, page, _ = post(
         client, "/gallery/bulk", {"action": "add", "ids": [image_id], "collection_id": "999"}
@@ -502,7 +440,7 @@ def test_unknown_collections_are_refused_and_nothing_changes(client, app):
 
 
 def test_bulk_star_and_unstar_through_htmx_update_the_stars_out_of_band(client, app):
-    images = stored_ids(generate(client, "a row of teacups", n=3))
+    images = stored_ids(generate(client, size="256x256", prompt="a row of teacups", n=3))
 
     status, fragment, _ = post(
         client, "/partials/gallery/bulk", {"action": "favorite", "ids": images[:2]}, htmx=True
@@ -519,7 +457,7 @@ def test_bulk_star_and_unstar_through_htmx_update_the_stars_out_of_band(client, 
 
 
 def test_bulk_actions_without_javascript_come_back_to_the_same_url(client, app):
-    images = stored_ids(generate(client, "a shelf of jars", n=2))
+    images = stored_ids(generate(client, size="256x256", prompt="a shelf of jars", n=2))
 
     status, _, headers = post(
         client,
@@ -533,7 +471,7 @@ def test_bulk_actions_without_javascript_come_back_to_the_same_url(client, app):
 
 
 def test_delete_moves_to_the_trash_and_undo_through_htmx_puts_the_cells_back(client, app):
-    images = stored_ids(generate(client, "three paper lanterns", n=3))
+    images = stored_ids(generate(client, size="256x256", prompt="three paper lanterns", n=3))
 
     _, fragment, _ = post(
         client, "/partials/gallery/bulk", {"action": "delete", "ids": images[:2]}, htmx=True
@@ -559,7 +497,7 @@ def test_delete_moves_to_the_trash_and_undo_through_htmx_puts_the_cells_back(cli
 
 
 def test_delete_without_javascript_flashes_the_message_with_an_undo_form(client, app):
-    images = stored_ids(generate(client, "a pair of gloves", n=2))
+    images = stored_ids(generate(client, size="256x256", prompt="a pair of gloves", n=2))
 
     status, _, headers = post(
         client, "/gallery/bulk", {"action": "delete", "ids": images, "next": "/gallery?q=gloves"}
@@ -577,7 +515,7 @@ def test_delete_without_javascript_flashes_the_message_with_an_undo_form(client,
 
 
 def test_trash_view_restores_and_empties_for_good(client, app):
-    images = stored_ids(generate(client, "a box of old letters", n=3))
+    images = stored_ids(generate(client, size="256x256", prompt="a box of old letters", n=3))
     post(client, "/gallery/bulk", {"action": "delete", "ids": images})
     _, trash, _ = get(client, "/gallery?trash=1")
     assert set(cells(trash)) == set(images)
@@ -608,7 +546,7 @@ def test_trash_view_restores_and_empties_for_good(client, app):
 
 
 def test_empty_or_bad_selections_are_refused_and_change_nothing(client, app):
-    [image_id] = stored_ids(generate(client, "an untouched image"))
+    [image_id] = stored_ids(generate(client, size="256x256", prompt="an untouched image"))
 
     for data in (
         {"action": "delete"},
@@ -661,7 +599,7 @@ CSRF_GUARDED = (
 
 
 def test_posts_without_a_csrf_token_are_refused_and_change_nothing(client, app):
-    [image_id] = stored_ids(generate(client, "a guarded image"))
+    [image_id] = stored_ids(generate(client, size="256x256", prompt="a guarded image"))
     collection_id = make_collection(app, "Guarded")
     with app.app_context():
         curation.trash([image_id])
@@ -686,7 +624,7 @@ def test_posts_without_a_csrf_token_are_refused_and_change_nothing(client, app):
 
 
 def test_zip_holds_exactly_the_selected_originals_and_a_manifest(client, app):
-    job = generate(client, "a zipped harbour", n=3)
+    job = generate(client, size="256x256", prompt="a zipped harbour", n=3)
     chosen = [job["images"][0], job["images"][2]]
 
     with client.post(
@@ -750,7 +688,7 @@ def test_zip_streams_members_as_they_are_written():
 
 
 def test_content_addressed_files_are_immutable_with_strong_etags(client):
-    job = generate(client, "a cached image")
+    job = generate(client, size="256x256", prompt="a cached image")
     image = job["images"][0]
     sha = image["sha256"]
 
@@ -774,7 +712,7 @@ def test_content_addressed_files_are_immutable_with_strong_etags(client):
 
 
 def test_download_asks_the_browser_to_save_the_original_under_a_readable_name(client):
-    job = generate(client, "a saved image", n=2)
+    job = generate(client, size="256x256", prompt="a saved image", n=2)
     image = job["images"][1]
 
     with client.get(f"/files/{image['sha256']}.png?download=1") as response:
@@ -786,7 +724,7 @@ def test_download_asks_the_browser_to_save_the_original_under_a_readable_name(cl
 
 
 def test_gallery_uses_content_addressed_thumbnails_sized_before_they_load(client):
-    image = generate(client, "a sized thumbnail")["images"][0]
+    image = generate(client, size="256x256", prompt="a sized thumbnail")["images"][0]
     sha = image["sha256"]
 
     _, page, _ = get(client, "/gallery")
@@ -818,7 +756,7 @@ BAD_NAMES = (
 
 
 def test_content_addressed_routes_refuse_bad_names_and_path_tricks(client):
-    sha = generate(client, "an image to guard")["images"][0]["sha256"]
+    sha = generate(client, size="256x256", prompt="an image to guard")["images"][0]["sha256"]
     with client.get(f"/files/{sha}.png") as response:
         assert response.status_code == 200  # the image itself is there
 

@@ -12,7 +12,7 @@ import pytest
 import requests
 from PIL import Image as PILImage
 
-from tests.helpers import EMULATOR_KEY, emulator_counts, wait_for_job
+from tests.helpers import EMULATOR_KEY, emulator_counts, submit, wait_for_job
 
 ALL_APIS = {
     "AZURE_OPENAI_DEPLOYMENT": "gpt-image-1=gpt-image-1,dall-e-3=dall-e-3",
@@ -42,12 +42,6 @@ def idle_client(app_factory, emulator):
         **ALL_APIS,
     )
     return app.test_client()
-
-
-def submit(client, **body):
-    response = client.post("/api/jobs", json=body)
-    assert response.status_code == 202, response.get_json()
-    return response.get_json()
 
 
 def requests_to(emulator, fragment: str) -> int:

@@ -9,7 +9,7 @@ import pytest
 
 from app import curation
 from app.diffs import has_changes, word_diff
-from tests.helpers import csrf_token, wait_for_job
+from tests.helpers import csrf_token, generate, wait_for_job
 
 DEPLOYMENTS = {
     "AZURE_OPENAI_DEPLOYMENT": "gpt-image-1=gpt-image-1,dall-e-3=dall-e-3",
@@ -20,12 +20,6 @@ DEPLOYMENTS = {
 @pytest.fixture
 def app(app_factory):
     return app_factory(**DEPLOYMENTS)
-
-
-def submit(client, **body) -> dict:
-    with client.post("/api/jobs", json=body) as response:
-        assert response.status_code == 202, response.get_json()
-        return wait_for_job(client, response.get_json()["id"])
 
 
 def page_of(client, url: str) -> str:
@@ -46,7 +40,7 @@ def job_id_of(response) -> int:
 
 
 def test_page_shows_the_prompt_revised_prompt_and_every_parameter(client):
-    job = submit(
+    job = generate(
         client,
         prompt="a red lighthouse",
         provider="azure:dall-e-3",
@@ -70,7 +64,7 @@ def test_page_shows_the_prompt_revised_prompt_and_every_parameter(client):
 
 
 def test_page_shows_how_the_model_revised_the_prompt_word_by_word(client):
-    job = submit(client, prompt="a red lighthouse", provider="azure:dall-e-3")
+    job = generate(client, prompt="a red lighthouse", provider="azure:dall-e-3")
 
     page = image_page(client, job)
 
@@ -79,7 +73,7 @@ def test_page_shows_how_the_model_revised_the_prompt_word_by_word(client):
 
 
 def test_page_shows_token_usage_and_timings(client):
-    job = submit(client, prompt="a fig", options={"quality": "high"})
+    job = generate(client, prompt="a fig", options={"quality": "high"})
 
     page = image_page(client, job)
 
@@ -91,7 +85,7 @@ def test_page_shows_token_usage_and_timings(client):
 
 
 def test_page_offers_download_copy_reuse_and_generate_again(client):
-    job = submit(client, prompt="a quiet harbour")
+    job = generate(client, prompt="a quiet harbour")
     image_id = job["images"][0]["id"]
 
     page = image_page(client, job)
@@ -107,7 +101,7 @@ def test_page_offers_download_copy_reuse_and_generate_again(client):
 
 
 def test_page_links_newer_and_older_images_for_the_arrow_keys(client):
-    first, second, third = (submit(client, prompt=f"frame {n}") for n in range(3))
+    first, second, third = (generate(client, prompt=f"frame {n}") for n in range(3))
 
     page = image_page(client, second)
 
@@ -117,7 +111,7 @@ def test_page_links_newer_and_older_images_for_the_arrow_keys(client):
 
 
 def test_unknown_filtered_and_failed_images_are_404(client):
-    filtered = submit(client, prompt="a cat [filter]", provider="azure-async", n=2)["images"][1]
+    filtered = generate(client, prompt="a cat [filter]", provider="azure-async", n=2)["images"][1]
     assert filtered["status"] == "filtered"
 
     for url in ("/images/999", f"/images/{filtered['id']}"):
@@ -126,7 +120,7 @@ def test_unknown_filtered_and_failed_images_are_404(client):
 
 
 def test_image_in_the_trash_is_shown_with_a_notice_and_no_star(app, client):
-    job = submit(client, prompt="a bin")
+    job = generate(client, prompt="a bin")
     image_id = job["images"][0]["id"]
     with app.app_context():
         curation.trash([image_id])
@@ -141,7 +135,7 @@ def test_image_in_the_trash_is_shown_with_a_notice_and_no_star(app, client):
 
 
 def test_star_toggles_without_javascript_and_comes_back_to_the_image(client):
-    job = submit(client, prompt="a star")
+    job = generate(client, prompt="a star")
     image_id = job["images"][0]["id"]
     assert 'aria-pressed="false"' in image_page(client, job)
 
@@ -155,7 +149,7 @@ def test_star_toggles_without_javascript_and_comes_back_to_the_image(client):
 
 
 def test_star_through_htmx_answers_with_the_new_star_form(client):
-    job = submit(client, prompt="a star")
+    job = generate(client, prompt="a star")
     image_id = job["images"][0]["id"]
     token = csrf_token(client)
 
@@ -181,7 +175,7 @@ def test_star_of_a_missing_image_is_404(client):
 
 
 def test_generate_again_makes_a_linked_job_whose_page_shows_the_family(client):
-    parent = submit(client, prompt="a paper lantern")
+    parent = generate(client, prompt="a paper lantern")
 
     with client.post(
         f"/jobs/{parent['id']}/again", data={"csrf_token": csrf_token(client)}
@@ -201,7 +195,7 @@ def test_generate_again_makes_a_linked_job_whose_page_shows_the_family(client):
 
 
 def test_use_this_prompt_prefills_the_form_with_the_parent(client):
-    job = submit(client, prompt="a paper lantern on a lake")
+    job = generate(client, prompt="a paper lantern on a lake")
 
     page = page_of(client, f"/?reuse={job['id']}")
 
@@ -210,7 +204,7 @@ def test_use_this_prompt_prefills_the_form_with_the_parent(client):
 
 
 def test_reused_prompt_records_its_parent_and_shows_a_word_diff(client):
-    parent = submit(client, prompt="a paper lantern on a lake")
+    parent = generate(client, prompt="a paper lantern on a lake")
 
     with client.post(
         "/jobs",
@@ -235,7 +229,7 @@ def test_reused_prompt_records_its_parent_and_shows_a_word_diff(client):
 
 
 def test_family_shows_every_ancestor_root_first(client):
-    root = submit(client, prompt="a kite")
+    root = generate(client, prompt="a kite")
     token = csrf_token(client)
     chain = [root]
     for _ in range(2):
@@ -249,7 +243,7 @@ def test_family_shows_every_ancestor_root_first(client):
 
 
 def test_job_without_family_shows_no_family_section(client):
-    assert "Prompt family" not in image_page(client, submit(client, prompt="an only child"))
+    assert "Prompt family" not in image_page(client, generate(client, prompt="an only child"))
 
 
 # --- app.diffs ----------------------------------------------------------------------------------
@@ -311,7 +305,7 @@ def test_diff_pieces_rebuild_the_new_prompt():
 
 def test_with_sign_in_off_the_page_offers_no_share_link(client):
     # A link belongs to an account; with sign-in off there is none to own it (POST is a 404).
-    page = image_page(client, submit(client, prompt="a quiet harbour"))
+    page = image_page(client, generate(client, prompt="a quiet harbour"))
 
     assert "Share link" not in page
     assert 'action="/shares"' not in page

@@ -13,7 +13,7 @@ from tests.helpers import ROOT, database_url_for
 
 def flask_db(tmp_path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "ATELIER_DATA_DIR": str(tmp_path), "ATELIER_WORKER_THREADS": "0"}
-    database_url = database_url_for(tmp_path)  # None on SQLite: the default file is tested
+    database_url = database_url_for(tmp_path, migrated=False)  # None on SQLite: the file
     if database_url is not None:
         env["DATABASE_URL"] = database_url
     return subprocess.run(

@@ -15,15 +15,9 @@ from sqlalchemy.exc import OperationalError
 from app import backup, storage
 from app.logs import KeyValueFormatter
 from app.models import db
-from tests.helpers import EMULATOR_KEY, on_postgresql, wait_for_job
+from tests.helpers import EMULATOR_KEY, on_postgresql, submit, wait_for_job
 
 sqlite_only = pytest.mark.skipif(on_postgresql(), reason="backup and restore handle SQLite only")
-
-
-def submit(client, **body) -> int:
-    response = client.post("/api/jobs", json=body)
-    assert response.status_code == 202, response.get_json()
-    return response.get_json()["id"]
 
 
 def metric_lines(client) -> list[str]:
@@ -114,7 +108,7 @@ def test_metrics_count_queued_jobs_by_status_and_queue_depth(idle_app):
 
 
 def test_metrics_record_a_finished_job_its_duration_and_its_images(client):
-    job = wait_for_job(client, submit(client, prompt="a harbour", n=2, size="256x256"))
+    job = wait_for_job(client, submit(client, prompt="a harbour", n=2, size="256x256")["id"])
     assert job["status"] == "succeeded"
 
     lines = metric_lines(client)
@@ -128,7 +122,7 @@ def test_metrics_record_a_finished_job_its_duration_and_its_images(client):
 
 
 def test_metrics_count_upstream_errors_by_code(client):
-    job = wait_for_job(client, submit(client, prompt="something [refuse]"))
+    job = wait_for_job(client, submit(client, prompt="something [refuse]")["id"])
     code = job["error"]["code"]
 
     lines = metric_lines(client)
@@ -141,7 +135,7 @@ def test_metrics_count_upstream_errors_by_code(client):
 
 
 def test_requests_and_job_transitions_log_structured_lines_without_secrets(client, read_log):
-    job_id = submit(client, prompt="a quiet street")
+    job_id = submit(client, prompt="a quiet street")["id"]
     wait_for_job(client, job_id)
     client.get(f"/api/jobs/{job_id}?token=do-not-log-me")
 
@@ -184,8 +178,8 @@ def test_backup_and_restore_bring_back_the_same_jobs_and_image_bytes(app_factory
     source = app_factory()
     client = source.test_client()
     job_ids = [
-        submit(client, prompt="a red door", n=2, size="256x256"),
-        submit(client, prompt="a blue door", size="256x256"),
+        submit(client, prompt="a red door", n=2, size="256x256")["id"],
+        submit(client, prompt="a blue door", size="256x256")["id"],
     ]
     jobs_before = [wait_for_job(client, job_id) for job_id in job_ids]
     assert all(job["status"] == "succeeded" for job in jobs_before)

@@ -14,8 +14,7 @@ from sqlalchemy import select, update
 from app import curation, page_cache
 from app.models import Collection, Job, db, utcnow, write_transaction
 from app.views import gallery as gallery_views
-from tests.helpers import make_app, token_in
-from tests.test_gallery import cells, csrf_token, get, insert_images, post
+from tests.helpers import cells, csrf_token, get, insert_images, make_app, post, token_in
 
 
 @pytest.fixture

@@ -8,10 +8,8 @@ PostgreSQL database, so the migration lock under test is the advisory lock."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shlex
 import signal
 import subprocess
 import sys
@@ -24,50 +22,9 @@ import requests
 from sqlalchemy import create_engine, text
 
 from tests.helpers import ROOT, database_url_for, free_port, token_in
+from tests.processes import DOCKERFILE, VENV_BIN, container_command, container_run_env
 
-DOCKERFILE = ROOT / "Dockerfile"
-VENV_BIN = Path(sys.executable).parent
 ASYNC_PROVIDER = "emulator-azure-async"  # submit, then poll: the step most likely to cross workers
-
-
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
-    lines = [line for line in DOCKERFILE.read_text().splitlines() if not line.startswith("#")]
-    joined = re.sub(r"\\\n\s*", " ", "\n".join(lines))
-    return [
-        (word.upper(), rest.strip())
-        for word, _, rest in (line.strip().partition(" ") for line in joined.splitlines())
-        if word
-    ]
-
-
-def container_command() -> list[str]:
-    commands = [args for word, args in dockerfile_instructions() if word == "CMD"]
-    assert commands, "the Dockerfile has no CMD"
-    command = json.loads(commands[-1])  # exec (JSON) form: no shell between Docker and gunicorn
-    assert isinstance(command, list)
-    return command
-
-
-def container_env() -> dict[str, str]:
-    env: dict[str, str] = {}
-    for word, args in dockerfile_instructions():
-        if word == "ENV":
-            env.update(pair.split("=", 1) for pair in shlex.split(args))
-    return env
-
-
-def container_run_env(data_dir: Path, **settings: str) -> dict[str, str]:
-    """The environment of the container's command run here: this one without provider keys,
-    the Dockerfile's ENV, the virtualenv on PATH, `data_dir`, and `settings` on top."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_"))}
-    env.update(container_env())
-    env.update(PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", ATELIER_DATA_DIR=str(data_dir))
-    env.update(settings)
-    database_url = database_url_for(data_dir)  # PostgreSQL runs: one database per folder
-    if database_url is not None:
-        env["DATABASE_URL"] = database_url
-    return env
 
 
 class Server:
@@ -211,6 +168,7 @@ def test_jobs_complete_whichever_web_worker_claims_them(start_server) -> None:
 
 def test_two_instances_starting_together_migrate_once(start_server, tmp_path: Path) -> None:
     data_dir = tmp_path / "shared"
+    database_url = database_url_for(data_dir, migrated=False)  # None on SQLite: a new file
     first = start_server(data_dir)
     second = start_server(data_dir)
     first.wait_healthy()
@@ -218,7 +176,7 @@ def test_two_instances_starting_together_migrate_once(start_server, tmp_path: Pa
 
     logs = first.log() + second.log()
     assert logs.count("Running upgrade  -> ") == 1, logs  # the first migration, by one master
-    engine = create_engine(database_url_for(data_dir) or f"sqlite:///{data_dir / 'atelier.db'}")
+    engine = create_engine(database_url or f"sqlite:///{data_dir / 'atelier.db'}")
     with engine.connect() as connection:
         version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
     engine.dispose()

@@ -23,7 +23,7 @@ from app.auth import accounts
 from app.config import ConfigError
 from app.models import Image, Job, ShareLink, db, utcnow, write_transaction
 from tests.helpers import free_port, token_in, wait_for_job
-from tests.test_serving import container_command, container_run_env
+from tests.processes import container_command, container_run_env
 
 PASSWORD = "correct horse battery"
 

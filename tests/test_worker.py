@@ -10,17 +10,15 @@ from sqlalchemy import update
 
 from app import jobs, storage
 from app.models import Job, db, utcnow
-from app.providers import build_clients
 from app.validation import JobRequest
-from app.worker import Worker
-from tests.helpers import emulator_counts
+from tests.helpers import emulator_counts, stepper_of
 
 
 @pytest.fixture
 def stepper(idle_app, emulator):
     """A worker that is never started: the test calls run_once() itself."""
     with idle_app.app_context():
-        yield Worker(idle_app, build_clients(idle_app.config), threads=0)
+        yield stepper_of(idle_app)
 
 
 def queue(prompt: str = "a step at a time", n: int = 1) -> int:
