@@ -109,10 +109,11 @@ def slow_emulator(emulator: EmulatorServer) -> EmulatorServer:
 
 @pytest.fixture
 def app_factory(tmp_path: Path, emulator: EmulatorServer) -> Iterator[Any]:
-    """Build apps wired to the test emulator; their workers stop and engines close at teardown."""
+    """Build apps wired to the test emulator, idle unless `start_worker=True` (worker threads);
+    their workers stop and engines close at teardown."""
     built: list[Flask] = []
 
-    def build(start_worker: bool = True, **overrides: Any) -> Flask:
+    def build(start_worker: bool = False, **overrides: Any) -> Flask:
         settings = {
             "AZURE_OPENAI_ENDPOINT": emulator.url,
             "AZURE_OPENAI_API_KEY": EMULATOR_KEY,
@@ -141,7 +142,7 @@ def app_factory(tmp_path: Path, emulator: EmulatorServer) -> Iterator[Any]:
 def app(app_factory: Any) -> Flask:
     """An app without worker threads: jobs advance when a test drives them (`wait_for_job`,
     `run_until_final`, `run_ready` in tests/helpers.py)."""
-    return app_factory(start_worker=False)
+    return app_factory()
 
 
 @pytest.fixture
@@ -153,7 +154,7 @@ def idle_app(app: Flask) -> Flask:
 @pytest.fixture
 def running_app(app_factory: Any) -> Flask:
     """An app whose worker threads run, for tests of the threads themselves."""
-    return app_factory()
+    return app_factory(start_worker=True)
 
 
 @pytest.fixture

@@ -177,9 +177,10 @@ def stepper_of(app: Flask) -> Worker:
     return worker
 
 
-def run_ready(app: Flask) -> int:
-    """Advance every job that is due now, a step at a time, until none is; return the steps."""
-    worker = stepper_of(app)
+def run_ready(app: Flask, worker: Worker | None = None) -> int:
+    """Advance every job that is due now, a step at a time, until none is; return the steps.
+    `worker` defaults to the app's stepper."""
+    worker = worker or stepper_of(app)
     steps = 0
     with app.app_context():
         try:
@@ -196,12 +197,14 @@ def has_running_worker(app: Flask) -> bool:
     return worker is not None and worker.alive
 
 
-def run_until_final(app: Flask, job_id: int, *, timeout: float = 15) -> str:
+def run_until_final(
+    app: Flask, job_id: int, *, worker: Worker | None = None, timeout: float = 15
+) -> str:
     """Drive an idle app's job to a final status with the worker's own steps; return it.
     Between steps nothing is due only while the job waits for its next poll or retry."""
     deadline = time.monotonic() + timeout
     while True:
-        run_ready(app)
+        run_ready(app, worker)
         with app.app_context():
             status = db.session.get(Job, job_id).status
             db.session.remove()

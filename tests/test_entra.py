@@ -25,7 +25,7 @@ from werkzeug.wrappers import Request, Response
 from app import jobs
 from app import worker as worker_module
 from app.emulator.errors import ACCESS_DENIED_BODY
-from app.models import Job, JobStatus, db, utcnow, write_transaction
+from app.models import Job, JobStatus, utcnow, write_transaction
 from app.providers.auth import (
     COGNITIVE_SERVICES_SCOPE,
     ENTRA_ID,
@@ -36,7 +36,7 @@ from app.providers.azure_async import AzureAsyncProvider
 from app.providers.base import ProviderError
 from app.validation import JobRequest
 from app.worker import Worker
-from tests.helpers import emulator_counts, generate, wait_for_job
+from tests.helpers import emulator_counts, generate, run_until_final, wait_for_job
 
 try:  # the real type when azure-core happens to be installed, else the same shape
     from azure.core.credentials import AccessToken
@@ -336,12 +336,7 @@ def test_one_token_serves_every_request_of_a_job(idle_app, emulator):
     with idle_app.app_context():
         job_id = queue_async("signed in with Entra ID")
 
-        give_up = time.monotonic() + 10
-        while not jobs.get_job(job_id).is_final and time.monotonic() < give_up:
-            worker.run_once() or time.sleep(0.05)
-            db.session.expire_all()
-
-        assert jobs.get_job(job_id).status == JobStatus.SUCCEEDED
+        assert run_until_final(idle_app, job_id, worker=worker) == JobStatus.SUCCEEDED
     counts = emulator_counts(emulator)
     assert counts["submit"] == 1 and counts["poll"] >= 1
     assert fake.calls == 1

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import time
 
 import pytest
 import requests
@@ -20,7 +19,7 @@ from app.auth.tokens import create_token
 from app.models import Job, JobStatus, ProviderPause, User, db, utcnow, write_transaction
 from app.providers.generations import GENERATE_ATTEMPTS
 from app.validation import JobRequest
-from tests.helpers import csrf_token, stepper_of, wait_for_job
+from tests.helpers import csrf_token, run_until_final, stepper_of, wait_for_job
 
 DEPLOYMENTS = {"AZURE_OPENAI_DEPLOYMENT": "gpt-image-1=gpt-image-1,dall-e-3=dall-e-3"}
 GPT_IMAGE = "azure:gpt-image-1"
@@ -253,7 +252,9 @@ def test_queued_job_past_its_deadline_fails_even_at_the_cap(stepped_app):
 
 
 def test_cap_of_one_runs_jobs_one_at_a_time(app_factory, slow_emulator):
-    app = app_factory(ATELIER_MAX_CONCURRENT_JOBS=1, ATELIER_WORKER_THREADS=3, **DEPLOYMENTS)
+    app = app_factory(
+        start_worker=True, ATELIER_MAX_CONCURRENT_JOBS=1, ATELIER_WORKER_THREADS=3, **DEPLOYMENTS
+    )
     client = app.test_client()
     ids = [post_kite(client, prompt=f"kite {number}").get_json()["id"] for number in range(3)]
 
@@ -315,16 +316,13 @@ def test_polls_of_submitted_jobs_go_on_while_their_provider_is_paused(app_factor
             dataclasses.replace(request, prompt="sent after the pause"), owner_id=None
         )
 
-        give_up = time.monotonic() + 15
-        while not jobs.get_job(job.id).is_final and time.monotonic() < give_up:
-            worker.run_once() or time.sleep(0.05)
-
-        assert jobs.get_job(job.id).status == JobStatus.SUCCEEDED
+        assert run_until_final(app, job.id, worker=worker) == JobStatus.SUCCEEDED
+        db.session.expire_all()
         assert jobs.get_job(waiting.id).submit_count == 0
 
 
 def test_storm_on_every_worker_records_one_pause_and_gives_up_readably(app_factory, emulator):
-    app = app_factory(ATELIER_WORKER_THREADS=3, **DEPLOYMENTS)
+    app = app_factory(start_worker=True, ATELIER_WORKER_THREADS=3, **DEPLOYMENTS)
     client = app.test_client()
     ids = [
         post_kite(client, prompt=f"storm {number} [ratelimit-always]", provider=GPT_IMAGE)

@@ -45,7 +45,8 @@ def read_log() -> Iterator[Callable[[], list[str]]]:
 # --- health -------------------------------------------------------------------------------------
 
 
-def test_readyz_reports_every_part_ok_with_the_worker_running(client):
+def test_readyz_reports_every_part_ok_with_the_worker_running(running_app):
+    client = running_app.test_client()
     response = client.get("/readyz")
 
     assert response.status_code == 200
@@ -60,10 +61,10 @@ def test_readyz_is_ready_without_a_worker_in_this_process(idle_app):
     assert response.get_json()["worker"] == "not running here"
 
 
-def test_readyz_fails_when_the_worker_threads_stopped(app, client):
-    app.extensions["atelier_worker"].stop()
+def test_readyz_fails_when_the_worker_threads_stopped(running_app):
+    running_app.extensions["atelier_worker"].stop()
 
-    response = client.get("/readyz")
+    response = running_app.test_client().get("/readyz")
 
     assert response.status_code == 503
     assert response.get_json() == {"database": "ok", "images": "ok", "worker": "stopped"}
