@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -96,6 +96,15 @@ class Claim:
     deadline_at: datetime
     submit_count: int
     owner_id: int | None = None
+
+
+# What a claim reads back from the job it takes: its columns labelled with Claim's field names
+# (`job_id` is the job's id; the token is minted by the claim itself, not read).
+_CLAIM_COLUMNS = tuple(
+    (Job.id if f.name == "job_id" else getattr(Job, f.name)).label(f.name)
+    for f in fields(Claim)
+    if f.name != "token"
+)
 
 
 # --- user actions -----------------------------------------------------------------------------
@@ -370,41 +379,15 @@ def claim_due_job() -> Claim | None:
                 claims=Job.claims + 1,
                 started_at=db.func.coalesce(Job.started_at, literal(now, UTCDateTime())),
             )
-            .returning(
-                Job.id,
-                Job.phase,
-                Job.provider,
-                Job.model,
-                Job.prompt,
-                Job.size,
-                Job.n,
-                Job.options,
-                Job.created_at,
-                Job.operation_url,
-                Job.deadline_at,
-                Job.submit_count,
-                Job.owner_id,
-            )
+            .returning(*_CLAIM_COLUMNS)
             .execution_options(synchronize_session=False)
         ).one_or_none()
     if row is None:
         return None
-    return Claim(
-        job_id=row.id,
-        token=token,
-        phase=row.phase,
-        provider=row.provider,
-        model=row.model,
-        prompt=row.prompt,
-        size=row.size,
-        n=row.n,
-        options=dict(row.options or {}),
-        created_at=row.created_at,
-        operation_url=row.operation_url,
-        deadline_at=row.deadline_at,
-        submit_count=row.submit_count,
-        owner_id=row.owner_id,
-    )
+    values = dict(row._mapping)
+    # A dict of the claim's own, never None.
+    values["options"] = dict(values["options"] or {})
+    return Claim(token=token, **values)
 
 
 def _fenced_update(claim: Claim, **values: Any) -> None:
@@ -439,32 +422,25 @@ def mark_submitting(claim: Claim) -> None:
 
 def mark_submitted(claim: Claim, operation_url: str, next_poll_at: datetime) -> None:
     """Keep the operation URL (before any poll) and release the job until its next poll."""
-    _fenced_update(
-        claim,
-        phase=JobPhase.POLLING,
-        operation_url=operation_url,
-        next_attempt_at=next_poll_at,
-        **RELEASED,
-    )
+    _release(claim, next_poll_at, phase=JobPhase.POLLING, operation_url=operation_url)
     logs.job_event(log, claim.job_id, "submitted", JobStatus.RUNNING, phase=JobPhase.POLLING)
 
 
 def requeue_submission(claim: Claim, next_attempt_at: datetime, reason: str) -> None:
     """The provider refused the submit for now (rate limit, outage): try again later."""
-    _fenced_update(
-        claim,
-        status=JobStatus.QUEUED,
-        phase=None,
-        next_attempt_at=next_attempt_at,
-        **RELEASED,
-    )
+    _release(claim, next_attempt_at, status=JobStatus.QUEUED, phase=None)
     logs.job_event(log, claim.job_id, "requeued", JobStatus.QUEUED, reason=reason)
     metrics.submission_requeued()
 
 
 def release_until(claim: Claim, next_attempt_at: datetime) -> None:
     """Let go of a job that is waiting on the provider; it is due again at `next_attempt_at`."""
-    _fenced_update(claim, next_attempt_at=next_attempt_at, **RELEASED)
+    _release(claim, next_attempt_at)
+
+
+def _release(claim: Claim, next_attempt_at: datetime, **values: Any) -> None:
+    """Give up the lease (fenced), setting `values` too; the job is due at `next_attempt_at`."""
+    _fenced_update(claim, next_attempt_at=next_attempt_at, **values, **RELEASED)
 
 
 def mark_downloading(claim: Claim, usage: dict[str, Any] | None = None) -> None:

@@ -30,11 +30,6 @@ from app.models import Job, JobStatus, ProviderPause, User, db, utcnow, write_tr
 
 log = logging.getLogger(__name__)
 
-# Why a queued job may wait (shown on its card).
-PAUSE_MESSAGE = "Paused: {service} is rate limiting; trying again at {time} UTC"
-CAP_MESSAGE = "Waiting: {running} jobs are already running"
-CAP_MESSAGE_ONE = "Waiting: 1 job is already running"
-
 
 @dataclass(frozen=True)
 class Limits:
@@ -187,6 +182,12 @@ def active_pause(provider: str, now: datetime | None = None) -> ProviderPause | 
     if pause is None or pause.paused_until <= (now or utcnow()):
         return None
     return pause
+
+
+# Why a queued job may wait (shown on its card): wait_reason's answers.
+PAUSE_MESSAGE = "Paused: {service} is rate limiting; trying again at {time} UTC"
+CAP_MESSAGE = "Waiting: {running} jobs are already running"
+CAP_MESSAGE_ONE = "Waiting: 1 job is already running"
 
 
 def wait_reason(job: Job) -> str | None:

@@ -42,6 +42,7 @@ from app.crashpoints import crash_point
 from app.models import ImageStatus, Job, JobPhase, JobStatus, db, utcnow
 from app.providers import (
     AsyncProvider,
+    GenerationRequest,
     ImageSlot,
     PollResult,
     Provider,
@@ -276,9 +277,10 @@ def _generate(claim: jobs.Claim, client: SyncProvider, settings: WorkerSettings)
     jobs.mark_submitting(claim)
     try:
         with LeaseKeeper(claim, settings):
-            generation = client.generate(
+            request = GenerationRequest(
                 claim.prompt, claim.size, claim.n, claim.options, _end_user(claim, settings)
             )
+            generation = client.generate(request)
     except ProviderError as error:
         _submit_failed(_counted(claim), error)
         return

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 from flask import Flask
 
 from app.auth.accounts import user_count
 from app.config import ConfigError
-
-
-def is_loopback(host: str) -> bool:
-    host = host.strip().strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+from app.hosts import is_loopback
 
 
 def check_exposure(app: Flask, hosts: list[str]) -> None:
     """Refuse to serve a non-loopback address without sign-in, saying how to set it up."""
-    exposed = [host for host in hosts if not is_loopback(host)]
+    # Listen addresses as given to the run command: an IPv6 one may come bracketed ("[::1]").
+    exposed = [host for host in hosts if not is_loopback(host.strip().strip("[]"))]
     if not exposed:
         return
     where = ", ".join(exposed)

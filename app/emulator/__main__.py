@@ -11,6 +11,7 @@ import argparse
 import signal
 import sys
 import time
+from dataclasses import fields
 from types import FrameType
 
 from .config import (
@@ -101,21 +102,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
+    # Every EmulatorConfig field but `deployments` has an option of the same name (a field
+    # added without one fails here, loudly); --deployment is repeatable and becomes the mapping.
+    options = {
+        f.name: getattr(args, f.name) for f in fields(EmulatorConfig) if f.name != "deployments"
+    }
     deployments = dict(args.deployment) if args.deployment else dict(DEFAULT_DEPLOYMENTS)
-    return EmulatorConfig(
-        api_key=args.api_key,
-        latency=args.latency,
-        poll_interval=args.poll_interval,
-        signing_secret=args.signing_secret,
-        state_file=args.state_file,
-        public_url=args.public_url,
-        deployments=deployments,
-        openai_api_key=args.openai_api_key,
-        hang_seconds=args.hang_seconds,
-        slow_seconds=args.slow_seconds,
-        oversized_bytes=args.oversized_bytes,
-        rate_limit_retry_seconds=args.rate_limit_retry_seconds,
-    )
+    return EmulatorConfig(**options, deployments=deployments)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -149,9 +149,7 @@ def submit_generation() -> Response:
 
 @bp.get("/operations/images/<operation_id>")
 def get_operation(operation_id: str) -> Response:
-    mark_request_kind("poll")
-    state = emulator_state()
-    operation = _async_operation_or_404(state, operation_id)
+    state, operation = _requested_operation("poll", operation_id)
     fault = poll_fault(state.fault_memory, operation.id, operation.prompt)
     if fault is Fault.POLL_429:
         return rate_limited(
@@ -171,9 +169,7 @@ def get_operation(operation_id: str) -> Response:
 
 @bp.delete("/operations/images/<operation_id>")
 def delete_operation(operation_id: str) -> Response:
-    mark_request_kind("delete")
-    state = emulator_state()
-    operation = _async_operation_or_404(state, operation_id)
+    state, operation = _requested_operation("delete", operation_id)
     if operation.status_at(state.store.clock()) in ("notRunning", "running"):
         # Guess (UNCONFIRMED in azure-image-apis.md §2.7): the docs only say delete succeeds in an
         # end state; 409 `conflict` comes from the generated client's error-code enum.
@@ -268,18 +264,21 @@ def _image_entry(state: EmulatorState, operation: Operation, index: int) -> dict
     return {"url": blob_url(_base_url(state), state.signing_secret, operation, index)}
 
 
-def _async_operation_or_404(state: EmulatorState, operation_id: str) -> Operation:
-    """The operation a poll or delete of this id acts on; the request is answered 404 instead
-    when the id is unknown or expired, made by a synchronous route, or its prompt has `[vanish]`.
+def _requested_operation(kind: str, operation_id: str) -> tuple[EmulatorState, Operation]:
+    """Count this request as a `kind` ("poll" or "delete") and find the operation it acts on;
+    the request is answered 404 instead when the id is unknown or expired, made by a
+    synchronous route, or its prompt has `[vanish]`.
 
     Guess (UNCONFIRMED in azure-image-apis.md §2.6, §2.7): an unknown or expired id gets the
     generic 404. A vanished operation is gone for a delete as much as for a poll: a client
     cleaning up must cope with 404 too.
     """
+    mark_request_kind(kind)
+    state = emulator_state()
     operation = state.store.get(operation_id)
     if operation is None or operation.synchronous or has_vanished(operation.prompt):
         abort(resource_not_found())
-    return operation
+    return state, operation
 
 
 def _with_poll_interval(state: EmulatorState, response: Response) -> Response:

@@ -15,13 +15,21 @@ from typing import Any, Protocol
 from app.providers.auth import AzureCredential, azure_credential
 from app.providers.azure_async import AzureAsyncProvider
 from app.providers.azure_deployment import AzureDeploymentProvider
-from app.providers.base import Generation, ImageSlot, PollResult, ProviderError, Submitted
+from app.providers.base import (
+    Generation,
+    GenerationRequest,
+    ImageSlot,
+    PollResult,
+    ProviderError,
+    Submitted,
+)
 from app.providers.catalog import AZURE_ASYNC, AZURE_DEPLOYMENT, AZURE_V1, Target
 from app.providers.openai_images import OpenAIImagesProvider
 
 __all__ = [
     "AsyncProvider",
     "Generation",
+    "GenerationRequest",
     "ImageSlot",
     "PollResult",
     "Provider",
@@ -47,14 +55,7 @@ class AsyncProvider(Protocol):
 class SyncProvider(Protocol):
     synchronous: bool  # True
 
-    def generate(
-        self,
-        prompt: str,
-        size: str,
-        n: int,
-        options: Mapping[str, Any],
-        end_user: str | None = None,
-    ) -> Generation: ...
+    def generate(self, request: GenerationRequest) -> Generation: ...
 
     def fetch_image(self, slot: ImageSlot) -> bytes: ...
 

@@ -10,7 +10,6 @@ gpt-image models answer with `b64_json` and `usage`; DALL-E 3 with URLs on Azure
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -18,7 +17,7 @@ import requests
 
 from app.image_models import ImageModel
 from app.providers.auth import AzureCredential
-from app.providers.base import ProviderError, describe_error
+from app.providers.base import GenerationRequest, ProviderError, describe_error
 from app.providers.generations import GenerationsProvider
 
 DATED_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?")
@@ -61,10 +60,8 @@ class AzureDeploymentProvider(GenerationsProvider):
             return {}
         return {"api-version": self.api_version}
 
-    def _body(
-        self, prompt: str, size: str, n: int, options: Mapping[str, Any], end_user: str | None
-    ) -> dict[str, Any]:
-        body = super()._body(prompt, size, n, options, end_user)
+    def _body(self, request: GenerationRequest) -> dict[str, Any]:
+        body = super()._body(request)
         # The classic route takes the deployment from the path and ignores `model` (§3.1).
         return {"model": self.deployment, **body} if self.v1 else body
 

@@ -17,7 +17,7 @@ import email.utils
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +70,19 @@ class ImageSlot:
     error_message: str | None = None
     # Azure's per-image content_filter_results and prompt_filter_results, kept as sent.
     filter_results: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What a synchronous image API is asked for. `options`: the model's options as the job
+    holds them (providers send only those the model takes); `end_user`: the hashed account id
+    the request carries for abuse reports, or None."""
+
+    prompt: str
+    size: str
+    n: int
+    options: Mapping[str, Any]
+    end_user: str | None = None
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import os
 import time
 from urllib.parse import urlsplit
@@ -20,12 +19,12 @@ import requests
 from flask import current_app, has_app_context
 from requests.adapters import DEFAULT_POOLSIZE, HTTPAdapter
 
+from app.hosts import is_loopback
 from app.providers.base import ImageSlot, ProviderError, backoff_delay, send
 
 # Azure's documented blob host for generated images (`dalleprod*.blob.core.windows.net`);
 # OpenAI's DALL-E URLs live on Azure blob storage too (`oaidalleapiprodscus.blob...`).
 AZURE_BLOB_SUFFIX = ".blob.core.windows.net"
-LOOPBACK_NAMES = {"localhost", "::1"}
 ACCEPTED_IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
 DOWNLOAD_ATTEMPTS = 3
 DOWNLOAD_CHUNK = 64 * 1024
@@ -65,16 +64,6 @@ def origin(url: str) -> Origin:
         port = None
     default_port = {"http": 80, "https": 443}.get(parts.scheme)
     return parts.scheme, (parts.hostname or "").lower(), port or default_port
-
-
-def is_loopback(host: str) -> bool:
-    # A literal loopback address, not a name that merely starts with "127.".
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def is_trusted(url: str, endpoint: Origin, https_suffixes: tuple[str, ...]) -> bool:

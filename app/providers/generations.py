@@ -10,7 +10,6 @@ which did not generate anything, are retried a bounded number of times.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
 from typing import Any
 
 import requests
@@ -18,6 +17,7 @@ import requests
 from app.image_models import ImageModel
 from app.providers.base import (
     Generation,
+    GenerationRequest,
     ImageSlot,
     ProviderError,
     json_object,
@@ -72,21 +72,14 @@ class GenerationsProvider:
     def __repr__(self) -> str:  # never show credentials
         return f"{type(self).__name__}(url={self.url!r}, model={self.model.name!r})"
 
-    def generate(
-        self,
-        prompt: str,
-        size: str,
-        n: int,
-        options: Mapping[str, Any],
-        end_user: str | None = None,
-    ) -> Generation:
+    def generate(self, request: GenerationRequest) -> Generation:
         response = send(
             self._session,
             "POST",
             self.url,
             params=self._params(),
             headers=self._headers(),
-            json=self._body(prompt, size, n, options, end_user),
+            json=self._body(request),
             read_timeout=self.generation_timeout,
             attempts=GENERATE_ATTEMPTS,
             describe=self._describe,
@@ -110,10 +103,9 @@ class GenerationsProvider:
     def fetch_image(self, slot: ImageSlot) -> bytes:
         return self._fetcher.fetch(slot)
 
-    def _body(
-        self, prompt: str, size: str, n: int, options: Mapping[str, Any], end_user: str | None
-    ) -> dict[str, Any]:
-        body: dict[str, Any] = {"prompt": prompt, "n": n, "size": size}
+    def _body(self, request: GenerationRequest) -> dict[str, Any]:
+        options = request.options
+        body: dict[str, Any] = {"prompt": request.prompt, "n": request.n, "size": request.size}
         for option in self.model.options:
             if option.name not in options:
                 continue
@@ -125,8 +117,8 @@ class GenerationsProvider:
             if not option.send_default and options[option.name] == option.default:
                 continue
             body[option.name] = options[option.name]
-        if end_user:
-            body[self.safety_field if self.model.gpt_image else "user"] = end_user
+        if request.end_user:
+            body[self.safety_field if self.model.gpt_image else "user"] = request.end_user
         return body
 
     def _params(self) -> dict[str, str]:

@@ -6,13 +6,12 @@ with URLs (valid for an hour) that are downloaded at once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import requests
 
 from app.image_models import ImageModel
-from app.providers.base import ProviderError, describe_error
+from app.providers.base import GenerationRequest, ProviderError, describe_error
 from app.providers.generations import GenerationsProvider
 
 
@@ -30,10 +29,8 @@ class OpenAIImagesProvider(GenerationsProvider):
     # §9: on OpenAI, `safety_identifier` supersedes `user` for the gpt-image models.
     safety_field = "safety_identifier"
 
-    def _body(
-        self, prompt: str, size: str, n: int, options: Mapping[str, Any], end_user: str | None
-    ) -> dict[str, Any]:
-        return {"model": self.model.name, **super()._body(prompt, size, n, options, end_user)}
+    def _body(self, request: GenerationRequest) -> dict[str, Any]:
+        return {"model": self.model.name, **super()._body(request)}
 
     def _describe(self, response: requests.Response) -> ProviderError:
         return describe_error(
