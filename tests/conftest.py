@@ -146,9 +146,9 @@ def app(app_factory: Any) -> Flask:
 
 
 @pytest.fixture
-def idle_app(app: Flask) -> Flask:
-    """The same idle app, named for tests that check what happens before any step."""
-    return app
+def idle_app(app_factory: Any) -> Flask:
+    """An idle app too, named for tests that check what happens before any step."""
+    return app_factory()
 
 
 @pytest.fixture
