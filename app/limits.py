@@ -18,6 +18,7 @@ pauses a provider that rate limits it with `pause_provider()`, for every worker 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -177,30 +178,42 @@ def running_jobs() -> int:
     )
 
 
-def active_pause(provider: str, now: datetime | None = None) -> ProviderPause | None:
-    pause = db.session.get(ProviderPause, provider, populate_existing=True)
-    if pause is None or pause.paused_until <= (now or utcnow()):
-        return None
-    return pause
-
-
-# Why a queued job may wait (shown on its card): wait_reason's answers.
+# Why a queued job may wait (shown on its card): wait_reasons' answers.
 PAUSE_MESSAGE = "Paused: {service} is rate limiting; trying again at {time} UTC"
 CAP_MESSAGE = "Waiting: {running} jobs are already running"
 CAP_MESSAGE_ONE = "Waiting: 1 job is already running"
 
 
-def wait_reason(job: Job) -> str | None:
-    """Why a queued job has not started: its provider is paused, or the concurrency cap."""
-    if job.status != JobStatus.QUEUED:
-        return None
-    pause = active_pause(job.provider)
-    if pause is not None:
-        service = "OpenAI" if "openai:" in job.provider else "Azure"
-        return PAUSE_MESSAGE.format(service=service, time=pause.paused_until.strftime("%H:%M:%S"))
+def wait_reasons(jobs: Iterable[Job]) -> dict[int, str]:
+    """Why each queued job of `jobs` has not started, by job id (job cards show it): its
+    provider is paused, or the concurrency cap is reached. Jobs that are not waiting are left
+    out. At most two queries for any number of cards, none when no job is queued."""
+    queued = [job for job in jobs if job.status == JobStatus.QUEUED]
+    if not queued:
+        return {}
+    now = utcnow()
+    pauses = {
+        pause.provider: pause
+        for pause in db.session.scalars(
+            select(ProviderPause).where(
+                ProviderPause.provider.in_({job.provider for job in queued}),
+                ProviderPause.paused_until > now,
+            )
+        )
+    }
+    reasons: dict[int, str] = {}
+    cap_reason: str | None = None
     cap = current_app.config["ATELIER_MAX_CONCURRENT_JOBS"]
-    if cap:
+    if cap and any(job.provider not in pauses for job in queued):
         running = running_jobs()
         if running >= cap:
-            return CAP_MESSAGE_ONE if running == 1 else CAP_MESSAGE.format(running=running)
-    return None
+            cap_reason = CAP_MESSAGE_ONE if running == 1 else CAP_MESSAGE.format(running=running)
+    for job in queued:
+        pause = pauses.get(job.provider)
+        if pause is not None:
+            service = "OpenAI" if "openai:" in job.provider else "Azure"
+            until = pause.paused_until.strftime("%H:%M:%S")
+            reasons[job.id] = PAUSE_MESSAGE.format(service=service, time=until)
+        elif cap_reason is not None:
+            reasons[job.id] = cap_reason
+    return reasons

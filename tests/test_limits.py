@@ -11,7 +11,7 @@ import itertools
 import pytest
 import requests
 from flask import has_request_context
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from app import jobs, limits
 from app.auth.accounts import create_user, find_user
@@ -235,6 +235,31 @@ def test_at_the_cap_no_new_job_starts_but_running_ones_go_on(stepped_app):
         assert jobs.get_job(second).status == JobStatus.QUEUED
         card = app.test_client().get(f"/partials/jobs/{second}").get_data(as_text=True)
         assert "Waiting: 1 job is already running" in card
+
+
+def test_the_home_page_finds_why_many_jobs_wait_in_two_queries(stepped_app):
+    app, _ = stepped_app(ATELIER_MAX_CONCURRENT_JOBS=1)
+    with app.app_context():
+        first = queue("running")
+        waiting = [queue(f"waiting {number}") for number in range(6)]
+        jobs.claim_due_job()  # the first job runs; the cap holds the others back
+        limits.pause_provider(GPT_IMAGE, 60, "rate limited in a test")
+        paused = queue("paused", GPT_IMAGE)
+        listed = [jobs.get_job(job_id) for job_id in (first, *waiting, paused)]
+        statements: list[str] = []
+        listener = lambda *args: statements.append(args[2])  # noqa: E731
+        event.listen(db.engine, "before_cursor_execute", listener)
+        try:
+            reasons = limits.wait_reasons(listed)
+        finally:
+            event.remove(db.engine, "before_cursor_execute", listener)
+
+    assert len(statements) == 2, statements  # the pauses, and the running count
+    assert first not in reasons
+    assert [reasons[job_id] for job_id in waiting] == ["Waiting: 1 job is already running"] * 6
+    assert reasons[paused].startswith("Paused: Azure is rate limiting; trying again at")
+    with app.app_context():
+        assert limits.wait_reasons([jobs.get_job(first)]) == {}  # nothing queued: no query
 
 
 def test_queued_job_past_its_deadline_fails_even_at_the_cap(stepped_app):

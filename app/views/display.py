@@ -4,7 +4,7 @@
 context processor on the app; no blueprint registers its own. The functions here describe jobs
 and images (labels, error titles, durations, costs, the polling delay, placeholder colours).
 Values that need a query (why a queued job waits, the viewer's limits) are not template
-globals: views compute them with `wait_reasons` and `viewer_limits` and pass them in.
+globals: views compute them (`limits.wait_reasons`, `viewer_limits`) and pass them in.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, current_app, g
@@ -98,17 +98,6 @@ def init_app(app: Flask) -> None:
 
 
 # --- values views compute for templates ---------------------------------------------------------
-
-
-def wait_reasons(jobs: Iterable[Job]) -> dict[int, str]:
-    """Why each queued job of `jobs` has not started (app.limits), by job id; job cards show
-    it. Jobs that are not waiting are left out."""
-    reasons = {}
-    for job in jobs:
-        reason = limits.wait_reason(job)
-        if reason:
-            reasons[job.id] = reason
-    return reasons
 
 
 def viewer_limits() -> limits.Limits:

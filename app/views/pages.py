@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from app import jobs, library
+from app import jobs, library, limits
 from app.auth import sessions
 from app.parsing import parse_id
 from app.views import display
@@ -41,7 +41,7 @@ def job(job_id: int) -> str:
     found = jobs.get_job(job_id)
     if found is None:
         abort(404, f"There is no job {job_id}.")
-    return render_template("jobs/job.html", job=found, wait_reasons=display.wait_reasons([found]))
+    return render_template("jobs/job.html", job=found, wait_reasons=limits.wait_reasons([found]))
 
 
 def _index_page(form: PromptForm) -> str:
@@ -50,7 +50,7 @@ def _index_page(form: PromptForm) -> str:
         "jobs/index.html",
         form=form,
         jobs=recent,
-        wait_reasons=display.wait_reasons(recent),
+        wait_reasons=limits.wait_reasons(recent),
         limits=display.viewer_limits(),
     )
 

@@ -14,7 +14,7 @@ from flask import (
 )
 from werkzeug.wrappers import Response
 
-from app import jobs, library, page_cache
+from app import jobs, library, limits, page_cache
 from app.auth import sessions
 from app.models import utcnow
 from app.views import display
@@ -73,7 +73,7 @@ def _rendered_card(job_id: int, key: tuple[str, ...], delay: int) -> str:
         return render_template(
             "jobs/_job_card.html",
             job=job,
-            wait_reasons=display.wait_reasons([job]),
+            wait_reasons=limits.wait_reasons([job]),
             poll_seconds=delay,
             csrf_token=page_cache.placeholder_token,
         )
@@ -92,7 +92,7 @@ def create_job() -> Response:
         body = render_template(
             "jobs/_job_created.html",
             job=job,
-            wait_reasons=display.wait_reasons([job]),
+            wait_reasons=limits.wait_reasons([job]),
             form=fresh,
             limits=display.viewer_limits(),
         )
@@ -125,4 +125,4 @@ def cancel(job_id: int) -> str:
         abort(404, error.message)
     except jobs.JobConflict:
         job = jobs.get_job(job_id)  # it finished meanwhile: show how it ended
-    return render_template("jobs/_job_card.html", job=job, wait_reasons=display.wait_reasons([job]))
+    return render_template("jobs/_job_card.html", job=job, wait_reasons=limits.wait_reasons([job]))
