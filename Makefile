@@ -38,12 +38,16 @@ chromium:
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(CHROMIUM_PACKAGES) >/dev/null; }
 
-# The whole suite twice: on SQLite, then on a throwaway PostgreSQL server (pgserver).
+# The whole suite twice: on SQLite, then on a throwaway PostgreSQL server (pgserver). Test files
+# are shared out to TEST_WORKERS processes (pytest-xdist), a whole file each, so a module's
+# fixtures are built once; `make test TEST_WORKERS=0` runs in one process.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 test: $(VENV)/.dev chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	ATELIER_TEST_DB=sqlite $(BIN)/pytest
-	ATELIER_TEST_DB=postgresql $(BIN)/pytest
+	ATELIER_TEST_DB=sqlite $(PYTEST)
+	ATELIER_TEST_DB=postgresql $(PYTEST)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
