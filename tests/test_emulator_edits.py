@@ -27,6 +27,7 @@ import requests
 from PIL import Image
 
 from app.emulator import EmulatorConfig, EmulatorServer
+from app.emulator.fault_responses import bomb_png
 
 API_KEY = "azure-edits-test-key-0123456789"
 OPENAI_KEY = "sk-emulator-edits-test-key-wxyz"
@@ -455,6 +456,9 @@ BAD_EDITS = {
     "n-0": (None, {"n": 0}, "n"),
     "n-11": (None, {"n": 11}, "n"),
     "n-word": (None, {"n": "two"}, "n"),
+    "n-superscript": (None, {"n": "²"}, "n"),
+    "n-huge": (None, {"n": "9" * 5000}, "n"),
+    "mask-as-text": (None, {"mask": "not a file"}, "mask"),
     "size-not-multiple-of-16": (None, {"size": "1000x1000"}, "size"),
     "size-gpt-image-1": (None, {"size": "2048x2048", "_model": "gpt-image-1"}, "size"),
     "quality": (None, {"quality": "hd"}, "quality"),
@@ -494,6 +498,21 @@ def test_a_file_over_50_mib_is_400_naming_image(emulator):
     (entry,) = logged(emulator)
     assert entry["files"][0]["size"] == len(too_big)
     assert entry["files"][0]["sha256"] == sha256(too_big)
+
+
+def test_a_decompression_bomb_is_400_naming_image(azure):
+    response = azure.edit(files=[image_part(bomb_png())])
+
+    assert "pixels" in assert_invalid(azure, response, "image")["message"]
+
+
+def test_an_image_over_the_pixel_limit_is_400_naming_image(azure):
+    # 10000x9000: over Pillow's limit, under twice it (Pillow only warns when opening it).
+    big = encoded(Image.new("1", (10_000, 9_000)))
+
+    response = azure.edit(files=[image_part(big)])
+
+    assert "10000x9000 pixels" in assert_invalid(azure, response, "image")["message"]
 
 
 def test_a_mask_over_4_mib_is_400_naming_mask(azure):
