@@ -22,6 +22,7 @@ import json
 import re
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -179,6 +180,11 @@ class IndependentAzure(ThreadingHTTPServer):
 
     def posts(self, route: str = "") -> list[Received]:
         return [seen for seen in self.received if seen.method == "POST" and route in seen.path]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (as the provider does after a cut or a timeout) is no error."""
+        if not isinstance(sys.exception(), ConnectionError):
+            super().handle_error(request, client_address)
 
     def stop(self) -> None:
         self.stopping.set()

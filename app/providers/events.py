@@ -4,16 +4,16 @@ The image APIs stream partial images as server-sent events (azure-image-apis.md 
 `read_events()` turns the body of a 200 answer into `Event`s, following the WHATWG parsing rules
 (lines end in CRLF, LF or CR; `:` starts a comment or keep-alive; several `data:` lines join with
 newlines; a blank line ends an event) and tolerating servers that put the type only inside the
-JSON. Every read has its own timeout, and the whole stream a deadline, so a stalled stream ends
-instead of holding a worker thread. Anything that breaks the stream after it began (a reset, a
-timeout, a cut connection, bytes that are not UTF-8, an event larger than allowed) raises
-`StreamBroke` with a short reason; the caller decides what that means for the request.
+JSON. Every read waits at most the request's read timeout, and no read starts after the
+stream's deadline, so a stalled stream ends instead of holding a worker thread. Anything that
+breaks the stream after it began (a reset, a timeout, a cut connection, bytes that are not
+UTF-8, an event larger than allowed) raises `StreamBroke` with a short reason; the caller
+decides what that means for the request.
 """
 
 from __future__ import annotations
 
 import re
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,10 +42,12 @@ def read_events(
 ) -> Iterator[Event]:
     """The events of a streamed response, in order, until the server ends the stream.
 
-    `read_timeout`: the longest wait for any bytes; `deadline`: a `time.monotonic()` value the
-    whole stream must end by; `max_event_bytes`: the largest line accepted (an event carries at
-    most one image). An event whose blank line never came is still dispatched when the stream
-    ends after a complete line, since a server may close right after its last event.
+    `read_timeout`: the read timeout the request was sent with (requests applies it to every
+    read of the body); `deadline`: a `time.monotonic()` value after which no read starts, so
+    the stream ends at most one read timeout after it; `max_event_bytes`: the largest line
+    accepted (an event carries at most one image). An event whose blank line never came is
+    still dispatched when the stream ends after a complete line, since a server may close
+    right after its last event.
     """
     name: str | None = None
     data: list[str] = []
@@ -75,37 +77,18 @@ def read_events(
 def _chunks(response: requests.Response, read_timeout: float, deadline: float) -> Iterator[bytes]:
     """The body as it arrives: each read returns what the network has (`read1`), so an event
     is seen when it comes, whether the body is chunked or simply runs until the server closes."""
-    raw = response.raw
     while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if time.monotonic() >= deadline:
             raise StreamBroke("it did not finish within the generation timeout")
-        wait = min(read_timeout, remaining)
-        _set_read_timeout(raw, wait)
         try:
-            chunk = raw.read1(READ_CHUNK, decode_content=True)
+            chunk = response.raw.read1(READ_CHUNK, decode_content=True)
         except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as error:
-            raise StreamBroke(_why(error, wait, read_timeout)) from None
+            if isinstance(error, urllib3.exceptions.ReadTimeoutError | TimeoutError):
+                raise StreamBroke(f"nothing arrived for {read_timeout:g} s") from None
+            raise StreamBroke(f"the connection broke off ({type(error).__name__})") from None
         if not chunk:
             return
         yield chunk
-
-
-def _set_read_timeout(raw: urllib3.BaseHTTPResponse, seconds: float) -> None:
-    """Bound the next read of the socket under `raw` (the request's own timeout applied to the
-    wait for the headers, which may be as long as a whole generation)."""
-    connection = getattr(raw, "connection", None)
-    sock = getattr(connection, "sock", None)
-    if isinstance(sock, socket.socket):
-        sock.settimeout(seconds)
-
-
-def _why(error: Exception, wait: float, read_timeout: float) -> str:
-    if isinstance(error, urllib3.exceptions.ReadTimeoutError | socket.timeout):
-        if wait < read_timeout:
-            return "it did not finish within the generation timeout"
-        return f"nothing arrived for {read_timeout:g} s"
-    return f"the connection broke off ({type(error).__name__})"
 
 
 def _lines(chunks: Iterator[bytes], max_line_bytes: int) -> Iterator[bytes]:

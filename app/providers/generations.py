@@ -113,7 +113,10 @@ class GenerationsProvider:
             url,
             params=self._params(),
             headers=self._headers(),
-            read_timeout=self.generation_timeout,
+            # A stream's timeout holds for each read: a stalled stream ends after it. Guess: a
+            # streaming server sends its headers at once (as event-stream servers do), so the
+            # wait for them needs no more than the read timeout either.
+            read_timeout=self.read_timeout if streaming else self.generation_timeout,
             attempts=GENERATE_ATTEMPTS,
             describe=self._describe,
             idempotent=False,
