@@ -43,7 +43,9 @@ that had to be invented, is commented `# Guess (...)` where it is implemented.
   naming `n`), answers `text/event-stream`: `partial_images` events
   `image_generation.partial_image` / `image_edit.partial_image` (coarser versions of the final
   image) then one `image_generation.completed` / `image_edit.completed` with `usage`, spread
-  over `latency`. Prompt triggers that answer with an error do so before the stream starts.
+  over `latency`. The prompt triggers below answer a streamed request as they answer any
+  other, before a stream starts (`[garbage]`: its cut-off JSON body, not a stream); the
+  `[stream-*]` faults break the stream itself.
 
 The gpt-image-2 family takes `size` `auto` or any `WIDTHxHEIGHT` with both sides multiples of
 16, the long side at most 3840 and at most 3 times the short side, and 655,360 to 8,294,400

@@ -64,8 +64,8 @@ def draw_edit(
             max(9, width // 30),
             padding=margin,
         )
-    _draw_tiles(picture, draw, images[1:])
     frame = max(4, min(width, height) // 64)
+    _draw_tiles(picture, draw, images[1:], inset=frame)
     draw.rectangle((0, 0, width - 1, height - 1), outline=FRAME_COLOUR, width=frame)
     inputs = f"{len(images)} input image{'s' if len(images) > 1 else ''}"
     inputs += " + mask" if mask is not None else ", no mask"
@@ -115,19 +115,26 @@ def _stripes(width: int, height: int, stripe: int, phase: int) -> Image.Image:
 
 
 def _draw_tiles(
-    picture: Image.Image, draw: ImageDraw.ImageDraw, references: Sequence[Image.Image]
+    picture: Image.Image,
+    draw: ImageDraw.ImageDraw,
+    references: Sequence[Image.Image],
+    *,
+    inset: int,
 ) -> None:
-    """The other input images as numbered square tiles above the footer band, left to right,
-    in rows upwards when one row is full."""
+    """The other input images as numbered square tiles above the footer band, left to right
+    from `inset` pixels in (inside the frame), in rows upwards when one row is full."""
     width, height = picture.size
-    tile = max(24, min(width, height) // TILE_FRACTION)
+    short = min(width, height)
+    # Smaller tiles when many would not fit in one row, down to half size.
+    fitting = (width - 2 * inset) // max(1, len(references)) * 11 // 12
+    tile = max(24, short // (2 * TILE_FRACTION), min(short // TILE_FRACTION, fitting))
     gap = max(2, tile // 12)
-    per_row = max(1, (width - gap) // (tile + gap))
+    per_row = max(1, (width - 2 * inset - gap) // (tile + gap))
     bottom = height - max(8, width // 30) - max(4, width // 32) - gap
     font = ImageFont.load_default(size=max(8, tile // 5))
     for number, reference in enumerate(references):
         row, column = divmod(number, per_row)
-        left = gap + column * (tile + gap)
+        left = inset + gap + column * (tile + gap)
         top = bottom - (row + 1) * (tile + gap)
         thumbnail = ImageOps.fit(_as_mode(reference, picture.mode), (tile, tile))
         draw.rectangle((left - 2, top - 2, left + tile + 1, top + tile + 1), fill="white")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
 from dataclasses import dataclass, replace
 
@@ -64,6 +65,9 @@ CONTENT_TYPES = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
 PIL_FORMATS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}
 # Text fields an edit sends as numbers or booleans; the rest stay strings.
 INTEGER_FIELDS = ("n", "output_compression", "partial_images")
+# What counts as a number there: ASCII digits only (str.isdigit also takes "²"), and few enough
+# that int() never meets Python's limit on digits.
+INTEGER_TEXT = re.compile(r"\s*-?[0-9]{1,9}\s*")
 BOOLEAN_FIELDS = ("stream",)
 KNOWN_EDIT_FIELDS = KNOWN_FIELDS | {"input_fidelity"}
 READ_CHUNK_BYTES = 1024 * 1024
@@ -195,9 +199,10 @@ def _typed_payload(fields: dict[str, str]) -> dict[str, object]:
     payload: dict[str, object] = {}
     for name, value in fields.items():
         if name in (*IMAGE_FIELDS, MASK_FIELD):
-            raise InvalidRequest(f"'{name}' must be sent as a file, not as text.", "image")
+            param = "image" if name in IMAGE_FIELDS else name
+            raise InvalidRequest(f"'{name}' must be sent as a file, not as text.", param)
         typed: object = value
-        if name in INTEGER_FIELDS and value.strip().lstrip("-").isdigit():
+        if name in INTEGER_FIELDS and INTEGER_TEXT.fullmatch(value):
             typed = int(value)
         elif name in BOOLEAN_FIELDS and value.lower() in ("true", "false"):
             typed = value.lower() == "true"
@@ -295,7 +300,12 @@ def _decoded(part: ReceivedFile, role: str, name: str, max_bytes: int) -> InputF
         width, height = picture.size
         if actual is not None and width * height <= MAX_INPUT_PIXELS:
             picture.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        # Over twice MAX_IMAGE_PIXELS: Pillow refuses to open it at all.
+        raise InvalidRequest(
+            f"Invalid file '{role}': {name} has more than {MAX_INPUT_PIXELS:,} pixels.", role
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidRequest(
             f"Invalid file '{role}': {name} is not a PNG, JPEG or WebP image that can be read.",
             role,

@@ -144,7 +144,8 @@ class TriggerInfo:
     """One prompt trigger as `GET /_emulator/faults` lists it."""
 
     trigger: str
-    # Which requests it acts on: "async submit", "async poll", "image URLs", "sync routes".
+    # Which requests it acts on: "async submit", "async poll", "image URLs", "sync routes",
+    # "streams".
     applies_to: str
     description: str
 

@@ -84,6 +84,10 @@ def stream_images(
         return sse(event_type, data)
 
     def events() -> Iterator[bytes]:
+        # Nothing, written: Werkzeug sends the status and headers now, as a streaming server
+        # does before its first event (and a cut before any event then closes the connection
+        # instead of leaving the client waiting for an answer).
+        yield b""
         for index, frame in enumerate(partials):
             _wait_until(started + config.latency * (index + 1) / (count + 1))
             if fault is Fault.STREAM_SLOW and index > 0:
