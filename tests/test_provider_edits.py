@@ -572,14 +572,29 @@ def test_an_unreadable_event_is_stream_interrupted(azure, make_provider, payload
     assert raised.value.code == "stream_interrupted"
 
 
-def test_an_event_larger_than_an_image_may_be_is_stream_interrupted(azure, make_provider):
-    azure.stream_script = lambda stream: [b"data: " + b"A" * 200_000 + b"\n\n"]
+@pytest.mark.parametrize(
+    "body",
+    [b"data: " + b"A" * 200_000 + b"\n\n", b"data: AAAAAAAA\n" * 40_000 + b"\n"],
+    ids=["one-long-line", "many-data-lines"],
+)
+def test_an_event_larger_than_an_image_may_be_is_stream_interrupted(azure, make_provider, body):
+    azure.stream_script = lambda stream: [body]
 
     with pytest.raises(ProviderError) as raised:
         make_provider(max_image_bytes=1000).generate(request(options={"partial_images": 1}))
 
     assert raised.value.code == "stream_interrupted"
     assert "larger than" in raised.value.message
+
+
+def test_an_event_that_is_not_utf_8_is_stream_interrupted(azure, make_provider):
+    azure.stream_script = lambda stream: [b"event: image_generation.completed\ndata: \xff\xfe\n\n"]
+
+    with pytest.raises(ProviderError) as raised:
+        make_provider().generate(request(options={"partial_images": 1}))
+
+    assert raised.value.code == "stream_interrupted"
+    assert "not UTF-8" in raised.value.message
 
 
 # --- error events -------------------------------------------------------------------------------

@@ -44,13 +44,14 @@ def read_events(
 
     `read_timeout`: the read timeout the request was sent with (requests applies it to every
     read of the body); `deadline`: a `time.monotonic()` value after which no read starts, so
-    the stream ends at most one read timeout after it; `max_event_bytes`: the largest line
+    the stream ends at most one read timeout after it; `max_event_bytes`: the largest event
     accepted (an event carries at most one image). An event whose blank line never came is
     still dispatched when the stream ends after a complete line, since a server may close
     right after its last event.
     """
     name: str | None = None
     data: list[str] = []
+    size = 0
     for raw_line in _lines(_chunks(response, read_timeout, deadline), max_event_bytes):
         try:
             line = raw_line.decode("utf-8")
@@ -59,7 +60,7 @@ def read_events(
         if not line:
             if data:
                 yield Event(name, "\n".join(data))
-            name, data = None, []
+            name, data, size = None, [], 0
             continue
         if line.startswith(":"):
             continue  # a comment, used as a keep-alive
@@ -68,6 +69,9 @@ def read_events(
         if field == "event":
             name = value or None
         elif field == "data":
+            size += len(raw_line)
+            if size > max_event_bytes:
+                raise StreamBroke(f"it sent an event larger than {max_event_bytes} bytes")
             data.append(value)
         # `id`, `retry` and unknown fields mean nothing for a single image request.
     if data:

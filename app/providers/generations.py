@@ -138,6 +138,7 @@ class GenerationsProvider:
             self.model.streams
             and request.n == 1
             and isinstance(partial_images, int)
+            and not isinstance(partial_images, bool)
             and partial_images > 0
         )
 
