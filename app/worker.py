@@ -377,6 +377,8 @@ def _store_slots(
     """Fetch and store every slot not yet recorded, then finish the job. False when a
     retryable download failure left the job to be continued later."""
     recorded = jobs.recorded_image_indexes(claim.job_id)
+    # Plain values: the rows would expire at the next commit.
+    inputs = [(item.role, item.sha256) for item in jobs.input_files(claim.job_id)]
     for slot in slots:
         if slot.index in recorded:
             continue
@@ -389,7 +391,7 @@ def _store_slots(
         try:
             with LeaseKeeper(claim, settings):
                 stored = settings.storage.store_image(
-                    client.fetch_image(slot), pngmeta.image_metadata(claim, slot)
+                    client.fetch_image(slot), pngmeta.image_metadata(claim, slot, inputs)
                 )
         except ProviderError as error:
             # The fetch already retried what can be retried; this slot has no image.

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import io
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,11 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image as PILImage
+from sqlalchemy import delete
 
-from app import curation, jobs, pricing
-from app.models import Image, JobInput, db
-from tests.helpers import EMULATOR_KEY, wait_for_job
+from app import consistency, curation, jobs, pricing, storage
+from app.models import Image, Job, JobInput, db, write_transaction
+from tests.helpers import EMULATOR_KEY, csrf_token, wait_for_job
 
 EDITOR = "azure:gpt-image-1"
 
@@ -271,3 +273,72 @@ def test_a_job_whose_input_file_vanished_fails_without_sending(edit_app, emulato
     assert edit_requests(emulator) == []
     with edit_app.app_context():
         assert jobs.get_job(job["id"]).cost_usd == 0
+
+
+def finished_edit(app: Flask) -> tuple[FlaskClient, dict, bytes, bytes]:
+    """An edit (an upload and a mask) run to success: (client, job, image bytes, mask bytes)."""
+    client = app.test_client()
+    first, the_mask = png(), mask((64, 48))
+    job = post_edit(client, [("image", first), ("mask", the_mask)])
+    done = wait_for_job(client, job["id"])
+    assert done["status"] == "succeeded", done
+    return client, done, first, the_mask
+
+
+def test_the_zip_holds_the_inputs_and_the_manifest_names_them(edit_app):
+    client, job, first, the_mask = finished_edit(edit_app)
+    token = csrf_token(client)
+
+    with client.post(
+        "/gallery/zip", data={"ids": [job["images"][0]["id"]], "csrf_token": token}
+    ) as response:
+        assert response.status_code == 200
+        archive = zipfile.ZipFile(io.BytesIO(response.get_data()))
+
+    (entry,) = json.loads(archive.read("manifest.json"))["files"]
+    assert entry["kind"] == "edit"
+    assert [(i["role"], i["sha256"]) for i in entry["inputs"]] == [
+        ("image", sha(first)),
+        ("mask", sha(the_mask)),
+    ]
+    for item, original in zip(entry["inputs"], (first, the_mask), strict=True):
+        assert item["file"] == f"inputs/{item['sha256']}.png"
+        assert archive.read(item["file"]) == original
+
+
+def test_verify_counts_inputs_as_used_and_repairs_their_thumbnails(edit_app):
+    _, job, _, _ = finished_edit(edit_app)
+    root = Path(edit_app.config["ATELIER_DATA_DIR"])
+    with edit_app.app_context():
+        clean = consistency.verify(storage.current(), grace_seconds=0)
+        assert clean.clean, clean.lines()
+        (root / db.session.get(JobInput, 1).thumbnail_name).unlink()
+
+        found = consistency.verify(storage.current(), grace_seconds=0)
+        repaired = consistency.verify(storage.current(), repair=True, grace_seconds=0)
+        after = consistency.verify(storage.current(), grace_seconds=0)
+
+    assert not found.clean
+    assert any("Missing input thumbnail: input 1" in line for line in found.lines())
+    assert repaired.regenerated_input_thumbnails == [1]
+    assert repaired.moved == []  # no input file is ever taken for an orphan
+    assert after.clean, after.lines()
+
+
+def test_rebuild_links_an_edits_inputs_again_from_its_png_metadata(edit_app):
+    client, job, first, the_mask = finished_edit(edit_app)
+    with edit_app.app_context():
+        with write_transaction() as session:
+            session.execute(delete(Job))  # a lost database; the files stay
+        report = consistency.rebuild(storage.current())
+
+    assert report.created_jobs == [job["id"]]
+    assert report.unknown == []  # the input files are not left over as unknown
+    rebuilt = client.get(f"/api/jobs/{job['id']}").get_json()
+    assert rebuilt["kind"] == "edit"
+    assert [(i["role"], i["sha256"]) for i in rebuilt["inputs"]] == [
+        ("image", sha(first)),
+        ("mask", sha(the_mask)),
+    ]
+    with client.get(rebuilt["inputs"][1]["url"]) as response:
+        assert response.get_data() == the_mask
