@@ -23,9 +23,6 @@ from urllib.parse import urlsplit
 from app.crashpoints import POINTS
 from app.providers.catalog import V1_SUFFIX, CatalogError, build_catalog
 
-# app.jobs.record_preview's crash point, accepted here until app/crashpoints.py lists it.
-CRASH_POINTS = tuple(dict.fromkeys((*POINTS, "mid_stream")))
-
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message says which and how to fix it."""
@@ -418,8 +415,8 @@ def load_settings(environ: Mapping[str, str], instance_path: str) -> dict[str, A
         if settings[name] <= 0:
             raise ConfigError(f"{name} must be more than 0.")
     crash_at = settings["ATELIER_TEST_CRASH_AT"]
-    if crash_at and crash_at not in CRASH_POINTS:
-        raise ConfigError(f"ATELIER_TEST_CRASH_AT must be one of {', '.join(CRASH_POINTS)}.")
+    if crash_at and crash_at not in POINTS:
+        raise ConfigError(f"ATELIER_TEST_CRASH_AT must be one of {', '.join(POINTS)}.")
     if settings["ATELIER_LEASE_SECONDS"] < 1:
         raise ConfigError("ATELIER_LEASE_SECONDS must be at least 1.")
     for name in ("ATELIER_AUTH", "ATELIER_HTTPS", "ATELIER_SAFETY_IDENTIFIER"):
