@@ -251,7 +251,9 @@ def library_image(raw: Any, field: str) -> InputFile:
 
     Unknown, another owner's, in the trash, or not stored: all the same refusal, so the answer
     says nothing about other people's images."""
-    image_id = raw if isinstance(raw, int) and not isinstance(raw, bool) else parse_id(raw)
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = str(raw)  # a JSON number gets the same bounds as text: digits up to ID_MAX
+    image_id = parse_id(raw)
     image = None
     if image_id is not None:
         # The request's session is scoped to the viewer (app.auth.scoping).
@@ -268,7 +270,8 @@ def library_image(raw: Any, field: str) -> InputFile:
         or image.thumbnail_name is None
         or not storage.current().path(image.file_name).is_file()
     ):
-        raise ValidationError(field, f"There is no image {raw!r} that you can use.")
+        shown = raw if isinstance(raw, str) and len(raw) <= 20 else "with that id"
+        raise ValidationError(field, f"There is no image {shown} that you can use.")
     return InputFile(
         role=InputRole.IMAGE,
         width=image.width or 0,

@@ -455,6 +455,19 @@ def test_unknown_and_foreign_image_ids_are_the_same_400(users_app, emulator):
     )
 
 
+@pytest.mark.parametrize("image_id", [2**70, "9" * 30, -1, 1.5, True, None, [1]])
+def test_an_image_id_out_of_range_or_not_a_number_is_the_same_400(edit_app, emulator, image_id):
+    client = edit_app.test_client()
+    jobs_before = job_count(edit_app)
+
+    body = {"prompt": "p", "provider": EDITOR, "reference_images": [image_id]}
+    response = client.post("/api/jobs", json=body)
+
+    refused(response, 400, "reference_images")
+    assert job_count(edit_app) == jobs_before
+    assert emulator_requests(emulator) == []
+
+
 def test_another_users_input_files_are_404(users_app):
     alice, bob = token_client(users_app, "alice"), token_client(users_app, "bob")
     job = post_edit(alice, [("image", png(), "a.png")]).get_json()

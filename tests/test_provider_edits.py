@@ -242,6 +242,17 @@ def test_gpt_image_2_never_sends_input_fidelity(azure, make_provider):
     assert "input_fidelity" not in azure.posts()[0].fields
 
 
+def test_moderation_goes_with_a_generation_but_not_with_an_edit(azure, make_provider):
+    provider = make_provider("v1")
+
+    provider.generate(request(options={"moderation": "low"}))
+    provider.generate(request(inputs=(image(),), options={"moderation": "low"}))
+
+    generation, edit = azure.posts()
+    assert generation.json["moderation"] == "low"
+    assert "moderation" not in edit.fields
+
+
 # --- what is refused before anything is sent ------------------------------------------------
 
 

@@ -151,6 +151,10 @@ class GenerationsProvider:
                 continue
             if option.name == INPUT_FIDELITY and not request.inputs:
                 continue  # §3.2: a field of edits only
+            if option.name == "moderation" and request.inputs:
+                # Guess: edits take no `moderation` (openai-python's ImageEditParams has none;
+                # §3.2's list of edit fields does not name it either).
+                continue
             if (
                 option.name == "output_compression"
                 and options.get("output_format") not in COMPRESSIBLE_FORMATS
