@@ -18,8 +18,8 @@ DEPLOYMENTS = {
 
 
 @pytest.fixture
-def app(app_factory):
-    return app_factory(**DEPLOYMENTS)
+def app_settings():
+    return DEPLOYMENTS
 
 
 def page_of(client, url: str) -> str:
