@@ -14,8 +14,10 @@ import re
 import secrets
 import shutil
 import socket
+import socketserver
 import sqlite3
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -30,6 +32,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from sqlalchemy.engine import make_url
+from werkzeug.serving import make_server
 
 from app import create_app
 from app.emulator import EmulatorServer
@@ -272,6 +275,29 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextmanager
+def serving(server: socketserver.BaseServer) -> Iterator[None]:
+    """Run `server.serve_forever()` on a thread for the block; then shut it down and close it."""
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@contextmanager
+def serving_wsgi(app: Any) -> Iterator[str]:
+    """Serve a WSGI app on a free loopback port for the block; yields its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    with serving(server):
+        yield f"http://127.0.0.1:{server.port}/"
 
 
 class GuardedClient(FlaskClient):

@@ -21,14 +21,13 @@ from typing import Any
 import pytest
 from PIL import Image
 from sqlalchemy import func, select, update
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from app.auth import accounts
 from app.models import Job, db
 from app.providers.generations import end_user_id
 from app.worker import start_background
-from tests.helpers import csrf_token, wait_for_job
+from tests.helpers import csrf_token, serving_wsgi, wait_for_job
 
 KEY = "v1-key-" + "0f" * 12
 DEPLOYMENT = "studio"
@@ -100,14 +99,8 @@ def _json(status: int, payload: dict[str, Any]) -> Response:
 @pytest.fixture
 def azure_v1() -> Iterator[IndependentAzureV1]:
     server_app = IndependentAzureV1()
-    server = make_server("127.0.0.1", 0, server_app, threaded=True)
-    server_app.url = f"http://127.0.0.1:{server.port}/"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02})
-    thread.start()
-    yield server_app
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with serving_wsgi(server_app) as server_app.url:
+        yield server_app
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ database, as the other worker tests do; the emulator covers the short hints it d
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -31,6 +30,7 @@ from app.providers.azure_deployment import AzureDeploymentProvider
 from app.providers.base import MAX_RETRY_AFTER, ProviderError, describe_error, send
 from app.validation import JobRequest
 from app.worker import MAX_PAUSE_SECONDS, Worker
+from tests.helpers import serving
 
 RATE_LIMITED = {"error": {"code": "429", "message": "Requests have exceeded the rate limit."}}
 UNAVAILABLE = {"error": {"code": "503", "message": "The service is busy."}}
@@ -80,12 +80,8 @@ class ScriptedHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[ScriptedServer]:
     scripted = ScriptedServer()
-    thread = threading.Thread(target=scripted.serve_forever, kwargs={"poll_interval": 0.02})
-    thread.start()
-    yield scripted
-    scripted.shutdown()
-    scripted.server_close()
-    thread.join(5)
+    with serving(scripted):
+        yield scripted
 
 
 class Sleeps(list):
