@@ -7,16 +7,14 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import requests
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.helpers import ROOT, free_port, scratch_database_url
+from tests.helpers import ROOT, free_port, scratch_database_url, wait_until_up
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -60,15 +58,7 @@ def _serve(data_dir: Path, env: dict[str, str]) -> Iterator[str]:
         )  # fmt: skip
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    requests.get(base + "/healthz", timeout=1).raise_for_status()
-                    break
-                except requests.RequestException:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        raise AssertionError((data_dir / "server.log").read_text()) from None
-                    time.sleep(0.1)
+            wait_until_up(base + "/healthz", process, data_dir / "server.log")
             yield base
         finally:
             process.terminate()

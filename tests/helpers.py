@@ -16,6 +16,7 @@ import shutil
 import socket
 import socketserver
 import sqlite3
+import subprocess
 import tempfile
 import threading
 import time
@@ -275,6 +276,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until_up(url: str, popen: subprocess.Popen, log: Path, timeout: float = 20) -> None:
+    """Wait until a GET of `url` succeeds; fail with the process's log if the process ends first
+    or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            requests.get(url, timeout=1).raise_for_status()
+            return
+        except requests.RequestException:
+            if popen.poll() is not None or time.monotonic() > deadline:
+                output = log.read_text(errors="replace")
+                raise AssertionError(f"{url} did not come up:\n{output}") from None
+            time.sleep(0.1)
 
 
 @contextmanager

@@ -7,11 +7,9 @@ address reaches each web worker only there."""
 
 from __future__ import annotations
 
-import hashlib
 import html
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -21,8 +19,8 @@ from sqlalchemy import func, select
 from app import security
 from app.auth import accounts
 from app.config import ConfigError
-from app.models import Image, Job, ShareLink, db, utcnow, write_transaction
-from tests.helpers import free_port, token_in, wait_for_job
+from app.models import Job, ShareLink, db
+from tests.helpers import free_port, insert_images, token_in, wait_for_job, wait_until_up
 from tests.processes import container_command, container_run_env
 
 PASSWORD = "correct horse battery"
@@ -150,28 +148,10 @@ def test_a_malformed_trusted_host_stops_start_up(app_factory, raw):
 # --- absolute links -----------------------------------------------------------------------------
 
 
-def insert_image(app, prompt: str = "a quiet harbour") -> int:
-    moment = utcnow()
-    with app.app_context(), write_transaction() as session:
-        job = Job(
-            status="succeeded", prompt=prompt, provider="emulator-azure-async",
-            model="dall-e-2", size="256x256", n=1, options={},
-            created_at=moment, deadline_at=moment,
-        )  # fmt: skip
-        image = Image(
-            index=0, status="stored", sha256=hashlib.sha256(prompt.encode()).hexdigest(),
-            width=256, height=256, content_type="image/png", created_at=moment,
-        )  # fmt: skip
-        job.images.append(image)
-        session.add(job)
-        session.flush()
-        return image.id
-
-
 def share_link(app, host: str) -> str:
     with app.app_context():
         accounts.create_user("alice", PASSWORD, admin=True)
-    image_id = insert_image(app)
+    [image_id] = insert_images(app, 1, prompt="a quiet harbour")
     client = app.test_client()
     headers = {"Host": host}
     token = token_in(client.get("/login", headers=headers).get_data(as_text=True))
@@ -253,15 +233,7 @@ class Container:
             )
 
     def wait_healthy(self) -> None:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(self.base + "/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            assert self.popen.poll() is None and time.monotonic() < deadline, self.log()
-            time.sleep(0.1)
+        wait_until_up(self.base + "/healthz", self.popen, self.log_path, timeout=30)
 
     def get(self, path: str, host: str) -> requests.Response:
         return requests.get(self.base + path, headers={"Host": host}, timeout=10)
