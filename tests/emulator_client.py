@@ -65,6 +65,21 @@ def assert_access_denied(response: requests.Response) -> None:
     assert uuid.UUID(response.headers["apim-request-id"])
 
 
+def assert_azure_429(response: requests.Response, operation: str, api_version: str) -> None:
+    """Azure's throttling answer with the default wait (1 s), said the same way in both retry
+    headers and in the message, which names the operation and the api-version."""
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "1"
+    assert response.headers["retry-after-ms"] == "1000"
+    error = response.json()["error"]
+    assert error["code"] == "429"
+    assert error["message"].startswith(
+        f"Requests to the {operation} Operation under Azure OpenAI API version {api_version} "
+        "have exceeded call rate limit of your current OpenAI S0 pricing tier. "
+        "Please retry after 1 second."
+    )
+
+
 def reset(server: EmulatorServer) -> EmulatorServer:
     """The emulator with its request log (and so its counts) cleared."""
     requests.post(f"{server.url}_emulator/reset", timeout=TIMEOUT).raise_for_status()

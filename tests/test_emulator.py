@@ -225,8 +225,9 @@ def test_operation_succeeds_in_real_time(http):
     assert seen[0] in ("notRunning", "running")
 
 
-def test_poll_of_unknown_operation_is_404(emulator, http):
-    response = http.get(operation_url(emulator, str(uuid.uuid4())), timeout=TIMEOUT)
+@pytest.mark.parametrize("method", ["GET", "DELETE"], ids=["poll", "delete"])
+def test_unknown_operation_is_404(emulator, http, method):
+    response = http.request(method, operation_url(emulator, str(uuid.uuid4())), timeout=TIMEOUT)
 
     assert response.status_code == 404
     assert response.text == RESOURCE_NOT_FOUND
@@ -466,13 +467,6 @@ def test_deleted_operation_images_are_404(emulator, http, clock, anonymous):
 
     assert response.status_code == 404
     assert "<Code>BlobNotFound</Code>" in response.text
-
-
-def test_delete_of_unknown_operation_is_404(emulator, http):
-    response = http.delete(operation_url(emulator, str(uuid.uuid4())), timeout=TIMEOUT)
-
-    assert response.status_code == 404
-    assert response.text == RESOURCE_NOT_FOUND
 
 
 # --- authentication -------------------------------------------------------------------

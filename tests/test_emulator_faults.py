@@ -28,7 +28,14 @@ import app.emulator
 from app.emulator import EmulatorConfig, EmulatorServer
 from app.emulator.__main__ import config_from_args, parse_args
 from app.emulator.drawing import render_placeholder
-from tests.emulator_client import RESOURCE_NOT_FOUND, TIMEOUT, reset, serving, session_fixture
+from tests.emulator_client import (
+    RESOURCE_NOT_FOUND,
+    TIMEOUT,
+    assert_azure_429,
+    reset,
+    serving,
+    session_fixture,
+)
 
 API_KEY = "fault-test-key-0123456789"
 OPENAI_KEY = "sk-fault-test-key-wxyz"
@@ -181,16 +188,7 @@ def is_json(text: str) -> bool:
 def test_submit_429_throttles_the_first_submit_with_both_retry_headers(emulator, azure):
     response = submit(emulator, azure, unique("[submit-429]"))
 
-    assert response.status_code == 429
-    assert response.headers["retry-after"] == "1"
-    assert response.headers["retry-after-ms"] == "1000"
-    error = response.json()["error"]
-    assert error["code"] == "429"
-    assert error["message"].startswith(
-        "Requests to the ImageGenerations_Submit Operation under Azure OpenAI API version "
-        "2023-06-01-preview have exceeded call rate limit of your current OpenAI S0 pricing "
-        "tier. Please retry after 1 second."
-    )
+    assert_azure_429(response, "ImageGenerations_Submit", "2023-06-01-preview")
 
 
 def test_submit_429_lets_the_second_submit_of_the_prompt_through(emulator, azure):

@@ -29,6 +29,7 @@ from tests.emulator_client import (
     TIMEOUT,
     accepted_sign_ins,
     assert_access_denied,
+    assert_azure_429,
     post_raw,
     post_signed_in,
     reset,
@@ -649,17 +650,7 @@ def test_azure_ratelimit_trigger_remembers_each_prompt_separately(emulator, azur
 def test_azure_429_carries_both_retry_headers_and_names_the_api_version(emulator, azure):
     response = azure_generate(emulator, azure, prompt="[ratelimit-always]")
 
-    assert response.status_code == 429
-    # The default wait, said the same way in both headers.
-    assert response.headers["retry-after"] == "1"
-    assert response.headers["retry-after-ms"] == "1000"
-    error = response.json()["error"]
-    assert error["code"] == "429"
-    assert error["message"].startswith(
-        "Requests to the Images_Generations_Create Operation under Azure OpenAI API version "
-        f"{GPT_VERSION} have exceeded call rate limit of your current OpenAI S0 pricing tier. "
-        "Please retry after 1 second."
-    )
+    assert_azure_429(response, "Images_Generations_Create", GPT_VERSION)
 
 
 def test_azure_ratelimit_always_trigger_never_lets_through(emulator, azure):
