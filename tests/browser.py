@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
@@ -43,6 +44,18 @@ def serve_app(data_dir: Path, **settings: str) -> Iterator[str]:
         if database_url is not None:
             env["DATABASE_URL"] = database_url
         yield from _serve(data_dir, env)
+
+
+def app_server(folder: str, **settings: str) -> Any:
+    """A module-scoped fixture (named by the attribute it is assigned to): `serve_app` on a fresh
+    data folder called `folder`, with `settings`; its value is the base URL."""
+
+    @pytest.fixture(scope="module")
+    def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+        with serve_app(tmp_path_factory.mktemp(folder), **settings) as base:
+            yield base
+
+    return server
 
 
 def _serve(data_dir: Path, env: dict[str, str]) -> Iterator[str]:

@@ -65,6 +65,12 @@ def assert_access_denied(response: requests.Response) -> None:
     assert uuid.UUID(response.headers["apim-request-id"])
 
 
+def assert_resource_not_found(response: requests.Response) -> None:
+    """Azure's plain 404 for a route, api-version or operation it does not know."""
+    assert response.status_code == 404
+    assert response.text == RESOURCE_NOT_FOUND
+
+
 def assert_azure_429(response: requests.Response, operation: str, api_version: str) -> None:
     """Azure's throttling answer with the default wait (1 s), said the same way in both retry
     headers and in the message, which names the operation and the api-version."""

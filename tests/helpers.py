@@ -36,6 +36,7 @@ from sqlalchemy.engine import make_url
 from werkzeug.serving import make_server
 
 from app import create_app
+from app.config import load_settings
 from app.emulator import EmulatorServer
 from app.models import Image, Job, db, utcnow, write_transaction
 from app.worker import Worker, build_worker
@@ -169,6 +170,25 @@ def scratch_database_url() -> Iterator[str | None]:
 
 
 FINAL = ("succeeded", "failed", "canceled")
+PROVIDER_KEY = "0123456789abcdef"  # a provider key for settings tests (nothing is sent with it)
+
+
+def settings_from(tmp_path: Path, **environ: str) -> dict[str, Any]:
+    """The settings `environ` gives, with the default data folder under `tmp_path`."""
+    return load_settings(environ, str(tmp_path / "instance"))
+
+
+def azure_settings(
+    tmp_path: Path, endpoint: str, deployments: str = "studio=gpt-image-2", **environ: str
+) -> dict[str, Any]:
+    """The settings of an Azure endpoint with a key and `deployments`, plus `environ`."""
+    return settings_from(
+        tmp_path,
+        AZURE_OPENAI_ENDPOINT=endpoint,
+        AZURE_OPENAI_API_KEY=PROVIDER_KEY,
+        AZURE_OPENAI_DEPLOYMENT=deployments,
+        **environ,
+    )
 
 
 def stepper_of(app: Flask) -> Worker:

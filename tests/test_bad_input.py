@@ -326,7 +326,7 @@ def test_json_ids_past_int64_as_numbers_are_refused(client):
 
 @pytest.fixture
 def secure_app(app_factory):
-    app = app_factory(start_worker=False, ATELIER_AUTH="on")
+    app = app_factory(ATELIER_AUTH="on")
     with app.app_context():
         accounts.create_user("alice", PASSWORD, admin=True)  # sees every row
     return app

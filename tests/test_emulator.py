@@ -27,8 +27,8 @@ from app.emulator.blobs import format_expiry, sign
 from app.emulator.drawing import render_placeholder
 from tests.emulator_client import (
     OVER_1_MIB,
-    RESOURCE_NOT_FOUND,
     TIMEOUT,
+    assert_resource_not_found,
     post_raw,
     session_fixture,
 )
@@ -229,8 +229,7 @@ def test_operation_succeeds_in_real_time(http):
 def test_unknown_operation_is_404(emulator, http, method):
     response = http.request(method, operation_url(emulator, str(uuid.uuid4())), timeout=TIMEOUT)
 
-    assert response.status_code == 404
-    assert response.text == RESOURCE_NOT_FOUND
+    assert_resource_not_found(response)
 
 
 def test_operation_is_gone_after_it_expires(emulator, http, clock):
@@ -511,8 +510,7 @@ def test_submit_without_a_supported_api_version_is_404(emulator, http, query):
         timeout=TIMEOUT,
     )
 
-    assert response.status_code == 404
-    assert response.text == RESOURCE_NOT_FOUND
+    assert_resource_not_found(response)
     assert submit_count(emulator) == 0
 
 
@@ -521,8 +519,7 @@ def test_poll_without_api_version_is_404(emulator, http):
 
     response = http.get(f"{emulator.url}openai/operations/images/{operation_id}", timeout=TIMEOUT)
 
-    assert response.status_code == 404
-    assert response.text == RESOURCE_NOT_FOUND
+    assert_resource_not_found(response)
 
 
 @pytest.mark.parametrize("version", ["2023-07-01-preview", "2023-10-01-preview"])
@@ -544,8 +541,7 @@ def test_unknown_openai_route_is_404_resource_not_found(emulator, http):
         timeout=TIMEOUT,
     )
 
-    assert response.status_code == 404
-    assert response.text == RESOURCE_NOT_FOUND
+    assert_resource_not_found(response)
 
 
 # --- validation -----------------------------------------------------------------------

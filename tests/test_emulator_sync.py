@@ -25,11 +25,11 @@ from app.emulator.__main__ import config_from_args, parse_args
 from tests.emulator_client import (
     OVER_1_MIB,
     REFUSED_SIGN_INS,
-    RESOURCE_NOT_FOUND,
     TIMEOUT,
     accepted_sign_ins,
     assert_access_denied,
     assert_azure_429,
+    assert_resource_not_found,
     post_raw,
     post_signed_in,
     reset,
@@ -546,8 +546,7 @@ def test_azure_unsupported_api_version_is_404_resource_not_found(emulator, azure
         azure_url(emulator, "dall-e-3", version), json={"prompt": "x"}, timeout=TIMEOUT
     )
 
-    assert response.status_code == 404
-    assert response.text == RESOURCE_NOT_FOUND
+    assert_resource_not_found(response)
 
 
 @pytest.mark.parametrize(
@@ -1188,8 +1187,7 @@ def test_synchronous_url_is_not_an_async_operation(emulator, azure):
         timeout=TIMEOUT,
     )
 
-    assert response.status_code == 404
-    assert response.text == RESOURCE_NOT_FOUND
+    assert_resource_not_found(response)
 
 
 # --- configuration and the command line -----------------------------------------------

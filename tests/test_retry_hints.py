@@ -233,7 +233,7 @@ def worker_for(app: Any, server: ScriptedServer) -> Worker:
 
 @pytest.fixture
 def sync_app(app_factory):
-    return app_factory(start_worker=False, AZURE_OPENAI_DEPLOYMENT="gpt-image-1=gpt-image-1")
+    return app_factory(AZURE_OPENAI_DEPLOYMENT="gpt-image-1=gpt-image-1")
 
 
 def queue(provider: str = GPT_IMAGE, size: str = "1024x1024") -> int:
@@ -374,7 +374,7 @@ def test_a_poll_told_to_wait_past_the_deadline_fails_as_a_deadline(idle_app, ser
 
 
 def test_an_always_rate_limited_emulator_never_holds_the_worker_long(app_factory, emulator):
-    app = app_factory(start_worker=False, AZURE_OPENAI_DEPLOYMENT="gpt-image-1=gpt-image-1")
+    app = app_factory(AZURE_OPENAI_DEPLOYMENT="gpt-image-1=gpt-image-1")
     worker = Worker(app, build_clients(app.config), threads=0)
     with app.app_context():
         job, _ = jobs.create_job(

@@ -75,15 +75,13 @@ def test_the_loopback_names_are_always_served(idle_app, host):
     ],
 )
 def test_trusted_hosts_adds_names_and_domains(app_factory, host, status):
-    app = app_factory(
-        start_worker=False, ATELIER_TRUSTED_HOSTS="Atelier.Example.com, .example.org,[2001:db8::1]"
-    )
+    app = app_factory(ATELIER_TRUSTED_HOSTS="Atelier.Example.com, .example.org,[2001:db8::1]")
 
     assert app.test_client().get("/api/jobs", headers={"Host": host}).status_code == status
 
 
 def test_the_public_url_host_is_trusted(app_factory):
-    app = app_factory(start_worker=False, ATELIER_PUBLIC_URL="https://atelier.example.com/")
+    app = app_factory(ATELIER_PUBLIC_URL="https://atelier.example.com/")
     client = app.test_client()
 
     assert client.get("/api/jobs", headers={"Host": "atelier.example.com"}).status_code == 200
@@ -91,7 +89,7 @@ def test_the_public_url_host_is_trusted(app_factory):
 
 
 def test_a_forwarded_host_is_checked_too(app_factory):
-    app = app_factory(start_worker=False, ATELIER_PROXY_HOPS=1)
+    app = app_factory(ATELIER_PROXY_HOPS=1)
     client = app.test_client()
 
     forged = client.get("/api/jobs", headers={"X-Forwarded-Host": "evil.example"})
@@ -114,7 +112,7 @@ def test_a_forwarded_host_is_checked_too(app_factory):
     ],
 )
 def test_the_address_served_on_decides_the_default(app_factory, served_on, settings, host, allowed):
-    app = app_factory(start_worker=False, **settings)
+    app = app_factory(**settings)
     security.serve_on(app, served_on)
 
     status = app.test_client().get("/api/jobs", headers={"Host": host}).status_code
@@ -134,7 +132,7 @@ def test_the_address_served_on_decides_the_default(app_factory, served_on, setti
 )
 def test_a_malformed_public_url_stops_start_up(app_factory, raw):
     with pytest.raises(ConfigError, match="ATELIER_PUBLIC_URL"):
-        app_factory(start_worker=False, ATELIER_PUBLIC_URL=raw)
+        app_factory(ATELIER_PUBLIC_URL=raw)
 
 
 @pytest.mark.parametrize(
@@ -142,7 +140,7 @@ def test_a_malformed_public_url_stops_start_up(app_factory, raw):
 )
 def test_a_malformed_trusted_host_stops_start_up(app_factory, raw):
     with pytest.raises(ConfigError, match="ATELIER_TRUSTED_HOSTS"):
-        app_factory(start_worker=False, ATELIER_TRUSTED_HOSTS=raw)
+        app_factory(ATELIER_TRUSTED_HOSTS=raw)
 
 
 # --- absolute links -----------------------------------------------------------------------------
@@ -168,7 +166,6 @@ def share_link(app, host: str) -> str:
 
 def test_share_links_are_built_on_the_public_url_whatever_the_host(app_factory):
     app = app_factory(
-        start_worker=False,
         ATELIER_AUTH="on",
         ATELIER_PUBLIC_URL="https://atelier.example.com/",
         ATELIER_TRUSTED_HOSTS="alias.example.com",
@@ -182,15 +179,13 @@ def test_share_links_are_built_on_the_public_url_whatever_the_host(app_factory):
 
 
 def test_a_public_url_with_a_path_prefix_keeps_the_prefix(app_factory):
-    app = app_factory(
-        start_worker=False, ATELIER_AUTH="on", ATELIER_PUBLIC_URL="https://example.com/atelier"
-    )
+    app = app_factory(ATELIER_AUTH="on", ATELIER_PUBLIC_URL="https://example.com/atelier")
 
     assert share_link(app, "localhost").startswith("https://example.com/atelier/s/")
 
 
 def test_without_a_public_url_links_use_the_trusted_request_host(app_factory):
-    app = app_factory(start_worker=False, ATELIER_AUTH="on")
+    app = app_factory(ATELIER_AUTH="on")
 
     assert share_link(app, "localhost:5000").startswith("http://localhost:5000/s/")
 
