@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from app.crashpoints import POINTS as CRASH_POINTS
+from app.crashpoints import POINTS
 from app.providers.catalog import V1_SUFFIX, CatalogError, build_catalog
 
 
@@ -225,6 +225,12 @@ SETTINGS: tuple[Setting, ...] = (
         int,
     ),
     Setting(
+        "ATELIER_MAX_REQUEST_MB",
+        "100",
+        "Largest upload a new job may send, in MB (all its images and its mask together).",
+        int,
+    ),
+    Setting(
         "ATELIER_TRASH_DAYS",
         "30",
         "Images in the trash are deleted for good after this many days.",
@@ -409,8 +415,8 @@ def load_settings(environ: Mapping[str, str], instance_path: str) -> dict[str, A
         if settings[name] <= 0:
             raise ConfigError(f"{name} must be more than 0.")
     crash_at = settings["ATELIER_TEST_CRASH_AT"]
-    if crash_at and crash_at not in CRASH_POINTS:
-        raise ConfigError(f"ATELIER_TEST_CRASH_AT must be one of {', '.join(CRASH_POINTS)}.")
+    if crash_at and crash_at not in POINTS:
+        raise ConfigError(f"ATELIER_TEST_CRASH_AT must be one of {', '.join(POINTS)}.")
     if settings["ATELIER_LEASE_SECONDS"] < 1:
         raise ConfigError("ATELIER_LEASE_SECONDS must be at least 1.")
     for name in ("ATELIER_AUTH", "ATELIER_HTTPS", "ATELIER_SAFETY_IDENTIFIER"):
@@ -418,6 +424,8 @@ def load_settings(environ: Mapping[str, str], instance_path: str) -> dict[str, A
         if value not in ("on", "off"):
             raise ConfigError(f"{name} must be on or off (got {settings[name]!r}).")
         settings[name] = value
+    if settings["ATELIER_MAX_REQUEST_MB"] < 1:
+        raise ConfigError("ATELIER_MAX_REQUEST_MB must be at least 1.")
     if settings["ATELIER_SESSION_HOURS"] < 1:
         raise ConfigError("ATELIER_SESSION_HOURS must be at least 1.")
     if settings["ATELIER_PUBLIC_URL"]:

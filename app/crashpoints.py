@@ -8,6 +8,7 @@ cut or the OOM killer) the first time it reaches that point. Unset, `crash_point
     mid_poll        a poll was answered, the answer is not recorded yet
     mid_download    one image is stored and recorded, the others are not
     after_rename    an image file is in place, its row is not written yet
+    mid_stream      a streaming job's first partial frame is recorded, the stream goes on
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ import signal
 
 from flask import current_app
 
-POINTS = ("after_commit", "during_submit", "mid_poll", "mid_download", "after_rename")
+POINTS = (
+    "after_commit",
+    "during_submit",
+    "mid_poll",
+    "mid_download",
+    "after_rename",
+    "mid_stream",
+)
 
 
 def crash_point(name: str) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from app import MAX_REQUEST_BYTES
+from app import JSON_UPLOAD_BYTES, MAX_REQUEST_BYTES
 from app.image_models import AZURE, OPENAI, listed_models
+from app.inputs import MAX_IMAGES as MAX_INPUT_IMAGES
 from app.library import MAX_PAGE_SIZE
 from app.models import ImageStatus, JobPhase, JobStatus
 from app.pricing import CURRENCY
@@ -154,8 +155,67 @@ def _schemas() -> dict[str, Any]:
                 },
                 "n": {"type": "integer", "minimum": 1, "maximum": 10, "default": 1},
                 "options": _ref("Options"),
+                "reference_images": {
+                    "type": "array",
+                    "items": {"type": "integer"},
+                    "minItems": 1,
+                    "maxItems": MAX_INPUT_IMAGES,
+                    "description": "An edit: ids of gallery images you may see, in order (an id "
+                    "you may not see is the same 400 as one that does not exist). The provider's "
+                    "model must edit (gpt-image families).",
+                },
+                "mask": {
+                    "type": "string",
+                    "pattern": "^data:image/png;base64,",
+                    "description": "An edit's mask as a data URL: a PNG with an alpha channel, "
+                    "the first image's size, under 4 MB; transparent pixels mark the area to "
+                    "change.",
+                },
             },
             required=["prompt"],
+        ),
+        "JobUpload": {
+            "type": "object",
+            "description": "An edit with uploaded files. Text fields as in JobRequest (options as "
+            "a JSON object in text); files `image` (1 to 16, PNG, JPEG or WebP, at most 50 MB "
+            "each) and an optional `mask` (a PNG with alpha, the first image's size). The whole "
+            "body is limited by ATELIER_MAX_REQUEST_MB (413).",
+            "properties": {
+                "prompt": {"type": "string", "minLength": 1},
+                "provider": {"type": "string"},
+                "size": SIZE,
+                "n": {"type": "string", "pattern": "^[0-9]+$"},
+                "options": {"type": "string", "contentMediaType": JSON},
+                "image": {
+                    "type": "array",
+                    "items": {"type": "string", "contentMediaType": "image/*"},
+                    "minItems": 1,
+                    "maxItems": MAX_INPUT_IMAGES,
+                },
+                "mask": {"type": "string", "contentMediaType": "image/png"},
+            },
+            "required": ["prompt", "image"],
+            "additionalProperties": False,
+        },
+        "JobInput": _closed_object(
+            {
+                "role": {"type": "string", "enum": ["image", "mask"]},
+                "sha256": {"type": "string"},
+                "url": {"type": "string", "format": "uri"},
+                "thumbnail_url": {"type": "string", "format": "uri"},
+                "width": {"type": "integer"},
+                "height": {"type": "integer"},
+                "bytes": {"type": "integer"},
+                "content_type": {
+                    "type": "string",
+                    "enum": ["image/png", "image/jpeg", "image/webp"],
+                },
+                "source_image": {
+                    **NULLABLE_INTEGER,
+                    "description": "The gallery image it was taken from (edited from), or null.",
+                },
+            },
+            description="One file an edit sent, exactly as stored.",
         ),
         "Image": _closed_object(
             {
@@ -203,6 +263,18 @@ def _schemas() -> dict[str, Any]:
                 "retry_of": {**NULLABLE_INTEGER, "description": "The job this one retries."},
                 "parent": {**NULLABLE_INTEGER, "description": "The job this one came from."},
                 "origin": {**NULLABLE_STRING, "examples": ["retry", "reuse"]},
+                "kind": {"type": "string", "enum": ["generate", "edit"]},
+                "inputs": {
+                    "type": "array",
+                    "items": _ref("JobInput"),
+                    "description": "An edit's images in order, then its mask; empty otherwise.",
+                },
+                "preview_url": {
+                    **NULLABLE_STRING,
+                    "format": "uri",
+                    "description": "The latest partial frame while a streaming job runs "
+                    "(options.partial_images); null otherwise.",
+                },
                 "images": {"type": "array", "items": _ref("Image")},
             }
         ),
@@ -382,7 +454,10 @@ def document() -> dict[str, Any]:
                     ],
                     "requestBody": {
                         "required": True,
-                        "content": {JSON: {"schema": _ref("JobRequest")}},
+                        "content": {
+                            JSON: {"schema": _ref("JobRequest")},
+                            "multipart/form-data": {"schema": _ref("JobUpload")},
+                        },
                     },
                     "responses": {"202": created, **_errors(400, 401, 409, 413, 429)},
                 },
@@ -500,7 +575,9 @@ def document() -> dict[str, Any]:
                     "with another body."
                 ),
                 "TooLarge": _error_response(
-                    f"The body is larger than {MAX_REQUEST_BYTES // 1024} KiB."
+                    f"The body is larger than {MAX_REQUEST_BYTES // 1024} KiB (POST /api/jobs: "
+                    f"{JSON_UPLOAD_BYTES // (1024 * 1024)} MB of JSON, or ATELIER_MAX_REQUEST_MB "
+                    "of multipart/form-data)."
                 ),
                 "LimitReached": _json(
                     _ref("Error"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -72,9 +73,14 @@ def read(data: bytes) -> dict[str, Any] | None:
     return None
 
 
-def image_metadata(claim: Claim, slot: ImageSlot) -> dict[str, Any]:
-    """What a stored PNG carries about its job, enough to rebuild the library from files."""
-    return {
+def image_metadata(
+    claim: Claim, slot: ImageSlot, inputs: Sequence[tuple[str, str]] = ()
+) -> dict[str, Any]:
+    """What a stored PNG carries about its job, enough to rebuild the library from files.
+
+    An edit's output also names its inputs (`inputs`: (role, sha256) pairs, in order),
+    whose files are content-addressed beside it, so `rebuild` can link them again."""
+    metadata = {
         "atelier": 1,
         "job_id": claim.job_id,
         "index": slot.index,
@@ -87,6 +93,10 @@ def image_metadata(claim: Claim, slot: ImageSlot) -> dict[str, Any]:
         "options": claim.options,
         "created_at": claim.created_at.isoformat().replace("+00:00", "Z"),
     }
+    if inputs:
+        metadata["kind"] = "edit"
+        metadata["inputs"] = [{"role": role, "sha256": digest} for role, digest in inputs]
+    return metadata
 
 
 def _is_ours(chunk: Chunk) -> bool:

@@ -91,24 +91,59 @@ def image_file_name(image: Image) -> str:
     return f"atelier-{image.job_id}-{image.index + 1}{Path(image.file_name or '').suffix}"
 
 
+def input_file_name(sha256: str, stored_name: str) -> str:
+    """Where an edit's input is in an archive: `inputs/<sha256>.<ext>` (one copy however many
+    images used it)."""
+    return f"inputs/{sha256}{Path(stored_name).suffix}"
+
+
 def image_archive(images: Sequence[Image], files: storage.Storage) -> Iterator[bytes]:
     """A streamed archive of these images' originals plus `manifest.json` describing each.
 
+    An edited image's inputs (its images and mask, as they were sent) are in the archive too,
+    under `inputs/`, and its manifest entry lists them by role, SHA-256 and file; an input that
+    is itself one of the archived images is not stored twice, its entry names that file.
+
     Everything is read from the rows here, before the first byte is sent, so the stream that
     follows reads files only and needs no database session. Images whose file is gone are left
-    out (of the manifest too).
+    out (of the manifest too), as are inputs whose file is gone (their entry says `file: null`).
     """
     members: list[Member] = []
     manifest: list[dict[str, Any]] = []
-    for image in images:
-        if image.file_name is None:
-            continue
+    # Archive names by SHA-256, so an input and an output with the same bytes are one file.
+    archived: dict[str, str] = {}
+    present = [
+        image
+        for image in images
+        if image.file_name is not None and files.path(image.file_name).is_file()
+    ]
+    for image in present:
+        archived.setdefault(image.sha256 or "", image_file_name(image))
+    for image in present:
+        assert image.file_name is not None
         path = files.path(image.file_name)
-        if not path.is_file():
-            continue
         name = image_file_name(image)
         job = image.job
         members.append(Member(name=name, modified=image.created_at, path=path))
+        inputs = []
+        for item in job.inputs:
+            archive_name = archived.get(item.sha256)
+            input_path = files.path(item.file_name)
+            if archive_name is None and input_path.is_file():
+                archive_name = input_file_name(item.sha256, item.file_name)
+                archived[item.sha256] = archive_name
+                members.append(Member(name=archive_name, modified=job.created_at, path=input_path))
+            inputs.append(
+                {
+                    "role": item.role,
+                    "sha256": item.sha256,
+                    "file": archive_name,
+                    "content_type": item.content_type,
+                    "width": item.width,
+                    "height": item.height,
+                    "source_image_id": item.source_image_id,
+                }
+            )
         manifest.append(
             {
                 "file": name,
@@ -123,6 +158,8 @@ def image_archive(images: Sequence[Image], files: storage.Storage) -> Iterator[b
                 "options": job.options or {},
                 "created_at": image.created_at.isoformat().replace("+00:00", "Z"),
                 "sha256": image.sha256,
+                "kind": job.kind,
+                "inputs": inputs,
             }
         )
     text = json.dumps({"files": manifest}, indent=2, ensure_ascii=False) + "\n"

@@ -421,7 +421,7 @@ AZURE_INVALID_BODIES = {
     ),
     "gpt-response-format": ("gpt-image-1", {"response_format": "b64_json"}, "response_format"),
     "gpt-style": ("gpt-image-1", {"style": "vivid"}, "style"),
-    "gpt-stream-true": ("gpt-image-1", {"stream": True}, "stream"),
+    "gpt-stream-n-2": ("gpt-image-1", {"stream": True, "n": 2}, "n"),
     "gpt-stream-string": ("gpt-image-1", {"stream": "yes"}, "stream"),
     "gpt-partial-images-4": ("gpt-image-1", {"partial_images": 4}, "partial_images"),
     "gpt-moderation": ("gpt-image-1", {"moderation": "strict"}, "moderation"),
@@ -459,11 +459,12 @@ def test_azure_webp_is_refused_with_azures_wording(emulator, azure):
     assert "WEBP images aren't supported" in response.json()["error"]["message"]
 
 
-def test_azure_stream_is_refused_as_not_emulated(emulator, azure):
-    response = azure_generate(emulator, azure, stream=True)
+def test_azure_stream_answers_server_sent_events(emulator, azure):
+    response = azure_generate(emulator, azure, stream=True, partial_images=1)
 
-    assert response.status_code == 400
-    assert "emulator" in response.json()["error"]["message"]
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    assert response.text.startswith("event: image_generation.partial_image\ndata: {")
 
 
 def test_azure_prompt_at_the_dall_e_3_limit_is_accepted(emulator, azure):

@@ -72,7 +72,13 @@ def test_gpt_image_deployment_stores_b64_images_byte_exactly_with_usage(client, 
     job = generate(client, prompt="two pears", provider="azure:gpt-image-1", n=2, options=options)
 
     assert job["status"] == "succeeded"
-    assert job["options"] == {**options, "background": "auto", "moderation": "auto"}
+    assert job["options"] == {
+        **options,
+        "background": "auto",
+        "moderation": "auto",
+        "partial_images": 0,
+        "input_fidelity": "low",
+    }
     assert job["usage"]["total_tokens"] > 0
     assert [image["content_type"] for image in job["images"]] == ["image/jpeg"] * 2
     direct = requests.post(

@@ -8,7 +8,7 @@ from flask import g, has_request_context
 from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 
-from app.models import Collection, Image, Job
+from app.models import Collection, Image, Job, JobInput
 
 # Execution options for the few reads that must see every owner's rows whoever is asking: the
 # bookkeeping that decides whether a stored file is still used (files are content-addressed, so
@@ -42,5 +42,6 @@ def _scope(state: ORMExecuteState) -> None:
     state.statement = state.statement.options(
         with_loader_criteria(Job, Job.owner_id == owner_id, include_aliases=True),
         with_loader_criteria(Image, Image.owner_id == owner_id, include_aliases=True),
+        with_loader_criteria(JobInput, JobInput.owner_id == owner_id, include_aliases=True),
         with_loader_criteria(Collection, Collection.owner_id == owner_id, include_aliases=True),
     )
