@@ -7,16 +7,15 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
-import requests
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.helpers import ROOT, free_port, scratch_database_url
+from tests.helpers import ROOT, free_port, scratch_database_url, wait_until_up
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -47,6 +46,18 @@ def serve_app(data_dir: Path, **settings: str) -> Iterator[str]:
         yield from _serve(data_dir, env)
 
 
+def app_server(folder: str, **settings: str) -> Any:
+    """A module-scoped fixture (named by the attribute it is assigned to): `serve_app` on a fresh
+    data folder called `folder`, with `settings`; its value is the base URL."""
+
+    @pytest.fixture(scope="module")
+    def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+        with serve_app(tmp_path_factory.mktemp(folder), **settings) as base:
+            yield base
+
+    return server
+
+
 def _serve(data_dir: Path, env: dict[str, str]) -> Iterator[str]:
     subprocess.run(
         [sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"],
@@ -60,15 +71,7 @@ def _serve(data_dir: Path, env: dict[str, str]) -> Iterator[str]:
         )  # fmt: skip
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    requests.get(base + "/healthz", timeout=1).raise_for_status()
-                    break
-                except requests.RequestException:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        raise AssertionError((data_dir / "server.log").read_text()) from None
-                    time.sleep(0.1)
+            wait_until_up(base + "/healthz", process, data_dir / "server.log")
             yield base
         finally:
             process.terminate()

@@ -139,22 +139,29 @@ def app_factory(tmp_path: Path, emulator: EmulatorServer) -> Iterator[Any]:
 
 
 @pytest.fixture
-def app(app_factory: Any) -> Flask:
+def app_settings() -> dict[str, Any]:
+    """Settings `app`, `idle_app` and `running_app` are built with on top of app_factory's: a
+    module overrides this fixture (with its deployments, say) rather than those three."""
+    return {}
+
+
+@pytest.fixture
+def app(app_factory: Any, app_settings: dict[str, Any]) -> Flask:
     """An app without worker threads: jobs advance when a test drives them (`wait_for_job`,
     `run_until_final`, `run_ready` in tests/helpers.py)."""
-    return app_factory()
+    return app_factory(**app_settings)
 
 
 @pytest.fixture
-def idle_app(app_factory: Any) -> Flask:
+def idle_app(app_factory: Any, app_settings: dict[str, Any]) -> Flask:
     """An idle app too, named for tests that check what happens before any step."""
-    return app_factory()
+    return app_factory(**app_settings)
 
 
 @pytest.fixture
-def running_app(app_factory: Any) -> Flask:
+def running_app(app_factory: Any, app_settings: dict[str, Any]) -> Flask:
     """An app whose worker threads run, for tests of the threads themselves."""
-    return app_factory(start_worker=True)
+    return app_factory(start_worker=True, **app_settings)
 
 
 @pytest.fixture

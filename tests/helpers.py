@@ -14,8 +14,11 @@ import re
 import secrets
 import shutil
 import socket
+import socketserver
 import sqlite3
+import subprocess
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -30,8 +33,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from sqlalchemy.engine import make_url
+from werkzeug.serving import make_server
 
 from app import create_app
+from app.config import load_settings
 from app.emulator import EmulatorServer
 from app.models import Image, Job, db, utcnow, write_transaction
 from app.worker import Worker, build_worker
@@ -165,6 +170,25 @@ def scratch_database_url() -> Iterator[str | None]:
 
 
 FINAL = ("succeeded", "failed", "canceled")
+PROVIDER_KEY = "0123456789abcdef"  # a provider key for settings tests (nothing is sent with it)
+
+
+def settings_from(tmp_path: Path, **environ: str) -> dict[str, Any]:
+    """The settings `environ` gives, with the default data folder under `tmp_path`."""
+    return load_settings(environ, str(tmp_path / "instance"))
+
+
+def azure_settings(
+    tmp_path: Path, endpoint: str, deployments: str = "studio=gpt-image-2", **environ: str
+) -> dict[str, Any]:
+    """The settings of an Azure endpoint with a key and `deployments`, plus `environ`."""
+    return settings_from(
+        tmp_path,
+        AZURE_OPENAI_ENDPOINT=endpoint,
+        AZURE_OPENAI_API_KEY=PROVIDER_KEY,
+        AZURE_OPENAI_DEPLOYMENT=deployments,
+        **environ,
+    )
 
 
 def stepper_of(app: Flask) -> Worker:
@@ -272,6 +296,44 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until_up(url: str, popen: subprocess.Popen, log: Path, timeout: float = 20) -> None:
+    """Wait until a GET of `url` succeeds; fail with the process's log if the process ends first
+    or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            requests.get(url, timeout=1).raise_for_status()
+            return
+        except requests.RequestException:
+            if popen.poll() is not None or time.monotonic() > deadline:
+                output = log.read_text(errors="replace")
+                raise AssertionError(f"{url} did not come up:\n{output}") from None
+            time.sleep(0.1)
+
+
+@contextmanager
+def serving(server: socketserver.BaseServer) -> Iterator[None]:
+    """Run `server.serve_forever()` on a thread for the block; then shut it down and close it."""
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@contextmanager
+def serving_wsgi(app: Any) -> Iterator[str]:
+    """Serve a WSGI app on a free loopback port for the block; yields its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    with serving(server):
+        yield f"http://127.0.0.1:{server.port}/"
 
 
 class GuardedClient(FlaskClient):

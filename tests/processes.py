@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers import ROOT, database_url_for, free_port
+from tests.helpers import ROOT, database_url_for, free_port, wait_until_up
 
 KEY = "restart-test-key"
 
@@ -122,15 +122,8 @@ def start_app(tmp_path: Path, app_env: dict[str, str]) -> Iterator:
         )
         started.append(process)
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                requests.get(base + "/api/jobs", timeout=1).raise_for_status()
-                return process, base
-            except requests.RequestException:
-                if process.popen.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(process.log_path.read_text()) from None
-                time.sleep(0.1)
+        wait_until_up(base + "/api/jobs", process.popen, process.log_path)
+        return process, base
 
     yield start
     for process in started:
@@ -149,6 +142,11 @@ def wait_until(base: str, job_id: int, predicate, timeout: float = 20) -> dict:
             return job
         assert time.monotonic() < deadline, f"job {job_id} stuck: {job}"
         time.sleep(0.05)
+
+
+def logs_of(folder: Path) -> str:
+    """Everything the processes of a test wrote to their logs (*.log in `folder`)."""
+    return "".join(path.read_text(errors="replace") for path in folder.glob("*.log"))
 
 
 def submits(emulator_url: str) -> int:

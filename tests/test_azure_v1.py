@@ -21,14 +21,13 @@ from typing import Any
 import pytest
 from PIL import Image
 from sqlalchemy import func, select, update
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from app.auth import accounts
 from app.models import Job, db
 from app.providers.generations import end_user_id
 from app.worker import start_background
-from tests.helpers import csrf_token, wait_for_job
+from tests.helpers import post, serving_wsgi, wait_for_job
 
 KEY = "v1-key-" + "0f" * 12
 DEPLOYMENT = "studio"
@@ -100,14 +99,8 @@ def _json(status: int, payload: dict[str, Any]) -> Response:
 @pytest.fixture
 def azure_v1() -> Iterator[IndependentAzureV1]:
     server_app = IndependentAzureV1()
-    server = make_server("127.0.0.1", 0, server_app, threaded=True)
-    server_app.url = f"http://127.0.0.1:{server.port}/"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02})
-    thread.start()
-    yield server_app
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with serving_wsgi(server_app) as server_app.url:
+        yield server_app
 
 
 @pytest.fixture
@@ -165,7 +158,6 @@ def test_a_1280x720_image_is_generated_through_the_form(make_v1_app, azure_v1):
     app = make_v1_app()
     client = app.test_client()
     form = {
-        "csrf_token": csrf_token(client),
         "prompt": "a harbour at dusk, from the form",
         "provider": "azure:studio",
         "size": "custom",
@@ -174,10 +166,10 @@ def test_a_1280x720_image_is_generated_through_the_form(make_v1_app, azure_v1):
         "n": "1",
     }
 
-    response = client.post("/jobs", data=form)
+    status, text, headers = post(client, "/jobs", form)
 
-    assert response.status_code == 303, response.get_data(as_text=True)
-    job_id = int(response.headers["Location"].rstrip("/").rsplit("/", 1)[1])
+    assert status == 303, text
+    job_id = int(headers["Location"].rstrip("/").rsplit("/", 1)[1])
     job = wait_for_job(client, job_id)
     assert job["status"] == "succeeded", job
     assert (job["images"][0]["width"], job["images"][0]["height"]) == (1280, 720)
@@ -214,20 +206,12 @@ def test_a_size_or_option_gpt_image_2_cannot_make_is_refused_before_anything_is_
 def test_the_form_refuses_a_bad_custom_size_naming_the_rule(make_v1_app, azure_v1):
     app = make_v1_app()
     client = app.test_client()
-    form = {
-        "csrf_token": csrf_token(client),
-        "prompt": "a harbour",
-        "size": "custom",
-        "size_width": "3840",
-        "size_height": "1024",
-    }
+    form = {"prompt": "a harbour", "size": "custom", "size_width": "3840", "size_height": "1024"}
 
-    response = client.post("/jobs", data=form)
+    status, text, _ = post(client, "/jobs", form)
 
-    assert response.status_code == 422
-    assert "3840x1024: the long side may be at most 3 times the short side." in response.get_data(
-        as_text=True
-    )
+    assert status == 422
+    assert "3840x1024: the long side may be at most 3 times the short side." in text
     assert job_count(app) == 0
     assert azure_v1.seen == []
 

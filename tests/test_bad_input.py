@@ -10,7 +10,6 @@ OverflowError)."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import re
 from datetime import timedelta
 from typing import Any
@@ -28,9 +27,8 @@ from app.models import (
     ShareLink,
     db,
     utcnow,
-    write_transaction,
 )
-from tests.helpers import csrf_token
+from tests.helpers import csrf_token, insert_images
 
 TOO_BIG = "9223372036854775808"  # 2**63: past what SQLite's INTEGER holds
 TOO_BIG_FOR_POSTGRESQL = "2147483648"  # 2**31: past PostgreSQL's integer, the id columns' type
@@ -39,36 +37,6 @@ PASSWORD = "correct horse battery"
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def insert_image(app, prompt: str = "a quiet harbour") -> int:
-    """One stored image (row only, no file) with its job; returns the image id."""
-    moment = utcnow()
-    with app.app_context(), write_transaction() as session:
-        job = Job(
-            status="succeeded",
-            prompt=prompt,
-            provider="emulator-azure-async",
-            model="dall-e-2",
-            size="256x256",
-            n=1,
-            options={},
-            created_at=moment,
-            deadline_at=moment,
-        )
-        image = Image(
-            index=0,
-            status="stored",
-            sha256=hashlib.sha256(prompt.encode()).hexdigest(),
-            width=256,
-            height=256,
-            content_type="image/png",
-            created_at=moment,
-        )
-        job.images.append(image)
-        session.add(job)
-        session.flush()
-        return image.id
 
 
 def snapshot(app) -> dict[str, Any]:
@@ -106,7 +74,7 @@ def cursor(text: str) -> str:
 @pytest.fixture
 def app(idle_app):
     """No worker: nothing changes the database behind the test's back."""
-    insert_image(idle_app)
+    insert_images(idle_app, 1, prompt="a quiet harbour")
     with idle_app.app_context():
         from app import curation
 
@@ -358,7 +326,7 @@ def test_json_ids_past_int64_as_numbers_are_refused(client):
 
 @pytest.fixture
 def secure_app(app_factory):
-    app = app_factory(start_worker=False, ATELIER_AUTH="on")
+    app = app_factory(ATELIER_AUTH="on")
     with app.app_context():
         accounts.create_user("alice", PASSWORD, admin=True)  # sees every row
     return app
@@ -397,7 +365,7 @@ def test_bad_numbers_in_the_share_form_are_refused(secure_app, field, raw):
     client = secure_app.test_client()
     form = {"username": "alice", "password": PASSWORD, "csrf_token": csrf_token(client, "/login")}
     assert client.post("/login", data=form).status_code == 303
-    image_id = insert_image(secure_app, "alice's harbour")
+    [image_id] = insert_images(secure_app, 1, prompt="alice's harbour")
     before = snapshot(secure_app)
     fields = {"image_id": str(image_id), field: raw, "csrf_token": csrf_token(client)}
     if field == "collection_id":

@@ -8,15 +8,9 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser import serve_app, watch_problems
+from tests.browser import app_server, watch_problems
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with serve_app(
-        tmp_path_factory.mktemp("browser-data"), ATELIER_EMULATOR_LATENCY_SECONDS="1.5"
-    ) as base:
-        yield base
+server = app_server("browser-data", ATELIER_EMULATOR_LATENCY_SECONDS="1.5")
 
 
 @pytest.fixture

@@ -13,17 +13,12 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser import serve_app, watch_problems
+from tests.browser import app_server, watch_problems
 
 SCREENSHOTS = Path("/tmp")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with serve_app(
-        tmp_path_factory.mktemp("browser-image-data"), ATELIER_EMULATOR_LATENCY_SECONDS="0.3"
-    ) as base:
-        yield base
+server = app_server("browser-image-data", ATELIER_EMULATOR_LATENCY_SECONDS="0.3")
 
 
 def submit(server: str, prompt: str, **body) -> int:

@@ -15,7 +15,7 @@ PASSWORD = "correct horse battery staple"
 
 @pytest.fixture
 def accounts(app_factory: Any):
-    app = app_factory(start_worker=False, ATELIER_AUTH="on")
+    app = app_factory(ATELIER_AUTH="on")
     with app.app_context():
         create_user("alice", PASSWORD)
         create_user("root", PASSWORD, admin=True)

@@ -20,13 +20,8 @@ DALL_E_3 = "azure:dall-e-3"
 
 
 @pytest.fixture
-def app(app_factory):
-    return app_factory(**DEPLOYMENTS)
-
-
-@pytest.fixture
-def idle_app(app_factory):
-    return app_factory(start_worker=False, **DEPLOYMENTS)
+def app_settings():
+    return DEPLOYMENTS
 
 
 # --- the price table ----------------------------------------------------------------------------

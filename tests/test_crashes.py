@@ -88,8 +88,18 @@ def test_crash_during_a_synchronous_generation_ends_interrupted(start_app, emula
     assert_consistent_files(Path(app_env["ATELIER_DATA_DIR"]), job)
 
 
-def test_crash_mid_poll_resumes_polling(start_app, emulator_url, app_env):
-    base, job_id = crash_then_restart(start_app, "mid_poll", prompt="polled", n=2)
+@pytest.mark.parametrize(
+    ("phase", "prompt"),
+    [
+        pytest.param("mid_poll", "polled", id="mid-poll-resumes-polling"),
+        # The file written before the crash is the same content, so it is reused, not duplicated.
+        pytest.param("after_rename", "renamed", id="between-file-rename-and-row-update"),
+    ],
+)
+def test_crash_then_restart_finishes_the_job_with_one_submit(
+    start_app, emulator_url, app_env, phase, prompt
+):
+    base, job_id = crash_then_restart(start_app, phase, prompt=prompt, n=2)
 
     job = wait_until(base, job_id, lambda job: job["status"] in FINAL)
 
@@ -109,16 +119,4 @@ def test_crash_mid_download_fetches_only_the_rest(start_app, emulator_url, app_e
     assert submits(emulator_url) == 1
     counts = requests.get(emulator_url + "_emulator/requests", timeout=5).json()["counts"]
     assert counts["blob"] == 3  # the image stored before the crash was not fetched again
-    assert_consistent_files(Path(app_env["ATELIER_DATA_DIR"]), job)
-
-
-def test_crash_between_file_rename_and_row_update(start_app, emulator_url, app_env):
-    base, job_id = crash_then_restart(start_app, "after_rename", prompt="renamed", n=2)
-
-    job = wait_until(base, job_id, lambda job: job["status"] in FINAL)
-
-    assert job["status"] == "succeeded"
-    assert len(job["images"]) == 2
-    assert submits(emulator_url) == 1
-    # The file written before the crash is the same content, so it is reused, not duplicated.
     assert_consistent_files(Path(app_env["ATELIER_DATA_DIR"]), job)

@@ -28,6 +28,14 @@ import app.emulator
 from app.emulator import EmulatorConfig, EmulatorServer
 from app.emulator.__main__ import config_from_args, parse_args
 from app.emulator.drawing import render_placeholder
+from tests.emulator_client import (
+    RESOURCE_NOT_FOUND,
+    TIMEOUT,
+    assert_azure_429,
+    reset,
+    serving,
+    session_fixture,
+)
 
 API_KEY = "fault-test-key-0123456789"
 OPENAI_KEY = "sk-fault-test-key-wxyz"
@@ -37,9 +45,7 @@ DALLE_VERSION = "2024-10-21"
 LATENCY = 0.05
 SLOW_SECONDS = 1.0
 OVERSIZED_BYTES = 2 * 1024 * 1024
-TIMEOUT = 5  # seconds for every HTTP call, so a hung emulator fails the test instead
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-RESOURCE_NOT_FOUND = '{"error":{"code":"404","message": "Resource not found"}}'
 SERVER_ERROR = {
     "error": {
         "code": "InternalServerError",
@@ -65,58 +71,41 @@ NEW_FAULT_TRIGGERS = {
 }
 
 
+SETTINGS = {
+    "api_key": API_KEY,
+    "openai_api_key": OPENAI_KEY,
+    "latency": LATENCY,
+    "poll_interval": 0,
+    "slow_seconds": SLOW_SECONDS,
+    "oversized_bytes": OVERSIZED_BYTES,
+}
+
+
 def _config(**overrides: object) -> EmulatorConfig:
-    settings: dict = {
-        "api_key": API_KEY,
-        "openai_api_key": OPENAI_KEY,
-        "latency": LATENCY,
-        "poll_interval": 0,
-        "slow_seconds": SLOW_SECONDS,
-        "oversized_bytes": OVERSIZED_BYTES,
-    }
-    settings.update(overrides)
-    return EmulatorConfig(**settings)
+    return EmulatorConfig(**{**SETTINGS, **overrides})
 
 
 @pytest.fixture(scope="module")
 def shared_emulator() -> Iterator[EmulatorServer]:
-    with EmulatorServer(_config()) as server:
-        yield server
+    yield from serving(SETTINGS)
 
 
 @pytest.fixture
 def emulator(shared_emulator: EmulatorServer) -> EmulatorServer:
     """The module's emulator with its request log (and so its counts) cleared for this test."""
-    requests.post(f"{shared_emulator.url}_emulator/reset", timeout=TIMEOUT).raise_for_status()
-    return shared_emulator
+    return reset(shared_emulator)
 
 
 @pytest.fixture
 def own_emulator() -> Iterator[EmulatorServer]:
     """An emulator for this test alone, for tests that leave a request sleeping on it."""
-    with EmulatorServer(_config()) as server:
-        yield server
+    yield from serving(SETTINGS)
 
 
-@pytest.fixture
-def azure() -> Iterator[requests.Session]:
-    """A session that authenticates like Atelier does, with the api-key header."""
-    with requests.Session() as session:
-        session.headers["api-key"] = API_KEY
-        yield session
-
-
-@pytest.fixture
-def openai() -> Iterator[requests.Session]:
-    with requests.Session() as session:
-        session.headers["Authorization"] = f"Bearer {OPENAI_KEY}"
-        yield session
-
-
-@pytest.fixture
-def anonymous() -> Iterator[requests.Session]:
-    with requests.Session() as session:
-        yield session
+# Sessions: `azure` authenticates like Atelier does, `openai` like an OpenAI client.
+azure = session_fixture({"api-key": API_KEY})
+openai = session_fixture({"Authorization": f"Bearer {OPENAI_KEY}"})
+anonymous = session_fixture()
 
 
 def unique(prompt: str) -> str:
@@ -199,16 +188,7 @@ def is_json(text: str) -> bool:
 def test_submit_429_throttles_the_first_submit_with_both_retry_headers(emulator, azure):
     response = submit(emulator, azure, unique("[submit-429]"))
 
-    assert response.status_code == 429
-    assert response.headers["retry-after"] == "1"
-    assert response.headers["retry-after-ms"] == "1000"
-    error = response.json()["error"]
-    assert error["code"] == "429"
-    assert error["message"].startswith(
-        "Requests to the ImageGenerations_Submit Operation under Azure OpenAI API version "
-        "2023-06-01-preview have exceeded call rate limit of your current OpenAI S0 pricing "
-        "tier. Please retry after 1 second."
-    )
+    assert_azure_429(response, "ImageGenerations_Submit", "2023-06-01-preview")
 
 
 def test_submit_429_lets_the_second_submit_of_the_prompt_through(emulator, azure):
@@ -393,24 +373,19 @@ def test_vanished_operation_cannot_be_deleted_either(emulator, azure):
 # --- image URLs -----------------------------------------------------------------------
 
 
-def test_image_403_answers_azure_storage_authentication_failed(emulator, azure, anonymous):
-    [url] = image_urls(emulator, azure, unique("[image-403]"))
+@pytest.mark.parametrize(
+    ("trigger", "status", "code"),
+    [("[image-403]", 403, "AuthenticationFailed"), ("[image-404]", 404, "BlobNotFound")],
+    ids=["image-403-authentication-failed", "image-404-blob-not-found"],
+)
+def test_image_fault_answers_like_azure_storage(emulator, azure, anonymous, trigger, status, code):
+    [url] = image_urls(emulator, azure, unique(trigger))
 
     response = anonymous.get(url, timeout=TIMEOUT)
 
-    assert response.status_code == 403
+    assert response.status_code == status
     assert response.headers["Content-Type"].startswith("application/xml")
-    assert "<Code>AuthenticationFailed</Code>" in response.text
-
-
-def test_image_404_answers_azure_storage_blob_not_found(emulator, azure, anonymous):
-    [url] = image_urls(emulator, azure, unique("[image-404]"))
-
-    response = anonymous.get(url, timeout=TIMEOUT)
-
-    assert response.status_code == 404
-    assert response.headers["Content-Type"].startswith("application/xml")
-    assert "<Code>BlobNotFound</Code>" in response.text
+    assert f"<Code>{code}</Code>" in response.text
 
 
 def test_image_faults_break_every_image_of_the_operation(emulator, azure, anonymous):

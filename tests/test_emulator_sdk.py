@@ -22,6 +22,7 @@ import requests
 from PIL import Image
 
 from app.emulator import EmulatorConfig, EmulatorServer
+from tests.emulator_client import reset
 from tests.helpers import EMULATOR_KEY
 
 API_KEY = "azure-sdk-test-key-0123456789"
@@ -81,8 +82,7 @@ def server() -> Iterator[EmulatorServer]:
 @pytest.fixture
 def emulator(server: EmulatorServer) -> EmulatorServer:
     """The module's emulator with its request log cleared for this test."""
-    requests.post(f"{server.url}_emulator/reset", timeout=TIMEOUT).raise_for_status()
-    return server
+    return reset(server)
 
 
 def azure_client(

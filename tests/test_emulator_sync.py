@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import math
 import threading
 import time
@@ -23,6 +22,20 @@ from PIL import Image
 
 from app.emulator import EmulatorConfig, EmulatorServer
 from app.emulator.__main__ import config_from_args, parse_args
+from tests.emulator_client import (
+    OVER_1_MIB,
+    REFUSED_SIGN_INS,
+    TIMEOUT,
+    accepted_sign_ins,
+    assert_access_denied,
+    assert_azure_429,
+    assert_resource_not_found,
+    post_raw,
+    post_signed_in,
+    reset,
+    serving,
+    session_fixture,
+)
 
 API_KEY = "azure-test-key-0123456789"
 OPENAI_KEY = "sk-emulator-test-key-wxyz"
@@ -30,19 +43,12 @@ GPT_VERSION = "2025-04-01-preview"
 DALLE_VERSION = "2024-10-21"
 LATENCY = 0.05
 HANG_SECONDS = 0.5
-TIMEOUT = 5  # seconds for every HTTP call, so a hung emulator fails the test instead
 DEPLOYMENTS = {
     "gpt-image-1": "gpt-image-1",
     "dall-e-3": "dall-e-3",
     "mini": "gpt-image-1-mini",
     "classic": "dall-e-2",
 }
-ACCESS_DENIED = (
-    '{"error":{"code":"401","message":"Access denied due to invalid subscription key or '
-    "wrong API endpoint. Make sure to provide a valid key for an active subscription and "
-    'use a correct regional API endpoint for your resource."}}'
-)
-RESOURCE_NOT_FOUND = '{"error":{"code":"404","message": "Resource not found"}}'
 DEPLOYMENT_NOT_FOUND = {
     "error": {
         "code": "DeploymentNotFound",
@@ -58,51 +64,35 @@ SERVER_ERROR_MESSAGE = "The server had an error while processing your request. S
 SAFE = {"filtered": False, "severity": "safe"}
 
 
+SETTINGS = {
+    "api_key": API_KEY,
+    "latency": LATENCY,
+    "hang_seconds": HANG_SECONDS,
+    "openai_api_key": OPENAI_KEY,
+    "deployments": DEPLOYMENTS,
+}
+
+
 def _config(**overrides: object) -> EmulatorConfig:
-    settings: dict = {
-        "api_key": API_KEY,
-        "latency": LATENCY,
-        "hang_seconds": HANG_SECONDS,
-        "openai_api_key": OPENAI_KEY,
-        "deployments": dict(DEPLOYMENTS),
-    }
-    settings.update(overrides)
-    return EmulatorConfig(**settings)
+    return EmulatorConfig(**{**SETTINGS, "deployments": dict(DEPLOYMENTS), **overrides})
 
 
 @pytest.fixture(scope="module")
 def shared_emulator() -> Iterator[EmulatorServer]:
-    with EmulatorServer(_config()) as server:
-        yield server
+    yield from serving(SETTINGS, deployments=dict(DEPLOYMENTS))
 
 
 @pytest.fixture
 def emulator(shared_emulator: EmulatorServer) -> EmulatorServer:
     """The module's emulator with its request log (and so its counts) cleared for this test."""
-    requests.post(f"{shared_emulator.url}_emulator/reset", timeout=TIMEOUT).raise_for_status()
-    return shared_emulator
+    return reset(shared_emulator)
 
 
-@pytest.fixture
-def azure() -> Iterator[requests.Session]:
-    """A session that authenticates like an Azure client, with the api-key header."""
-    with requests.Session() as session:
-        session.headers["api-key"] = API_KEY
-        yield session
-
-
-@pytest.fixture
-def openai() -> Iterator[requests.Session]:
-    """A session that authenticates like an OpenAI client, with a bearer key."""
-    with requests.Session() as session:
-        session.headers["Authorization"] = f"Bearer {OPENAI_KEY}"
-        yield session
-
-
-@pytest.fixture
-def anonymous() -> Iterator[requests.Session]:
-    with requests.Session() as session:
-        yield session
+# Sessions: `azure` authenticates like an Azure client (api-key header), `openai` like an
+# OpenAI client (bearer key).
+azure = session_fixture({"api-key": API_KEY})
+openai = session_fixture({"Authorization": f"Bearer {OPENAI_KEY}"})
+anonymous = session_fixture()
 
 
 def azure_url(
@@ -125,6 +115,11 @@ def azure_generate(
         )
     body.setdefault("prompt", "An avocado armchair")
     return http.post(azure_url(server, deployment, version), json=body, timeout=TIMEOUT)
+
+
+def async_submit_url(server: EmulatorServer) -> str:
+    """The asynchronous (DALL-E 2) submit route, which the same gateway guards."""
+    return f"{server.url}openai/images/generations:submit?api-version=2023-06-01-preview"
 
 
 def openai_url(server: EmulatorServer) -> str:
@@ -486,12 +481,7 @@ def test_azure_prompt_at_the_dall_e_3_limit_is_accepted(emulator, azure):
     ids=["bad-json", "json-array", "not-json-content-type"],
 )
 def test_azure_body_that_is_not_a_json_object_is_400(emulator, azure, data, content_type):
-    response = azure.post(
-        azure_url(emulator),
-        data=data,
-        headers={"Content-Type": content_type},
-        timeout=TIMEOUT,
-    )
+    response = post_raw(azure, azure_url(emulator), data, content_type)
 
     assert response.status_code == 400
     assert response.json()["error"]["param"] is None
@@ -499,14 +489,7 @@ def test_azure_body_that_is_not_a_json_object_is_400(emulator, azure, data, cont
 
 
 def test_azure_body_over_1_mib_is_413(emulator, azure):
-    body = json.dumps({"prompt": "x", "user": "u" * (1024 * 1024)})
-
-    response = azure.post(
-        azure_url(emulator),
-        data=body,
-        headers={"Content-Type": "application/json"},
-        timeout=TIMEOUT,
-    )
+    response = post_raw(azure, azure_url(emulator), OVER_1_MIB)
 
     assert response.status_code == 413
     assert generate_count(emulator) == 0
@@ -515,32 +498,27 @@ def test_azure_body_over_1_mib_is_413(emulator, azure):
 # --- Azure deployment route: auth, deployments, api-versions --------------------------
 
 
-def test_azure_missing_key_is_401_with_azures_exact_body(emulator, anonymous):
-    response = anonymous.post(azure_url(emulator), json={"prompt": "x"}, timeout=TIMEOUT)
-
-    assert response.status_code == 401
-    assert response.text == ACCESS_DENIED
-    assert response.headers["apim-request-id"]
-
-
-def test_azure_wrong_key_is_401(emulator, anonymous):
-    response = anonymous.post(
-        azure_url(emulator), json={"prompt": "x"}, headers={"api-key": "nope"}, timeout=TIMEOUT
-    )
-
-    assert response.status_code == 401
-    assert response.text == ACCESS_DENIED
+# Azure's gateway signs in the same way on the deployment route and the asynchronous route.
+AZURE_ROUTES = [
+    pytest.param(azure_url, 200, id="deployment"),
+    pytest.param(async_submit_url, 202, id="async-submit"),
+]
 
 
-def test_azure_bearer_token_without_api_key_is_accepted(emulator, anonymous):
-    response = anonymous.post(
-        azure_url(emulator),
-        json={"prompt": "x"},
-        headers={"Authorization": "Bearer some-entra-id-token"},
-        timeout=TIMEOUT,
-    )
+@pytest.mark.parametrize("headers", REFUSED_SIGN_INS)
+@pytest.mark.parametrize(("route", "status"), AZURE_ROUTES)
+def test_azure_without_the_right_key_is_401_with_azures_exact_body(
+    emulator, route, status, headers
+):
+    assert_access_denied(post_signed_in(route(emulator), headers))
+    assert set(emulator.request_counts().values()) == {0}
 
-    assert response.status_code == 200
+
+@pytest.mark.parametrize("headers", accepted_sign_ins(API_KEY))
+@pytest.mark.parametrize(("route", "status"), AZURE_ROUTES)
+def test_azure_with_a_bearer_token_is_accepted(emulator, route, status, headers):
+    assert post_signed_in(route(emulator), headers).status_code == status
+    assert sum(emulator.request_counts().values()) == 1
 
 
 def test_azure_unknown_deployment_is_404_deployment_not_found(emulator, azure):
@@ -569,8 +547,7 @@ def test_azure_unsupported_api_version_is_404_resource_not_found(emulator, azure
         azure_url(emulator, "dall-e-3", version), json={"prompt": "x"}, timeout=TIMEOUT
     )
 
-    assert response.status_code == 404
-    assert response.text == RESOURCE_NOT_FOUND
+    assert_resource_not_found(response)
 
 
 @pytest.mark.parametrize(
@@ -673,17 +650,7 @@ def test_azure_ratelimit_trigger_remembers_each_prompt_separately(emulator, azur
 def test_azure_429_carries_both_retry_headers_and_names_the_api_version(emulator, azure):
     response = azure_generate(emulator, azure, prompt="[ratelimit-always]")
 
-    assert response.status_code == 429
-    # The default wait, said the same way in both headers.
-    assert response.headers["retry-after"] == "1"
-    assert response.headers["retry-after-ms"] == "1000"
-    error = response.json()["error"]
-    assert error["code"] == "429"
-    assert error["message"].startswith(
-        "Requests to the Images_Generations_Create Operation under Azure OpenAI API version "
-        f"{GPT_VERSION} have exceeded call rate limit of your current OpenAI S0 pricing tier. "
-        "Please retry after 1 second."
-    )
+    assert_azure_429(response, "Images_Generations_Create", GPT_VERSION)
 
 
 def test_azure_ratelimit_always_trigger_never_lets_through(emulator, azure):
@@ -956,12 +923,7 @@ def test_openai_dall_e_3_invalid_size_is_exactly_invalid_size(emulator, openai):
 
 
 def test_openai_unparsable_body_is_400_without_param(emulator, openai):
-    response = openai.post(
-        openai_url(emulator),
-        data=b'{"prompt": ',
-        headers={"Content-Type": "application/json"},
-        timeout=TIMEOUT,
-    )
+    response = post_raw(openai, openai_url(emulator), b'{"prompt": ')
 
     assert response.status_code == 400
     error = response.json()["error"]
@@ -970,12 +932,7 @@ def test_openai_unparsable_body_is_400_without_param(emulator, openai):
 
 
 def test_openai_body_over_1_mib_is_413(emulator, openai):
-    response = openai.post(
-        openai_url(emulator),
-        data=json.dumps({"prompt": "x", "user": "u" * (1024 * 1024)}),
-        headers={"Content-Type": "application/json"},
-        timeout=TIMEOUT,
-    )
+    response = post_raw(openai, openai_url(emulator), OVER_1_MIB)
 
     assert response.status_code == 413
     assert generate_count(emulator) == 0
@@ -1231,8 +1188,7 @@ def test_synchronous_url_is_not_an_async_operation(emulator, azure):
         timeout=TIMEOUT,
     )
 
-    assert response.status_code == 404
-    assert response.text == RESOURCE_NOT_FOUND
+    assert_resource_not_found(response)
 
 
 # --- configuration and the command line -----------------------------------------------

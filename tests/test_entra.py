@@ -19,7 +19,6 @@ from typing import Any, NamedTuple
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from app import jobs
@@ -36,7 +35,7 @@ from app.providers.azure_async import AzureAsyncProvider
 from app.providers.base import ProviderError
 from app.validation import JobRequest
 from app.worker import Worker
-from tests.helpers import emulator_counts, generate, run_until_final, wait_for_job
+from tests.helpers import emulator_counts, generate, run_until_final, serving_wsgi, wait_for_job
 
 try:  # the real type when azure-core happens to be installed, else the same shape
     from azure.core.credentials import AccessToken
@@ -424,14 +423,8 @@ class EntraGateway:
 @pytest.fixture
 def gateway(emulator) -> Iterator[EntraGateway]:
     gate = EntraGateway(emulator.url, refused=set())
-    server = make_server("127.0.0.1", 0, gate, threaded=True)
-    gate.url = f"http://127.0.0.1:{server.port}/"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02})
-    thread.start()
-    yield gate
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with serving_wsgi(gate) as gate.url:
+        yield gate
 
 
 ROUTES = {

@@ -76,7 +76,7 @@ def make_collection(app, name: str) -> int:
 @pytest.fixture
 def small_app(app_factory):
     """No worker; pages of three images."""
-    return app_factory(start_worker=False, **SMALL_PAGES)
+    return app_factory(**SMALL_PAGES)
 
 
 def test_keyset_paging_shows_every_image_once_while_new_ones_arrive(small_app):
@@ -135,7 +135,7 @@ def test_a_page_opened_deep_links_back_to_newer_images(small_app):
 
 
 def test_gallery_page_costs_the_same_queries_for_few_or_many_images(app_factory):
-    app = app_factory(start_worker=False)
+    app = app_factory()
     client = app.test_client()
     client.get("/gallery").close()  # warm up the engine and the templates
     statements: list[str] = []
@@ -240,7 +240,7 @@ def test_filter_form_is_a_plain_get_form_with_a_label_for_every_control(idle_app
 
 
 def test_search_as_you_type_returns_results_and_the_page_url(app_factory):
-    app = app_factory(start_worker=False)
+    app = app_factory()
     client = app.test_client()
     insert_images(app, 2)
 

@@ -12,7 +12,7 @@ import pytest
 import requests
 from PIL import Image as PILImage
 
-from tests.helpers import EMULATOR_KEY, emulator_counts, submit, wait_for_job
+from tests.helpers import EMULATOR_KEY, emulator_counts, generate
 
 ALL_APIS = {
     "AZURE_OPENAI_DEPLOYMENT": "gpt-image-1=gpt-image-1,dall-e-3=dall-e-3",
@@ -22,26 +22,13 @@ ALL_APIS = {
 
 
 @pytest.fixture
-def app(app_factory, emulator):
-    return app_factory(
-        OPENAI_API_KEY=EMULATOR_KEY, OPENAI_BASE_URL=emulator.url + "v1/", **ALL_APIS
-    )
+def app_settings(emulator):
+    return {"OPENAI_API_KEY": EMULATOR_KEY, "OPENAI_BASE_URL": emulator.url + "v1/", **ALL_APIS}
 
 
 @pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
-def idle_client(app_factory, emulator):
-    app = app_factory(
-        start_worker=False,
-        OPENAI_API_KEY=EMULATOR_KEY,
-        OPENAI_BASE_URL=emulator.url + "v1/",
-        **ALL_APIS,
-    )
-    return app.test_client()
+def idle_client(idle_app):
+    return idle_app.test_client()
 
 
 def requests_to(emulator, fragment: str) -> int:
@@ -74,7 +61,7 @@ def test_providers_are_listed_first_configured_first(client):
 
 
 def test_default_provider_is_the_first_configured(client):
-    job = wait_for_job(client, submit(client, prompt="a default choice")["id"])
+    job = generate(client, prompt="a default choice")
 
     assert (job["provider"], job["model"]) == ("azure:gpt-image-1", "gpt-image-1")
     assert job["status"] == "succeeded"
@@ -82,12 +69,7 @@ def test_default_provider_is_the_first_configured(client):
 
 def test_gpt_image_deployment_stores_b64_images_byte_exactly_with_usage(client, emulator):
     options = {"quality": "low", "output_format": "jpeg", "output_compression": 60}
-    job = wait_for_job(
-        client,
-        submit(client, prompt="two pears", provider="azure:gpt-image-1", n=2, options=options)[
-            "id"
-        ],
-    )
+    job = generate(client, prompt="two pears", provider="azure:gpt-image-1", n=2, options=options)
 
     assert job["status"] == "succeeded"
     assert job["options"] == {
@@ -111,15 +93,12 @@ def test_gpt_image_deployment_stores_b64_images_byte_exactly_with_usage(client, 
 
 
 def test_dalle3_deployment_downloads_the_url_and_keeps_revised_prompt_and_filters(client):
-    job = wait_for_job(
+    job = generate(
         client,
-        submit(
-            client,
-            prompt="a red lighthouse",
-            provider="azure:dall-e-3",
-            size="1792x1024",
-            options={"quality": "hd", "style": "natural"},
-        )["id"],
+        prompt="a red lighthouse",
+        provider="azure:dall-e-3",
+        size="1792x1024",
+        options={"quality": "hd", "style": "natural"},
     )
 
     assert job["status"] == "succeeded"
@@ -132,15 +111,12 @@ def test_dalle3_deployment_downloads_the_url_and_keeps_revised_prompt_and_filter
 
 
 def test_openai_gpt_image_can_return_webp(client):
-    job = wait_for_job(
+    job = generate(
         client,
-        submit(
-            client,
-            prompt="a blue kite",
-            provider="openai:gpt-image-1",
-            size="1536x1024",
-            options={"output_format": "webp", "background": "transparent"},
-        )["id"],
+        prompt="a blue kite",
+        provider="openai:gpt-image-1",
+        size="1536x1024",
+        options={"output_format": "webp", "background": "transparent"},
     )
 
     assert job["status"] == "succeeded"
@@ -150,15 +126,15 @@ def test_openai_gpt_image_can_return_webp(client):
 
 
 def test_openai_dalle3_url_result_is_stored(client):
-    job = wait_for_job(client, submit(client, prompt="a moth", provider="openai:dall-e-3")["id"])
+    job = generate(client, prompt="a moth", provider="openai:dall-e-3")
 
     assert job["status"] == "succeeded"
     assert job["images"][0]["revised_prompt"]
 
 
 def test_image_page_shows_provider_options_revised_prompt_and_usage(client):
-    gpt = wait_for_job(client, submit(client, prompt="a fig", options={"quality": "high"})["id"])
-    dalle = wait_for_job(client, submit(client, prompt="a plum", provider="azure:dall-e-3")["id"])
+    gpt = generate(client, prompt="a fig", options={"quality": "high"})
+    dalle = generate(client, prompt="a plum", provider="azure:dall-e-3")
 
     gpt_page = client.get(f"/images/{gpt['images'][0]['id']}").get_data(as_text=True)
     dalle_page = client.get(f"/images/{dalle['images'][0]['id']}").get_data(as_text=True)
@@ -232,7 +208,7 @@ def test_invalid_combination_is_refused_before_any_upstream_call(
     ],
 )
 def test_every_refusal_shape_becomes_one_clear_refusal(client, emulator, prompt, provider):
-    job = wait_for_job(client, submit(client, prompt=prompt, provider=provider)["id"])
+    job = generate(client, prompt=prompt, provider=provider)
 
     assert job["status"] == "failed"
     assert job["error"]["code"] == "contentFilter"
@@ -242,13 +218,13 @@ def test_every_refusal_shape_becomes_one_clear_refusal(client, emulator, prompt,
 
 
 def test_refusal_names_the_flagged_categories(client):
-    job = wait_for_job(client, submit(client, prompt="nope [refuse]")["id"])
+    job = generate(client, prompt="nope [refuse]")
 
     assert "flagged: sexual" in job["error"]["message"]
 
 
 def test_rate_limit_is_honoured_then_the_job_succeeds(client, emulator):
-    job = wait_for_job(client, submit(client, prompt="busy hour [ratelimit]")["id"])
+    job = generate(client, prompt="busy hour [ratelimit]")
 
     assert job["status"] == "succeeded"
     assert requests_to(emulator, "images/generations") == 2
@@ -256,9 +232,7 @@ def test_rate_limit_is_honoured_then_the_job_succeeds(client, emulator):
 
 
 def test_endless_rate_limit_gives_up_with_a_readable_error(client, emulator):
-    job = wait_for_job(
-        client, submit(client, prompt="always busy [ratelimit-always]")["id"], timeout=30
-    )
+    job = generate(client, prompt="always busy [ratelimit-always]", timeout=30)
 
     assert job["status"] == "failed"
     assert job["error"]["code"] == "rate_limited"
@@ -269,7 +243,7 @@ def test_endless_rate_limit_gives_up_with_a_readable_error(client, emulator):
 def test_wrong_key_is_a_readable_configuration_error_and_not_retried(app_factory, emulator):
     client = app_factory(AZURE_OPENAI_API_KEY="not-the-key", **ALL_APIS).test_client()
 
-    job = wait_for_job(client, submit(client, prompt="locked out")["id"])
+    job = generate(client, prompt="locked out")
 
     assert job["status"] == "failed"
     assert job["error"]["code"] == "unauthorized"
@@ -280,7 +254,7 @@ def test_wrong_key_is_a_readable_configuration_error_and_not_retried(app_factory
 def test_missing_deployment_is_explained(app_factory, emulator):
     client = app_factory(AZURE_OPENAI_DEPLOYMENT="gone=gpt-image-1").test_client()
 
-    job = wait_for_job(client, submit(client, prompt="where is it")["id"])
+    job = generate(client, prompt="where is it")
 
     assert job["error"]["code"] == "not_found"
     assert "'gone'" in job["error"]["message"]
@@ -292,7 +266,7 @@ def test_entra_id_token_is_sent_as_bearer(app_factory, emulator):
         AZURE_OPENAI_API_KEY="", AZURE_OPENAI_AD_TOKEN="eyJ.fake.token", **ALL_APIS
     ).test_client()
 
-    job = wait_for_job(client, submit(client, prompt="signed in")["id"])
+    job = generate(client, prompt="signed in")
 
     assert job["status"] == "succeeded"
 
@@ -300,7 +274,7 @@ def test_entra_id_token_is_sent_as_bearer(app_factory, emulator):
 def test_read_timeout_of_a_generation_is_interrupted_not_resent(app_factory, emulator):
     client = app_factory(ATELIER_GENERATION_TIMEOUT_SECONDS=0.5, **ALL_APIS).test_client()
 
-    job = wait_for_job(client, submit(client, prompt="too slow [hang]")["id"])
+    job = generate(client, prompt="too slow [hang]")
 
     assert job["status"] == "failed"
     assert job["error"]["code"] == "interrupted"
@@ -379,8 +353,8 @@ def test_delete_keeps_files_another_job_still_uses(client):
     # The emulator draws the same request identically; JPEGs carry no per-job metadata, so
     # both jobs share one stored file.
     body = {"prompt": "twin", "options": {"output_format": "jpeg", "output_compression": 70}}
-    first = wait_for_job(client, submit(client, **body)["id"])
-    second = wait_for_job(client, submit(client, **body)["id"])
+    first = generate(client, **body)
+    second = generate(client, **body)
     assert first["images"][0]["sha256"] == second["images"][0]["sha256"]
 
     client.delete(f"/api/jobs/{first['id']}")

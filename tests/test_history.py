@@ -8,7 +8,7 @@ import pytest
 from markupsafe import escape
 
 from app import curation
-from tests.helpers import csrf_token, wait_for_job
+from tests.helpers import csrf_token, generate, submit
 
 DEPLOYMENTS = {
     "AZURE_OPENAI_DEPLOYMENT": "gpt-image-1=gpt-image-1,dall-e-3=dall-e-3",
@@ -18,24 +18,22 @@ POLLING = 'hx-trigger="load delay:2s"'
 
 
 @pytest.fixture
-def app(app_factory):
-    return app_factory(**DEPLOYMENTS)
+def app_settings():
+    return DEPLOYMENTS
 
 
 @pytest.fixture
-def idle_client(app_factory):
+def idle_client(idle_app):
     """Jobs stay queued: no worker runs."""
-    return app_factory(start_worker=False, **DEPLOYMENTS).test_client()
+    return idle_app.test_client()
 
 
 def queue(client, prompt: str = "a paper boat", **body) -> int:
-    with client.post("/api/jobs", json={"prompt": prompt, **body}) as response:
-        assert response.status_code == 202, response.get_json()
-        return response.get_json()["id"]
+    return submit(client, prompt=prompt, **body)["id"]
 
 
 def run(client, prompt: str, **body) -> dict:
-    return wait_for_job(client, queue(client, prompt, **body))
+    return generate(client, prompt=prompt, **body)
 
 
 def page_of(client, url: str) -> str:

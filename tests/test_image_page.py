@@ -9,7 +9,7 @@ import pytest
 
 from app import curation
 from app.diffs import has_changes, word_diff
-from tests.helpers import csrf_token, generate, wait_for_job
+from tests.helpers import generate, post, wait_for_job
 
 DEPLOYMENTS = {
     "AZURE_OPENAI_DEPLOYMENT": "gpt-image-1=gpt-image-1,dall-e-3=dall-e-3",
@@ -18,8 +18,8 @@ DEPLOYMENTS = {
 
 
 @pytest.fixture
-def app(app_factory):
-    return app_factory(**DEPLOYMENTS)
+def app_settings():
+    return DEPLOYMENTS
 
 
 def page_of(client, url: str) -> str:
@@ -32,8 +32,11 @@ def image_page(client, job: dict, index: int = 0) -> str:
     return page_of(client, f"/images/{job['images'][index]['id']}")
 
 
-def job_id_of(response) -> int:
-    return int(response.headers["Location"].rsplit("/", 1)[1])
+def posted_job(client, url: str, data: dict | None = None) -> dict:
+    """POST a form that makes a job (it answers 303 to the job); the job once final."""
+    status, text, headers = post(client, url, data)
+    assert status == 303, text[:300]
+    return wait_for_job(client, int(headers["Location"].rsplit("/", 1)[1]))
 
 
 # --- what the page shows ------------------------------------------------------------------------
@@ -139,11 +142,9 @@ def test_star_toggles_without_javascript_and_comes_back_to_the_image(client):
     image_id = job["images"][0]["id"]
     assert 'aria-pressed="false"' in image_page(client, job)
 
-    with client.post(
-        f"/images/{image_id}/favorite", data={"csrf_token": csrf_token(client)}
-    ) as response:
-        assert response.status_code == 303
-        assert response.headers["Location"] == f"/images/{image_id}"
+    status, _, headers = post(client, f"/images/{image_id}/favorite")
+    assert status == 303
+    assert headers["Location"] == f"/images/{image_id}"
 
     assert 'aria-pressed="true"' in image_page(client, job)
 
@@ -151,12 +152,9 @@ def test_star_toggles_without_javascript_and_comes_back_to_the_image(client):
 def test_star_through_htmx_answers_with_the_new_star_form(client):
     job = generate(client, prompt="a star")
     image_id = job["images"][0]["id"]
-    token = csrf_token(client)
 
-    with client.post(f"/partials/images/{image_id}/star", data={"csrf_token": token}) as on:
-        starred = on.get_data(as_text=True)
-    with client.post(f"/partials/images/{image_id}/star", data={"csrf_token": token}) as off:
-        unstarred = off.get_data(as_text=True)
+    _, starred, _ = post(client, f"/partials/images/{image_id}/star")
+    _, unstarred, _ = post(client, f"/partials/images/{image_id}/star")
 
     assert starred.lstrip().startswith('<form id="star-form"')
     assert 'aria-pressed="true"' in starred
@@ -167,8 +165,7 @@ def test_star_through_htmx_answers_with_the_new_star_form(client):
 
 
 def test_star_of_a_missing_image_is_404(client):
-    with client.post("/images/999/favorite", data={"csrf_token": csrf_token(client)}) as response:
-        assert response.status_code == 404
+    assert post(client, "/images/999/favorite")[0] == 404
 
 
 # --- lineage ------------------------------------------------------------------------------------
@@ -177,11 +174,7 @@ def test_star_of_a_missing_image_is_404(client):
 def test_generate_again_makes_a_linked_job_whose_page_shows_the_family(client):
     parent = generate(client, prompt="a paper lantern")
 
-    with client.post(
-        f"/jobs/{parent['id']}/again", data={"csrf_token": csrf_token(client)}
-    ) as response:
-        assert response.status_code == 303
-        child = wait_for_job(client, job_id_of(response))
+    child = posted_job(client, f"/jobs/{parent['id']}/again")
 
     assert (child["parent"], child["origin"]) == (parent["id"], "again")
     page = image_page(client, child)
@@ -206,19 +199,15 @@ def test_use_this_prompt_prefills_the_form_with_the_parent(client):
 def test_reused_prompt_records_its_parent_and_shows_a_word_diff(client):
     parent = generate(client, prompt="a paper lantern on a lake")
 
-    with client.post(
-        "/jobs",
-        data={
-            "csrf_token": csrf_token(client),
-            "prompt": "a red paper lantern on a frozen lake",
-            "provider": "azure:gpt-image-1",
-            "size": "1024x1024",
-            "n": "1",
-            "parent": str(parent["id"]),
-        },
-    ) as response:
-        assert response.status_code == 303
-        child = wait_for_job(client, job_id_of(response))
+    form = {
+        "prompt": "a red paper lantern on a frozen lake",
+        "provider": "azure:gpt-image-1",
+        "size": "1024x1024",
+        "n": "1",
+        "parent": str(parent["id"]),
+    }
+
+    child = posted_job(client, "/jobs", form)
 
     assert (child["parent"], child["origin"]) == (parent["id"], "reuse")
     page = image_page(client, child)
@@ -230,11 +219,9 @@ def test_reused_prompt_records_its_parent_and_shows_a_word_diff(client):
 
 def test_family_shows_every_ancestor_root_first(client):
     root = generate(client, prompt="a kite")
-    token = csrf_token(client)
     chain = [root]
     for _ in range(2):
-        with client.post(f"/jobs/{chain[-1]['id']}/again", data={"csrf_token": token}) as r:
-            chain.append(wait_for_job(client, job_id_of(r)))
+        chain.append(posted_job(client, f"/jobs/{chain[-1]['id']}/again"))
 
     page = image_page(client, chain[-1])
 

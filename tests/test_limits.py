@@ -39,7 +39,7 @@ def post_kite(client, **body):
 
 
 def test_job_over_the_daily_quota_is_refused_with_429_and_not_stored(app_factory):
-    app = app_factory(start_worker=False, ATELIER_DAILY_IMAGE_QUOTA=3, **DEPLOYMENTS)
+    app = app_factory(ATELIER_DAILY_IMAGE_QUOTA=3, **DEPLOYMENTS)
     client = app.test_client()
     assert post_kite(client, provider=GPT_IMAGE, n=2).status_code == 202
     assert post_kite(client).status_code == 202
@@ -56,7 +56,7 @@ def test_job_over_the_daily_quota_is_refused_with_429_and_not_stored(app_factory
 
 
 def test_job_asking_for_more_than_is_left_says_how_many_it_asks_for(app_factory):
-    app = app_factory(start_worker=False, ATELIER_DAILY_IMAGE_QUOTA=3, **DEPLOYMENTS)
+    app = app_factory(ATELIER_DAILY_IMAGE_QUOTA=3, **DEPLOYMENTS)
     client = app.test_client()
     post_kite(client, provider=GPT_IMAGE, n=2)
 
@@ -70,7 +70,7 @@ def test_job_asking_for_more_than_is_left_says_how_many_it_asks_for(app_factory)
 
 
 def test_jobs_canceled_before_they_were_sent_do_not_count(app_factory):
-    app = app_factory(start_worker=False, ATELIER_DAILY_IMAGE_QUOTA=2, **DEPLOYMENTS)
+    app = app_factory(ATELIER_DAILY_IMAGE_QUOTA=2, **DEPLOYMENTS)
     client = app.test_client()
     first = post_kite(client, provider=GPT_IMAGE, n=2).get_json()
     client.post(f"/api/jobs/{first['id']}/cancel")
@@ -79,7 +79,7 @@ def test_jobs_canceled_before_they_were_sent_do_not_count(app_factory):
 
 
 def test_quota_of_zero_means_no_limit(app_factory):
-    app = app_factory(start_worker=False, ATELIER_DAILY_IMAGE_QUOTA=0, **DEPLOYMENTS)
+    app = app_factory(ATELIER_DAILY_IMAGE_QUOTA=0, **DEPLOYMENTS)
     client = app.test_client()
 
     for _ in range(3):
@@ -88,7 +88,7 @@ def test_quota_of_zero_means_no_limit(app_factory):
 
 
 def test_form_shows_what_is_left_and_the_refusal(app_factory):
-    app = app_factory(start_worker=False, ATELIER_DAILY_IMAGE_QUOTA=1, **DEPLOYMENTS)
+    app = app_factory(ATELIER_DAILY_IMAGE_QUOTA=1, **DEPLOYMENTS)
     client = app.test_client()
     assert "1 of 1 images left today" in client.get("/").get_data(as_text=True)
     post_kite(client)
@@ -104,7 +104,7 @@ def test_form_shows_what_is_left_and_the_refusal(app_factory):
 
 
 def test_retry_over_the_quota_is_refused(app_factory):
-    app = app_factory(start_worker=False, ATELIER_DAILY_IMAGE_QUOTA=1, **DEPLOYMENTS)
+    app = app_factory(ATELIER_DAILY_IMAGE_QUOTA=1, **DEPLOYMENTS)
     client = app.test_client()
     job = post_kite(client).get_json()
     client.post(f"/api/jobs/{job['id']}/cancel")  # canceled unsent: it no longer counts
@@ -120,7 +120,7 @@ def test_retry_over_the_quota_is_refused(app_factory):
 
 
 def test_job_that_would_exceed_the_monthly_budget_is_refused(app_factory):
-    app = app_factory(start_worker=False, ATELIER_MONTHLY_BUDGET_USD=0.1, **DEPLOYMENTS)
+    app = app_factory(ATELIER_MONTHLY_BUDGET_USD=0.1, **DEPLOYMENTS)
     client = app.test_client()
     assert post_kite(client).status_code == 202  # $0.04
     assert post_kite(client).status_code == 202  # $0.08
@@ -150,9 +150,7 @@ def test_budget_counts_what_finished_jobs_cost_not_their_estimate(app_factory):
 
 
 def test_each_account_has_its_own_quota_and_may_have_its_own_limit(app_factory):
-    app = app_factory(
-        start_worker=False, ATELIER_AUTH="on", ATELIER_DAILY_IMAGE_QUOTA=2, **DEPLOYMENTS
-    )
+    app = app_factory(ATELIER_AUTH="on", ATELIER_DAILY_IMAGE_QUOTA=2, **DEPLOYMENTS)
     with app.app_context():
         alice = create_user("alice", "correct horse battery")
         create_user("bob", "correct horse battery")
@@ -179,9 +177,7 @@ def test_each_account_has_its_own_quota_and_may_have_its_own_limit(app_factory):
 def test_a_job_created_outside_a_request_belongs_to_the_owner_it_is_given(app_factory):
     """The CLI and the worker have no signed-in user: the owner they pass is recorded, and the
     job counts against that owner's quota, not the ownerless bucket's."""
-    app = app_factory(
-        start_worker=False, ATELIER_AUTH="on", ATELIER_DAILY_IMAGE_QUOTA=1, **DEPLOYMENTS
-    )
+    app = app_factory(ATELIER_AUTH="on", ATELIER_DAILY_IMAGE_QUOTA=1, **DEPLOYMENTS)
     with app.app_context():
         assert not has_request_context()
         alice = create_user("alice", "correct horse battery")
@@ -208,7 +204,7 @@ def stepped_app(app_factory):
     (the test calls run_once() itself)."""
 
     def build(**settings):
-        app = app_factory(start_worker=False, **DEPLOYMENTS, **settings)
+        app = app_factory(**DEPLOYMENTS, **settings)
         return app, stepper_of(app)
 
     return build
@@ -330,7 +326,7 @@ def requests_to(emulator, fragment: str) -> int:
 
 
 def test_polls_of_submitted_jobs_go_on_while_their_provider_is_paused(app_factory):
-    app = app_factory(start_worker=False)  # the asynchronous DALL-E 2 API
+    app = app_factory()  # the asynchronous DALL-E 2 API
     worker = stepper_of(app)
     with app.app_context():
         request = JobRequest(prompt="a slow lighthouse", provider="azure-async", size="256x256")

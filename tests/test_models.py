@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.config import ConfigError, load_settings
+from app.config import ConfigError
 from app.image_models import (
     AZURE,
     FAMILIES,
@@ -18,8 +18,8 @@ from app.image_models import (
 )
 from app.providers.catalog import AZURE_DEPLOYMENT, AZURE_V1, emulator_targets
 from app.validation import ValidationError, parse_job_request
+from tests.helpers import PROVIDER_KEY, azure_settings, settings_from
 
-KEY = "0123456789abcdef"
 V1 = "https://res.openai.azure.com/openai/v1/"
 
 # The openai SDK's own list (openai/types/image_model.py, 3.57; azure-image-apis.md §9).
@@ -41,18 +41,8 @@ SDK_MODELS = (
 )
 
 
-def load(tmp_path, **environ: str) -> dict:
-    return load_settings(environ, str(tmp_path / "instance"))
-
-
 def azure_v1(tmp_path, deployments: str, **environ: str) -> dict:
-    return load(
-        tmp_path,
-        AZURE_OPENAI_ENDPOINT=V1,
-        AZURE_OPENAI_API_KEY=KEY,
-        AZURE_OPENAI_DEPLOYMENT=deployments,
-        **environ,
-    )
+    return azure_settings(tmp_path, V1, deployments, **environ)
 
 
 # --- families -----------------------------------------------------------------------------------
@@ -240,12 +230,7 @@ def test_a_gpt_image_2_deployment_on_the_v1_endpoint_uses_the_v1_route(tmp_path)
     ],
 )
 def test_both_endpoint_forms_and_both_hosts_are_understood(tmp_path, raw, endpoint, api):
-    settings = load(
-        tmp_path,
-        AZURE_OPENAI_ENDPOINT=raw,
-        AZURE_OPENAI_API_KEY=KEY,
-        AZURE_OPENAI_DEPLOYMENT="studio=gpt-image-2",
-    )
+    settings = azure_settings(tmp_path, raw)
 
     assert settings["AZURE_OPENAI_ENDPOINT"] == endpoint
     assert settings["ATELIER_TARGETS"][0].api == api
@@ -278,9 +263,9 @@ def test_a_model_with_no_family_stops_start_up_saying_what_to_write(tmp_path):
 
 
 def test_openai_image_models_accept_gpt_image_2_and_default_to_it(tmp_path):
-    default = load(tmp_path, OPENAI_API_KEY=KEY)["ATELIER_TARGETS"]
-    chosen = load(
-        tmp_path, OPENAI_API_KEY=KEY, OPENAI_IMAGE_MODELS="gpt-image-2,gpt-image-2.5-flare"
+    default = settings_from(tmp_path, OPENAI_API_KEY=PROVIDER_KEY)["ATELIER_TARGETS"]
+    chosen = settings_from(
+        tmp_path, OPENAI_API_KEY=PROVIDER_KEY, OPENAI_IMAGE_MODELS="gpt-image-2,gpt-image-2.5-flare"
     )
 
     assert [t.id for t in default] == ["openai:gpt-image-2"]
@@ -291,7 +276,9 @@ def test_openai_image_models_accept_gpt_image_2_and_default_to_it(tmp_path):
 
 
 def test_a_retired_openai_model_gives_a_warning_naming_its_replacement(tmp_path):
-    settings = load(tmp_path, OPENAI_API_KEY=KEY, OPENAI_IMAGE_MODELS="gpt-image-1,dall-e-3")
+    settings = settings_from(
+        tmp_path, OPENAI_API_KEY=PROVIDER_KEY, OPENAI_IMAGE_MODELS="gpt-image-1,dall-e-3"
+    )
 
     notices = settings["ATELIER_MODEL_NOTICES"]
     assert any(
@@ -304,7 +291,7 @@ def test_a_retired_openai_model_gives_a_warning_naming_its_replacement(tmp_path)
 
 def test_an_endpoint_without_a_deployment_explains_how_to_name_one(tmp_path):
     with pytest.raises(ConfigError) as raised:
-        load(tmp_path, AZURE_OPENAI_ENDPOINT=V1, AZURE_OPENAI_API_KEY=KEY)
+        settings_from(tmp_path, AZURE_OPENAI_ENDPOINT=V1, AZURE_OPENAI_API_KEY=PROVIDER_KEY)
 
     message = str(raised.value)
     assert "AZURE_OPENAI_DEPLOYMENT=studio=gpt-image-2" in message
@@ -313,19 +300,19 @@ def test_an_endpoint_without_a_deployment_explains_how_to_name_one(tmp_path):
 
 def test_the_retired_async_api_is_offered_only_when_asked_for(tmp_path):
     classic = "https://res.openai.azure.com/"
-    settings = load(
+    settings = settings_from(
         tmp_path,
         AZURE_OPENAI_ENDPOINT=classic,
-        AZURE_OPENAI_API_KEY=KEY,
+        AZURE_OPENAI_API_KEY=PROVIDER_KEY,
         AZURE_OPENAI_ASYNC_DALLE2="on",
     )
 
     assert [t.id for t in settings["ATELIER_TARGETS"]] == ["azure-async"]
     with pytest.raises(ConfigError, match="classic endpoint"):
-        load(
+        settings_from(
             tmp_path,
             AZURE_OPENAI_ENDPOINT=V1,
-            AZURE_OPENAI_API_KEY=KEY,
+            AZURE_OPENAI_API_KEY=PROVIDER_KEY,
             AZURE_OPENAI_ASYNC_DALLE2="on",
         )
 

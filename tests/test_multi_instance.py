@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import signal
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
 from tests.helpers import free_port, on_postgresql
-from tests.processes import submits
+from tests.processes import logs_of, submits
 
 JOBS = 100
 
@@ -43,10 +42,6 @@ def wait_all_final(base: str, ids: list[int], timeout: float) -> dict[int, dict]
             stuck = sorted({job["status"] for job in jobs.values()})
             assert time.monotonic() < deadline, f"jobs stuck: {stuck}"
             time.sleep(0.5)
-
-
-def logs_of(tmp_path: Path) -> str:
-    return "".join(path.read_text(errors="replace") for path in tmp_path.glob("*.log"))
 
 
 def test_two_app_instances_and_a_worker_share_one_queue_and_image_folder(

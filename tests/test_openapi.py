@@ -67,7 +67,7 @@ def test_the_api_serves_the_document(app, client):
 
 
 def test_the_document_needs_a_token_like_the_rest_of_the_api(app_factory):
-    secure = app_factory(start_worker=False, ATELIER_AUTH="on")
+    secure = app_factory(ATELIER_AUTH="on")
     with secure.app_context():
         user = accounts.create_user("reader", "correct-horse-battery-staple-9")
         _row, token = tokens.create_token(user.id, "docs")

@@ -196,7 +196,7 @@ def test_backup_and_restore_bring_back_the_same_jobs_and_image_bytes(app_factory
     assert manifest["schema_revision"]
     assert manifest["missing"] == []
 
-    target = app_factory(start_worker=False)  # a fresh data folder
+    target = app_factory()  # a fresh data folder
     restored = target.test_cli_runner().invoke(args=["atelier", "restore", str(dest)])
 
     assert restored.exit_code == 0, restored.output
@@ -221,11 +221,11 @@ def _image_hashes(client, jobs: list[dict]) -> dict[str, str]:
 
 @sqlite_only
 def test_restore_refuses_a_database_that_has_jobs_unless_forced(app_factory, tmp_path):
-    source = app_factory(start_worker=False)
+    source = app_factory()
     submit(source.test_client(), prompt="kept")
     dest = tmp_path / "backup"
     assert source.test_cli_runner().invoke(args=["atelier", "backup", str(dest)]).exit_code == 0
-    target = app_factory(start_worker=False)
+    target = app_factory()
     submit(target.test_client(), prompt="would be lost")
     runner = target.test_cli_runner()
 

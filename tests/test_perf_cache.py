@@ -26,7 +26,6 @@ def app(idle_app):
     def _viewer() -> None:
         g.viewer_key = request.headers.get("X-Test-Viewer", "")
 
-    page_cache.caches(idle_app).pages.clear()
     return idle_app
 
 

@@ -24,7 +24,6 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 from PIL import Image
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from app.providers import base
@@ -37,7 +36,7 @@ from app.providers.download import (
     is_trusted,
     origin,
 )
-from tests.helpers import free_port
+from tests.helpers import free_port, serving_wsgi
 
 API_KEY = "sk-test-" + "5ecret" * 4
 API_VERSION = "2023-06-01-preview"
@@ -172,17 +171,9 @@ class FakeAzure:
 @pytest.fixture
 def azure() -> Iterator[FakeAzure]:
     fake = FakeAzure()
-    server = make_server("127.0.0.1", 0, fake, threaded=True)
-    fake.url = f"http://127.0.0.1:{server.port}/"
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-    )
-    thread.start()
-    yield fake
-    fake.release.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with serving_wsgi(fake) as fake.url:
+        yield fake
+        fake.release.set()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ database, as the other worker tests do; the emulator covers the short hints it d
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -31,6 +30,7 @@ from app.providers.azure_deployment import AzureDeploymentProvider
 from app.providers.base import MAX_RETRY_AFTER, ProviderError, describe_error, send
 from app.validation import JobRequest
 from app.worker import MAX_PAUSE_SECONDS, Worker
+from tests.helpers import serving
 
 RATE_LIMITED = {"error": {"code": "429", "message": "Requests have exceeded the rate limit."}}
 UNAVAILABLE = {"error": {"code": "503", "message": "The service is busy."}}
@@ -80,12 +80,8 @@ class ScriptedHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[ScriptedServer]:
     scripted = ScriptedServer()
-    thread = threading.Thread(target=scripted.serve_forever, kwargs={"poll_interval": 0.02})
-    thread.start()
-    yield scripted
-    scripted.shutdown()
-    scripted.server_close()
-    thread.join(5)
+    with serving(scripted):
+        yield scripted
 
 
 class Sleeps(list):
@@ -237,7 +233,7 @@ def worker_for(app: Any, server: ScriptedServer) -> Worker:
 
 @pytest.fixture
 def sync_app(app_factory):
-    return app_factory(start_worker=False, AZURE_OPENAI_DEPLOYMENT="gpt-image-1=gpt-image-1")
+    return app_factory(AZURE_OPENAI_DEPLOYMENT="gpt-image-1=gpt-image-1")
 
 
 def queue(provider: str = GPT_IMAGE, size: str = "1024x1024") -> int:
@@ -378,7 +374,7 @@ def test_a_poll_told_to_wait_past_the_deadline_fails_as_a_deadline(idle_app, ser
 
 
 def test_an_always_rate_limited_emulator_never_holds_the_worker_long(app_factory, emulator):
-    app = app_factory(start_worker=False, AZURE_OPENAI_DEPLOYMENT="gpt-image-1=gpt-image-1")
+    app = app_factory(AZURE_OPENAI_DEPLOYMENT="gpt-image-1=gpt-image-1")
     worker = Worker(app, build_clients(app.config), threads=0)
     with app.app_context():
         job, _ = jobs.create_job(

@@ -297,11 +297,11 @@ def test_first_account_comes_from_the_environment_or_a_one_time_link(app_factory
 
 
 def test_exposed_servers_need_sign_in_configured(app_factory):
-    open_app = app_factory(start_worker=False)  # ATELIER_AUTH=off in tests
+    open_app = app_factory()  # ATELIER_AUTH=off in tests
     exposure.check_exposure(open_app, ["127.0.0.1", "::1", "localhost"])
     with pytest.raises(ConfigError, match="only allowed on 127.0.0.1"):
         exposure.check_exposure(open_app, ["0.0.0.0"])
-    no_accounts = app_factory(start_worker=False, ATELIER_AUTH="on")
+    no_accounts = app_factory(ATELIER_AUTH="on")
     with pytest.raises(ConfigError, match="ATELIER_ADMIN_PASSWORD"):
         exposure.check_exposure(no_accounts, ["192.168.1.5"])
     with no_accounts.app_context():
@@ -659,7 +659,7 @@ def test_every_state_change_needs_a_csrf_token(secure_app):
 
 
 def test_open_mode_api_refuses_cross_site_browser_requests(app_factory):
-    app = app_factory(start_worker=False)  # sign-in off
+    app = app_factory()  # sign-in off
     client = app.test_client()
     foreign = {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}
     assert client.post("/api/jobs", json={"prompt": "x"}, headers=foreign).status_code == 400
@@ -696,7 +696,6 @@ def test_security_headers_on_pages_partials_files_and_errors(two_users):
 
 def test_https_mode_sets_hsts_and_a_secure_host_cookie(app_factory):
     app = app_factory(
-        start_worker=False,
         ATELIER_AUTH="on",
         ATELIER_HTTPS="on",
         ATELIER_PUBLIC_URL="https://atelier.example/",

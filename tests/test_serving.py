@@ -21,7 +21,7 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from tests.helpers import ROOT, database_url_for, free_port, token_in
+from tests.helpers import ROOT, database_url_for, free_port, token_in, wait_until_up
 from tests.processes import DOCKERFILE, VENV_BIN, container_command, container_run_env
 
 ASYNC_PROVIDER = "emulator-azure-async"  # submit, then poll: the step most likely to cross workers
@@ -48,17 +48,8 @@ class Server:
                 container_command(), cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT
             )
 
-    def wait_healthy(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if requests.get(self.base + "/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            if self.popen.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"server did not come up:\n{self.log()}")
-            time.sleep(0.1)
+    def wait_healthy(self) -> None:
+        wait_until_up(self.base + "/healthz", self.popen, self.log_path, timeout=30)
 
     def stop(self, timeout: float = 60) -> int:
         if self.popen.poll() is None:

@@ -20,7 +20,7 @@ OWNER = "198.51.100.20"
 
 @pytest.fixture
 def secure_app(app_factory: Any):
-    app = app_factory(start_worker=False, ATELIER_AUTH="on")
+    app = app_factory(ATELIER_AUTH="on")
     with app.app_context():
         accounts.create_user("alice", PASSWORD)
     return app

@@ -7,11 +7,9 @@ address reaches each web worker only there."""
 
 from __future__ import annotations
 
-import hashlib
 import html
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -21,8 +19,8 @@ from sqlalchemy import func, select
 from app import security
 from app.auth import accounts
 from app.config import ConfigError
-from app.models import Image, Job, ShareLink, db, utcnow, write_transaction
-from tests.helpers import free_port, token_in, wait_for_job
+from app.models import Job, ShareLink, db
+from tests.helpers import free_port, insert_images, token_in, wait_for_job, wait_until_up
 from tests.processes import container_command, container_run_env
 
 PASSWORD = "correct horse battery"
@@ -77,15 +75,13 @@ def test_the_loopback_names_are_always_served(idle_app, host):
     ],
 )
 def test_trusted_hosts_adds_names_and_domains(app_factory, host, status):
-    app = app_factory(
-        start_worker=False, ATELIER_TRUSTED_HOSTS="Atelier.Example.com, .example.org,[2001:db8::1]"
-    )
+    app = app_factory(ATELIER_TRUSTED_HOSTS="Atelier.Example.com, .example.org,[2001:db8::1]")
 
     assert app.test_client().get("/api/jobs", headers={"Host": host}).status_code == status
 
 
 def test_the_public_url_host_is_trusted(app_factory):
-    app = app_factory(start_worker=False, ATELIER_PUBLIC_URL="https://atelier.example.com/")
+    app = app_factory(ATELIER_PUBLIC_URL="https://atelier.example.com/")
     client = app.test_client()
 
     assert client.get("/api/jobs", headers={"Host": "atelier.example.com"}).status_code == 200
@@ -93,7 +89,7 @@ def test_the_public_url_host_is_trusted(app_factory):
 
 
 def test_a_forwarded_host_is_checked_too(app_factory):
-    app = app_factory(start_worker=False, ATELIER_PROXY_HOPS=1)
+    app = app_factory(ATELIER_PROXY_HOPS=1)
     client = app.test_client()
 
     forged = client.get("/api/jobs", headers={"X-Forwarded-Host": "evil.example"})
@@ -116,7 +112,7 @@ def test_a_forwarded_host_is_checked_too(app_factory):
     ],
 )
 def test_the_address_served_on_decides_the_default(app_factory, served_on, settings, host, allowed):
-    app = app_factory(start_worker=False, **settings)
+    app = app_factory(**settings)
     security.serve_on(app, served_on)
 
     status = app.test_client().get("/api/jobs", headers={"Host": host}).status_code
@@ -136,7 +132,7 @@ def test_the_address_served_on_decides_the_default(app_factory, served_on, setti
 )
 def test_a_malformed_public_url_stops_start_up(app_factory, raw):
     with pytest.raises(ConfigError, match="ATELIER_PUBLIC_URL"):
-        app_factory(start_worker=False, ATELIER_PUBLIC_URL=raw)
+        app_factory(ATELIER_PUBLIC_URL=raw)
 
 
 @pytest.mark.parametrize(
@@ -144,34 +140,16 @@ def test_a_malformed_public_url_stops_start_up(app_factory, raw):
 )
 def test_a_malformed_trusted_host_stops_start_up(app_factory, raw):
     with pytest.raises(ConfigError, match="ATELIER_TRUSTED_HOSTS"):
-        app_factory(start_worker=False, ATELIER_TRUSTED_HOSTS=raw)
+        app_factory(ATELIER_TRUSTED_HOSTS=raw)
 
 
 # --- absolute links -----------------------------------------------------------------------------
 
 
-def insert_image(app, prompt: str = "a quiet harbour") -> int:
-    moment = utcnow()
-    with app.app_context(), write_transaction() as session:
-        job = Job(
-            status="succeeded", prompt=prompt, provider="emulator-azure-async",
-            model="dall-e-2", size="256x256", n=1, options={},
-            created_at=moment, deadline_at=moment,
-        )  # fmt: skip
-        image = Image(
-            index=0, status="stored", sha256=hashlib.sha256(prompt.encode()).hexdigest(),
-            width=256, height=256, content_type="image/png", created_at=moment,
-        )  # fmt: skip
-        job.images.append(image)
-        session.add(job)
-        session.flush()
-        return image.id
-
-
 def share_link(app, host: str) -> str:
     with app.app_context():
         accounts.create_user("alice", PASSWORD, admin=True)
-    image_id = insert_image(app)
+    [image_id] = insert_images(app, 1, prompt="a quiet harbour")
     client = app.test_client()
     headers = {"Host": host}
     token = token_in(client.get("/login", headers=headers).get_data(as_text=True))
@@ -188,7 +166,6 @@ def share_link(app, host: str) -> str:
 
 def test_share_links_are_built_on_the_public_url_whatever_the_host(app_factory):
     app = app_factory(
-        start_worker=False,
         ATELIER_AUTH="on",
         ATELIER_PUBLIC_URL="https://atelier.example.com/",
         ATELIER_TRUSTED_HOSTS="alias.example.com",
@@ -202,15 +179,13 @@ def test_share_links_are_built_on_the_public_url_whatever_the_host(app_factory):
 
 
 def test_a_public_url_with_a_path_prefix_keeps_the_prefix(app_factory):
-    app = app_factory(
-        start_worker=False, ATELIER_AUTH="on", ATELIER_PUBLIC_URL="https://example.com/atelier"
-    )
+    app = app_factory(ATELIER_AUTH="on", ATELIER_PUBLIC_URL="https://example.com/atelier")
 
     assert share_link(app, "localhost").startswith("https://example.com/atelier/s/")
 
 
 def test_without_a_public_url_links_use_the_trusted_request_host(app_factory):
-    app = app_factory(start_worker=False, ATELIER_AUTH="on")
+    app = app_factory(ATELIER_AUTH="on")
 
     assert share_link(app, "localhost:5000").startswith("http://localhost:5000/s/")
 
@@ -253,15 +228,7 @@ class Container:
             )
 
     def wait_healthy(self) -> None:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(self.base + "/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            assert self.popen.poll() is None and time.monotonic() < deadline, self.log()
-            time.sleep(0.1)
+        wait_until_up(self.base + "/healthz", self.popen, self.log_path, timeout=30)
 
     def get(self, path: str, host: str) -> requests.Response:
         return requests.get(self.base + path, headers={"Host": host}, timeout=10)

@@ -8,12 +8,11 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
 
-from tests.processes import submits
+from tests.processes import logs_of, submits
 
 JOBS = 200
 
@@ -53,10 +52,6 @@ def wait_all_final(base: str, ids: list[int], timeout: float) -> dict[int, str]:
             return found
         assert time.monotonic() < deadline, f"stuck: {sorted(set(found.values()))}"
         time.sleep(0.5)
-
-
-def logs_of(tmp_path: Path) -> str:
-    return "".join(path.read_text(errors="replace") for path in tmp_path.glob("*.log"))
 
 
 def test_two_worker_processes_run_200_jobs_exactly_once(
