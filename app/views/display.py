@@ -85,6 +85,7 @@ def init_app(app: Flask) -> None:
         "has_changes": diffs.has_changes,
         "first_image": lineage.first_image,
         "origin_label": lineage.origin_label,
+        "can_edit": can_edit,
     }.items():
         app.add_template_global(function, name)
     app.add_template_global(f"vendor/htmx-{HTMX_VERSION}.min.js", "htmx_file")
@@ -112,6 +113,12 @@ def status_label(job: Job) -> str:
     if job.status == JobStatus.RUNNING:
         return PHASE_LABELS.get(job.phase, "Running")
     return STATUS_LABELS.get(job.status, job.status)
+
+
+def can_edit(model: ImageModel) -> bool:
+    """Whether the model takes reference images and a mask (images/edits)."""
+    # `edits` comes with the provider part of issue #15; before it, the gpt-image families.
+    return bool(getattr(model, "edits", model.gpt_image))
 
 
 def error_title(code: str | None) -> str:
