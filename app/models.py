@@ -2,7 +2,8 @@
 
 Owns: the `db` extension, the declarative base with a constraint naming convention (so
 migrations are stable), the SQLite connection settings, `write_transaction()`, and the tables:
-`jobs` (one prompt sent to a provider), `images` (one slot of a job's result), collections, and
+`jobs` (one prompt sent to a provider), `job_inputs` (the images and mask an edit sends),
+`images` (one slot of a job's result), collections, and
 the accounts side (`users`, their sign-in sessions, API tokens, share links, login attempts).
 Status changes happen only in `app.jobs`; accounts are managed by `app.auth`.
 """
@@ -92,6 +93,16 @@ class JobPhase:
     DOWNLOADING = "downloading"  # the provider finished; images are being fetched
 
 
+class JobKind:
+    GENERATE = "generate"  # a prompt alone
+    EDIT = "edit"  # a prompt with input images (and maybe a mask): the provider's edits route
+
+
+class InputRole:
+    IMAGE = "image"
+    MASK = "mask"
+
+
 class ImageStatus:
     STORED = "stored"
     FILTERED = "filtered"
@@ -123,6 +134,7 @@ class Job(db.Model):
         ForeignKey("jobs.id", ondelete="SET NULL"), index=True
     )
     origin: Mapped[str | None] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16), default=JobKind.GENERATE)
 
     operation_url: Mapped[str | None] = mapped_column(Text)
     # Token usage as the provider reported it (gpt-image models), e.g. {"total_tokens": 1100}.
@@ -147,7 +159,17 @@ class Job(db.Model):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     claims: Mapped[int] = mapped_column(Integer, default=0)
     submit_count: Mapped[int] = mapped_column(Integer, default=0)
+    # The latest partial frame a streaming provider sent (a file under previews/, written under
+    # the lease), and its partial_image_index; both cleared when the job ends (app.jobs).
+    preview_name: Mapped[str | None] = mapped_column(String(128))
+    preview_index: Mapped[int | None] = mapped_column(Integer)
 
+    inputs: Mapped[list[JobInput]] = relationship(
+        back_populates="job",
+        order_by="JobInput.position",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
     images: Mapped[list[Image]] = relationship(
         back_populates="job",
         order_by="Image.index",
@@ -203,6 +225,38 @@ class Image(db.Model):
     collections: Mapped[list[Collection]] = relationship(
         secondary="collection_images", back_populates="images", order_by="Collection.name"
     )
+
+
+class JobInput(db.Model):
+    """One file an edit sends: an input image or the mask, stored exactly as it was uploaded.
+
+    The file lives in the same content-addressed `images/` folder as outputs, so a gallery image
+    used as a reference is the very same file (app.storage counts these columns as users)."""
+
+    __tablename__ = "job_inputs"
+    __table_args__ = (UniqueConstraint("job_id", "position", name="uq_job_inputs_job_id_position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    # The job's owner, copied (like images.owner_id) so scoping needs no join.
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    position: Mapped[int] = mapped_column(Integer)  # images first in order, then the mask
+    role: Mapped[str] = mapped_column(String(8))  # InputRole
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    bytes: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    content_type: Mapped[str] = mapped_column(String(32))
+    file_name: Mapped[str] = mapped_column(String(128))
+    thumbnail_name: Mapped[str] = mapped_column(String(128))
+    thumbnail_large_name: Mapped[str] = mapped_column(String(128))
+    # The gallery image this input was taken from ("edited from"); None for an upload.
+    source_image_id: Mapped[int | None] = mapped_column(
+        ForeignKey("images.id", ondelete="SET NULL"), index=True
+    )
+
+    job: Mapped[Job] = relationship(back_populates="inputs")
+    source_image: Mapped[Image | None] = relationship()
 
 
 class Collection(db.Model):

@@ -5,14 +5,21 @@ Layout under the data folder:
                                             parameters in an `atelier` text chunk)
     thumbs/<sha[:2]>/<sha256>-256.webp      WebP thumbnails, longest side 256 px and 512 px
     thumbs/<sha[:2]>/<sha256>-512.webp      (for the grid on ordinary and high-density screens)
+    previews/<job id>.<ext>                 the latest partial frame of a streaming job, removed
+                                            when the job ends or is deleted
+
+An edit's input images and mask are stored in the same images/ and thumbs/ folders, exactly as
+they were uploaded (nothing embedded, so the bytes sent upstream are the bytes the user gave):
+a gallery image used as a reference is the very same file as the output it came from.
 
 A file is written to a temporary name in its final folder, fsynced, renamed into place and
 the folder fsynced, so a crash leaves either no file or a whole one, never a torn one. The
 database row that points at a file is committed only after the file is durable.
 
 Identical bytes are one file, whoever stored them: two owners' byte-identical images share their
-original and thumbnails. So a file is removed only when no image row of any owner names it
-(`Storage.remove_unused_files`), never because the viewer's own rows no longer do.
+original and thumbnails, and an output shares its file with every job that used it as an input.
+So a file is removed only when no image row and no job input row of any owner names it
+(`Storage.remove_unused_files`, `FILE_COLUMNS`), never because the viewer's own rows no longer do.
 
 The app's `Storage` (`storage.current()`) is the one object that knows where the data folder is.
 """
@@ -35,7 +42,7 @@ from sqlalchemy import select
 
 from app import pngmeta
 from app.auth import scoping
-from app.models import Image, db
+from app.models import Image, JobInput, db
 
 # Formats the image APIs produce; anything else is refused before it reaches the disk.
 FORMATS = {
@@ -43,14 +50,24 @@ FORMATS = {
     "JPEG": ("jpg", "image/jpeg"),
     "WEBP": ("webp", "image/webp"),
 }
+# The only types a stored file is ever served as (by its extension): none a browser could run.
+CONTENT_TYPES = {extension: content_type for extension, content_type in FORMATS.values()}
+PREVIEWS = "previews"
 # The largest image any supported model produces is 1792x1024; 4096x4096 leaves room and stops
 # decompression bombs long before Pillow's own (much higher) limit.
 MAX_PIXELS = 4096 * 4096
 THUMBNAIL_SIZE = 256
 THUMBNAIL_LARGE_SIZE = 512
 TEMP_PREFIX = ".tmp-"
-# Every column of an image row that names a file under the data folder.
-FILE_COLUMNS = (Image.file_name, Image.thumbnail_name, Image.thumbnail_large_name)
+# Every column of an image or job input row that names a file under the data folder.
+FILE_COLUMNS = (
+    Image.file_name,
+    Image.thumbnail_name,
+    Image.thumbnail_large_name,
+    JobInput.file_name,
+    JobInput.thumbnail_name,
+    JobInput.thumbnail_large_name,
+)
 # Names per IN (...) list: far below SQLite's and PostgreSQL's bound-parameter limits.
 NAMES_PER_QUERY = 500
 EXTENSION = "atelier_storage"  # the app.extensions key of the app's Storage
@@ -71,6 +88,33 @@ class StoredImage:
     thumbnail_name: str
     thumbnail_large_name: str
     placeholder: str
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image checked and decoded (its thumbnails made), not yet written: validating a
+    request's every input before storing any of them leaves nothing behind on refusal."""
+
+    data: bytes
+    format: str  # a FORMATS key
+    width: int
+    height: int
+    thumbnails: Thumbnails
+
+    @property
+    def content_type(self) -> str:
+        return FORMATS[self.format][1]
+
+
+def prepare_image(data: bytes) -> PreparedImage:
+    """Check the header, then decode every pixel (making the thumbnails); ImageRejected if
+    either fails. Decoding is the real check: verify() reads only chunk checksums."""
+    image_format, width, height = inspect_image(data)
+    try:
+        thumbnails = make_thumbnails(data)
+    except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as error:
+        raise ImageRejected(f"The image data does not decode ({error}).") from None
+    return PreparedImage(data, image_format, width, height, thumbnails)
 
 
 @dataclass(frozen=True)
@@ -103,19 +147,19 @@ class Storage:
         library can be rebuilt from the files alone (`flask atelier rebuild`); pixels are
         untouched.
         """
-        image_format, width, height = inspect_image(data)
+        image_format, _, _ = inspect_image(data)
         if metadata is not None and image_format == "PNG":
             try:
                 data = pngmeta.embed(data, dict(metadata))
             except ValueError as error:
                 raise ImageRejected(f"The PNG is malformed ({error}).") from None
-        # Decoding every pixel for the thumbnail is the real check (verify() reads only chunk
-        # checksums), so it happens before anything is written.
-        try:
-            thumbnails = make_thumbnails(data)
-        except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as error:
-            raise ImageRejected(f"The image data does not decode ({error}).") from None
-        extension, content_type = FORMATS[image_format]
+        return self.store_prepared(prepare_image(data))
+
+    def store_prepared(self, prepared: PreparedImage) -> StoredImage:
+        """Write a checked image exactly as it is, with its thumbnails (an edit's input: the
+        bytes on disk are the bytes that were uploaded and will be sent)."""
+        data = prepared.data
+        extension, content_type = FORMATS[prepared.format]
         digest = hashlib.sha256(data).hexdigest()
         file_name = f"images/{digest[:2]}/{digest}.{extension}"
         thumbnail_name, thumbnail_large_name = thumbnail_names(digest)
@@ -124,30 +168,56 @@ class Storage:
         if not (target.exists() and target.stat().st_size == len(data)):
             write_atomically(target, data)
         for name, thumbnail_data in (
-            (thumbnail_name, thumbnails.small),
-            (thumbnail_large_name, thumbnails.large),
+            (thumbnail_name, prepared.thumbnails.small),
+            (thumbnail_large_name, prepared.thumbnails.large),
         ):
             if not (self.root / name).exists():
                 write_atomically(self.root / name, thumbnail_data)
         return StoredImage(
             sha256=digest,
             bytes=len(data),
-            width=width,
-            height=height,
+            width=prepared.width,
+            height=prepared.height,
             content_type=content_type,
             file_name=file_name,
             thumbnail_name=thumbnail_name,
             thumbnail_large_name=thumbnail_large_name,
-            placeholder=thumbnails.placeholder,
+            placeholder=prepared.thumbnails.placeholder,
         )
+
+    def read(self, name: str) -> bytes:
+        """The bytes of a stored file (an edit's input, as the worker sends it)."""
+        return self.path(name).read_bytes()
+
+    def write_preview(self, job_id: int, data: bytes) -> str:
+        """Write a streaming job's latest partial frame atomically; return its name.
+
+        Only a PNG, JPEG or WebP (checked by its header) is written, under a name whose
+        extension says which, so it is only ever served as that type. ImageRejected otherwise."""
+        image_format, _, _ = inspect_image(data)
+        extension = FORMATS[image_format][0]
+        name = f"{PREVIEWS}/{job_id}.{extension}"
+        # Same job, another format (never expected): leave no stale frame of the other type.
+        self.remove_preview(job_id, keep=name)
+        # A preview is transient: atomic (never torn) is enough, durability is not needed, but
+        # the shared helper's fsync costs little for at most three frames.
+        write_atomically(self.path(name), data)
+        return name
+
+    def remove_preview(self, job_id: int, keep: str | None = None) -> None:
+        """Remove a job's preview files (every format), except `keep`."""
+        for extension in CONTENT_TYPES:
+            name = f"{PREVIEWS}/{job_id}.{extension}"
+            if name != keep:
+                self.path(name).unlink(missing_ok=True)
 
     def remove_files(self, names: Iterable[str]) -> None:
         for name in names:
             self.path(name).unlink(missing_ok=True)
 
     def remove_unused_files(self, names: Iterable[str]) -> None:
-        """Remove those of these files that no image row uses any more (call it after the rows
-        that named them are deleted and committed)."""
+        """Remove those of these files that no image or job input row uses any more (call it
+        after the rows that named them are deleted and committed)."""
         candidates = {name for name in names if name}
         self.remove_files(candidates - files_in_use(candidates))
 
@@ -260,7 +330,8 @@ def _fsync_directory(path: Path) -> None:
 
 
 def files_in_use(names: Iterable[str]) -> set[str]:
-    """Which of these stored file names some image row (of any owner, trashed or not) names.
+    """Which of these stored file names some image or job input row (of any owner, trashed or
+    not) names.
 
     Deliberately not narrowed to the viewer: during a request every ORM query is scoped to the
     signed-in owner (app.auth), and a count that saw only the viewer's rows would call another
