@@ -107,7 +107,11 @@
     canvas.addEventListener("pointerdown", function (event) {
       if (stroke || (event.pointerType === "mouse" && event.button !== 0)) return;
       event.preventDefault();
-      canvas.setPointerCapture(event.pointerId);
+      try {
+        canvas.setPointerCapture(event.pointerId); // keep the stroke when it leaves the canvas
+      } catch (error) {
+        // A pointer that is already gone (or a synthetic one): paint without capture.
+      }
       remember();
       var at = point(event);
       stroke = { id: event.pointerId, x: at.x, y: at.y };
