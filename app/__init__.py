@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from tempfile import SpooledTemporaryFile
+from typing import IO, Any
 
 from dotenv import load_dotenv
-from flask import Flask
+from flask import Flask, Request, current_app
 from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
 
@@ -25,12 +26,48 @@ from app.models import configure_engine, db
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_REQUEST_BYTES = 64 * 1024
+# The views that create a job, which may carry an edit's images and mask: a multipart body may
+# be ATELIER_MAX_REQUEST_MB, any other body (JSON with a mask as a data URL: a mask is under
+# 4 MB, so its base64 is under 5.4 MB) up to JSON_UPLOAD_BYTES. Every other request: 64 KiB.
+UPLOAD_ENDPOINTS = frozenset({"api.create_job", "pages.create_job", "partials.create_job"})
+JSON_UPLOAD_BYTES = 6 * 1024 * 1024
+# Uploaded parts larger than this are spooled to a file in the data folder, not kept in memory.
+UPLOAD_MEMORY_BYTES = 1024 * 1024
 # Files 0600, folders 0700: the data folder (database and its -wal/-shm, images, thumbnails,
 # temp files, the emulator's state) and backups are for the service user alone.
 PRIVATE_UMASK = 0o077
 
 migrate = Migrate()
 csrf = CSRFProtect()
+
+
+class AtelierRequest(Request):
+    """Flask's request with the body limit of job-creating views raised for uploads, and
+    uploaded files spooled inside the data folder (never the system's temp folder)."""
+
+    @property
+    def max_content_length(self) -> int | None:  # type: ignore[override]
+        if self._max_content_length is None and self.endpoint in UPLOAD_ENDPOINTS:
+            if self.mimetype == "multipart/form-data":
+                return int(current_app.config["ATELIER_MAX_REQUEST_MB"]) * 1024 * 1024
+            return JSON_UPLOAD_BYTES
+        return super().max_content_length
+
+    @max_content_length.setter
+    def max_content_length(self, value: int | None) -> None:
+        self._max_content_length = value
+
+    def _get_file_stream(
+        self,
+        total_content_length: int | None,
+        content_type: str | None,
+        filename: str | None = None,
+        content_length: int | None = None,
+    ) -> IO[bytes]:
+        folder = storage.current().upload_folder()
+        # An unnamed file (unlinked at once, 0600 under the private umask) once it outgrows
+        # memory: it vanishes with the request, or with the process if that dies.
+        return SpooledTemporaryFile(max_size=UPLOAD_MEMORY_BYTES, dir=folder)  # type: ignore[return-value]
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -40,6 +77,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         template_folder=str(ROOT / "templates"),
         static_folder=str(ROOT / "static"),
     )
+    app.request_class = AtelierRequest
     environ: dict[str, str] = {}
     if test_config is None:
         load_dotenv(ROOT / ".env")  # never overrides variables already set

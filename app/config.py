@@ -20,8 +20,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from app.crashpoints import POINTS as CRASH_POINTS
+from app.crashpoints import POINTS
 from app.providers.catalog import V1_SUFFIX, CatalogError, build_catalog
+
+# app.jobs.record_preview's crash point, accepted here until app/crashpoints.py lists it.
+CRASH_POINTS = tuple(dict.fromkeys((*POINTS, "mid_stream")))
 
 
 class ConfigError(ValueError):
@@ -225,6 +228,12 @@ SETTINGS: tuple[Setting, ...] = (
         int,
     ),
     Setting(
+        "ATELIER_MAX_REQUEST_MB",
+        "100",
+        "Largest upload a new job may send, in MB (all its images and its mask together).",
+        int,
+    ),
+    Setting(
         "ATELIER_TRASH_DAYS",
         "30",
         "Images in the trash are deleted for good after this many days.",
@@ -418,6 +427,8 @@ def load_settings(environ: Mapping[str, str], instance_path: str) -> dict[str, A
         if value not in ("on", "off"):
             raise ConfigError(f"{name} must be on or off (got {settings[name]!r}).")
         settings[name] = value
+    if settings["ATELIER_MAX_REQUEST_MB"] < 1:
+        raise ConfigError("ATELIER_MAX_REQUEST_MB must be at least 1.")
     if settings["ATELIER_SESSION_HOURS"] < 1:
         raise ConfigError("ATELIER_SESSION_HOURS must be at least 1.")
     if settings["ATELIER_PUBLIC_URL"]:

@@ -120,7 +120,9 @@ class ImageModel:
     # Free sizes beyond `sizes` (which are then the common ones the form offers).
     size_rule: SizeRule | None = None
     transparent_background: bool = False
-    input_fidelity: bool = False
+    # Takes `images/edits` (input images and a mask) and streams partial images (§3.2, §3.5, §9).
+    edits: bool = False
+    streams: bool = False
     retired: Retirement | None = None
     # False: not in the catalogue, its family told from the name or given explicitly.
     listed: bool = True
@@ -131,6 +133,11 @@ class ImageModel:
     @property
     def option_defaults(self) -> dict[str, str | int]:
         return {option.name: option.default for option in self.options}
+
+    @property
+    def input_fidelity(self) -> bool:
+        """Whether edits may ask for high input fidelity (the gpt-image-1 family only)."""
+        return self.option("input_fidelity") is not None
 
     @property
     def gpt_image(self) -> bool:
@@ -181,6 +188,12 @@ _GPT_IMAGE_NAME = re.compile(r"(?:chat)?gpt-image-(\d+)(?![0-9])")
 _CHATGPT_IMAGE = re.compile(r"chatgpt-image(?:-|$)")
 # §9: "2.5 models add xhigh and max". Guess: only the 2.5 models; the 2.6 ones are not said to.
 _EXTRA_QUALITY_NAME = re.compile(r"gpt-image-2\.5(?![0-9])")
+
+# §3.5, §9: `partial_images` 0-3; previews need a stream, which answers with one image.
+PARTIAL_IMAGES_MAX = 3
+PARTIAL_IMAGES_HELP = (
+    "Partial images shown while the image is made (0-3); only when one image is asked for"
+)
 
 GPT_IMAGE_2_SIZES = (
     "1024x1024",
@@ -268,6 +281,21 @@ def _model(name: str, api: str, family: str) -> ImageModel:
     if family == GPT_IMAGE_2 and _EXTRA_QUALITY_NAME.match(name):
         qualities += ("xhigh", "max")
     transparent = family == GPT_IMAGE_1
+    # §9: gpt-image-2 has no input_fidelity; sent only with edits, and only when `high`.
+    fidelity = (
+        (
+            Option(
+                "input_fidelity",
+                "Input fidelity",
+                "low",
+                ("low", "high"),
+                send_default=False,
+                help="edits only",
+            ),
+        )
+        if family == GPT_IMAGE_1
+        else ()
+    )
     backgrounds = ("auto", "transparent", "opaque") if transparent else ("auto", "opaque")
     return model(
         sizes=GPT_IMAGE_2_SIZES
@@ -289,10 +317,22 @@ def _model(name: str, api: str, family: str) -> ImageModel:
             ),
             # Guess (§3.2: UNCONFIRMED which names Azure accepts): sent only when not `auto`.
             Option("moderation", "Moderation", "auto", ("auto", "low"), send_default=False),
+            # Sent (with `stream`) only when it is above 0 and one image is asked for.
+            Option(
+                "partial_images",
+                "Live previews",
+                0,
+                minimum=0,
+                maximum=PARTIAL_IMAGES_MAX,
+                send_default=False,
+                help=PARTIAL_IMAGES_HELP,
+            ),
+            *fidelity,
         ),
         size_rule=GPT_IMAGE_2_SIZE_RULE if family == GPT_IMAGE_2 else None,
         transparent_background=transparent,
-        input_fidelity=family == GPT_IMAGE_1,
+        edits=True,
+        streams=True,
     )
 
 

@@ -4,6 +4,11 @@ Each change is one short write transaction. Changes made for a worker are *fence
 token the worker received when it claimed the job: if the job was canceled meanwhile, or its lease
 expired and another worker took it over, the update matches no row and `LeaseLost` is raised, so
 a worker that lost its job cannot overwrite anything.
+
+An edit's input files (app.inputs checks them) are written before the job's row commits, and its
+`job_inputs` rows commit with the job; Retry and Generate again point the new job at the same
+files (no re-upload). A streaming job's latest partial frame (`record_preview`) is a file written
+under the job's lease and removed whenever the job ends, is canceled or deleted.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import and_, case, delete, exists, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import aliased, joinedload
+from sqlalchemy.orm import aliased, joinedload, selectinload
 
 from app import limits, logs, metrics, pricing, search, storage
 from app.crashpoints import crash_point
@@ -26,6 +31,8 @@ from app.models import (
     Image,
     ImageStatus,
     Job,
+    JobInput,
+    JobKind,
     JobPhase,
     JobStatus,
     ProviderPause,
@@ -42,6 +49,8 @@ log = logging.getLogger(__name__)
 
 # Values that let go of a job: no worker holds it until it is claimed again.
 RELEASED = {"lease_token": None, "lease_expires_at": None}
+# Values of a job without a preview (every job that is not running).
+NO_PREVIEW = {"preview_name": None, "preview_index": None}
 
 
 class JobError(Exception):
@@ -96,6 +105,7 @@ class Claim:
     deadline_at: datetime
     submit_count: int
     owner_id: int | None = None
+    kind: str = JobKind.GENERATE
 
 
 # What a claim reads back from the job it takes: its columns labelled with Claim's field names
@@ -136,8 +146,10 @@ def create_job(
     target = find_target(config["ATELIER_TARGETS"], request.provider)
     now = utcnow()
     estimated_cost = pricing.known_estimate(
-        target.model.name, request.size, request.n, request.options
+        target.model.name, request.size, request.n, request.options, inputs=request.inputs
     )
+    # The inputs' files are durable before the row naming them commits (as for outputs).
+    stored_inputs, written = _store_inputs(request)
     job = Job(
         status=JobStatus.QUEUED,
         owner_id=owner_id,
@@ -152,6 +164,26 @@ def create_job(
         idempotency_key=idempotency_key,
         parent_id=parent_id,
         origin=origin if parent_id is not None else None,
+        kind=JobKind.EDIT if request.is_edit else JobKind.GENERATE,
+        inputs=[
+            JobInput(
+                owner_id=owner_id,
+                position=position,
+                role=item.role,
+                sha256=stored.sha256,
+                bytes=stored.bytes,
+                width=stored.width,
+                height=stored.height,
+                content_type=stored.content_type,
+                file_name=stored.file_name,
+                thumbnail_name=stored.thumbnail_name,
+                thumbnail_large_name=stored.thumbnail_large_name,
+                source_image_id=item.source_image_id,
+            )
+            for position, (item, stored) in enumerate(
+                zip(request.inputs, stored_inputs, strict=True)
+            )
+        ],
         created_at=now,
         next_attempt_at=now,
         deadline_at=now + timedelta(seconds=config["ATELIER_JOB_DEADLINE_SECONDS"]),
@@ -168,7 +200,11 @@ def create_job(
             session.add(job)
             session.flush()
             search.index_job(session, job.id, job.prompt, None)
-    except IntegrityError:
+    except BaseException as error:
+        # Files written for this request that no committed row names go again.
+        storage.current().remove_unused_files(written)
+        if not isinstance(error, IntegrityError):
+            raise
         # Two requests with the same key raced; the other one won.
         if idempotency_key is None:
             raise
@@ -182,6 +218,52 @@ def create_job(
     crash_point("after_commit")
     _wake_worker()
     return job, True
+
+
+def _store_inputs(request: JobRequest) -> tuple[list[storage.StoredImage], list[str]]:
+    """Write the request's uploaded inputs (gallery images and copied inputs are on disk
+    already); return what each input is stored as, and the names of files this call created."""
+    files = storage.current()
+    stored: list[storage.StoredImage] = []
+    written: list[str] = []
+    for item in request.inputs:
+        if item.stored is not None:
+            stored.append(item.stored)
+            continue
+        assert item.prepared is not None
+        names = (item.prepared.file_name, *storage.thumbnail_names(item.prepared.sha256))
+        existed = {name for name in names if files.path(name).exists()}
+        stored.append(files.store_prepared(item.prepared))
+        written += [name for name in names if name not in existed]
+    return stored, written
+
+
+def _input_files(job: Job) -> tuple[Any, ...]:
+    """A job's inputs as already stored files, for a new job that uses them again."""
+    from app.inputs import InputFile  # app.inputs needs app.validation, as this module does
+
+    return tuple(
+        InputFile(
+            role=item.role,
+            width=item.width,
+            height=item.height,
+            content_type=item.content_type,
+            sha256=item.sha256,
+            stored=storage.StoredImage(
+                sha256=item.sha256,
+                bytes=item.bytes,
+                width=item.width,
+                height=item.height,
+                content_type=item.content_type,
+                file_name=item.file_name,
+                thumbnail_name=item.thumbnail_name,
+                thumbnail_large_name=item.thumbnail_large_name,
+                placeholder="",
+            ),
+            source_image_id=item.source_image_id,
+        )
+        for item in job.inputs
+    )
 
 
 # PostgreSQL advisory lock keys (SQLite needs none: BEGIN IMMEDIATE serialises writers).
@@ -204,12 +286,20 @@ def _job_by_idempotency_key(key: str, request: JobRequest) -> Job | None:
     job = db.session.scalar(select(Job).where(Job.idempotency_key == key))
     if job is None:
         return None
-    if (job.prompt, job.provider, job.size, job.n, job.options or {}) != (
+    if (
+        job.prompt,
+        job.provider,
+        job.size,
+        job.n,
+        job.options or {},
+        [(item.role, item.sha256) for item in job.inputs],
+    ) != (
         request.prompt,
         request.provider,
         request.size,
         request.n,
         dict(request.options),
+        [(item.role, item.sha256) for item in request.inputs],
     ):
         raise JobConflict(
             "idempotency_key_reused",
@@ -228,6 +318,7 @@ def cancel_job(job_id: int) -> Job:
             .values(
                 status=JobStatus.CANCELED,
                 phase=None,
+                **NO_PREVIEW,
                 finished_at=now,
                 **RELEASED,
                 error_code="canceled",
@@ -244,6 +335,7 @@ def cancel_job(job_id: int) -> Job:
         raise JobNotFound(job_id)
     if result.rowcount != 1:
         raise JobConflict("already_finished", f"Job {job_id} has already finished ({job.status}).")
+    _drop_preview(job_id)
     logs.job_event(log, job_id, "canceled", JobStatus.CANCELED)
     return job
 
@@ -270,6 +362,8 @@ def _copy_job(job_id: int, origin: str, owner_id: int | None) -> Job:
         size=source.size,
         n=source.n,
         options=dict(source.options or {}),
+        # The same files, not uploaded again.
+        inputs=_input_files(source),
     )
     try:
         job, _ = create_job(request, owner_id=owner_id, parent_id=source.id, origin=origin)
@@ -292,21 +386,30 @@ def delete_job(job_id: int) -> None:
         )
     names = {
         name
-        for image in job.images
-        for name in (image.file_name, image.thumbnail_name, image.thumbnail_large_name)
+        for row in [*job.images, *job.inputs]
+        for name in (row.file_name, row.thumbnail_name, row.thumbnail_large_name)
     }
     with write_transaction() as session:
         session.execute(delete(Image).where(Image.job_id == job_id))
+        session.execute(delete(JobInput).where(JobInput.job_id == job_id))
         session.execute(delete(Job).where(Job.id == job_id))
         search.unindex_job(session, job_id)
-    # Another owner's identical image may share these files; only unused ones go.
-    storage.current().remove_unused_files(names)
+    # Another job (of any owner) may use these files as an output or an input; only unused
+    # ones go.
+    files = storage.current()
+    files.remove_unused_files(names)
+    files.remove_preview(job_id)
     logs.job_event(log, job_id, "deleted", None)
 
 
 def get_job(job_id: int) -> Job | None:
-    """The job with its images (loaded in the same query: every job card shows them)."""
-    return db.session.get(Job, job_id, populate_existing=True, options=[joinedload(Job.images)])
+    """The job with its images and inputs (loaded with it: every job card shows them)."""
+    return db.session.get(
+        Job,
+        job_id,
+        populate_existing=True,
+        options=[joinedload(Job.images), selectinload(Job.inputs)],
+    )
 
 
 # --- worker side --------------------------------------------------------------------------------
@@ -558,10 +661,46 @@ def _finish(claim: Claim, status: str, code: str | None, message: str | None) ->
             error_code=code,
             error_message=message,
             **RELEASED,
+            **NO_PREVIEW,
             **cost,
         )
+    _drop_preview(claim.job_id)
     logs.job_event(log, claim.job_id, status, status, code=code)
     metrics.job_finished(claim.job_id, status)
+
+
+def record_preview(claim: Claim, index: int, data: bytes) -> None:
+    """Keep a streaming job's latest partial frame, fenced by the lease: a worker that lost the
+    job raises LeaseLost (which stops the stream) and leaves no file behind. A frame that is
+    not an image is dropped (a preview is a nicety; the final image is checked as always)."""
+    files = storage.current()
+    try:
+        name = files.write_preview(claim.job_id, data)
+    except storage.ImageRejected as error:
+        log.info("job %s: partial frame %s dropped (%s)", claim.job_id, index, error)
+        return
+    try:
+        _fenced_update(
+            claim, preview_name=name, preview_index=index, lease_expires_at=_lease_until()
+        )
+    except LeaseLost:
+        # The job ended (or was taken over) meanwhile; its preview must not outlive it.
+        files.remove_preview(claim.job_id)
+        raise
+    crash_point("mid_stream")
+
+
+def input_files(job_id: int) -> list[JobInput]:
+    """The job's inputs in order (images, then the mask), for the worker to send."""
+    return list(
+        db.session.scalars(
+            select(JobInput).where(JobInput.job_id == job_id).order_by(JobInput.position)
+        )
+    )
+
+
+def _drop_preview(job_id: int) -> None:
+    storage.current().remove_preview(job_id)
 
 
 def _wake_worker() -> None:

@@ -5,6 +5,10 @@ from the per-image table; `cost_from_usage()` prices a finished gpt-image job fr
 usage the provider reported. Both are pure functions of the job's parameters. `final_cost()`
 applies them to a finishing job, inside the transaction that records its final status.
 
+An edit also pays for its input images as image input tokens. Where the token table knows the
+model, the estimate adds them (`input_image_tokens`, a GUESS at OpenAI's vision tiling); the
+final cost from usage counts them as reported.
+
 A model the table does not list (gpt-image-2 and its family, whose prices Atelier does not know
 yet) has an unknown cost: shown as unknown, never as $0, and not counted against a budget.
 
@@ -105,6 +109,16 @@ PER_MILLION_TOKENS: dict[str, TokenPrices] = {
     "gpt-image-1.5": TokenPrices(text_input=5.00, image_input=8.00, image_output=32.00),  # GUESS
 }
 
+# GUESS: how many input tokens one input image costs a gpt-image-1 family model. The model
+# reads images like GPT-4o vision: scaled to fit 2048x2048, then its shorter side to 768, then
+# counted in 512 px tiles at TILE_TOKENS each plus BASE_TOKENS. input_fidelity "high" adds the
+# figures OpenAI's guide gives for a square and for a non-square first image. The mask is assumed
+# not to be billed separately (it shapes the first image). The real figure replaces this estimate
+# when the provider reports usage.
+BASE_IMAGE_TOKENS = 65
+TILE_TOKENS = 129
+HIGH_FIDELITY_TOKENS = {"square": 4160, "other": 6240}
+
 # GUESS: the models pick "auto" quality and size themselves, so the estimate assumes medium
 # quality (what the emulator resolves "auto" to) and a square image. The real figure replaces
 # the estimate when the provider reports token usage.
@@ -136,9 +150,44 @@ def per_image(model: str, size: str, options: Mapping[str, Any] | None = None) -
     return price
 
 
-def estimate(model: str, size: str, n: int, options: Mapping[str, Any] | None = None) -> float:
-    """The table cost of `n` images."""
-    return round(per_image(model, size, options) * max(n, 0), 6)
+def estimate(
+    model: str,
+    size: str,
+    n: int,
+    options: Mapping[str, Any] | None = None,
+    inputs: Sequence[Any] = (),
+) -> float:
+    """The table cost of `n` images, plus the input images of an edit (`inputs`: anything
+    with `role`, `width` and `height`) where the token table prices them."""
+    cost = per_image(model, size, options) * max(n, 0)
+    prices = PER_MILLION_TOKENS.get(model)
+    if prices is not None and inputs:
+        fidelity = (options or {}).get("input_fidelity", "low")
+        tokens = input_image_tokens(inputs, high_fidelity=fidelity == "high")
+        cost += tokens * prices.image_input / 1_000_000
+    return round(cost, 6)
+
+
+def input_image_tokens(inputs: Sequence[Any], *, high_fidelity: bool = False) -> int:
+    """The input tokens an edit's images cost (GUESS: see BASE_IMAGE_TOKENS)."""
+    images = [item for item in inputs if item.role == "image"]
+    tokens = sum(_image_tokens(item.width, item.height) for item in images)
+    if high_fidelity and images:
+        first = images[0]
+        shape = "square" if first.width == first.height else "other"
+        tokens += HIGH_FIDELITY_TOKENS[shape]
+    return tokens
+
+
+def _image_tokens(width: int, height: int) -> int:
+    if width <= 0 or height <= 0:
+        return BASE_IMAGE_TOKENS
+    scale = min(1.0, 2048 / max(width, height))
+    width, height = width * scale, height * scale
+    scale = min(1.0, 768 / min(width, height))
+    width, height = width * scale, height * scale
+    tiles = -(-int(width) // 512) * -(-int(height) // 512)
+    return BASE_IMAGE_TOKENS + TILE_TOKENS * tiles
 
 
 def cost_from_usage(model: str, usage: Mapping[str, Any] | None) -> float | None:
@@ -194,11 +243,15 @@ class EstimateRequest:
 
 
 def known_estimate(
-    model: str, size: str, n: int, options: Mapping[str, Any] | None = None
+    model: str,
+    size: str,
+    n: int,
+    options: Mapping[str, Any] | None = None,
+    inputs: Sequence[Any] = (),
 ) -> float | None:
     """`estimate()`, or None where the table has no price: an unknown cost, never $0."""
     try:
-        return estimate(model, size, n, options)
+        return estimate(model, size, n, options, inputs)
     except UnknownPrice:
         return None
 

@@ -7,6 +7,8 @@ Layout under the data folder:
     thumbs/<sha[:2]>/<sha256>-512.webp      (for the grid on ordinary and high-density screens)
     previews/<job id>.<ext>                 the latest partial frame of a streaming job, removed
                                             when the job ends or is deleted
+    .uploads/                               request bodies' files while they are received
+                                            (unnamed temporary files, gone with the request)
 
 An edit's input images and mask are stored in the same images/ and thumbs/ folders, exactly as
 they were uploaded (nothing embedded, so the bytes sent upstream are the bytes the user gave):
@@ -53,6 +55,7 @@ FORMATS = {
 # The only types a stored file is ever served as (by its extension): none a browser could run.
 CONTENT_TYPES = {extension: content_type for extension, content_type in FORMATS.values()}
 PREVIEWS = "previews"
+UPLOADS = ".uploads"  # request bodies being received (unnamed temporary files)
 # The largest image any supported model produces is 1792x1024; 4096x4096 leaves room and stops
 # decompression bombs long before Pillow's own (much higher) limit.
 MAX_PIXELS = 4096 * 4096
@@ -100,10 +103,16 @@ class PreparedImage:
     width: int
     height: int
     thumbnails: Thumbnails
+    sha256: str
 
     @property
     def content_type(self) -> str:
         return FORMATS[self.format][1]
+
+    @property
+    def file_name(self) -> str:
+        """The name it is stored under (content-addressed)."""
+        return f"images/{self.sha256[:2]}/{self.sha256}.{FORMATS[self.format][0]}"
 
 
 def prepare_image(data: bytes) -> PreparedImage:
@@ -114,7 +123,9 @@ def prepare_image(data: bytes) -> PreparedImage:
         thumbnails = make_thumbnails(data)
     except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as error:
         raise ImageRejected(f"The image data does not decode ({error}).") from None
-    return PreparedImage(data, image_format, width, height, thumbnails)
+    return PreparedImage(
+        data, image_format, width, height, thumbnails, hashlib.sha256(data).hexdigest()
+    )
 
 
 @dataclass(frozen=True)
@@ -159,9 +170,7 @@ class Storage:
         """Write a checked image exactly as it is, with its thumbnails (an edit's input: the
         bytes on disk are the bytes that were uploaded and will be sent)."""
         data = prepared.data
-        extension, content_type = FORMATS[prepared.format]
-        digest = hashlib.sha256(data).hexdigest()
-        file_name = f"images/{digest[:2]}/{digest}.{extension}"
+        digest, file_name, content_type = prepared.sha256, prepared.file_name, prepared.content_type
         thumbnail_name, thumbnail_large_name = thumbnail_names(digest)
         target = self.root / file_name
         # Content addressing makes a repeated store (a retried download) a no-op.
@@ -184,6 +193,12 @@ class Storage:
             thumbnail_large_name=thumbnail_large_name,
             placeholder=prepared.thumbnails.placeholder,
         )
+
+    def upload_folder(self) -> Path:
+        """Where a request's uploaded files are spooled while it is handled (made 0700)."""
+        folder = self.root / UPLOADS
+        folder.mkdir(mode=0o700, exist_ok=True)
+        return folder
 
     def read(self, name: str) -> bytes:
         """The bytes of a stored file (an edit's input, as the worker sends it)."""

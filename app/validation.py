@@ -9,11 +9,14 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.image_models import ImageModel, Option
 from app.parsing import parse_whole_number
 from app.providers.catalog import Target
+
+if TYPE_CHECKING:
+    from app.inputs import InputFile
 
 MAX_IDEMPOTENCY_KEY_CHARS = 128
 ALLOWED_WHITESPACE = {"\n", "\r", "\t"}
@@ -39,6 +42,13 @@ class JobRequest:
     size: str
     n: int = 1
     options: dict[str, Any] = field(default_factory=dict)
+    # An edit's images (in order) then at most one mask, checked by app.inputs; none for a
+    # generation.
+    inputs: tuple[InputFile, ...] = ()
+
+    @property
+    def is_edit(self) -> bool:
+        return any(item.role == "image" for item in self.inputs)
 
 
 def find_target(targets: Sequence[Target], raw: Any) -> Target:

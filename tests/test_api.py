@@ -156,7 +156,8 @@ def test_body_that_is_not_a_json_object_is_refused(idle_app, data, content_type)
 def test_oversized_body_is_refused(idle_app):
     client = idle_app.test_client()
 
-    response = client.post("/api/jobs", json={"prompt": "x" * 100_000})
+    # Job-creating JSON may carry a mask as a data URL (up to 6 MB); beyond that: 413.
+    response = client.post("/api/jobs", json={"prompt": "x" * 7_000_000})
 
     assert response.status_code == 413
     assert response.get_json()["error"]["code"] == "too_large"

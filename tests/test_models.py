@@ -117,6 +117,33 @@ def test_gpt_image_2_has_no_transparent_background_and_no_input_fidelity():
     assert resolve_model("gpt-image-1", AZURE).transparent_background
 
 
+@pytest.mark.parametrize("api", [AZURE, OPENAI])
+def test_only_the_gpt_image_families_edit_and_stream(api):
+    for name in ("gpt-image-1", "gpt-image-1-mini", "gpt-image-2", "gpt-image-2.5-flare"):
+        model = resolve_model(name, api)
+        assert model.edits and model.streams
+        previews = model.option("partial_images")
+        assert (previews.default, previews.minimum, previews.maximum) == (0, 0, 3)
+        assert not previews.send_default
+    for name in ("dall-e-2", "dall-e-3"):
+        model = resolve_model(name, api)
+        assert not model.edits and not model.streams
+        assert model.option("partial_images") is None
+
+
+def test_input_fidelity_is_an_option_of_the_gpt_image_1_family_only():
+    fidelity = resolve_model("gpt-image-1-mini", AZURE).option("input_fidelity")
+
+    assert (fidelity.default, fidelity.choices, fidelity.send_default) == (
+        "low",
+        ("low", "high"),
+        False,
+    )
+    assert resolve_model("gpt-image-1", OPENAI).input_fidelity
+    for name in ("gpt-image-2", "gpt-image-2.6-sunburst", "chatgpt-image-latest", "dall-e-3"):
+        assert resolve_model(name, OPENAI).option("input_fidelity") is None
+
+
 def test_webp_output_only_where_the_api_allows_it():
     assert "webp" in resolve_model("gpt-image-2", OPENAI).option("output_format").choices
     assert "webp" not in resolve_model("gpt-image-2", AZURE).option("output_format").choices

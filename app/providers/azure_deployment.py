@@ -2,7 +2,8 @@
 
 Classic: `POST {endpoint}openai/deployments/{deployment}/images/generations?api-version=...`;
 v1: `POST {endpoint}openai/v1/images/generations` with the deployment name in `model`
-(azure-image-apis.md §3, §3.6, §9). Both take the `api-key` header or an Entra ID bearer token.
+(azure-image-apis.md §3, §3.6, §9); edits at `images/edits` beside each. Both take the
+`api-key` header or an Entra ID bearer token.
 gpt-image models answer with `b64_json` and `usage`; DALL-E 3 with URLs on Azure blob storage, a
 `revised_prompt` and per-image `content_filter_results`/`prompt_filter_results`.
 """
@@ -25,7 +26,7 @@ DATED_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?")
 
 class AzureDeploymentProvider(GenerationsProvider):
     """Both Azure routes for one deployment: the classic `openai/deployments/{d}/...` one, and
-    with `v1=True` the v1 API's `{endpoint}images/generations`, deployment name in `model`."""
+    with `v1=True` the v1 API's `{endpoint}images/...`, deployment name in `model`."""
 
     service = "Azure"
 
@@ -42,12 +43,12 @@ class AzureDeploymentProvider(GenerationsProvider):
     ) -> None:
         endpoint = endpoint if endpoint.endswith("/") else endpoint + "/"
         if v1:
-            url = f"{endpoint}images/generations"
+            images_url = f"{endpoint}images/"
             fetch_origin = endpoint.removesuffix("openai/v1/")
         else:
-            url = f"{endpoint}openai/deployments/{quote(deployment, safe='')}/images/generations"
+            images_url = f"{endpoint}openai/deployments/{quote(deployment, safe='')}/images/"
             fetch_origin = endpoint
-        super().__init__(url, model, fetch_origin=fetch_origin, **limits)
+        super().__init__(images_url, model, fetch_origin=fetch_origin, **limits)
         self.deployment = deployment
         self.api_version = api_version
         self.v1 = v1
@@ -60,10 +61,10 @@ class AzureDeploymentProvider(GenerationsProvider):
             return {}
         return {"api-version": self.api_version}
 
-    def _body(self, request: GenerationRequest) -> dict[str, Any]:
-        body = super()._body(request)
+    def _fields(self, request: GenerationRequest, *, streaming: bool) -> dict[str, Any]:
+        fields = super()._fields(request, streaming=streaming)
         # The classic route takes the deployment from the path and ignores `model` (§3.1).
-        return {"model": self.deployment, **body} if self.v1 else body
+        return {"model": self.deployment, **fields} if self.v1 else fields
 
     def _headers(self) -> dict[str, str]:
         return self._credential.headers()

@@ -72,17 +72,34 @@ class ImageSlot:
     filter_results: dict[str, Any] | None = None
 
 
+IMAGE_ROLE, MASK_ROLE = "image", "mask"
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """One file an edit sends: the stored bytes exactly as they are on disk."""
+
+    role: str  # IMAGE_ROLE or MASK_ROLE
+    data: bytes
+    content_type: str  # "image/png" | "image/jpeg" | "image/webp"
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """What a synchronous image API is asked for. `options`: the model's options as the job
     holds them (providers send only those the model takes); `end_user`: the hashed account id
-    the request carries for abuse reports, or None."""
+    the request carries for abuse reports, or None; `inputs`: the images to edit, in order,
+    then at most one mask (none: a generation); `on_partial`: called with
+    (partial_image_index, image bytes) for each partial image a streamed answer carries. What
+    it raises leaves `generate()` unchanged (a worker that lost its lease stops that way)."""
 
     prompt: str
     size: str
     n: int
     options: Mapping[str, Any]
     end_user: str | None = None
+    inputs: tuple[InputImage, ...] = ()
+    on_partial: Callable[[int, bytes], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -240,6 +257,34 @@ def refusal(error: dict[str, Any], service: str) -> ProviderError | None:
     if flagged:
         message += f" (flagged: {', '.join(sorted(flagged))})"
     return ProviderError("contentFilter", f"{service} refused this prompt: {message}")
+
+
+def stream_interrupted(service: str, reason: str) -> ProviderError:
+    """A streamed answer that broke after the 200 began: final, since the image may have been
+    made and billed, and sending the request again could bill it twice."""
+    return ProviderError(
+        "stream_interrupted",
+        f"{service}'s image stream broke off after it had started: {reason}. The image may "
+        "already have been billed, so it was not requested again; use Retry to try once more.",
+        retryable=False,
+    )
+
+
+def stream_error(error: dict[str, Any], service: str) -> ProviderError:
+    """An `error` event inside a streamed answer, explained like an error answer: a refusal as
+    `refusal()` says it, anything else with the service's code and message. Never retried by
+    itself: the stream had begun, so the work may have been billed."""
+    refused = refusal(error, service)
+    if refused is not None:
+        refused.service = service
+        return refused
+    code, message = error.get("code"), error.get("message")
+    described = ProviderError(
+        str(code) if code else "stream_error",
+        f"{service} stopped making the image: {message or 'an error it did not describe'}",
+    )
+    described.service = service
+    return described
 
 
 def describe_error(

@@ -9,11 +9,11 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from flask_wtf.csrf import CSRFError
 
-from app import csrf, jobs, library, pricing
+from app import csrf, inputs, jobs, library, pricing
 from app.auth import sessions
-from app.models import Image, Job
+from app.models import Image, Job, JobInput, JobStatus
 from app.providers.catalog import Target
-from app.validation import ValidationError, parse_idempotency_key, parse_job_request
+from app.validation import ValidationError, parse_idempotency_key
 from app.views.helpers import api_error, external_url, json_body
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -89,11 +89,17 @@ def estimate_cost() -> Response:
 
 @bp.post("/jobs")
 def create_job() -> tuple[Response, int]:
-    body, problem = json_body()
-    if problem is not None or not isinstance(body, dict):
-        message = problem or "The request body must be a JSON object."
-        return api_error(400, "invalid_json", message)
-    job_request = parse_job_request(body, current_app.config["ATELIER_TARGETS"])
+    """A generation, or an edit: multipart/form-data with files `image` (repeated) and `mask`,
+    or JSON with `reference_images` (gallery image ids) and `mask` (a data:image/png URL)."""
+    targets = current_app.config["ATELIER_TARGETS"]
+    if request.mimetype == "multipart/form-data":
+        job_request = inputs.request_from_multipart(request.form, request.files, targets)
+    else:
+        body, problem = json_body()
+        if problem is not None or not isinstance(body, dict):
+            message = problem or "The request body must be a JSON object."
+            return api_error(400, "invalid_json", message)
+        job_request = inputs.request_from_json(body, targets)
     key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
     job, created = jobs.create_job(
         job_request, owner_id=sessions.current_user_id(), idempotency_key=key
@@ -182,8 +188,34 @@ def job_json(job: Job) -> dict[str, Any]:
         "retry_of": job.parent_id if job.origin == "retry" else None,
         "parent": job.parent_id,
         "origin": job.origin,
+        "kind": job.kind,
+        "inputs": [input_json(item) for item in job.inputs],
+        # The latest partial frame of a streaming job while it runs; null otherwise.
+        "preview_url": preview_url(job),
         "images": [image_json(image) for image in job.images],
     }
+
+
+def input_json(item: JobInput) -> dict[str, Any]:
+    return {
+        "role": item.role,
+        "sha256": item.sha256,
+        "url": external_url("files.job_input", input_id=item.id),
+        "thumbnail_url": external_url("files.job_input_thumbnail", input_id=item.id),
+        "width": item.width,
+        "height": item.height,
+        "bytes": item.bytes,
+        "content_type": item.content_type,
+        # The gallery image it was taken from ("edited from"), or null for an upload.
+        "source_image": item.source_image_id,
+    }
+
+
+def preview_url(job: Job) -> str | None:
+    if job.preview_name is None or job.status != JobStatus.RUNNING:
+        return None
+    # The frame's index in the URL: each new frame is a new URL, so no cache holds an old one.
+    return external_url("files.job_preview", job_id=job.id, frame=job.preview_index or 0)
 
 
 def target_json(target: Target) -> dict[str, Any]:

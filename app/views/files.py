@@ -6,14 +6,25 @@ Pages use content-addressed URLs (`/files/<sha256>.<ext>`, `/files/<sha256>-256.
 change, so browsers may keep them for a year without asking again. The JSON API's id URLs
 (`/files/images/<id>`, `/files/thumbs/<id>`) stay: ids can be reused after a purge, so those
 revalidate every time.
+
+An edit's inputs (`/files/inputs/<id>`, `/files/inputs/<id>/thumb`) are found through their job,
+so only a viewer who may see the job gets them. A running job's latest partial frame is
+`/jobs/<id>/preview`. Every file is sent as the type its stored name says, only ever PNG, JPEG or
+WebP, with `nosniff`: nothing uploaded is served as something a browser could run.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from flask import Blueprint, abort, send_file
+from flask.blueprints import BlueprintSetupState
+from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from app import library
+from app import library, storage
+from app.models import Job, JobInput, JobStatus, db
 from app.views.content_files import send_content
 
 bp = Blueprint("files", __name__, url_prefix="/files")
@@ -27,6 +38,39 @@ def image(image_id: int) -> Response:
 @bp.get("/thumbs/<int:image_id>")
 def thumbnail(image_id: int) -> Response:
     return _send_by_id(image_id, thumbnail=True)
+
+
+@bp.get("/inputs/<int:input_id>")
+def job_input(input_id: int) -> Response:
+    """An edit's input image or mask, exactly as it was uploaded."""
+    return _send_input(input_id, thumbnail=False)
+
+
+@bp.get("/inputs/<int:input_id>/thumb")
+def job_input_thumbnail(input_id: int) -> Response:
+    return _send_input(input_id, thumbnail=True)
+
+
+def job_preview(job_id: int) -> Response:
+    """The latest partial frame of a running job that streams (404 when there is none)."""
+    # A select, so the viewer's scoping applies (app.auth.scoping).
+    job = db.session.scalar(select(Job).where(Job.id == job_id))
+    if job is None or job.preview_name is None or job.status != JobStatus.RUNNING:
+        abort(404, "This job has no preview.")
+    path = _stored_path(job.preview_name)
+    response = send_file(path, mimetype=_content_type(path), conditional=False, max_age=0)
+    # A new frame replaces the file under the same name: never keep one.
+    response.headers["Cache-Control"] = "private, no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@bp.record_once
+def _register_preview(state: BlueprintSetupState) -> None:
+    # A job's preview lives under the job's URL, outside this blueprint's /files prefix.
+    state.app.add_url_rule(
+        "/jobs/<int:job_id>/preview", endpoint="files.job_preview", view_func=job_preview
+    )
 
 
 @bp.get("/<name>")
@@ -52,3 +96,42 @@ def _send_by_id(image_id: int, *, thumbnail: bool) -> Response:
     response.headers["Cache-Control"] = "private, no-cache"
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+def _send_input(input_id: int, *, thumbnail: bool) -> Response:
+    # Joined to its job, so the viewer's scoping of jobs decides who may see it.
+    item = db.session.scalar(
+        select(JobInput).join(Job, Job.id == JobInput.job_id).where(JobInput.id == input_id)
+    )
+    if item is None:
+        abort(404, f"There is no input {input_id}.")
+    path = _stored_path(item.thumbnail_name if thumbnail else item.file_name)
+    response = send_file(
+        path,
+        mimetype=_content_type(path),
+        conditional=True,
+        etag=f"{item.sha256}{'-t' if thumbnail else ''}",
+        download_name=f"atelier-{item.job_id}-{item.role}-{item.position + 1}{path.suffix}",
+        max_age=0,
+    )
+    # Ids can be reused after a delete, so the browser revalidates (a cheap 304 via the ETag).
+    response.headers["Cache-Control"] = "private, no-cache"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _stored_path(name: str | None) -> Path:
+    if name is None:
+        abort(404, "There is no such file.")
+    path = storage.current().path(name)
+    if not path.is_file():
+        abort(404, "There is no such file.")
+    return path
+
+
+def _content_type(path: Path) -> str:
+    """The type a stored file is sent as, from its name: only the three image types."""
+    content_type: Any = storage.CONTENT_TYPES.get(path.suffix.lstrip("."))
+    if content_type is None:
+        abort(404, "There is no such file.")
+    return content_type
