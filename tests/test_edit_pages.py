@@ -5,12 +5,17 @@ on their field with nothing stored."""
 
 from __future__ import annotations
 
+import io
 import re
+from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
+from PIL import Image as PILImage
+from sqlalchemy import func, select
 
 from app.auth import accounts
+from app.models import Job, db
 from tests.helpers import csrf_token, wait_for_job
 
 DEPLOYMENTS = {
@@ -192,7 +197,10 @@ def test_gallery_selection_has_an_edit_button(client):
 
     page = page_of(client, "/gallery")
 
-    assert '<button type="submit" name="action" value="edit" class="button small">Edit</button>' in page
+    assert (
+        '<button type="submit" name="action" value="edit" class="button small">Edit</button>'
+        in page
+    )
 
 
 def test_edit_on_a_gallery_selection_opens_the_form_with_those_images(client):
@@ -242,3 +250,144 @@ def test_edit_of_an_empty_selection_is_refused(client):
 
     assert response.status_code == 422
     assert "Select at least one image." in response.get_data(as_text=True)
+
+
+# --- sending the form ---------------------------------------------------------------------------
+
+
+def png(width: int, height: int, *, alpha: bool = False, hole: bool = False) -> bytes:
+    """A PNG of that size; with `hole`, transparent in its top half (a mask)."""
+    picture = PILImage.new("RGBA" if alpha else "RGB", (width, height), "white")
+    if hole:
+        picture.paste((0, 0, 0, 0), (0, 0, width, height // 2))
+    out = io.BytesIO()
+    picture.save(out, "PNG")
+    return out.getvalue()
+
+
+def post_form(client: FlaskClient, url: str = "/jobs", **fields) -> tuple[int, str, dict]:
+    data = {"prompt": "make the sky stormy", "provider": EDITS, "csrf_token": csrf_token(client)}
+    data.update(fields)
+    response = client.post(url, data=data, content_type="multipart/form-data")
+    return response.status_code, response.get_data(as_text=True), response.headers
+
+
+def job_count(app) -> int:
+    with app.app_context():
+        return db.session.scalar(select(func.count()).select_from(Job))
+
+
+def stored_files(app) -> set[str]:
+    data = Path(app.config["ATELIER_DATA_DIR"])
+    return {str(path.relative_to(data)) for path in (data / "images").rglob("*") if path.is_file()}
+
+
+def test_form_with_a_gallery_image_and_a_painted_mask_creates_an_edit(app, client):
+    image = made_image(client, "a wide sky")
+
+    status, _, headers = post_form(
+        client,
+        reference_image=str(image),
+        mask=(io.BytesIO(png(1024, 1024, alpha=True, hole=True)), "mask.png"),
+    )
+
+    assert status == 303
+    job = client.get(f"/api/jobs/{int(headers['Location'].rsplit('/', 1)[1])}").get_json()
+    assert job["kind"] == "edit"
+    assert [item["role"] for item in job["inputs"]] == ["image", "mask"]
+    assert job["prompt"] == "make the sky stormy"
+
+
+def test_form_with_uploaded_images_creates_an_edit(client):
+    status, _, headers = post_form(
+        client,
+        image=[(io.BytesIO(png(64, 64)), "one.png"), (io.BytesIO(png(32, 32)), "two.png")],
+    )
+
+    assert status == 303
+    job = client.get(f"/api/jobs/{int(headers['Location'].rsplit('/', 1)[1])}").get_json()
+    assert [(item["role"], item["width"]) for item in job["inputs"]] == [
+        ("image", 64),
+        ("image", 32),
+    ]
+
+
+def test_form_without_files_still_makes_a_plain_generation(client):
+    status, _, headers = post_form(client, image=(io.BytesIO(b""), ""))
+
+    assert status == 303
+    job = client.get(f"/api/jobs/{int(headers['Location'].rsplit('/', 1)[1])}").get_json()
+    assert job["kind"] == "generate"
+    assert job["inputs"] == []
+
+
+@pytest.mark.parametrize("url", ["/jobs", "/partials/jobs"])
+def test_a_file_that_is_not_an_image_is_refused_on_the_image_field(app, client, url):
+    before = stored_files(app)
+
+    status, page, headers = post_form(
+        client, url, image=(io.BytesIO(b"<script>x</script>"), "x.png")
+    )
+
+    assert status == 422
+    assert re.search(r'<p class="field-error" id="image-error">[^<]*not a PNG, JPEG or WebP', page)
+    assert 'aria-invalid="true"' in page[page.index('id="image-upload"') :][:400]
+    assert 'id="prompt-error"' not in page
+    assert job_count(app) == 0
+    assert stored_files(app) == before
+    if url == "/partials/jobs":
+        assert headers["HX-Retarget"] == "#prompt-form"
+
+
+def test_a_mask_of_the_wrong_size_is_refused_on_the_mask_field(app, client):
+    image = made_image(client, "a wide sky")
+    jobs_before = job_count(app)
+
+    status, page, _ = post_form(
+        client,
+        reference_image=str(image),
+        mask=(io.BytesIO(png(100, 100, alpha=True, hole=True)), "m.png"),
+    )
+
+    assert status == 422
+    error = re.search(r'<p class="field-error" id="mask-error">([^<]*)</p>', page)
+    assert error and "1024" in error.group(1)
+    assert 'id="image-error"' not in page
+    assert job_count(app) == jobs_before
+    # The gallery reference is kept in the form sent back; the files must be chosen again.
+    assert reference_ids(page) == [image]
+    assert "Files are not kept after an error: choose them again." in page
+
+
+def test_another_users_image_is_refused_like_one_that_does_not_exist(app_factory):
+    app = app_factory(ATELIER_AUTH="on", **DEPLOYMENTS)
+    clients = {}
+    for name in ("alice", "bob"):
+        with app.app_context():
+            accounts.create_user(name, PASSWORD)
+        client = app.test_client()
+        form = {"username": name, "password": PASSWORD, "csrf_token": csrf_token(client, "/login")}
+        assert client.post("/login", data=form).status_code == 303
+        clients[name] = client
+    bob = clients["bob"]
+    bobs = made_image(bob, "bob's secret garden", **{"X-CSRFToken": csrf_token(bob)})
+    jobs_before = job_count(app)
+
+    _, foreign, _ = post_form(clients["alice"], reference_image=str(bobs))
+    status, missing, _ = post_form(clients["alice"], reference_image=str(bobs + 1000))
+
+    assert status == 422
+    foreign_error = re.search(r'id="image-error">([^<]*)<', foreign).group(1)
+    missing_error = re.search(r'id="image-error">([^<]*)<', missing).group(1)
+    assert foreign_error == missing_error.replace(str(bobs + 1000), str(bobs))
+    assert "secret garden" not in foreign
+    assert reference_ids(foreign) == []
+    assert job_count(app) == jobs_before
+
+
+def test_a_model_that_cannot_edit_is_refused_on_the_image_field(app, client):
+    status, page, _ = post_form(client, provider=NO_EDITS, image=(io.BytesIO(png(64, 64)), "a.png"))
+
+    assert status == 422
+    assert 'id="image-error"' in page
+    assert job_count(app) == 0

@@ -143,14 +143,14 @@ def edited_from(job: Job) -> list[Image]:
 def input_url(job_input: JobInput, *, thumbnail: bool = False) -> str:
     """The URL of an input's stored file, or of its thumbnail."""
     if thumbnail:
-        return url_for("files.input_thumbnail", input_id=job_input.id)
-    return url_for("files.input_file", input_id=job_input.id)
+        return url_for("files.job_input_thumbnail", input_id=job_input.id)
+    return url_for("files.job_input", input_id=job_input.id)
 
 
 def preview_url(job: Job) -> str | None:
     """The latest streamed partial frame of a running job, or None. The frame's index is in
     the URL, so each new frame is a new URL (the browser fetches it, not a kept older one)."""
-    if job.is_final or not job.preview_name:
+    if job.status != JobStatus.RUNNING or not job.preview_name:
         return None
     return url_for("files.job_preview", job_id=job.id, frame=job.preview_index or 0)
 

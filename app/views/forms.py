@@ -14,7 +14,7 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField, SelectField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 
-from app import jobs, library
+from app import inputs, jobs, library
 from app.image_models import parse_dimensions
 from app.models import Image, Job
 from app.parsing import parse_id
@@ -25,7 +25,6 @@ from app.validation import (
     ValidationError,
     find_target,
     parse_idempotency_key,
-    parse_job_request,
 )
 from app.views.display import can_edit
 
@@ -34,7 +33,7 @@ MODEL_FIELDS = ("size", "n", *CUSTOM_SIZE_FIELDS)
 # references section.
 INPUT_FIELDS = ("image", "mask", "reference_image")
 # The most reference images an edit takes (images/edits: 1..16).
-MAX_REFERENCES = 16
+MAX_REFERENCES = inputs.MAX_IMAGES
 
 
 def edit_targets(targets: Sequence[Target]) -> list[Target]:
@@ -163,7 +162,7 @@ class PromptForm(FlaskForm):
         """The validated request, or None with the error attached to its field."""
         try:
             return (
-                parse_job_request(request.form, self.targets, from_form=True),
+                inputs.request_from_form(request.form, request.files, self.targets),
                 parse_idempotency_key(self.idempotency_key.data),
             )
         except ValidationError as error:
