@@ -21,6 +21,29 @@ that had to be invented, is commented `# Guess (...)` where it is implemented.
   as a bearer there).
 - OpenAI's own API (openai_api.py): `POST /v1/images/generations` with `Authorization: Bearer
   <openai key>`; the model comes from the body.
+- Image edits on all three synchronous routes (edit_requests.py): `POST
+  /openai/deployments/{deployment}/images/edits?api-version=V`, `POST /openai/v1/images/edits`
+  (deployment name in the form's `model`) and `POST /v1/images/edits` (model in `model`, by
+  default gpt-image-1), each with its generations route's authentication, api-versions and
+  error envelope. multipart/form-data: the generation fields as text (`prompt`, `n`, `size`,
+  `quality`, `background`, `output_format`, `output_compression`, `moderation`, `stream`,
+  `partial_images`, `user`, `safety_identifier`, `model`) plus `input_fidelity` (gpt-image-1,
+  -1.5: low/high; -1-mini: low; never the gpt-image-2 family), 1 to 16 files `image` or
+  `image[]` (PNG/JPEG/WebP by declared Content-Type and by content, at most 50 MiB, at most
+  Pillow's decompression-bomb pixel count) and an optional `mask` (a PNG with an alpha
+  channel, the first image's size, at most 4 MiB). Bad input is a 400 naming the field
+  (`image`, `mask`, `input_fidelity`, `model` for a DALL-E model or deployment, ...). `size:
+  auto` is the first image's size fitted to the model's sizes. The result is drawn from the
+  inputs (edit_drawing.py): the first image stretched to the output size, the others as
+  numbered tiles along the bottom, the mask's transparent area striped magenta and yellow with
+  the prompt, a magenta frame and the "ATELIER EMULATOR · edited image" bands. `usage` counts
+  the input images' tokens in `input_tokens_details.image_tokens`.
+- Streaming (streaming.py) on every gpt-image generation and edit: `stream: true` (JSON) or
+  `stream=true` (form), with `partial_images` 0-3 and n = 1 (n > 1 with `stream` is a 400
+  naming `n`), answers `text/event-stream`: `partial_images` events
+  `image_generation.partial_image` / `image_edit.partial_image` (coarser versions of the final
+  image) then one `image_generation.completed` / `image_edit.completed` with `usage`, spread
+  over `latency`. Prompt triggers that answer with an error do so before the stream starts.
 
 The gpt-image-2 family takes `size` `auto` or any `WIDTHxHEIGHT` with both sides multiples of
 16, the long side at most 3840 and at most 3 times the short side, and 655,360 to 8,294,400
@@ -114,6 +137,13 @@ the state file, and `POST /_emulator/reset` does not clear it.
                                              generated_NN.png` (another host)
   `[garbage]`         both sync routes       after `latency`, 200 `application/json` cut off
                                              inside the first image's base64
+  `[stream-slow]`     streams (every time)   waits `slow_seconds` before each event after the
+                                             first (with partial_images 0: before the only one)
+  `[stream-cut]`      streams (first stream  the connection closes after the first partial
+                      of the prompt)         frame (with partial_images 0: before any event),
+                                             mid chunked body: no completed event
+  `[stream-error]`    streams (first stream  an `error` event (`server_error`) after the first
+                      of the prompt)         partial frame, then the stream ends
 
 Image URL faults hold for every image URL of the operation, the async API's and the
 synchronous routes' `url` answers alike (both are served by the blob route), and act only
@@ -127,7 +157,9 @@ labelled placeholders (see drawing.py) in the requested size and format.
 description (JSON, no key needed). For tests: `GET /_emulator/requests` lists the requests
 received with counts per kind (submit/poll/delete/blob/generate), `POST /_emulator/reset`
 clears them. Each synchronous generation's entry also carries `fields`: its JSON body's
-top-level fields except `prompt`, so tests can assert what a client sent. In-process the
+top-level fields except `prompt` (an edit's: its form's text fields), so tests can assert what a
+client sent; an edit's entry carries `files` too: each file part's role, field, filename,
+declared content type, size and sha256. In-process the
 counts are `app.extensions["emulator"].request_counts()` or `EmulatorServer.request_counts()`.
 """
 

@@ -1,12 +1,14 @@
-"""Azure's v1 route, `POST /openai/v1/images/generations` (azure-image-apis.md §3.6, §9).
+"""Azure's v1 routes, `POST /openai/v1/images/generations` and `/openai/v1/images/edits`
+(azure-image-apis.md §3.6, §9).
 
-Owns the route's own rules: which `api-version` values it takes (none is needed), and which
-deployment a request means (its name travels in the body's `model`, not in the path).
-Everything after that, validation for the deployment's model, the prompt triggers and the 200
-body, is the deployment route's (`sync_api.generate_for_deployment`), so both Azure routes
-answer alike. Authentication and `apim-request-id` come from Azure's front door (gateway.py),
-as on every /openai path. OpenAI's own route, `/v1/images/generations` (openai_api.py), is a
-different path with its own key; the two never meet.
+Owns the routes' own rules: which `api-version` values they take (none is needed), and which
+deployment a request means (its name travels in the body's or form's `model`, not in the
+path). Everything after that, validation for the deployment's model, the prompt triggers and
+the 200 body or event stream, is the deployment route's (`sync_api.generate_for_deployment`,
+`sync_api.edit_for_deployment`), so both Azure routes answer alike. Authentication and
+`apim-request-id` come from Azure's front door (gateway.py), as on every /openai path. OpenAI's
+own routes, `/v1/images/...` (openai_api.py), are different paths with their own key; the two
+never meet.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from datetime import date
 
 from flask import Blueprint, Response, request
 
+from .edit_requests import read_edit_form
 from .errors import deployment_not_found, invalid_request, resource_not_found
 from .image_requests import InvalidRequest, read_json_object
-from .models import MODELS
+from .models import MODELS, ModelRules
 from .request_log import log_request_fields, mark_request_kind
 from .state import emulator_state
-from .sync_api import API_VERSION, generate_for_deployment
+from .sync_api import API_VERSION, edit_for_deployment, generate_for_deployment
 
 # "api-version is no longer a required parameter with the v1 GA API"; preview features take
 # `?api-version=preview`, and third-party clients send `preview` or `v1` (azure-image-apis.md
@@ -61,13 +64,33 @@ def require_v1_api_version() -> Response | None:
 def create_images() -> Response:
     mark_request_kind("generate")
     started = time.monotonic()
-    state = emulator_state()
     try:
         payload = read_json_object()
     except InvalidRequest as invalid:
         return invalid_request(invalid.status, invalid.code, invalid.message, invalid.param)
     log_request_fields(payload)
-    deployment = payload.get("model")
+    model = _deployment_model(payload.get("model"))
+    if isinstance(model, Response):
+        return model
+    return generate_for_deployment(model, payload, _api_version_label(), started)
+
+
+@bp.post("/images/edits")
+def edit_images() -> Response:
+    mark_request_kind("generate")
+    started = time.monotonic()
+    try:
+        form = read_edit_form()
+    except InvalidRequest as invalid:
+        return invalid_request(invalid.status, invalid.code, invalid.message, invalid.param)
+    model = _deployment_model(form.fields.get("model"))
+    if isinstance(model, Response):
+        return model
+    return edit_for_deployment(model, form, _api_version_label(), started)
+
+
+def _deployment_model(deployment: object) -> ModelRules | Response:
+    """The model of the deployment named in `model`, or the error answer."""
     if not isinstance(deployment, str) or not deployment:
         # Guess (not in azure-image-apis.md): the answer to a v1 request without a deployment
         # name is a 400 naming `model`, in the envelope of the deployment route's other 400s.
@@ -77,10 +100,14 @@ def create_images() -> Response:
             "'model' is required on /openai/v1 and must be the name of a deployment.",
             "model",
         )
-    model_name = state.config.deployments.get(deployment)
+    model_name = emulator_state().config.deployments.get(deployment)
     if model_name is None:
         # Guess (UNCONFIRMED in azure-image-apis.md §3.6): an unknown deployment name in `model`
         # gets the same DeploymentNotFound 404 as an unknown deployment in the path.
         return deployment_not_found()
-    api_version = request.args.get("api-version") or DEFAULT_API_VERSION_LABEL
-    return generate_for_deployment(MODELS[model_name], payload, api_version, started)
+    return MODELS[model_name]
+
+
+def _api_version_label() -> str:
+    """The version a 429's message names: the one sent, else "v1"."""
+    return request.args.get("api-version") or DEFAULT_API_VERSION_LABEL

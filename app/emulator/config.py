@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 from .models import MODELS
 
-# The app's MAX_CONTENT_LENGTH; larger bodies are refused with 413 on every route.
+# The app's MAX_CONTENT_LENGTH; larger bodies are refused with 413 on every route except the
+# image edits, which raise it for themselves (edit_requests.MAX_EDIT_BODY_BYTES).
 MAX_BODY_BYTES = 1024 * 1024
 # Today's model first. gpt-image-1 and dall-e-3 stay for clients (and tests) written against
 # them, although both are retired (azure-image-apis.md §5, §9): the emulator still serves them.
@@ -57,7 +58,8 @@ class EmulatorConfig:
     hang_seconds: how long a synchronous request with `[hang]` in its prompt sleeps before it
         answers 500, so clients can test their read timeouts.
     slow_seconds: how long the first poll of a `[poll-slow]` operation waits before it answers
-        (normally), for clients' read timeouts on polls.
+        (normally), for clients' read timeouts on polls; and how long a `[stream-slow]` stream
+        pauses before each event after the first.
     oversized_bytes: an `[image-oversized]` download streams more bytes than this.
     rate_limit_retry_seconds: the wait every 429 asks for, in whole milliseconds: `retry-after`
         and `retry-after-ms` both say it (see errors.retry_headers). Whole seconds give standard

@@ -5,7 +5,9 @@ mistake for a generated image: a colour gradient derived from the prompt (so dif
 look different at a glance in the gallery), a few shapes, a label saying it is a placeholder,
 the prompt itself, the model and which image of how many it is. PNG by default; JPEG or WebP
 at a given quality, and a transparent background (no gradient, alpha channel) on request.
-Pure function, no caching: callers cache.
+Pure functions, no caching: callers cache. `draw_placeholder` is the same picture before it
+is encoded (`encode_image`), and `draw_bands` / `draw_prompt_panel` the labelling that
+edit_drawing.py shares for edited images.
 """
 
 from __future__ import annotations
@@ -54,6 +56,14 @@ def render_placeholder(
     JPEG has none, so it is flattened onto white). Deterministic: the same arguments give the
     same bytes (for one Pillow version).
     """
+    image = draw_placeholder(prompt, index, n, size, model=model, transparent=transparent)
+    return encode_image(image, output_format, quality)
+
+
+def draw_placeholder(
+    prompt: str, index: int, n: int, size: str, *, model: str, transparent: bool
+) -> Image.Image:
+    """The picture `render_placeholder` encodes: RGBA when `transparent`, else RGB."""
     width, height = parse_size(size)
     if transparent:
         image = Image.new("RGBA", (width, height), (0, 0, 0, 0))
@@ -70,11 +80,17 @@ def render_placeholder(
         # RGBA drawing on an RGB image blends the fill colours' alpha into the background.
         draw = ImageDraw.Draw(image, "RGBA")
     _draw_shapes(draw, width, height, random.Random(f"{prompt}\x00{index}"))
-    _draw_labels(draw, width, height, prompt, f"{model} · image {index + 1} of {n} · {size}")
-    return _encode(image, output_format, quality)
+    draw_bands(draw, width, height, TITLE, f"{model} · image {index + 1} of {n} · {size}")
+    margin = max(4, width // 32)
+    draw_prompt_panel(
+        draw, (margin, 0, width - margin, height), prompt, max(9, width // 22), padding=margin
+    )
+    return image
 
 
-def _encode(image: Image.Image, output_format: str, quality: int) -> bytes:
+def encode_image(image: Image.Image, output_format: str, quality: int) -> bytes:
+    """`image` as "png", "jpeg" or "webp" bytes; `quality` (0-100) for JPEG and WebP. An RGBA
+    image is flattened onto white for JPEG."""
     buffer = io.BytesIO()
     if output_format == "png":
         image.save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL)
@@ -132,26 +148,23 @@ def _draw_shapes(draw: ImageDraw.ImageDraw, width: int, height: int, rng: random
             )
 
 
-def _draw_labels(
-    draw: ImageDraw.ImageDraw, width: int, height: int, prompt: str, footer: str
-) -> None:
+def draw_bands(draw: ImageDraw.ImageDraw, width: int, height: int, title: str, footer: str) -> None:
+    """The dark title band across the top (the part that says "this is not a real
+    generation") and the footer band across the bottom."""
     margin = max(4, width // 32)
     title_font = ImageFont.load_default(size=max(9, width // 26))
-    prompt_font = ImageFont.load_default(size=max(9, width // 22))
     footer_font = ImageFont.load_default(size=max(8, width // 30))
 
-    # Title band across the top: the part that says "this is not a real generation".
     title_height = title_font.size + 2 * margin // 2
     draw.rectangle((0, 0, width, title_height + margin // 2), fill=(20, 20, 28, 215))
     draw.text(
         (width / 2, (title_height + margin // 2) / 2),
-        TITLE,
+        title,
         font=title_font,
         fill="white",
         anchor="mm",
     )
 
-    # Footer band across the bottom.
     footer_top = height - footer_font.size - margin
     draw.rectangle((0, footer_top, width, height), fill=(20, 20, 28, 215))
     draw.text(
@@ -162,19 +175,33 @@ def _draw_labels(
         anchor="mm",
     )
 
-    # The prompt, wrapped, on a translucent panel in the middle.
+
+def draw_prompt_panel(
+    draw: ImageDraw.ImageDraw,
+    box: tuple[float, float, float, float],
+    prompt: str,
+    font_size: int,
+    *,
+    padding: float,
+) -> None:
+    """The prompt, wrapped, on a translucent white panel centred vertically in `box` and as
+    wide as it (left, top, right, bottom); the text keeps `padding` from the panel's sides."""
+    left, top, right, bottom = box
+    margin = padding
+    prompt_font = ImageFont.load_default(size=font_size)
     text = _drawable(prompt.strip()[:MAX_DRAWN_PROMPT_CHARS], prompt_font) or "(empty prompt)"
-    lines = _wrap(text, prompt_font, width - 4 * margin, MAX_PROMPT_LINES)
+    lines = _wrap(text, prompt_font, right - left - 2 * margin, MAX_PROMPT_LINES)
     line_height = prompt_font.size * 1.25
     block_height = line_height * len(lines)
-    top = (height - block_height) / 2
+    text_top = (top + bottom - block_height) / 2
     draw.rectangle(
-        (margin, top - margin / 2, width - margin, top + block_height + margin / 2),
+        (left, text_top - margin / 2, right, text_top + block_height + margin / 2),
         fill=(255, 255, 255, 170),
     )
+    centre = (left + right) / 2
     for number, line in enumerate(lines):
-        y = top + line_height * (number + 0.5)
-        draw.text((width / 2, y), line, font=prompt_font, fill=(20, 20, 28), anchor="mm")
+        y = text_top + line_height * (number + 0.5)
+        draw.text((centre, y), line, font=prompt_font, fill=(20, 20, 28), anchor="mm")
 
 
 _PUNCTUATION_FALLBACKS = {"\u2013": "-", "\u2014": "-", "\u2018": "'", "\u2019": "'"}

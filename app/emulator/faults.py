@@ -43,6 +43,9 @@ class Fault(Enum):
     IMAGE_BOMB = "[image-bomb]"
     IMAGE_OVERSIZED = "[image-oversized]"
     IMAGE_REDIRECT = "[image-redirect]"
+    STREAM_SLOW = "[stream-slow]"
+    STREAM_CUT = "[stream-cut]"
+    STREAM_ERROR = "[stream-error]"
 
 
 # Each group is checked in its order; the first fault a prompt contains is the one acted on.
@@ -59,6 +62,9 @@ IMAGE_FAULTS = (
     Fault.IMAGE_OVERSIZED,
     Fault.IMAGE_REDIRECT,
 )
+# Act on streamed answers (`stream: true`) only; a request without `stream` is answered as
+# usual. [stream-slow] holds every time; the others only for the first stream of a prompt.
+STREAM_FAULTS = (Fault.STREAM_CUT, Fault.STREAM_ERROR, Fault.STREAM_SLOW)
 
 
 class FirstSightings:
@@ -114,6 +120,18 @@ def poll_fault(memory: FirstSightings, operation_id: str, prompt: str) -> Fault 
 def has_vanished(prompt: str) -> bool:
     """Whether the operation made from `prompt` is gone for every poll and delete."""
     return first_fault(prompt, (Fault.VANISH,)) is not None
+
+
+def stream_fault(memory: FirstSightings, prompt: str) -> Fault | None:
+    """The fault a streamed answer to `prompt` shows: [stream-cut] and [stream-error] only on
+    the first stream of this exact prompt (so a client's Retry gets a whole stream, as from a
+    recovered service), [stream-slow] on every one."""
+    fault = first_fault(prompt, STREAM_FAULTS)
+    if fault is Fault.STREAM_SLOW or fault is None:
+        return fault
+    if memory.first_time(fault.value, prompt):
+        return fault
+    return None
 
 
 def image_fault(prompt: str) -> Fault | None:
@@ -206,6 +224,23 @@ TRIGGERS: tuple[TriggerInfo, ...] = (
         ("[refuse]", "400 content_policy_violation (prompt refused)."),
         ("[filter]", "After latency, 400: the generated image was filtered."),
         ("[garbage]", "After latency, 200 application/json with truncated JSON."),
+    ),
+    *_triggers(
+        "streams",
+        (
+            "[stream-slow]",
+            "Every stream: waits slow_seconds before each event after the first.",
+        ),
+        (
+            "[stream-cut]",
+            "First stream of this prompt: the connection closes after the first partial "
+            "frame, no completed event.",
+        ),
+        (
+            "[stream-error]",
+            "First stream of this prompt: an error event (server_error) after the first "
+            "partial frame, no completed event.",
+        ),
     ),
 )
 

@@ -1,10 +1,13 @@
 """Answering a valid synchronous request, the same way for both routes.
 
-Owns `answer_generation` (the error a prompt trigger asks for, or else the images),
-`generate_images` (draw or store the images, as `b64_json` or as signed blob URLs) and
-`wait_out_latency` (hold the answer until the configured latency has passed, so a benchmark
-sees a fixed upstream latency). Each route says in a `SyncAnswers` how it words its errors and
-shapes its 200 body; `gpt_image_body` and `image_data` are the parts of that body both share.
+Owns `answer_generation` (the error a prompt trigger asks for, or else the images, in one
+JSON body or as a stream of server-sent events, streaming.py), `generate_images` (draw or store
+the images, as `b64_json` or as signed blob URLs; an edit's are drawn from its inputs,
+edit_drawing.py) and `wait_out_latency` (hold the answer until the configured latency has
+passed, so a benchmark sees a fixed upstream latency). Edits and generations are answered
+alike: same triggers, same bodies. Each route says in a `SyncAnswers` how it words its errors
+and shapes its 200 body; `gpt_image_body`, `image_data` and `resolved_settings` are the parts
+of that body the routes share.
 """
 
 from __future__ import annotations
@@ -15,14 +18,25 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from flask import Response, request
+from PIL import Image
 
 from .blobs import blob_url
-from .drawing import render_placeholder
+from .drawing import draw_placeholder, encode_image
+from .edit_drawing import draw_edit
 from .errors import json_response
 from .fault_responses import garbage_generation
+from .faults import stream_fault
 from .image_requests import ImageRequest
-from .models import resolved_size, revised_prompt, usage
+from .models import (
+    AUTO_BACKGROUND,
+    input_image_tokens,
+    resolved_quality,
+    resolved_size,
+    revised_prompt,
+    usage,
+)
 from .state import EmulatorState, emulator_state
+from .streaming import stream_images
 from .sync_triggers import SyncTrigger, sync_trigger_for_prompt
 
 
@@ -108,6 +122,21 @@ def answer_generation(
         if answer is not None:
             return answer
     state = emulator_state()
+    if image_request.stream:
+        fault = stream_fault(state.fault_memory, image_request.prompt)
+        picture = draw_image(image_request, 0, resolved_size(image_request.size))
+        response = stream_images(
+            image_request,
+            picture,
+            settings=resolved_settings(image_request),
+            usage=request_usage(image_request),
+            started=started,
+            config=state.config,
+            clock=state.store.clock,
+            fault=fault,
+        )
+        response.headers.update(answers.headers)
+        return response
     images = generate_images(
         state,
         image_request,
@@ -157,9 +186,35 @@ def gpt_image_body(
         "created": created,
         "data": [{"b64_json": image.b64_json} for image in images],
         **resolved,
-        "usage": usage(
-            image_request.prompt, image_request.quality, image_request.size, image_request.n
-        ),
+        "usage": request_usage(image_request),
+    }
+
+
+def request_usage(image_request: ImageRequest) -> dict[str, object]:
+    """The token usage of a gpt-image request, an edit's input images included."""
+    image_tokens = sum(
+        input_image_tokens(file.width, file.height, image_request.input_fidelity)
+        for file in image_request.inputs
+        if file.role == "image"
+    )
+    return usage(
+        image_request.prompt,
+        image_request.quality,
+        image_request.size,
+        image_request.n,
+        image_tokens,
+    )
+
+
+def resolved_settings(image_request: ImageRequest) -> dict[str, object]:
+    """The values a gpt-image model actually used, `auto` resolved (azure-image-apis.md §4.3):
+    OpenAI's 200 body carries them, and so does every streamed event."""
+    background = image_request.background
+    return {
+        "background": AUTO_BACKGROUND if background == "auto" else background,
+        "output_format": image_request.output_format,
+        "quality": resolved_quality(image_request.quality),
+        "size": resolved_size(image_request.size),
     }
 
 
@@ -182,13 +237,35 @@ def wait_out_latency(started: float, latency: float) -> None:
 
 
 def _render(image_request: ImageRequest, index: int, size: str) -> bytes:
-    return render_placeholder(
+    return encode_image(
+        draw_image(image_request, index, size),
+        image_request.output_format,
+        image_request.output_compression,
+    )
+
+
+def draw_image(image_request: ImageRequest, index: int, size: str) -> Image.Image:
+    """Image `index` of the request, before encoding: an edit's drawn from its inputs."""
+    transparent = image_request.background == "transparent"
+    model = image_request.model.name
+    if not image_request.is_edit:
+        return draw_placeholder(
+            image_request.prompt,
+            index,
+            image_request.n,
+            size,
+            model=model,
+            transparent=transparent,
+        )
+    images = [file.picture for file in image_request.inputs if file.role == "image"]
+    masks = [file.picture for file in image_request.inputs if file.role == "mask"]
+    return draw_edit(
         image_request.prompt,
         index,
         image_request.n,
         size,
-        model=image_request.model.name,
-        output_format=image_request.output_format,
-        quality=image_request.output_compression,
-        transparent=image_request.background == "transparent",
+        images=images,
+        mask=masks[0] if masks else None,
+        model=model,
+        transparent=transparent,
     )

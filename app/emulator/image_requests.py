@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .config import MAX_BODY_BYTES
 from .models import ModelRules, size_problem
+
+if TYPE_CHECKING:  # for annotations only: edit_requests imports this module
+    from .edit_requests import InputFile
 
 RESPONSE_FORMATS = ("url", "b64_json")
 MODERATIONS = ("auto", "low")
@@ -120,6 +124,19 @@ class ImageRequest:
     # non-empty `safety_identifier` before `user` (azure-image-apis.md §9); nothing here does.
     user: str | None = None
     safety_identifier: str | None = None
+    # Server-sent events instead of one JSON body (gpt-image only, n = 1; see streaming.py),
+    # with this many partial frames before the final image.
+    stream: bool = False
+    partial_images: int = 0
+    # An edit's files (edit_requests.py): the images in the order sent, then the mask if any.
+    # Empty for a generation.
+    inputs: tuple[InputFile, ...] = ()
+    # An edit's `input_fidelity` as sent (None: not sent, or not an edit).
+    input_fidelity: str | None = None
+
+    @property
+    def is_edit(self) -> bool:
+        return bool(self.inputs)
 
 
 def read_json_object() -> dict[str, object]:
@@ -195,10 +212,12 @@ def parse_image_request(
         raise InvalidRequest("'user' must be a string.", "user")
     safety_identifier = _safety_identifier(payload)
 
+    stream, partial_images = False, 0
     if model.gpt_image:
         background, output_format, compression, moderation = _gpt_image_fields(
             payload, model, platform
         )
+        stream, partial_images = _stream_fields(payload, n)
     else:
         # Guess (azure-image-apis.md §3.2, §4.2 say which models have these fields, not how the
         # others answer them): 400 naming the field, even for a no-op such as `stream: false`.
@@ -222,14 +241,15 @@ def parse_image_request(
         moderation=moderation,
         user=user,
         safety_identifier=safety_identifier,
+        stream=stream,
+        partial_images=partial_images,
     )
 
 
 def _gpt_image_fields(
     payload: dict[str, object], model: ModelRules, platform: Platform
 ) -> tuple[str, str, int, str]:
-    """A gpt-image request's (background, output_format, output_compression, moderation),
-    checked with `partial_images` and `stream`."""
+    """A gpt-image request's (background, output_format, output_compression, moderation)."""
     background = _background(payload, model)
     output_format = _output_format(payload, platform)
     compression = _optional(payload, "output_compression", 100)
@@ -246,6 +266,12 @@ def _gpt_image_fields(
     # Guess (UNCONFIRMED in azure-image-apis.md §3.2 whether Azure takes `moderation`): accepted
     # on both platforms, so the emulator never refuses what the real service might take.
     moderation = _choice(payload, "moderation", MODERATIONS, model)
+    return background, output_format, compression, moderation
+
+
+def _stream_fields(payload: dict[str, object], n: int) -> tuple[bool, int]:
+    """A gpt-image request's (stream, partial_images). `partial_images` without `stream` is
+    checked, then unused: the answer is one JSON body."""
     partial_images = _optional(payload, "partial_images", 0)
     if type(partial_images) is not int or not 0 <= partial_images <= MAX_PARTIAL_IMAGES:
         raise InvalidRequest(
@@ -255,13 +281,12 @@ def _gpt_image_fields(
     stream = _optional(payload, "stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be a boolean.", "stream")
-    if stream:
-        # Not emulated: streaming answers with server-sent events (azure-image-apis.md §3.5).
-        raise InvalidRequest(
-            "'stream': true is not supported by the Atelier emulator; send stream=false.",
-            "stream",
-        )
-    return background, output_format, compression, moderation
+    if stream and n != 1:
+        # Guess (azure-image-apis.md §3.5, §9 show streams of one image and say nothing of n):
+        # a stream carries one image, so n > 1 is refused rather than interleaving the
+        # partial frames of several images in one stream.
+        raise InvalidRequest("'stream': true takes n = 1; send n = 1 or stream = false.", "n")
+    return stream, partial_images
 
 
 def _optional(payload: dict[str, object], name: str, default: object) -> object:

@@ -49,6 +49,17 @@ OUTPUT_TOKENS_PER_MEGAPIXEL_SQUARE = {
     "max": 16640,
 }
 SQUARE_PIXELS = 1024 * 1024
+# An edit with `size: auto` on a model with fixed sizes gets the square one unless the first
+# image is wider or taller than this ratio.
+EDIT_SQUARE_RATIO = 1.2
+# `input_fidelity` per model, edits only: "Supports `high` and `low` on `gpt-image-1.5`;
+# `gpt-image-1-mini` supports only `low`. For `gpt-image-2`, omit this parameter"
+# (openai-python 3.51; azure-image-apis.md §9). Guess: gpt-image-1 takes both, as 1.5 does.
+INPUT_FIDELITIES: dict[str, tuple[str, ...]] = {
+    "gpt-image-1": ("low", "high"),
+    "gpt-image-1.5": ("low", "high"),
+    "gpt-image-1-mini": ("low",),
+}
 
 
 @dataclass(frozen=True)
@@ -225,8 +236,9 @@ def resolved_quality(quality: str) -> str:
     return AUTO_QUALITY if quality == "auto" else quality
 
 
-def usage(prompt: str, quality: str, size: str, n: int) -> dict[str, object]:
-    """gpt-image token usage for `n` images (§3.3 `imageGenerationsUsage`, §4.3 `usage`).
+def usage(prompt: str, quality: str, size: str, n: int, image_tokens: int = 0) -> dict[str, object]:
+    """gpt-image token usage for `n` images (§3.3 `imageGenerationsUsage`, §4.3 `usage`);
+    `image_tokens` are an edit's input images' (`input_image_tokens`).
 
     Guess (the reference names the fields, not how they are counted): text tokens are about one
     per four characters of prompt; output tokens come from OUTPUT_TOKENS_PER_IMAGE, or for other
@@ -234,12 +246,62 @@ def usage(prompt: str, quality: str, size: str, n: int) -> dict[str, object]:
     """
     text_tokens = math.ceil(len(prompt) / 4)
     output_tokens = output_tokens_per_image(resolved_quality(quality), resolved_size(size)) * n
+    input_tokens = text_tokens + image_tokens
     return {
-        "input_tokens": text_tokens,
-        "input_tokens_details": {"image_tokens": 0, "text_tokens": text_tokens},
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"image_tokens": image_tokens, "text_tokens": text_tokens},
         "output_tokens": output_tokens,
-        "total_tokens": text_tokens + output_tokens,
+        "total_tokens": input_tokens + output_tokens,
     }
+
+
+def input_image_tokens(width: int, height: int, input_fidelity: str | None) -> int:
+    """Input tokens of one edit input image of `width` x `height` pixels.
+
+    Guess (no source counts them): OpenAI's vision rule for detailed images (fit within
+    2048x2048, then the short side to at most 768, then 170 tokens per started 512-pixel tile
+    plus 85), doubled for `input_fidelity: high`. A mask counts nothing.
+    """
+    scale = min(1.0, 2048 / max(width, height))
+    scale = min(scale, 768 / (min(width, height) * scale)) * scale if min(width, height) else 1
+    tiles = math.ceil(width * scale / 512) * math.ceil(height * scale / 512)
+    tokens = 85 + 170 * tiles
+    return tokens * 2 if input_fidelity == "high" else tokens
+
+
+def edit_size(model: ModelRules, width: int, height: int) -> str:
+    """The output size `size: auto` means for an edit whose first image is `width` x `height`.
+
+    Guess (the reference does not say what `auto` picks for an edit): the first image's size
+    where the model can draw it. Models with fixed sizes take the one closest in aspect ratio
+    (square within 1.2:1); the gpt-image-2 family takes the image's aspect ratio (cut to 3:1)
+    scaled into its pixel bounds and long side, both sides rounded to multiples of 16.
+    """
+    rule = model.size_rule
+    if rule is None:
+        ratio = width / height
+        if ratio > EDIT_SQUARE_RATIO:
+            return "1536x1024"
+        if ratio < 1 / EDIT_SQUARE_RATIO:
+            return "1024x1536"
+        return "1024x1024"
+    w, h = float(min(width, rule.max_ratio * height)), float(min(height, rule.max_ratio * width))
+    scale = 1.0
+    if w * h > rule.max_pixels:
+        scale = math.sqrt(rule.max_pixels / (w * h))
+    elif w * h < rule.min_pixels:
+        scale = math.sqrt(rule.min_pixels / (w * h))
+    scale = min(scale, rule.max_side / max(w, h))
+    step = rule.multiple_of
+    # Floor first (never above a maximum); if that falls under the minimum, round up instead.
+    for rounding in (math.floor, math.ceil):
+        candidate = (
+            f"{max(step, rounding(w * scale / step) * step)}x"
+            f"{max(step, rounding(h * scale / step) * step)}"
+        )
+        if size_problem(candidate, rule) is None:
+            return candidate
+    return AUTO_SIZE
 
 
 def output_tokens_per_image(quality: str, size: str) -> int:

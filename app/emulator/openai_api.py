@@ -1,6 +1,7 @@
-"""OpenAI's own image API, `POST /v1/images/generations` (azure-image-apis.md §4).
+"""OpenAI's own image API, `POST /v1/images/generations` and `POST /v1/images/edits`
+(azure-image-apis.md §4, §9; edits are multipart, edit_requests.py).
 
-Owns the route, its bearer-key check (OpenAI's, not Azure's gateway: no api-key header, no
+Owns the routes, their bearer-key check (OpenAI's, not Azure's gateway: no api-key header, no
 api-version, no `apim-request-id`), which model a request means, OpenAI's answer for each
 prompt trigger and the 200 body (DALL-E: URL or base64, `revised_prompt` for dall-e-3;
 gpt-image: base64 plus the resolved `background`, `output_format`, `quality`, `size` and
@@ -16,12 +17,14 @@ import uuid
 from flask import Blueprint, Response, request
 
 from . import openai_errors
+from .edit_requests import parse_edit_request, read_edit_form
 from .generation import (
     GeneratedImage,
     SyncAnswers,
     answer_generation,
     gpt_image_body,
     image_data,
+    resolved_settings,
 )
 from .image_requests import (
     GPT_IMAGE_ONLY_FIELDS,
@@ -31,7 +34,7 @@ from .image_requests import (
     parse_image_request,
     read_json_object,
 )
-from .models import AUTO_BACKGROUND, MODELS, ModelRules, resolved_quality, resolved_size
+from .models import MODELS, ModelRules
 from .request_log import log_request_fields, mark_request_kind
 from .state import emulator_state
 from .sync_triggers import SyncTrigger
@@ -92,8 +95,29 @@ def create_images() -> Response:
     return answer_generation(image_request, started, ANSWERS)
 
 
-def _model_for(payload: dict[str, object]) -> ModelRules:
+@bp.post("/images/edits")
+def edit_images() -> Response:
+    mark_request_kind("generate")
+    started = time.monotonic()
+    try:
+        form = read_edit_form()
+        # Guess (openai-python 3.51 names no default model for edits, which only gpt-image
+        # models take): a form without `model` means gpt-image-1.
+        model = _model_for(form.fields, default=DEFAULT_GPT_IMAGE_MODEL)
+        image_request = parse_edit_request(form, model, OPENAI)
+    except InvalidRequest as invalid:
+        # Not _invalid: its stand-in for a body without a field to blame speaks of JSON.
+        code = None if invalid.param is None else invalid.code
+        return openai_errors.invalid_request(invalid.message, invalid.param, code, invalid.status)
+    return answer_generation(image_request, started, ANSWERS)
+
+
+def _model_for(payload: dict[str, object], default: str | None = None) -> ModelRules:
+    """The model `payload` names; without one, `default`, else what OpenAI's generations
+    default to."""
     name = payload.get("model")
+    if name is None and default is not None:
+        name = default
     if name is None:
         gpt_only = any(payload.get(field) is not None for field in GPT_IMAGE_ONLY_FIELDS)
         name = DEFAULT_GPT_IMAGE_MODEL if gpt_only else DEFAULT_MODEL
@@ -126,17 +150,7 @@ def _success_body(
     image_request: ImageRequest, images: list[GeneratedImage], created: int
 ) -> dict[str, object]:
     if image_request.model.gpt_image:
-        background = image_request.background
-        return gpt_image_body(
-            image_request,
-            images,
-            created,
-            # The values the model actually used, `auto` resolved (azure-image-apis.md §4.3).
-            background=AUTO_BACKGROUND if background == "auto" else background,
-            output_format=image_request.output_format,
-            quality=resolved_quality(image_request.quality),
-            size=resolved_size(image_request.size),
-        )
+        return gpt_image_body(image_request, images, created, **resolved_settings(image_request))
     return {"created": created, "data": [_dalle_item(image) for image in images]}
 
 

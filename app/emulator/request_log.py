@@ -1,8 +1,8 @@
 """What the emulator was asked, for tests that assert how a client behaved.
 
 Owns `RequestLog` and the unauthenticated control routes:
-- `GET /_emulator/requests` -> `{"requests": [{"method", "path", "status", "time", "fields"},
-  ...], "counts": {"submit": N, "poll": N, "delete": N, "blob": N, "generate": N}}`
+- `GET /_emulator/requests` -> `{"requests": [{"method", "path", "status", "time", "fields",
+  "files"}, ...], "counts": {"submit": N, "poll": N, "delete": N, "blob": N, "generate": N}}`
 - `POST /_emulator/reset` clears both (the memory of "first time only" triggers such as
   `[ratelimit]` and `[poll-500]` is not touched).
 
@@ -14,10 +14,18 @@ emulator is still sleeping on it.
 was sent (`model`, `size`, `quality`, `moderation`, `safety_identifier`, `user`, ...): every
 top-level field except `prompt` (that one is in the images, and may be 32,000 characters),
 strings cut to MAX_LOGGED_FIELD_CHARS, lists and objects left out. None for every other
-request, and for a body that was not a JSON object.
+request, and for a body that was not a JSON object. An image edit's `fields` are its form's
+text fields, as sent (strings), `prompt` left out the same way.
+
+`files` is an image edit's file parts, in the order received, each `{"role": "image"|"mask"|
+<the part's name>, "field": "image"|"image[]"|"mask"|..., "filename", "content_type" (as the
+part declared it, null if none), "size" (bytes), "sha256" (hex, of the bytes received)}`: a
+test can assert exactly which bytes a client sent. Logged as the form is read, so a request
+that then fails validation lists its files too. None for every other request.
 
 Kinds: `submit`, `poll`, `delete` are the async API's routes, `blob` an image download, and
-`generate` a synchronous generation on either Azure's deployment route or OpenAI's `/v1` route.
+`generate` a synchronous generation or image edit on any of the synchronous routes (Azure's
+deployment and v1 routes, OpenAI's `/v1` route).
 A count goes up only when that route *answered* the request (status below 400): a submit or
 generation that failed validation, was throttled, refused or filtered made no images, so it
 is not counted. Every request, answered or not, is in `requests`. In-process, the same
@@ -59,6 +67,8 @@ class LoggedRequest:
     time: float
     # A synchronous generation's body fields (see the module docstring); None otherwise.
     fields: dict[str, object] | None = None
+    # An image edit's file parts (see the module docstring); None otherwise.
+    files: list[dict[str, object]] | None = None
 
 
 class RequestLog:
@@ -80,13 +90,15 @@ class RequestLog:
         status: int,
         kind: str | None,
         fields: dict[str, object] | None = None,
+        files: list[dict[str, object]] | None = None,
     ) -> None:
-        """Record the answer (and the body's `fields`), and count it under `kind` when it
-        succeeded."""
+        """Record the answer (and the body's `fields` and `files`), and count it under `kind`
+        when it succeeded."""
         with self._lock:
             # Harmless if a reset dropped the entry meanwhile: nobody lists it any more.
             entry.status = status
             entry.fields = fields
+            entry.files = files
             if kind is not None and status < 400:
                 self._counts[kind] += 1
 
@@ -97,9 +109,10 @@ class RequestLog:
         status: int,
         kind: str | None,
         fields: dict[str, object] | None = None,
+        files: list[dict[str, object]] | None = None,
     ) -> None:
         """A request that arrived and was answered at once."""
-        self.answered(self.arrived(method, path), status, kind, fields)
+        self.answered(self.arrived(method, path), status, kind, fields, files)
 
     def entries(self) -> list[dict[str, object]]:
         with self._lock:
@@ -132,6 +145,11 @@ def log_request_fields(payload: dict[str, object]) -> None:
     g.emulator_request_fields = fields
 
 
+def log_request_files(files: list[dict[str, object]]) -> None:
+    """Called by an edit route with its file parts' descriptions, for the log's `files`."""
+    g.emulator_request_files = files
+
+
 def register_request_log(app: Flask) -> None:
     """Call before registering any other before_request hook: one that answers early (the
     gateway's 401) skips the hooks after it, and the request must be listed all the same."""
@@ -150,11 +168,12 @@ def _record(response: Response) -> Response:
     log = emulator_state().request_log
     kind = g.get("emulator_request_kind")
     fields = g.get("emulator_request_fields")
+    files = g.get("emulator_request_files")
     entry = g.get("emulator_log_entry")
     if entry is None:
-        log.record(request.method, request.path, response.status_code, kind, fields)
+        log.record(request.method, request.path, response.status_code, kind, fields, files)
     else:
-        log.answered(entry, response.status_code, kind, fields)
+        log.answered(entry, response.status_code, kind, fields, files)
     return response
 
 

@@ -1,11 +1,13 @@
 """Azure's synchronous deployment API (azure-image-apis.md §3), for DALL-E and gpt-image.
 
-Owns `POST /openai/deployments/{deployment}/images/generations?api-version=V`: which
-api-versions carry it, which deployment serves which model, and `generate_for_deployment`,
-the part Azure's v1 route (azure_v1_api.py) shares: validation, Azure's answer for each prompt
-trigger, and the 200 body (DALL-E: URL or base64 plus `revised_prompt` and content-filter
-annotations per item; gpt-image: base64 plus `usage`). Authentication and `apim-request-id`
-are handled before this view runs (see gateway.py).
+Owns `POST /openai/deployments/{deployment}/images/generations?api-version=V` and
+`.../images/edits?api-version=V` (multipart, gpt-image deployments only, edit_requests.py):
+which api-versions carry them, which deployment serves which model, and
+`generate_for_deployment` / `edit_for_deployment`, the part Azure's v1 route
+(azure_v1_api.py) shares: validation, Azure's answer for each prompt trigger, and the 200 body
+(DALL-E: URL or base64 plus `revised_prompt` and content-filter annotations per item;
+gpt-image: base64 plus `usage`) or the event stream. Authentication and `apim-request-id` are
+handled before these views run (see gateway.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datetime import date
 
 from flask import Blueprint, Response, request
 
+from .edit_requests import EditForm, parse_edit_request, read_edit_form
 from .errors import (
     content_policy_violation,
     deployment_not_found,
@@ -153,7 +156,43 @@ def generate_for_deployment(
         image_request = parse_image_request(payload, model, AZURE)
     except InvalidRequest as invalid:
         return invalid_request(invalid.status, invalid.code, invalid.message, invalid.param)
-    answers = SyncAnswers(
+    return answer_generation(image_request, started, _answers(api_version))
+
+
+@bp.post("/<deployment>/images/edits")
+def edit_images(deployment: str) -> Response:
+    mark_request_kind("generate")
+    started = time.monotonic()
+    state = emulator_state()
+    api_version = request.args["api-version"]
+    model_name = state.config.deployments.get(deployment)
+    if model_name is None:
+        return deployment_not_found()
+    model = MODELS[model_name]
+    too_old = _api_version_too_old(model, api_version)
+    if too_old is not None:
+        return too_old
+    try:
+        form = read_edit_form()
+    except InvalidRequest as invalid:
+        return invalid_request(invalid.status, invalid.code, invalid.message, invalid.param)
+    return edit_for_deployment(model, form, api_version, started)
+
+
+def edit_for_deployment(
+    model: ModelRules, form: EditForm, api_version: str, started: float
+) -> Response:
+    """Azure's answer to the edit `form` for a deployment of `model`, as
+    `generate_for_deployment` answers a generation."""
+    try:
+        image_request = parse_edit_request(form, model, AZURE)
+    except InvalidRequest as invalid:
+        return invalid_request(invalid.status, invalid.code, invalid.message, invalid.param)
+    return answer_generation(image_request, started, _answers(api_version))
+
+
+def _answers(api_version: str) -> SyncAnswers:
+    return SyncAnswers(
         url_lifetime=URL_LIFETIME_SECONDS,
         headers={"x-ratelimit-remaining-requests": REMAINING_REQUESTS},
         body_for=_success_body,
@@ -162,7 +201,6 @@ def generate_for_deployment(
         server_error=internal_server_error,
         refused=_refused,
     )
-    return answer_generation(image_request, started, answers)
 
 
 def _api_version_too_old(model: ModelRules, api_version: str) -> Response | None:
