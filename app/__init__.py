@@ -67,7 +67,16 @@ class AtelierRequest(Request):
         folder = storage.current().upload_folder()
         # An unnamed file (unlinked at once, 0600 under the private umask) once it outgrows
         # memory: it vanishes with the request, or with the process if that dies.
-        return SpooledTemporaryFile(max_size=UPLOAD_MEMORY_BYTES, dir=folder)  # type: ignore[return-value]
+        stream = SpooledTemporaryFile(max_size=UPLOAD_MEMORY_BYTES, dir=folder)  # noqa: SIM115
+        # Closed with the request even when parsing stopped half-way (413): `files` is then
+        # never set, so werkzeug's own close() would not see it.
+        self.__dict__.setdefault("_atelier_uploads", []).append(stream)
+        return stream  # type: ignore[return-value]
+
+    def close(self) -> None:
+        super().close()
+        for stream in self.__dict__.pop("_atelier_uploads", []):
+            stream.close()
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:

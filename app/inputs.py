@@ -198,9 +198,7 @@ def check_model_edits(model: ImageModel) -> None:
 
 
 def can_edit(model: ImageModel) -> bool:
-    # ImageModel.edits comes with the provider's edits support; until then the gpt-image
-    # families are the ones with an edits route.
-    return bool(getattr(model, "edits", model.gpt_image))
+    return model.edits
 
 
 # --- reading and checking ----------------------------------------------------------------------

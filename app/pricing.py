@@ -261,7 +261,8 @@ def known_estimate(
 
 # Failures after which the provider may have generated (and billed) the job without Atelier
 # seeing the result (lost connection, stopped waiting, unreadable answer): the estimate stays.
-MAYBE_BILLED = {"interrupted", "deadline", "protocol_error"}
+# A stream that broke after it began is such a call too.
+MAYBE_BILLED = {"interrupted", "deadline", "protocol_error", "stream_interrupted"}
 
 
 def final_cost(session: Any, job_id: int, status: str, code: str | None) -> dict[str, Any]:

@@ -16,6 +16,12 @@ jobs and a restarted process picks each job up where its recorded phase says it 
 While a worker waits on a long call it renews its lease from a helper thread, so no other
 worker mistakes a slow generation for a dead one.
 
+An edit sends its stored input files exactly as they are on disk (`GenerationRequest.inputs`).
+A streaming call hands each partial frame to `jobs.record_preview`, a write fenced by the lease:
+a worker that lost the job gets LeaseLost out of the stream and stops. A stream that breaks
+after it began (`stream_interrupted`) may have been billed, so, like a call in flight at a
+crash, it fails the job with a Retry and is never sent again on its own.
+
 No database session or transaction is held across HTTP or disk I/O: only ids and plain values
 (`jobs.Claim`) pass between steps, and the configuration they need travels as one frozen
 `WorkerSettings`, read when the worker is built.
@@ -50,6 +56,7 @@ from app.providers import (
     SyncProvider,
     build_clients,
 )
+from app.providers.base import InputImage
 from app.providers.generations import end_user_id
 
 log = logging.getLogger(__name__)
@@ -274,11 +281,32 @@ def _submit(claim: jobs.Claim, client: AsyncProvider, settings: WorkerSettings) 
 
 
 def _generate(claim: jobs.Claim, client: SyncProvider, settings: WorkerSettings) -> None:
+    try:
+        inputs = _input_images(claim, settings)
+    except OSError as error:
+        # Nothing was sent: an input file is gone from the data folder (restored badly?).
+        jobs.mark_failed(
+            claim,
+            "input_missing",
+            f"An input image of this job cannot be read from the data folder ({error.strerror}); "
+            "nothing was sent.",
+        )
+        return
     jobs.mark_submitting(claim)
+
+    def on_partial(index: int, data: bytes) -> None:
+        jobs.record_preview(claim, index, data)
+
     try:
         with LeaseKeeper(claim, settings):
             request = GenerationRequest(
-                claim.prompt, claim.size, claim.n, claim.options, _end_user(claim, settings)
+                claim.prompt,
+                claim.size,
+                claim.n,
+                claim.options,
+                _end_user(claim, settings),
+                inputs=inputs,
+                on_partial=on_partial,
             )
             generation = client.generate(request)
     except ProviderError as error:
@@ -287,6 +315,14 @@ def _generate(claim: jobs.Claim, client: SyncProvider, settings: WorkerSettings)
     crash_point("during_submit")
     jobs.mark_downloading(claim, generation.usage)
     _store_slots(claim, client, generation.slots, settings)
+
+
+def _input_images(claim: jobs.Claim, settings: WorkerSettings) -> tuple[InputImage, ...]:
+    """The job's stored inputs (images in order, then the mask), read byte for byte."""
+    return tuple(
+        InputImage(item.role, settings.storage.read(item.file_name), item.content_type)
+        for item in jobs.input_files(claim.job_id)
+    )
 
 
 def _end_user(claim: jobs.Claim, settings: WorkerSettings) -> str | None:
