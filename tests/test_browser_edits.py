@@ -262,3 +262,190 @@ def test_painter_controls_are_labelled_and_work_from_the_keyboard(page, landscap
     page.get_by_label("Size").focus()
     page.keyboard.press("Control+z")
     wait_for_alpha(page, [0, 255])
+
+
+# --- reference images on the prompt form --------------------------------------------------------
+
+# A small PNG made in the page, as a File (what a drop or a paste hands the page).
+MAKE_FILE = """async ([name, colour]) => {
+  const canvas = document.createElement('canvas');
+  canvas.width = 40;
+  canvas.height = 30;
+  const context = canvas.getContext('2d');
+  context.fillStyle = colour;
+  context.fillRect(0, 0, 40, 30);
+  const blob = await new Promise(resolve => canvas.toBlob(resolve, 'image/png'));
+  return new File([blob], name, {type: 'image/png'});
+}"""
+DROP = (
+    "async ([name, colour]) => { const file = await (" + MAKE_FILE + ")([name, colour]);"
+    " const transfer = new DataTransfer(); transfer.items.add(file);"
+    " const target = document.querySelector('#prompt');"
+    " target.dispatchEvent(new DragEvent('dragover', {dataTransfer: transfer, bubbles: true, cancelable: true}));"
+    " target.dispatchEvent(new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true})); }"
+)
+PASTE = (
+    "async ([name, colour]) => { const file = await (" + MAKE_FILE + ")([name, colour]);"
+    " const transfer = new DataTransfer(); transfer.items.add(file);"
+    " document.querySelector('#prompt').dispatchEvent(new ClipboardEvent('paste',"
+    " {clipboardData: transfer, bubbles: true, cancelable: true})); }"
+)
+FILE_NAMES = "() => Array.from(document.querySelector('#image-upload').files).map(f => f.name)"
+
+
+def test_dropped_and_pasted_images_become_removable_thumbnails(page, landscape):
+    page.goto(f"/?edit={landscape['id']}")
+    items = page.locator(".reference-item")
+    expect(items).to_have_count(1)  # the gallery image
+    expect(page.locator(".drop-hint")).to_be_visible()
+
+    page.evaluate(DROP, ["dropped.png", "#c33"])
+    expect(items).to_have_count(2)
+    page.evaluate(PASTE, ["pasted.png", "#3c3"])
+    expect(items).to_have_count(3)
+
+    uploads = page.locator(".reference-item.is-upload")
+    expect(uploads.locator("img")).to_have_count(2)
+    for index in range(2):
+        expect(uploads.locator("img").nth(index)).to_have_attribute(
+            "src", re.compile("^data:image/png")
+        )
+    assert page.evaluate(FILE_NAMES) == ["dropped.png", "pasted.png"]
+    expect(page.locator(".reference-status")).to_have_text("Added 1 image.")
+    shoot_form(page)
+
+    page.get_by_role("button", name="Remove dropped.png").click()
+    expect(uploads).to_have_count(1)
+    assert page.evaluate(FILE_NAMES) == ["pasted.png"]
+    page.get_by_role("link", name=f"Remove gallery image {landscape['id']}").click()
+    expect(items).to_have_count(1)
+    expect(page).to_have_url(re.compile(rf"/\?edit={landscape['id']}$"))  # removed in place
+    expect(page.locator("input[name=reference_image]")).to_have_count(0)
+
+
+def test_a_file_that_is_not_an_image_is_not_added(page):
+    page.goto("/")
+    page.evaluate(
+        "async () => { const transfer = new DataTransfer();"
+        " transfer.items.add(new File(['hello'], 'notes.txt', {type: 'text/plain'}));"
+        " document.querySelector('#prompt').dispatchEvent(new DragEvent('drop',"
+        " {dataTransfer: transfer, bubbles: true, cancelable: true})); }"
+    )
+    expect(page.locator(".reference-status")).to_contain_text("notes.txt")
+    expect(page.locator(".reference-item")).to_have_count(0)
+    assert page.evaluate(FILE_NAMES) == []
+
+
+def test_the_form_says_when_the_chosen_model_cannot_take_references(page, landscape):
+    page.goto(f"/?edit={landscape['id']}")
+    note = page.locator(".edits-unsupported")
+    expect(note).to_have_count(0)
+    page.get_by_label("Provider").select_option("emulator-azure:dall-e-3")
+    expect(note).to_be_visible()
+    expect(note).to_contain_text("dall-e-3 makes images from the prompt alone")
+    page.get_by_label("Provider").select_option(EDITS)
+    expect(note).to_have_count(0)
+
+
+def test_a_refused_form_keeps_the_chosen_files(page):
+    page.goto("/")
+    page.evaluate(DROP, ["kept.png", "#33c"])
+    expect(page.locator(".reference-item")).to_have_count(1)
+    page.get_by_label("Provider").select_option("emulator-azure:dall-e-3")
+    page.wait_for_function("() => !document.querySelector('.htmx-added, .htmx-settling')")
+    page.get_by_label("Prompt").fill("a boat")
+    page.get_by_role("button", name="Generate").click()  # dall-e-3 cannot edit: 422
+
+    expect(page.locator("#image-error")).to_be_visible()
+    expect(page.locator(".reference-item.is-upload")).to_have_count(1)
+    assert page.evaluate(FILE_NAMES) == ["kept.png"]
+    expect(page.locator(".files-lost")).to_be_hidden()
+
+
+def shoot_form(page: Page) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#prompt-form").screenshot(path=str(SHOTS / "form-with-references.png"))
+
+
+# --- the issue's "done when" --------------------------------------------------------------------
+
+
+def test_paint_a_mask_on_a_gallery_image_and_get_the_edit_with_its_inputs_and_lineage(page, server):
+    source = finished(server, submit(server, "a quiet valley under a clear sky"))["images"][0]
+    page.goto("/gallery")
+    page.locator(f"#image-{source['id']} a.thumb").click()  # pick it in the gallery
+    expect(page).to_have_url(re.compile(rf"/images/{source['id']}$"))
+    expect(page.locator(".mask-painter")).to_be_visible()
+    page.wait_for_function("() => document.querySelector('.mask-stage img').complete")
+    # One column (the painter as wide as the page) for the README's screenshot.
+    page.set_viewport_size({"width": 760, "height": 1000})
+    page.locator(".mask-section").scroll_into_view_if_needed()
+    page.get_by_label("Size").fill("80")
+    stroke(page, (0.1, 0.15), (0.9, 0.15))
+    stroke(page, (0.1, 0.3), (0.9, 0.3))
+    wait_for_mask(page, True)
+    page.get_by_label("What should change?").fill("make the sky stormy")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator(".mask-section").screenshot(path=str(SHOTS / "mask-painter.png"))
+
+    page.locator("#mask-form").get_by_role("button", name="Generate").click()
+
+    expect(page).to_have_url(re.compile(r"/jobs/\d+$"))
+    card = page.locator(".job-card")
+    expect(card.locator(".thumbs img")).to_have_count(1, timeout=30_000)
+    expect(page.locator(".job-inputs .input-item")).to_have_count(2)
+    card.locator(".thumbs img").click()
+
+    expect(page.locator("#prompt-text")).to_have_text("make the sky stormy")
+    inputs = page.locator(".job-inputs .input-item")
+    expect(inputs).to_have_count(2)
+    expect(inputs.nth(0)).to_contain_text("Image 1")
+    expect(inputs.nth(1)).to_contain_text("Mask")
+    for index in range(2):
+        expect(inputs.nth(index).locator("img")).to_have_js_property("naturalWidth", 256)
+    edited_from = page.locator(".lineage-edits")
+    expect(edited_from).to_contain_text("Edited from")
+    expect(edited_from).to_contain_text("a quiet valley under a clear sky")
+    link = edited_from.get_by_role("link")
+    expect(link).to_have_attribute("href", f"/images/{source['id']}")
+    expect(link.locator("img")).to_have_js_property("complete", True)
+    page.screenshot(path=str(SHOTS / "edited-image-page.png"), full_page=True)
+    # The input image is the gallery image's own file, the mask the PNG the painter made.
+    job = requests.get(f"{server}/api/jobs/{job_id_of(page)}", timeout=5).json()
+    assert job["kind"] == "edit"
+    assert job["inputs"][0]["sha256"] == source["sha256"]
+    assert (job["inputs"][1]["width"], job["inputs"][1]["content_type"]) == (
+        source["width"],
+        "image/png",
+    )
+    link.click()
+    expect(page).to_have_url(re.compile(rf"/images/{source['id']}$"))
+
+
+def job_id_of(page: Page) -> int:
+    href = page.locator(".image-info h1 a").get_attribute("href")
+    return int(href.rsplit("/", 1)[1])
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_edit_pages_fit_a_phone_without_sideways_scrolling(browser, server, landscape, scheme):
+    problems: list[str] = []
+    page = new_page(
+        browser,
+        problems,
+        base_url=server,
+        viewport={"width": 390, "height": 844},
+        is_mobile=True,
+        has_touch=True,
+        color_scheme=scheme,
+    )
+    for url, shot in (
+        (f"/images/{landscape['id']}", "image-page"),
+        (f"/?edit={landscape['id']}", "form"),
+        ("/gallery", "gallery"),
+    ):
+        page.goto(url)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, url
+        page.screenshot(path=str(SHOTS / f"phone-{shot}-{scheme}.png"), full_page=True)
+    page.context.close()
+    assert problems == []
