@@ -17,7 +17,8 @@
   "use strict";
 
   var UNDO_LIMIT = 12;
-  var PAINT = "rgb(230, 30, 90)";
+  // A saturated blue: it stands out on most photos and on the emulator's warm placeholders.
+  var PAINT = "rgb(30, 110, 255)";
 
   function setUp(root) {
     var form = root.closest("form");
