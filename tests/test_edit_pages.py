@@ -14,8 +14,9 @@ from flask.testing import FlaskClient
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 
+from app import storage
 from app.auth import accounts
-from app.models import Job, db
+from app.models import Job, JobPhase, JobStatus, db, write_transaction
 from tests.helpers import csrf_token, wait_for_job
 
 DEPLOYMENTS = {
@@ -391,3 +392,122 @@ def test_a_model_that_cannot_edit_is_refused_on_the_image_field(app, client):
     assert status == 422
     assert 'id="image-error"' in page
     assert job_count(app) == 0
+
+
+# --- live previews on the job card --------------------------------------------------------------
+
+
+def card_of(page: str, job_id: int) -> str:
+    start = page.rindex("<article", 0, page.index(f'id="job-{job_id}"'))
+    return page[start : page.index("</article>", start)]
+
+
+def running_job_with_preview(app, client: FlaskClient, frame: int = 1) -> int:
+    """A job the worker is making (running, no image yet) whose latest partial frame is kept."""
+    job_id = client.post(
+        "/api/jobs", json={"prompt": "a storm rolling in", "provider": EDITS}
+    ).get_json()["id"]
+    with app.app_context():
+        name = storage.current().write_preview(job_id, png(64, 64))
+        with write_transaction() as session:
+            job = session.get(Job, job_id)
+            job.status, job.phase = JobStatus.RUNNING, JobPhase.POLLING
+            job.preview_name, job.preview_index = name, frame
+    return job_id
+
+
+def test_a_running_jobs_card_shows_its_preview_blurred_and_labelled(app, client):
+    job_id = running_job_with_preview(app, client, frame=2)
+
+    for url in (f"/partials/jobs/{job_id}", f"/jobs/{job_id}", "/"):
+        card = card_of(page_of(client, url), job_id)
+        assert 'hx-trigger="load delay:' in card  # it still polls
+        assert '<figure class="job-preview">' in card, url
+        assert f'<img src="/jobs/{job_id}/preview?frame=2"' in card
+        assert '<figcaption class="preview-label">preview</figcaption>' in card
+    with client.get(f"/jobs/{job_id}/preview?frame=2") as response:
+        assert response.status_code == 200
+        assert response.mimetype == "image/png"
+
+
+def test_a_finished_jobs_card_has_no_preview_and_no_trigger(app, client):
+    job = wait_for_job(
+        client, client.post("/api/jobs", json={"prompt": "a storm"}).get_json()["id"]
+    )
+    assert job["status"] == "succeeded"
+    with app.app_context(), write_transaction() as session:  # a frame left behind, say
+        session.get(Job, job["id"]).preview_name = "previews/1.png"
+
+    card = page_of(client, f"/partials/jobs/{job['id']}")
+    assert "job-preview" not in card
+    assert "hx-trigger" not in card
+    assert '<ul class="thumbs"' in card
+
+
+def test_a_running_job_without_a_preview_shows_the_progress_bar_only(app, client):
+    job_id = client.post("/api/jobs", json={"prompt": "a calm sea", "provider": EDITS}).get_json()[
+        "id"
+    ]
+
+    card = page_of(client, f"/partials/jobs/{job_id}")
+
+    assert "job-preview" not in card
+    assert 'class="progress"' in card
+
+
+# --- the job page -------------------------------------------------------------------------------
+
+
+def test_job_page_shows_the_inputs_with_their_roles_and_where_they_came_from(app, client):
+    image = made_image(client, "a wide sky")
+    status, _, headers = post_form(
+        client,
+        reference_image=str(image),
+        mask=(io.BytesIO(png(1024, 1024, alpha=True, hole=True)), "mask.png"),
+    )
+    assert status == 303
+    job_id = int(headers["Location"].rsplit("/", 1)[1])
+    job = client.get(f"/api/jobs/{job_id}").get_json()
+
+    page = page_of(client, f"/jobs/{job_id}")
+
+    inputs = page[page.index('<section class="job-inputs"') :]
+    inputs = inputs[: inputs.index("</section>")]
+    ids = [int(i) for i in re.findall(r'href="/files/inputs/(\d+)"', inputs)]
+    assert len(ids) == 2
+    assert f'src="/files/inputs/{ids[0]}/thumb"' in inputs
+    assert re.findall(r'<span class="input-role">([^<]+)</span>', inputs) == ["Image 1", "Mask"]
+    assert '<li class="input-item input-mask">' in inputs
+    assert [item["url"].endswith(f"/files/inputs/{i}") for item, i in zip(job["inputs"], ids)] == [
+        True,
+        True,
+    ]
+    edited = page[page.index('<section class="lineage lineage-edits"') :]
+    assert f'href="/images/{image}"' in edited[: edited.index("</section>")]
+    assert "a wide sky" in edited
+
+
+def test_image_page_of_an_edit_shows_its_inputs_and_what_it_was_edited_from(app, client):
+    image = made_image(client, "a wide sky")
+    status, _, headers = post_form(client, reference_image=str(image))
+    assert status == 303
+    job = wait_for_job(client, int(headers["Location"].rsplit("/", 1)[1]))
+    assert job["status"] == "succeeded", job
+
+    page = page_of(client, f"/images/{job['images'][0]['id']}")
+
+    assert '<h2 id="edited-from-title">Edited from</h2>' in page
+    edited = page[page.index('<section class="lineage lineage-edits"') :]
+    edited = edited[: edited.index("</section>")]
+    assert f'href="/images/{image}"' in edited
+    assert f'src="/files/thumbs/{image}"' in edited
+    assert re.findall(r'<span class="input-role">([^<]+)</span>', page) == ["Image 1"]
+
+
+def test_a_generation_has_no_inputs_or_edited_from(client):
+    image = made_image(client, "a plain field")
+
+    page = page_of(client, f"/images/{image}")
+
+    assert "job-inputs" not in page
+    assert "Edited from" not in page
