@@ -511,3 +511,15 @@ def test_a_generation_has_no_inputs_or_edited_from(client):
 
     assert "job-inputs" not in page
     assert "Edited from" not in page
+
+
+def test_mask_form_asks_for_live_previews_by_default(client):
+    image = made_image(client, "a field")
+
+    page = page_of(client, f"/images/{image}")
+
+    assert '<input type="checkbox" name="partial_images" value="2" checked>' in page
+    status, _, headers = post_form(client, reference_image=str(image), partial_images="2")
+    assert status == 303
+    job = client.get(f"/api/jobs/{int(headers['Location'].rsplit('/', 1)[1])}").get_json()
+    assert job["options"]["partial_images"] == 2
