@@ -33,8 +33,8 @@ READ_MASK = """async (points) => {
   canvas.height = bitmap.height;
   const context = canvas.getContext('2d');
   context.drawImage(bitmap, 0, 0);
-  const alpha = points.map(([x, y]) =>
-    context.getImageData(Math.floor(x * bitmap.width), Math.floor(y * bitmap.height), 1, 1).data[3]);
+  const alpha = points.map(([x, y]) => context.getImageData(
+    Math.floor(x * bitmap.width), Math.floor(y * bitmap.height), 1, 1).data[3]);
   return {type: file.type, name: file.name, width: bitmap.width, height: bitmap.height, alpha};
 }"""
 # A point in the painted band (top, middle) and one far from it (bottom).
@@ -126,8 +126,9 @@ def wait_for_alpha(page: Page, expected: list[int]) -> None:
 
 
 def wait_for_mask(page: Page, present: bool) -> None:
+    count = int(present)
     page.wait_for_function(
-        f"() => document.querySelector('#mask-form input[name=mask]').files.length === {int(present)}"
+        f"() => document.querySelector('#mask-form input[name=mask]').files.length === {count}"
     )
 
 
@@ -205,10 +206,13 @@ def test_a_pen_and_a_finger_paint_too(browser, server, landscape):
     # A pen: pointer events as a stylus sends them.
     canvas.evaluate(
         """(c, [x, y, w]) => {
-          const options = (px) => ({pointerId: 7, pointerType: 'pen', isPrimary: true, bubbles: true,
-                                    clientX: px, clientY: y, button: 0, buttons: 1, pressure: 0.5});
+          const options = (px) => ({pointerId: 7, pointerType: 'pen', isPrimary: true,
+                                    bubbles: true, clientX: px, clientY: y, button: 0,
+                                    buttons: 1, pressure: 0.5});
           c.dispatchEvent(new PointerEvent('pointerdown', options(x)));
-          for (let i = 1; i <= 10; i++) c.dispatchEvent(new PointerEvent('pointermove', options(x + w * i / 10)));
+          for (let i = 1; i <= 10; i++) {
+            c.dispatchEvent(new PointerEvent('pointermove', options(x + w * i / 10)));
+          }
           c.dispatchEvent(new PointerEvent('pointerup', {...options(x + w), buttons: 0}));
         }""",
         [box["x"] + 0.2 * box["width"], box["y"] + 0.2 * box["height"], 0.6 * box["width"]],
@@ -281,8 +285,9 @@ DROP = (
     "async ([name, colour]) => { const file = await (" + MAKE_FILE + ")([name, colour]);"
     " const transfer = new DataTransfer(); transfer.items.add(file);"
     " const target = document.querySelector('#prompt');"
-    " target.dispatchEvent(new DragEvent('dragover', {dataTransfer: transfer, bubbles: true, cancelable: true}));"
-    " target.dispatchEvent(new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true})); }"
+    " const init = {dataTransfer: transfer, bubbles: true, cancelable: true};"
+    " target.dispatchEvent(new DragEvent('dragover', init));"
+    " target.dispatchEvent(new DragEvent('drop', init)); }"
 )
 PASTE = (
     "async ([name, colour]) => { const file = await (" + MAKE_FILE + ")([name, colour]);"

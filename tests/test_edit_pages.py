@@ -478,10 +478,7 @@ def test_job_page_shows_the_inputs_with_their_roles_and_where_they_came_from(app
     assert f'src="/files/inputs/{ids[0]}/thumb"' in inputs
     assert re.findall(r'<span class="input-role">([^<]+)</span>', inputs) == ["Image 1", "Mask"]
     assert '<li class="input-item input-mask">' in inputs
-    assert [item["url"].endswith(f"/files/inputs/{i}") for item, i in zip(job["inputs"], ids)] == [
-        True,
-        True,
-    ]
+    assert [item["url"].rsplit("/", 1)[1] for item in job["inputs"]] == [str(i) for i in ids]
     edited = page[page.index('<section class="lineage lineage-edits"') :]
     assert f'href="/images/{image}"' in edited[: edited.index("</section>")]
     assert "a wide sky" in edited
