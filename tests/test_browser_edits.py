@@ -357,7 +357,10 @@ def test_a_refused_form_keeps_the_chosen_files(page):
     page.evaluate(DROP, ["kept.png", "#33c"])
     expect(page.locator(".reference-item")).to_have_count(1)
     page.get_by_label("Provider").select_option("emulator-azure:dall-e-3")
-    page.wait_for_function("() => !document.querySelector('.htmx-added, .htmx-settling')")
+    expect(page.get_by_label("Style")).to_be_visible()  # dall-e-3's fields are in
+    page.wait_for_function(
+        "() => !document.querySelector('.htmx-request, .htmx-added, .htmx-settling')"
+    )
     page.get_by_label("Prompt").fill("a boat")
     page.get_by_role("button", name="Generate").click()  # dall-e-3 cannot edit: 422
 
