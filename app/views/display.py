@@ -15,13 +15,13 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, url_for
 from markupsafe import Markup, escape
 
 from app import diffs, limits, lineage, pricing
 from app.auth import sessions
 from app.image_models import ImageModel
-from app.models import Job, JobPhase, JobStatus, utcnow
+from app.models import Image, ImageStatus, InputRole, Job, JobInput, JobPhase, JobStatus, utcnow
 from app.validation import ValidationError, form_size, parse_n, parse_options, parse_size
 from app.views.content_files import content_url
 
@@ -85,6 +85,10 @@ def init_app(app: Flask) -> None:
         "has_changes": diffs.has_changes,
         "first_image": lineage.first_image,
         "origin_label": lineage.origin_label,
+        "can_edit": can_edit,
+        "edited_from": edited_from,
+        "input_url": input_url,
+        "preview_url": preview_url,
     }.items():
         app.add_template_global(function, name)
     app.add_template_global(f"vendor/htmx-{HTMX_VERSION}.min.js", "htmx_file")
@@ -112,6 +116,43 @@ def status_label(job: Job) -> str:
     if job.status == JobStatus.RUNNING:
         return PHASE_LABELS.get(job.phase, "Running")
     return STATUS_LABELS.get(job.status, job.status)
+
+
+def can_edit(model: ImageModel) -> bool:
+    """Whether the model takes reference images and a mask (images/edits)."""
+    # `edits` comes with the provider part of issue #15; before it, the gpt-image families.
+    return bool(getattr(model, "edits", model.gpt_image))
+
+
+def edited_from(job: Job) -> list[Image]:
+    """The gallery images the job's input images came from, in input order, each once; one
+    deleted since (or no longer stored) is left out."""
+    sources: list[Image] = []
+    for job_input in job.inputs:
+        source = job_input.source_image
+        if (
+            job_input.role == InputRole.IMAGE
+            and source is not None
+            and source.status == ImageStatus.STORED
+            and source not in sources
+        ):
+            sources.append(source)
+    return sources
+
+
+def input_url(job_input: JobInput, *, thumbnail: bool = False) -> str:
+    """The URL of an input's stored file, or of its thumbnail."""
+    if thumbnail:
+        return url_for("files.job_input_thumbnail", input_id=job_input.id)
+    return url_for("files.job_input", input_id=job_input.id)
+
+
+def preview_url(job: Job) -> str | None:
+    """The latest streamed partial frame of a running job, or None. The frame's index is in
+    the URL, so each new frame is a new URL (the browser fetches it, not a kept older one)."""
+    if job.status != JobStatus.RUNNING or not job.preview_name:
+        return None
+    return url_for("files.job_preview", job_id=job.id, frame=job.preview_index or 0)
 
 
 def error_title(code: str | None) -> str:

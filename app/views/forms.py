@@ -1,6 +1,7 @@
 """The prompt form: Flask-WTF renders the prompt and provider; the model's own fields (size,
 number of images, options) are rendered from app.image_models by `_model_options.html`, so they
-change with the chosen provider. The rules live in app.validation."""
+change with the chosen provider. The rules live in app.validation; the reference images and the
+mask (uploads and gallery image ids) are read and checked by app.inputs."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField, SelectField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 
-from app import jobs
+from app import inputs, jobs, library
 from app.image_models import parse_dimensions
-from app.models import Job
+from app.models import Image, Job
 from app.parsing import parse_id
 from app.providers.catalog import Target, replacement_for
 from app.validation import (
@@ -24,10 +25,34 @@ from app.validation import (
     ValidationError,
     find_target,
     parse_idempotency_key,
-    parse_job_request,
 )
+from app.views.display import can_edit
 
 MODEL_FIELDS = ("size", "n", *CUSTOM_SIZE_FIELDS)
+# The fields of the reference images and the mask; their errors are shown in the form's
+# references section.
+INPUT_FIELDS = ("image", "mask", "reference_image")
+# The most reference images an edit takes (images/edits: 1..16).
+MAX_REFERENCES = inputs.MAX_IMAGES
+
+
+def edit_targets(targets: Sequence[Target]) -> list[Target]:
+    """The configured providers whose model can edit, retired ones last."""
+    able = [target for target in targets if can_edit(target.model)]
+    return sorted(able, key=lambda target: target.retired)
+
+
+def visible_images(raw_ids: Sequence[str]) -> list[Image]:
+    """The gallery images named by `raw_ids` that the viewer may see (stored, not in the
+    trash), in the order asked, each once, at most MAX_REFERENCES. Ids that are malformed, of
+    another user or of no image are left out alike, so nothing tells them apart."""
+    ids: list[int] = []
+    for raw in raw_ids:
+        image_id = parse_id(str(raw).strip())
+        if image_id is not None and image_id not in ids:
+            ids.append(image_id)
+    found = {image.id: image for image in library.images_by_ids(ids[:MAX_REFERENCES])}
+    return [found[image_id] for image_id in ids if image_id in found]
 
 
 class PromptForm(FlaskForm):
@@ -44,6 +69,7 @@ class PromptForm(FlaskForm):
         },
     )
     provider = SelectField("Provider")
+    max_references = MAX_REFERENCES
     # A fresh key per rendered form: a double-click or a resent POST creates one job.
     idempotency_key = HiddenField()
     # "Use this prompt": the job the prompt came from, for the prompt's lineage.
@@ -59,6 +85,12 @@ class PromptForm(FlaskForm):
         self.model_errors: dict[str, str] = {}
         # "Generate again" on a job of a retired model: that model's name, said above the form.
         self.replaced_model: str | None = None
+        # Gallery images chosen as references (`?edit=`, or sent back after an error).
+        self.references: list[Image] = []
+        if self.is_submitted():
+            self.references = visible_images(request.form.getlist("reference_image"))
+        # Errors of the reference images and the mask, by field (INPUT_FIELDS).
+        self.input_errors: dict[str, str] = {}
 
     @classmethod
     def reusing(cls, source: Job) -> PromptForm:
@@ -74,6 +106,18 @@ class PromptForm(FlaskForm):
         if dimensions:
             values.update(zip(CUSTOM_SIZE_FIELDS, map(str, dimensions), strict=True))
         form.reused_values = values
+        return form
+
+    @classmethod
+    def editing(cls, images: Sequence[Image]) -> PromptForm:
+        """A form with these gallery images as references and the first one's prompt, on the
+        default provider when it can edit, else on the first one that can."""
+        first = images[0]
+        form = cls(formdata=None, data={"prompt": first.job.prompt})
+        form.references = list(images)
+        able = edit_targets(form.targets)
+        if able and not can_edit(form.target.model):
+            form.provider.data = able[0].id
         return form
 
     @property
@@ -118,12 +162,14 @@ class PromptForm(FlaskForm):
         """The validated request, or None with the error attached to its field."""
         try:
             return (
-                parse_job_request(request.form, self.targets, from_form=True),
+                inputs.request_from_form(request.form, request.files, self.targets),
                 parse_idempotency_key(self.idempotency_key.data),
             )
         except ValidationError as error:
             if error.field in ("prompt", "provider"):
                 getattr(self, error.field).errors = [error.message]
+            elif error.field in INPUT_FIELDS:
+                self.input_errors[error.field] = error.message
             else:
                 self.model_errors[error.field or "prompt"] = error.message
             return None

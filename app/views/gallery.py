@@ -1,5 +1,7 @@
 """The gallery: the image grid with its filters, favourites, collections, the trash, ZIP downloads.
 
+*Edit* on a selection opens the prompt form with the selected images as references.
+
 Every page URL carries the filters and the keyset cursor, so a reload, the back button or a
 shared link shows the same place. Each mutation is a plain form that POSTs and comes back (303)
 to the same gallery URL; htmx posts the same forms to the `/partials/...` twin of the URL and
@@ -35,6 +37,7 @@ from app.library import GalleryFilters, Page
 from app.models import Collection, Image, ImageStatus, utcnow
 from app.parsing import parse_id
 from app.validation import ValidationError
+from app.views.forms import MAX_REFERENCES
 
 bp = Blueprint("gallery", __name__)
 
@@ -149,6 +152,8 @@ def _set_favorite(image_id: int) -> bool:
 
 @bp.post("/gallery/bulk")
 def bulk() -> Response:
+    if request.form.get("action") == "edit":
+        return redirect(_edit_url(), 303)
     outcome = _bulk_action()
     if outcome.message:
         undo = outcome.undo if len(outcome.undo) <= MAX_UNDO_IDS else []
@@ -161,8 +166,12 @@ def bulk() -> Response:
 
 
 @bp.post("/partials/gallery/bulk")
-def bulk_partial() -> str:
+def bulk_partial() -> Response | str:
     """The message for #gallery-message, plus the changed cells or stars out of band."""
+    if request.form.get("action") == "edit":  # a page of its own: htmx goes there
+        response = make_response("", 204)
+        response.headers["HX-Redirect"] = _edit_url()
+        return response
     outcome = _bulk_action()
     shown = library.images_by_ids(outcome.changed) if outcome.keeps_cells else []
     return render_template(
@@ -233,6 +242,16 @@ def _bulk_action() -> BulkOutcome:
             removed_label=f"Removed from {collection.name}",
         )
     raise ValidationError("action", "Choose what to do with the selected images.")
+
+
+def _edit_url() -> str:
+    """The prompt form with the selected images as references (`/?edit=...`)."""
+    ids = _selected_ids(request.form.getlist("ids"))
+    if len(ids) > MAX_REFERENCES:
+        raise ValidationError(
+            "ids", f"An edit takes at most {MAX_REFERENCES} images; {len(ids)} are selected."
+        )
+    return url_for("pages.index", edit=ids)
 
 
 @bp.post("/gallery/trash/empty")

@@ -1,4 +1,5 @@
-"""The image page: one stored image with its prompt, parameters, timings and prompt family,
+"""The image page: one stored image with its prompt, parameters, timings, the inputs it was made
+from and its prompt family; the mask painter's form (an edit of this image, posted to /jobs);
 and the star toggle (a plain form that 303s back, and its htmx partial at its own URL).
 
 An image in the trash is still shown, with a notice and without the star, so the trash can link
@@ -7,11 +8,14 @@ to it; filtered or failed slots have no page (404).
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, redirect, render_template, url_for
+import uuid
+
+from flask import Blueprint, abort, current_app, redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
 from app import curation, library, lineage
 from app.models import Image, ImageStatus
+from app.views.forms import edit_targets
 
 bp = Blueprint("images", __name__)
 
@@ -27,6 +31,7 @@ def _shown_image(image_id: int) -> Image:
 def page(image_id: int) -> str:
     image = _shown_image(image_id)
     newer, older = library.sibling_images(image)
+    targets = edit_targets(current_app.config["ATELIER_TARGETS"])
     return render_template(
         "images/image.html",
         image=image,
@@ -34,6 +39,9 @@ def page(image_id: int) -> str:
         family=lineage.family_of(image.job),
         newer=newer,
         older=older,
+        # The mask painter's form: the providers that can edit, this job's first when it can.
+        edit_targets=sorted(targets, key=lambda target: target.id != image.job.provider),
+        idempotency_key=uuid.uuid4().hex,
     )
 
 

@@ -9,7 +9,7 @@ from app import jobs, library, limits
 from app.auth import sessions
 from app.parsing import parse_id
 from app.views import display
-from app.views.forms import PromptForm
+from app.views.forms import PromptForm, visible_images
 from app.views.helpers import job_action_errors
 
 bp = Blueprint("pages", __name__)
@@ -19,10 +19,15 @@ RECENT_JOBS = 12
 
 @bp.get("/")
 def index() -> str:
-    """The prompt form; `?reuse=<job id>` prefills it from that job ("use this prompt")."""
+    """The prompt form; `?reuse=<job id>` prefills it from that job ("use this prompt");
+    `?edit=<image id>` (repeatable) with those gallery images as references. An image the
+    viewer may not see is left out, exactly like one that does not exist."""
     form = PromptForm()
     reuse = parse_id(request.args.get("reuse", ""))
-    if reuse is not None and (source := jobs.get_job(reuse)) is not None:
+    references = visible_images(request.args.getlist("edit"))
+    if references:
+        form = PromptForm.editing(references)
+    elif reuse is not None and (source := jobs.get_job(reuse)) is not None:
         form = PromptForm.reusing(source)
     return _index_page(form)
 
