@@ -192,6 +192,8 @@ def _card_state_select() -> Any:
             Image.width,
             Image.height,
             Image.error_message,
+            # A new streamed frame changes the card (its preview) while nothing else does.
+            Job.preview_index,
         )
         .outerjoin(Image, Image.job_id == Job.id)
         .where(Job.id == bindparam("job_id"))

@@ -105,6 +105,24 @@ def test_a_worker_that_lost_its_lease_cannot_record_a_preview(app_factory, emula
     assert not list(previews_folder(app).glob("*"))
 
 
+def test_the_polled_card_shows_each_new_frame_not_a_304_of_the_old_one(app_factory):
+    app = app_factory(AZURE_OPENAI_DEPLOYMENT="gpt-image-1=gpt-image-1")
+    client = app.test_client()
+    job = client.post("/api/jobs", json={"prompt": "p", "provider": GPT}).get_json()
+    card_url = f"/partials/jobs/{job['id']}"
+    with app.app_context():
+        claim = jobs.claim_due_job()
+        jobs.record_preview(claim, 0, _png())
+        first = client.get(card_url)
+        jobs.record_preview(claim, 1, _png())
+        second = client.get(card_url, headers={"If-None-Match": first.headers["ETag"]})
+
+    assert f"/jobs/{job['id']}/preview?frame=0" in first.get_data(as_text=True)
+    assert second.status_code == 200
+    assert f"/jobs/{job['id']}/preview?frame=1" in second.get_data(as_text=True)
+    assert 'class="preview-label"' in second.get_data(as_text=True)
+
+
 def test_a_frame_that_is_not_an_image_is_never_written(app_factory):
     app = app_factory(AZURE_OPENAI_DEPLOYMENT="gpt-image-1=gpt-image-1")
     client = app.test_client()
