@@ -240,13 +240,20 @@ def run_until_final(
 
 
 def wait_for_job(
-    client: FlaskClient, job_id: int, *, until: Any = None, timeout: float = 15
+    client: FlaskClient,
+    job_id: int,
+    *,
+    until: Any = None,
+    timeout: float = 15,
+    drive: bool | None = None,
 ) -> dict:
     """Poll the JSON API until the job is final (or `until(job)` holds); return the job.
-    On an idle app (no worker threads) the poll itself advances the due jobs first."""
+    On an idle app (no worker threads) the poll itself advances the due jobs first; a test that
+    runs worker threads of its own, not the app's, passes `drive=False` so that only they do."""
     done = until or (lambda job: job["status"] in FINAL)
     app = client.application
-    drive = not has_running_worker(app)
+    if drive is None:
+        drive = not has_running_worker(app)
     deadline = time.monotonic() + timeout
     while True:
         if drive:
