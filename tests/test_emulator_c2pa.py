@@ -259,3 +259,27 @@ def test_signing_a_large_image_is_fast():
 def test_break_data_hash_refuses_an_unknown_format():
     with pytest.raises(ValueError):
         break_data_hash(png(), "gif")
+
+
+def test_the_same_request_gets_the_same_signed_bytes(emulator):
+    prompt = unique("twin lighthouses")
+
+    first = b64_image(generate(emulator, prompt=prompt))
+    second = b64_image(generate(emulator, prompt=prompt))
+
+    assert first == second
+    assert credentials.inspect(first, "image/png")["valid"] is True
+
+
+def test_signed_images_past_the_cache_budget_are_signed_anew():
+    image = render_placeholder("a wide view", 0, 1, "256x256")
+    signer = ContentSigner(cache_bytes=len(image) * 3)
+
+    first = signer.sign(image, "png", model="gpt-image-2")
+    assert signer.sign(image, "png", model="gpt-image-2") == first
+    for other in ("dall-e-3", "gpt-image-1", "gpt-image-1.5"):  # push the first one out
+        signer.sign(image, "png", model=other)
+
+    again = signer.sign(image, "png", model="gpt-image-2")
+    assert again != first
+    assert credentials.inspect(again, "image/png")["valid"] is True
