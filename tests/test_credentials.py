@@ -5,6 +5,7 @@ migration that adds the columns)."""
 from __future__ import annotations
 
 import io
+import os
 import struct
 import threading
 import zlib
@@ -427,3 +428,22 @@ def test_the_migration_adds_and_removes_the_columns(tmp_path):
     assert not (added | {"ix_images_credentials_valid"}) & downgraded["images"]
     assert not added & downgraded["job_inputs"]
     assert flask_db(tmp_path, "upgrade").returncode == 0
+
+
+def test_a_forked_worker_reads_with_contexts_of_its_own(signer):
+    data = signed(signer)
+    assert credentials.inspect(data, "image/png")["valid"] is True  # the parent made a context
+    parents = dict(credentials._contexts)
+
+    pid = os.fork()
+    if pid == 0:  # the child: gunicorn's worker after the fork
+        try:
+            fresh = not credentials._contexts
+            valid = credentials.inspect(data, "image/png")["valid"]
+            os._exit(0 if fresh and valid else 1)
+        finally:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert credentials._contexts == parents
