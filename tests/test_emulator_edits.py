@@ -15,7 +15,9 @@ import base64
 import hashlib
 import io
 import json
+import os
 import random
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -498,6 +500,25 @@ def test_a_file_over_50_mib_is_400_naming_image(emulator):
     (entry,) = logged(emulator)
     assert entry["files"][0]["size"] == len(too_big)
     assert entry["files"][0]["sha256"] == sha256(too_big)
+
+
+def test_large_uploads_spool_beside_the_state_file_never_to_the_system_temp_folder(
+    tmp_path, monkeypatch
+):
+    # Demo mode keeps the emulator's state in Atelier's data folder: an edit's large parts spool
+    # there too. With the system's temporary folder unusable the edit still works.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-folder"))
+    noise = Image.frombytes("RGB", (1800, 1800), os.urandom(1800 * 1800 * 3))
+    large = encoded(noise)
+    assert len(large) > 8 * 1024 * 1024
+    config = EmulatorConfig(
+        api_key=API_KEY, deployments=dict(DEPLOYMENTS), state_file=str(tmp_path / "state.json")
+    )
+    with EmulatorServer(config) as server:
+        response = Route("azure", server).edit(files=[image_part(large)], size="1024x1024")
+
+    assert response.status_code == 200, response.text
+    assert (tmp_path / ".uploads").is_dir()
 
 
 def test_a_decompression_bomb_is_400_naming_image(azure):

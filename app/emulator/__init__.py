@@ -180,8 +180,11 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
+from pathlib import Path
+from tempfile import SpooledTemporaryFile
+from typing import IO
 
-from flask import Flask
+from flask import Flask, Request
 
 from .config import EmulatorConfig
 from .server import EmulatorServer
@@ -207,6 +210,7 @@ def create_emulator_app(config: EmulatorConfig, *, clock: Callable[[], float] = 
     from .state import EmulatorState
 
     app = Flask(__name__)
+    app.request_class = _uploads_request(config)
     # Werkzeug then refuses larger bodies (even chunked ones) before they are read into memory.
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
 
@@ -235,3 +239,28 @@ def create_emulator_app(config: EmulatorConfig, *, clock: Callable[[], float] = 
     app.register_blueprint(faults.bp)
     app.register_blueprint(content_credentials.bp)
     return app
+
+
+# An edit's file parts stay in memory up to this size, then spool to a file (see below).
+UPLOAD_MEMORY_BYTES = 8 * 1024 * 1024
+
+
+def _uploads_request(config: EmulatorConfig) -> type[Request]:
+    """The request class: an edit's large file parts spool next to the emulator's state file
+    (in demo mode, inside Atelier's data folder), so people's images never land in the system's
+    temporary folder; a standalone emulator without a state file spools where Python does."""
+    folder = Path(config.state_file).parent / ".uploads" if config.state_file else None
+
+    class UploadsRequest(Request):
+        def _get_file_stream(
+            self,
+            total_content_length: int | None,
+            content_type: str | None,
+            filename: str | None = None,
+            content_length: int | None = None,
+        ) -> IO[bytes]:
+            if folder is not None:
+                folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            return SpooledTemporaryFile(max_size=UPLOAD_MEMORY_BYTES, dir=folder)  # noqa: SIM115
+
+    return UploadsRequest
