@@ -236,8 +236,12 @@ class GalleryFilters:
     since: date | None = None
     until: date | None = None
     trash: bool = False
+    # "valid": only images whose Content Credentials verified when stored; "invalid": only
+    # those whose manifest failed; "" all (images without a manifest included).
+    credentials: str = ""
 
     STATUSES = (ImageStatus.STORED, ImageStatus.FILTERED, ImageStatus.FAILED)
+    CREDENTIALS = ("valid", "invalid")
 
     @classmethod
     def from_args(cls, args: Mapping[str, str]) -> GalleryFilters:
@@ -248,6 +252,11 @@ class GalleryFilters:
         collection = parse_id(raw_collection) if raw_collection else None
         if raw_collection and collection is None:
             raise ValidationError("collection", "The collection must be a collection id.")
+        credentials = (args.get("credentials") or "").strip()
+        if credentials and credentials not in cls.CREDENTIALS:
+            raise ValidationError(
+                "credentials", f"Credentials must be one of {', '.join(cls.CREDENTIALS)}."
+            )
         since, until = _date(args, "since"), _date(args, "until")
         if since and until and since > until:
             raise ValidationError("until", "The end date is before the start date.")
@@ -261,6 +270,7 @@ class GalleryFilters:
             since=since,
             until=until,
             trash=args.get("trash") in ("1", "on", "true"),
+            credentials=credentials,
         )
 
     def to_args(self) -> dict[str, str]:
@@ -275,6 +285,7 @@ class GalleryFilters:
             "since": self.since.isoformat() if self.since else "",
             "until": self.until.isoformat() if self.until else "",
             "trash": "1" if self.trash else "",
+            "credentials": self.credentials,
         }
         return {key: value for key, value in args.items() if value}
 
@@ -324,6 +335,8 @@ def gallery_page(
                 )
             )
         )
+    if filters.credentials:
+        statement = statement.where(Image.credentials_valid.is_(filters.credentials == "valid"))
     if filters.model:
         statement = statement.where(Job.model == filters.model)
     if filters.size:

@@ -219,6 +219,10 @@ class Image(db.Model):
     filter_results: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
+    # The file's C2PA Content Credentials as app.credentials.inspect summarised them when it was
+    # stored (None: no manifest); credentials_valid copies its verdict for the gallery's filter.
+    content_credentials: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    credentials_valid: Mapped[bool | None] = mapped_column(index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="images")
@@ -254,6 +258,9 @@ class JobInput(db.Model):
     source_image_id: Mapped[int | None] = mapped_column(
         ForeignKey("images.id", ondelete="SET NULL"), index=True
     )
+    # The input's Content Credentials, as on images (an edit's inputs are its ingredients).
+    content_credentials: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    credentials_valid: Mapped[bool | None] = mapped_column()
 
     job: Mapped[Job] = relationship(back_populates="inputs")
     source_image: Mapped[Image | None] = relationship()

@@ -232,7 +232,57 @@ def _schemas() -> dict[str, Any]:
                 "revised_prompt": NULLABLE_STRING,
                 "filter_results": {"type": ["object", "null"]},
                 "error": error_of_item,
+                "content_credentials": {
+                    "oneOf": [{"type": "null"}, _ref("ContentCredentials")],
+                    "description": "The file's C2PA Content Credentials as read when it was "
+                    "stored; null when it carries no manifest (or was stored before Atelier "
+                    "read them).",
+                },
             }
+        ),
+        "ContentCredentials": _closed_object(
+            {
+                "valid": {
+                    "type": "boolean",
+                    "description": "The manifest's signature verifies and its data hash "
+                    "matches the file's bytes.",
+                },
+                "trusted": {
+                    "type": "boolean",
+                    "description": "The signing certificate chains to a configured trust "
+                    "anchor (an untrusted signer can still be valid).",
+                },
+                "generator": {
+                    **NULLABLE_STRING,
+                    "description": "What made it, e.g. Azure OpenAI or OpenAI API.",
+                },
+                "signer": {**NULLABLE_STRING, "description": "Who signed (certificate org)."},
+                "software_agent": {
+                    **NULLABLE_STRING,
+                    "description": "The software named by the creating action (the model).",
+                },
+                "ai_generated": {
+                    "type": "boolean",
+                    "description": "The manifest declares AI generation (digital source type "
+                    "trainedAlgorithmicMedia or compositeWithTrainedAlgorithmicMedia).",
+                },
+                "signed_at": {
+                    **NULLABLE_STRING,
+                    "description": "When it was signed: a timestamp authority's time, else the "
+                    "time the manifest states.",
+                },
+                "ingredients": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "The titles of the inputs the manifest names (an edit's).",
+                },
+                "issues": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Why it is not valid, readably; empty when valid.",
+                },
+            },
+            description="An image's C2PA Content Credentials, read once when it was stored.",
         ),
         "Job": _closed_object(
             {

@@ -146,10 +146,20 @@ the state file, and `POST /_emulator/reset` does not clear it.
                                              mid chunked body: no completed event
   `[stream-error]`    streams (first stream  an `error` event (`server_error`) after the first
                       of the prompt)         partial frame, then the stream ends
+  `[c2pa-broken]`     every image (b64_json, the image's C2PA manifest is signed, then a
+                      URLs, streams)         comment is added after the header: a valid image
+                                             whose data hash no longer matches (every time)
 
 Image URL faults hold for every image URL of the operation, the async API's and the
 synchronous routes' `url` answers alike (both are served by the blob route), and act only
 where the image would otherwise have been served (signature valid, image exists).
+
+Every final image (b64_json, image URLs, a stream's completed event; not partial frames) carries
+C2PA Content Credentials (content_credentials.py), signed with a throwaway certificate chain
+made when the app starts: claim generator "Atelier Azure OpenAI emulator", a `c2pa.created`
+action with digital source type trainedAlgorithmicMedia and the model as software agent, an
+edit's input images as ingredients. Readers find it valid, its signer untrusted unless they
+trust the root served at `GET /_emulator/c2pa/root.pem`.
 
 Images are served at signed, expiring URLs on the emulator's own host, shaped like
 Azure's blob SAS URLs (a day for Azure's answers, an hour for OpenAI's); the images are
@@ -181,7 +191,16 @@ __all__ = ["EmulatorConfig", "EmulatorServer", "create_emulator_app"]
 
 def create_emulator_app(config: EmulatorConfig, *, clock: Callable[[], float] = time.time) -> Flask:
     """A Flask app serving the emulator; `clock` lets tests move time without sleeping."""
-    from . import async_api, azure_v1_api, blobs, faults, openai_api, request_log, sync_api
+    from . import (
+        async_api,
+        azure_v1_api,
+        blobs,
+        content_credentials,
+        faults,
+        openai_api,
+        request_log,
+        sync_api,
+    )
     from .config import MAX_BODY_BYTES
     from .gateway import register_gateway
     from .operations import OperationStore
@@ -194,12 +213,14 @@ def create_emulator_app(config: EmulatorConfig, *, clock: Callable[[], float] = 
     store = OperationStore(config.state_file, clock=clock)
     signing_secret = config.signing_secret or store.signing_secret or secrets.token_urlsafe(32)
     store.set_signing_secret(signing_secret)
+    content_signer = content_credentials.ContentSigner()
     app.extensions["emulator"] = EmulatorState(
         config=config,
         store=store,
-        images=blobs.ImageCache(),
+        images=blobs.ImageCache(content_signer),
         request_log=request_log.RequestLog(),
         signing_secret=signing_secret,
+        content_signer=content_signer,
     )
 
     # The log first: its before_request hook must run even when the gateway answers 401.
@@ -212,4 +233,5 @@ def create_emulator_app(config: EmulatorConfig, *, clock: Callable[[], float] = 
     app.register_blueprint(blobs.bp)
     app.register_blueprint(request_log.bp)
     app.register_blueprint(faults.bp)
+    app.register_blueprint(content_credentials.bp)
     return app

@@ -1,6 +1,7 @@
 """The generated images, served like Azure Storage SAS URLs on the emulator's own host.
 
-Owns the image URL format and its signature, the cache of rendered PNGs and the blob route:
+Owns the image URL format and its signature, the cache of rendered (and C2PA-signed) PNGs and
+the blob route:
 `GET /blobs/private/images/{operation_id}/generated_{NN}.png?se=<expiry>&sig=<signature>`,
 shaped like Azure's `https://dalleproduse.blob.core.windows.net/private/images/<guid>/
 generated_00.png?se=...&sig=...`. Like a SAS URL it needs no api-key: the signature is the
@@ -22,10 +23,11 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, request
 
+from .content_credentials import ContentSigner, break_data_hash
 from .drawing import render_placeholder
 from .errors import authentication_failed, blob_not_found
 from .fault_responses import image_fault_response
-from .faults import image_fault
+from .faults import breaks_credentials, image_fault
 from .operations import Operation
 from .request_log import mark_request_kind
 from .state import emulator_state
@@ -58,14 +60,15 @@ def blob_url(base_url: str, secret: str, operation: Operation, index: int) -> st
 
 
 class ImageCache:
-    """Rendered PNG bytes per (operation id, index), least recently used dropped first.
+    """Rendered and signed PNG bytes per (operation id, index), least recently used dropped first.
 
     Rendering takes tens of milliseconds and clients (and the b64_json poll) fetch the same
     image repeatedly, so a small cache avoids redrawing. Rendering happens outside the lock:
     two threads may draw the same image at once, which is harmless (it is deterministic).
     """
 
-    def __init__(self, max_items: int = IMAGE_CACHE_SIZE) -> None:
+    def __init__(self, signer: ContentSigner, max_items: int = IMAGE_CACHE_SIZE) -> None:
+        self._signer = signer
         self._max_items = max_items
         self._lock = threading.Lock()
         self._items: OrderedDict[tuple[str, int], bytes] = OrderedDict()
@@ -76,9 +79,15 @@ class ImageCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        png = render_placeholder(
-            operation.prompt, index, operation.n, operation.size, model=operation.model
+        png = self._signer.sign(
+            render_placeholder(
+                operation.prompt, index, operation.n, operation.size, model=operation.model
+            ),
+            "png",
+            model=operation.model,
         )
+        if breaks_credentials(operation.prompt):
+            png = break_data_hash(png, "png")
         with self._lock:
             self._items[key] = png
             self._items.move_to_end(key)

@@ -22,7 +22,7 @@ import hashlib
 import io
 import re
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from flask import request
 from PIL import Image
@@ -119,6 +119,9 @@ class InputFile:
     height: int
     sha256: str
     picture: Image.Image
+    # The file exactly as sent and its name, for the result's Content Credentials ingredients.
+    data: bytes = field(default=b"", repr=False)
+    filename: str | None = None
 
 
 def read_edit_form() -> EditForm:
@@ -337,4 +340,6 @@ def _decoded(part: ReceivedFile, role: str, name: str, max_bytes: int) -> InputF
         height=height,
         sha256=part.sha256,
         picture=picture,
+        data=part.data,
+        filename=part.filename,
     )

@@ -46,6 +46,7 @@ class Fault(Enum):
     STREAM_SLOW = "[stream-slow]"
     STREAM_CUT = "[stream-cut]"
     STREAM_ERROR = "[stream-error]"
+    C2PA_BROKEN = "[c2pa-broken]"
 
 
 # Each group is checked in its order; the first fault a prompt contains is the one acted on.
@@ -132,6 +133,12 @@ def stream_fault(memory: FirstSightings, prompt: str) -> Fault | None:
     if memory.first_time(fault.value, prompt):
         return fault
     return None
+
+
+def breaks_credentials(prompt: str) -> bool:
+    """Whether every image made from `prompt` comes with a broken Content Credentials manifest
+    (signed, then changed: its data hash no longer matches)."""
+    return first_fault(prompt, (Fault.C2PA_BROKEN,)) is not None
 
 
 def image_fault(prompt: str) -> Fault | None:
@@ -241,6 +248,13 @@ TRIGGERS: tuple[TriggerInfo, ...] = (
             "[stream-error]",
             "First stream of this prompt: an error event (server_error) after the first "
             "partial frame, no completed event.",
+        ),
+    ),
+    *_triggers(
+        "every image",
+        (
+            "[c2pa-broken]",
+            "Every image is signed, then changed after signing: its C2PA data hash fails.",
         ),
     ),
 )

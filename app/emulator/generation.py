@@ -21,11 +21,12 @@ from flask import Response, request
 from PIL import Image
 
 from .blobs import blob_url
+from .content_credentials import Ingredient, break_data_hash
 from .drawing import draw_placeholder, encode_image
 from .edit_drawing import draw_edit
 from .errors import json_response
 from .fault_responses import garbage_generation
-from .faults import stream_fault
+from .faults import breaks_credentials, stream_fault
 from .image_requests import ImageRequest
 from .models import (
     AUTO_BACKGROUND,
@@ -134,6 +135,7 @@ def answer_generation(
             config=state.config,
             clock=state.store.clock,
             fault=fault,
+            sign=lambda data: sign_image(state, image_request, data),
         )
         response.headers.update(answers.headers)
         return response
@@ -237,11 +239,38 @@ def wait_out_latency(started: float, latency: float) -> None:
 
 
 def _render(image_request: ImageRequest, index: int, size: str) -> bytes:
-    return encode_image(
-        draw_image(image_request, index, size),
-        image_request.output_format,
-        image_request.output_compression,
+    return sign_image(
+        emulator_state(),
+        image_request,
+        encode_image(
+            draw_image(image_request, index, size),
+            image_request.output_format,
+            image_request.output_compression,
+        ),
     )
+
+
+def sign_image(state: EmulatorState, image_request: ImageRequest, data: bytes) -> bytes:
+    """`data`, an encoded final image of the request, with its Content Credentials: an edit's
+    input images as ingredients; broken after signing when the prompt asks `[c2pa-broken]`."""
+    ingredients = tuple(
+        Ingredient(
+            data=file.data,
+            format=file.format,
+            title=file.filename or f"input-{position + 1}.{file.format}",
+        )
+        for position, file in enumerate(image_request.inputs)
+        if file.role == "image" and file.data
+    )
+    signed = state.content_signer.sign(
+        data,
+        image_request.output_format,
+        model=image_request.model.name,
+        ingredients=ingredients,
+    )
+    if breaks_credentials(image_request.prompt):
+        return break_data_hash(signed, image_request.output_format)
+    return signed
 
 
 def draw_image(image_request: ImageRequest, index: int, size: str) -> Image.Image:

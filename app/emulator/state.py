@@ -17,6 +17,7 @@ from .operations import OperationStore
 
 if TYPE_CHECKING:  # imported for annotations only; both modules import this one
     from .blobs import ImageCache
+    from .content_credentials import ContentSigner
     from .request_log import RequestLog
 
 
@@ -28,6 +29,8 @@ class EmulatorState:
     request_log: RequestLog
     # Resolved secret: the configured one, else the one in the state file, else random.
     signing_secret: str
+    # Signs every image answered with a C2PA manifest (a throwaway chain made at start).
+    content_signer: ContentSigner
     # What the "first time only" triggers already did: `[ratelimit]` and `[submit-429]` /
     # `[submit-500]` per prompt (every route shares it), the `[poll-*]` faults per operation.
     fault_memory: FirstSightings = field(default_factory=FirstSightings)

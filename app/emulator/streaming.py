@@ -57,11 +57,13 @@ def stream_images(
     config: EmulatorConfig,
     clock: Callable[[], float],
     fault: Fault | None,
+    sign: Callable[[bytes], bytes],
 ) -> Response:
     """The event stream for `picture`, the request's one image (not yet encoded).
 
     `settings` are the resolved `background`, `output_format`, `quality` and `size` every
-    event repeats; `started` is when the request arrived (time.monotonic()). Every frame is
+    event repeats; `started` is when the request arrived (time.monotonic()); `sign` gives the
+    encoded final image its Content Credentials. Every frame is
     encoded before the answer starts, so the stream only waits and writes.
     """
     kind = "image_edit" if image_request.is_edit else "image_generation"
@@ -71,7 +73,8 @@ def stream_images(
         encode_image(partial_frame(picture, index, count), output_format, quality)
         for index in range(count)
     ]
-    final = encode_image(picture, output_format, quality)
+    # Only the final image carries Content Credentials; partial frames are drafts.
+    final = sign(encode_image(picture, output_format, quality))
 
     def event(event_type: str, image: bytes, **extra: object) -> bytes:
         data = {

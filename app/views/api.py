@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from flask_wtf.csrf import CSRFError
 
-from app import csrf, inputs, jobs, library, pricing
+from app import credentials, csrf, inputs, jobs, library, pricing
 from app.auth import sessions
 from app.models import Image, Job, JobInput, JobStatus
 from app.providers.catalog import Target
@@ -271,4 +271,5 @@ def image_json(image: Image) -> dict[str, Any]:
         "revised_prompt": image.revised_prompt,
         "filter_results": image.filter_results,
         "error": _error(image.error_code, image.error_message),
+        "content_credentials": credentials.api_view(image.content_credentials),
     }
