@@ -5,8 +5,8 @@ original or either thumbnail (256 and 512 px) is missing, or whose original no l
 the recorded sha256 (reported, never "fixed": the row keeps the sha256 the provider's bytes had),
 originals that still carry the `atelier` chunk an earlier version spliced in, rows without their
 sidecar, files and sidecars no row accounts for, and leftover `.tmp-*` files from interrupted
-writes. Once app.credentials is merged it also reads each original's Content Credentials again
-and reports rows whose recorded columns differ. With `repair=True` it first runs
+writes. It also reads each original's Content Credentials again (app.credentials) and reports
+rows whose recorded columns differ. With `repair=True` it first runs
 `repair.repair_originals` (originals back to the provider's bytes, sidecars written), then moves
 stray files aside into `orphans/<UTC timestamp>/` (nothing is ever deleted) and regenerates
 missing thumbnails from intact originals; a row is only changed by that repair of originals.
@@ -415,10 +415,8 @@ def _check_sidecars(
 def _check_credentials(
     rows: list[_StoredRow], intact: dict[int, Path], report: VerifyReport
 ) -> None:
-    """Read each intact original's Content Credentials again (app.credentials, once merged) and
-    report rows whose recorded columns differ; nothing is changed."""
-    if storage.credentials is None:
-        return
+    """Read each intact original's Content Credentials again (app.credentials) and report rows
+    whose recorded columns differ; nothing is changed."""
     for row in rows:
         if row.id not in intact or row.content_type is None:
             continue

@@ -578,7 +578,7 @@ def record_stored_image(claim: Claim, slot: ImageSlot, stored: storage.StoredIma
             placeholder=stored.placeholder,
             revised_prompt=slot.revised_prompt,
             filter_results=slot.filter_results,
-            # Content Credentials read at store time (empty until app.credentials is merged).
+            # Content Credentials, read at store time from the provider's exact bytes.
             **stored.credentials,
         ),
     )

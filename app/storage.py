@@ -54,14 +54,9 @@ from flask import Flask, current_app
 from PIL import Image as PILImage
 from sqlalchemy import select
 
-from app import pngmeta
+from app import credentials, pngmeta
 from app.auth import scoping
 from app.models import Image, Job, JobInput, JobStatus, db
-
-try:  # Integration point with issue #16's part CR: app.credentials reads C2PA manifests.
-    from app import credentials  # type: ignore[attr-defined,unused-ignore]
-except ImportError:  # not merged yet: images are stored without credential columns
-    credentials = None  # type: ignore[assignment,unused-ignore]
 
 # Formats the image APIs produce; anything else is refused before it reaches the disk.
 FORMATS = {
@@ -375,13 +370,9 @@ def sidecar_name(digest: str, job_id: int, index: int) -> str:
 
 
 def credential_columns(data: bytes, content_type: str) -> dict[str, Any]:
-    """The Content Credentials columns of an image row for these original bytes.
-
-    Integration point with app.credentials (issue #16, part CR): `inspect` never raises and
-    has its own size and time budget; until that module is merged there are no such columns."""
-    if credentials is None:
-        return {}
-    return dict(credentials.columns(credentials.inspect(data, content_type)))
+    """The Content Credentials columns of an image row for these original bytes
+    (app.credentials: `inspect` never raises and has its own size and time budgets)."""
+    return credentials.columns(credentials.inspect(data, content_type))
 
 
 def thumbnail_names(digest: str) -> tuple[str, str]:
