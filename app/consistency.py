@@ -601,6 +601,7 @@ class _Candidate:
     created_at: datetime
     placeholder: str | None = None  # filled in when the thumbnails are made
     inputs: tuple[tuple[str, str], ...] = ()  # an edit's (role, sha256), in order
+    credentials: dict[str, Any] = field(default_factory=dict)  # the Content Credentials columns
 
 
 def rebuild(files: storage.Storage) -> RebuildReport:
@@ -745,6 +746,7 @@ def _read_candidates(
         )
         return []
     thumbnail_name, thumbnail_large_name = storage.thumbnail_names(digest)
+    credentials = storage.credential_columns(data, content_type)
     candidates = []
     for where, metadata in sources:
         try:
@@ -762,6 +764,7 @@ def _read_candidates(
                 width=width,
                 height=height,
                 content_type=content_type,
+                credentials=credentials,
                 **fields,
             )
         )
@@ -935,6 +938,7 @@ def _image_row(candidate: _Candidate) -> Image:
         placeholder=candidate.placeholder,
         revised_prompt=candidate.revised_prompt,
         created_at=candidate.created_at,
+        **candidate.credentials,
     )
 
 
