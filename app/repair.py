@@ -61,7 +61,11 @@ class RepairReport:
     input_rows: int = 0  # job_inputs rows moved to a new file
     finished: list[str] = field(default_factory=list)  # old files an interrupted run left
     left_alone: dict[str, str] = field(default_factory=dict)  # old name -> why
-    sidecars_written: int = 0
+    sidecars: set[str] = field(default_factory=set)  # the sidecars written (or rewritten)
+
+    @property
+    def sidecars_written(self) -> int:
+        return len(self.sidecars)
 
     def lines(self) -> list[str]:
         lines = []
@@ -157,7 +161,8 @@ def _repair_one(files: storage.Storage, relative: str, report: RepairReport) -> 
         storage.write_atomically(target, original)
     _write_thumbnails(files, original, old_thumbnails, new_thumbnails)
     for job_id, index, metadata in sidecars:
-        files.write_sidecar(new_sha, job_id, index, metadata)
+        if files.write_sidecar(new_sha, job_id, index, metadata):
+            report.sidecars.add(storage.sidecar_name(new_sha, job_id, index))
     _step("written")
 
     # 2. Every row that names the old file, in one transaction.
@@ -274,7 +279,7 @@ def sync_sidecars(
         for digest, job_id, index, metadata in wanted:
             assert digest is not None
             if files.write_sidecar(digest, job_id, index, metadata):
-                report.sidecars_written += 1
+                report.sidecars.add(storage.sidecar_name(digest, job_id, index))
             checked += 1
             if progress is not None and checked % (every * 10) == 0:
                 progress(f"Checked the sidecars of {checked} images.")
