@@ -41,6 +41,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import struct
 import threading
 from typing import Any
@@ -92,6 +93,7 @@ _MARKERS = (b"jumb", b"c2pa")
 _stuck = threading.BoundedSemaphore(MAX_STUCK_READS)
 _contexts: dict[str | None, Any] = {}
 _contexts_lock = threading.Lock()
+_fork_hook_registered = False
 
 
 class _Unreadable(Exception):
@@ -239,7 +241,8 @@ def _read_with_budget(
     data: bytes, content_type: str, trust_anchors: str | None, timeout: float
 ) -> dict[str, Any] | None:
     """Run the SDK in a daemon thread and wait for it at most `timeout` seconds."""
-    if not _stuck.acquire(blocking=False):
+    stuck = _stuck  # the one released, even if a fork replaces the module's
+    if not stuck.acquire(blocking=False):
         raise _Unreadable("not checked: earlier checks are still running past their time budget")
     outcome: dict[str, Any] = {}
 
@@ -249,7 +252,7 @@ def _read_with_budget(
         except BaseException as error:  # handed to the waiting thread
             outcome["error"] = error
         finally:
-            _stuck.release()
+            stuck.release()
 
     thread = threading.Thread(target=run, name="c2pa-read", daemon=True)
     thread.start()
@@ -292,7 +295,11 @@ def _context(trust_anchors: str | None) -> Any:
     """One SDK context per set of trust anchors, made on first use and shared between threads."""
     import c2pa
 
+    global _fork_hook_registered
     with _contexts_lock:
+        if not _fork_hook_registered:
+            os.register_at_fork(after_in_child=_forget_in_child)
+            _fork_hook_registered = True
         context = _contexts.get(trust_anchors)
         if context is None:
             settings: dict[str, Any] = {
@@ -304,6 +311,14 @@ def _context(trust_anchors: str | None) -> Any:
             context = c2pa.Context.from_dict(settings)
             _contexts[trust_anchors] = context
         return context
+
+
+def _forget_in_child() -> None:
+    """After a fork (gunicorn's workers): the parent's contexts and stuck reads are not ours."""
+    global _stuck, _contexts_lock
+    _contexts.clear()
+    _contexts_lock = threading.Lock()
+    _stuck = threading.BoundedSemaphore(MAX_STUCK_READS)
 
 
 def _invalid(reason: str) -> dict[str, Any]:

@@ -20,10 +20,12 @@ emulator has no timestamp authority (it may not reach the network), so its creat
 
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
 import threading
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,6 +41,7 @@ AI_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorith
 MIME_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 ROOT_ORGANIZATION = "Atelier emulator test CA"
 CERTIFICATE_DAYS = 365
+SIGNED_CACHE_BYTES = 64 * 1024 * 1024
 
 bp = Blueprint("emulator_content_credentials", __name__, url_prefix="/_emulator/c2pa")
 
@@ -114,13 +117,21 @@ class ContentSigner:
     """Signs image bytes with the emulator's chain; one per emulator app, made at its start.
 
     The SDK's signer and context are made once; signing runs under a lock because a signer is one
-    native object (a sign takes a few tens of milliseconds)."""
+    native object (a sign takes a few milliseconds). A signature is random and a manifest has
+    fresh ids, so signing the same image twice gives different bytes; the signed bytes are kept
+    per (image, model, ingredients), up to `cache_bytes`, so the emulator still answers the same
+    request with the same bytes, as it did before it signed (clients' dedup tests rely on it)."""
 
-    def __init__(self, chain: CertificateChain | None = None) -> None:
+    def __init__(
+        self, chain: CertificateChain | None = None, *, cache_bytes: int = SIGNED_CACHE_BYTES
+    ) -> None:
         import c2pa  # the native library loads when an emulator starts, not at import
 
         self.chain = chain or make_certificate_chain()
         self._lock = threading.Lock()
+        self._cache: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
+        self._cache_bytes = cache_bytes
+        self._cached_bytes = 0
         self._signer = c2pa.Signer.from_info(
             c2pa.C2paSignerInfo(
                 c2pa.C2paSigningAlg.ES256, self.chain.chain_pem, self.chain.private_key_pem, None
@@ -152,9 +163,20 @@ class ContentSigner:
         ingredients: tuple[Ingredient, ...] = (),
         now: datetime | None = None,
     ) -> bytes:
-        """`data` (a `output_format` image) with a manifest saying `model` generated it."""
+        """`data` (a `output_format` image) with a manifest saying `model` generated it; the
+        same arguments give the same bytes while they stay in the cache."""
         import c2pa
 
+        key = (
+            hashlib.sha256(data).digest(),
+            output_format,
+            model,
+            tuple((hashlib.sha256(i.data).digest(), i.format, i.title) for i in ingredients),
+        )
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
         mime_type = MIME_TYPES[output_format]
         when = (now or datetime.now(UTC)).isoformat(timespec="seconds").replace("+00:00", "Z")
         action: dict[str, Any] = {
@@ -180,7 +202,19 @@ class ContentSigner:
                     )
                 signed = io.BytesIO()
                 builder.sign(self._signer, mime_type, io.BytesIO(data), signed)
-        return signed.getvalue()
+            result = signed.getvalue()
+            self._remember(key, result)
+        return result
+
+    def _remember(self, key: tuple[object, ...], signed: bytes) -> None:
+        """Cache `signed` (the lock held), oldest entries dropped past the byte budget."""
+        if len(signed) > self._cache_bytes:
+            return
+        self._cache[key] = signed
+        self._cached_bytes += len(signed)
+        while self._cached_bytes > self._cache_bytes:
+            _key, dropped = self._cache.popitem(last=False)
+            self._cached_bytes -= len(dropped)
 
 
 def break_data_hash(signed: bytes, output_format: str) -> bytes:
