@@ -3,7 +3,8 @@
 A backup folder holds:
     atelier.db       a consistent snapshot taken with SQLite's online backup API, so the app
                      and its workers may keep running while it is taken
-    images/ thumbs/  the image files, hard-linked where the backup is on the same file system
+    images/ thumbs/  the image files and the sidecars beside the originals (their job
+    sidecars/        parameters), hard-linked where the backup is on the same file system
                      (stored files are never changed in place, only replaced by a rename, so a
                      link is a true snapshot), copied otherwise
     manifest.json    written last, so a backup without it is incomplete: the time, the schema
@@ -16,7 +17,8 @@ was deleted in between (the manifest lists such files as `missing`).
 Hard links share the disk with the data folder: copy the backup folder elsewhere (or pass
 `--copy`) to survive a lost disk. The secret key and the emulator's state are not included.
 
-PostgreSQL is backed up with its own tools (`pg_dump`), plus a copy of images/ and thumbs/.
+PostgreSQL is backed up with its own tools (`pg_dump`), plus a copy of images/, thumbs/ and
+sidecars/.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from app.models import db, utcnow
 
 DATABASE_FILE = "atelier.db"
 MANIFEST_FILE = "manifest.json"
-FOLDERS = ("images", "thumbs")
+FOLDERS = ("images", "thumbs", storage.SIDECARS)
 FORMAT = 1
 # A backup holds every user's work: readable by the service user alone.
 PRIVATE_FILE = 0o600
@@ -48,7 +50,8 @@ PRIVATE_FOLDER = 0o700
 POSTGRESQL_HINT = (
     "The database is PostgreSQL: back it up with pg_dump (for example "
     '`pg_dump --format=custom --file=atelier.dump "$DATABASE_URL"`, restored with pg_restore), '
-    "and copy the images/ and thumbs/ folders of ATELIER_DATA_DIR after the dump finishes. "
+    "and copy the images/, thumbs/ and sidecars/ folders of ATELIER_DATA_DIR after the dump "
+    "finishes. "
     "`flask atelier backup` and `restore` handle SQLite only."
 )
 
@@ -145,9 +148,13 @@ def restore_backup(src: Path, *, force: bool = False) -> RestoreResult:
     restored = 0
     for relative in _stored_files(src):
         target = files.root / relative
-        if target.is_file() and target.stat().st_size == (src / relative).stat().st_size:
+        data = (src / relative).read_bytes()
+        if relative.startswith(f"{storage.SIDECARS}/"):
+            if target.is_file() and target.read_bytes() == data:
+                continue  # a sidecar is not content-addressed: compared whole (it is small)
+        elif target.is_file() and target.stat().st_size == len(data):
             continue  # content-addressed: same name and size is the same file
-        storage.write_atomically(target, (src / relative).read_bytes())
+        storage.write_atomically(target, data)
         restored += 1
 
     db.engine.dispose()  # no pooled connection keeps the old database's pages
@@ -192,7 +199,8 @@ def _describe(connection: sqlite3.Connection) -> tuple[dict[str, int], str | Non
 
 
 def _stored_files(root: Path) -> list[str]:
-    """Relative names of the files under images/ and thumbs/, temporary files left out."""
+    """Relative names of the files under images/, thumbs/ and sidecars/, temporary files left
+    out."""
     found = []
     for folder in FOLDERS:
         for directory, _subdirs, files in os.walk(root / folder):

@@ -14,7 +14,7 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
 
-from app import backup, consistency, curation, logs, setup, storage
+from app import backup, consistency, curation, logs, repair, setup, storage
 from app.auth import accounts, tokens
 from app.models import User, db, write_transaction
 from app.validation import ValidationError
@@ -29,8 +29,10 @@ cli = AppGroup("atelier", help="Atelier maintenance commands.")
 @click.option(
     "--repair",
     is_flag=True,
-    help="Move stray and stale temporary files to orphans/<timestamp>/ (never deleted) and "
-    "regenerate missing thumbnails. Rows are only reported.",
+    help="First restore originals stored by earlier versions to the provider's bytes and write "
+    "missing sidecars (as repair-originals does); then move stray and stale temporary files to "
+    "orphans/<timestamp>/ (never deleted) and regenerate missing thumbnails. Rows whose "
+    "original is missing or no longer matches its sha256 are only reported.",
 )
 @click.option(
     "--grace-seconds",
@@ -41,16 +43,36 @@ cli = AppGroup("atelier", help="Atelier maintenance commands.")
 )
 def verify_command(repair: bool, grace_seconds: int) -> None:
     """Check that image rows and files agree. Exit status 1 when problems remain."""
-    report = consistency.verify(storage.current(), repair=repair, grace_seconds=grace_seconds)
+    report = consistency.verify(
+        storage.current(), repair=repair, grace_seconds=grace_seconds, progress=_progress
+    )
     for line in report.lines():
         click.echo(line)
     if not report.clean:
         click.get_current_context().exit(1)
 
 
+@cli.command("repair-originals")
+def repair_originals_command() -> None:
+    """Restore originals stored by earlier versions (which spliced Atelier's metadata into every
+    PNG) to the provider's exact bytes, move them to their new content address with their
+    rows and thumbnails, and write every image's sidecar. Safe to interrupt and run again.
+    `verify --repair` runs it too."""
+    report = repair.repair_originals(storage.current(), progress=_progress)
+    for line in report.lines():
+        click.echo(line)
+    if report.left_alone:
+        click.get_current_context().exit(1)
+
+
+def _progress(line: str) -> None:
+    click.echo(line, err=True)
+
+
 @cli.command("rebuild")
 def rebuild_command() -> None:
-    """Recreate jobs and image rows from the metadata inside stored PNGs no row references.
+    """Recreate jobs and image rows from the sidecars beside the originals no row references
+    (and from the metadata inside PNGs stored by earlier versions).
 
     Run it before `verify --repair`, which moves unreferenced files aside.
     """

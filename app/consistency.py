@@ -1,11 +1,15 @@
 """Checks that the database and the image folder agree, repairs what is safe, rebuilds from files.
 
-`verify` compares image rows with the files under images/ and thumbs/: rows whose original or
-either thumbnail (256 and 512 px) is missing, or whose original no longer hashes to the recorded
-sha256, files no row references, and leftover `.tmp-*` files from interrupted writes. With
-`repair=True` it moves stray files aside into `orphans/<UTC timestamp>/` (nothing is ever
-deleted) and regenerates missing thumbnails from intact originals; rows are only reported, never
-changed.
+`verify` compares image rows with the files under images/, thumbs/ and sidecars/: rows whose
+original or either thumbnail (256 and 512 px) is missing, or whose original no longer hashes to
+the recorded sha256 (reported, never "fixed": the row keeps the sha256 the provider's bytes had),
+originals that still carry the `atelier` chunk an earlier version spliced in, rows without their
+sidecar, files and sidecars no row accounts for, and leftover `.tmp-*` files from interrupted
+writes. It also reads each original's Content Credentials again (app.credentials) and reports
+rows whose recorded columns differ. With `repair=True` it first runs
+`repair.repair_originals` (originals back to the provider's bytes, sidecars written), then moves
+stray files aside into `orphans/<UTC timestamp>/` (nothing is ever deleted) and regenerates
+missing thumbnails from intact originals; a row is only changed by that repair of originals.
 
 "No row references" means no row of any owner: files are content-addressed, so two owners'
 identical images share files, and every read here sees all owners' rows (`scoping.ALL_OWNERS`)
@@ -15,9 +19,11 @@ An edit's inputs (job_inputs rows) name files in the same folders: they count as
 and each input's original is checked the same way (missing, hash mismatch, missing thumbnails,
 which a repair regenerates).
 
-`rebuild` recreates jobs and image rows from the parameters that `app.pngmeta` embeds in stored
-PNGs, for files no row references (a lost or older database). An edit's PNG names its inputs by
-role and SHA-256; those whose files are in the data folder become the rebuilt job's inputs again.
+`rebuild` recreates jobs and image rows from the sidecars beside the originals no row references
+(a lost or older database): one image row per sidecar, so two jobs (or owners) that share a file
+both come back. An original without sidecars from an earlier version is read from the `atelier`
+chunk inside it. An edit's metadata names its inputs by role and SHA-256; those whose files are
+in the data folder become the rebuilt job's inputs again.
 
 `verify` leaves files younger than the grace period alone: they may belong to a write still in
 flight (the worker writes a file first and commits its row after). `rebuild` needs no grace
@@ -42,6 +48,7 @@ from PIL import Image as PILImage
 from sqlalchemy import select, text
 
 from app import pngmeta, search, storage
+from app import repair as repair_module
 from app.auth import scoping
 from app.models import (
     Image,
@@ -80,6 +87,14 @@ class VerifyReport:
     hash_mismatches: list[int] = field(default_factory=list)
     orphan_files: list[str] = field(default_factory=list)
     stale_temp_files: list[str] = field(default_factory=list)
+    # Stored by an earlier version: the original still carries the `atelier` chunk.
+    spliced_originals: list[int] = field(default_factory=list)
+    missing_sidecars: list[int] = field(default_factory=list)
+    orphan_sidecars: list[str] = field(default_factory=list)  # no stored row accounts for them
+    sidecars_checked: int = 0
+    # image id -> the credential columns whose recorded value differs from a fresh reading.
+    credential_mismatches: dict[int, str] = field(default_factory=dict)
+    originals_repair: repair_module.RepairReport | None = None  # with repair=True
     # Younger than the grace period: possibly being written right now, so not touched.
     recent_files: list[str] = field(default_factory=list)
     # Repairs made (only with repair=True).
@@ -98,7 +113,9 @@ class VerifyReport:
     def remaining_problems(self) -> int:
         """Problems still present after this run (repairs made are subtracted)."""
         unresolved_thumbnails = set(self.missing_thumbnails) - set(self.regenerated_thumbnails)
-        unmoved = set(self.orphan_files + self.stale_temp_files) - set(self.moved)
+        unmoved = set(self.orphan_files + self.stale_temp_files + self.orphan_sidecars) - set(
+            self.moved
+        )
         unresolved_inputs = set(self.input_problems) - set(self.regenerated_input_thumbnails)
         return (
             len(self.missing_originals)
@@ -106,6 +123,9 @@ class VerifyReport:
             + len(unresolved_thumbnails)
             + len(unmoved)
             + len(unresolved_inputs)
+            + len(self.spliced_originals)
+            + len(self.missing_sidecars)
+            + len(self.credential_mismatches)
         )
 
     @property
@@ -114,16 +134,31 @@ class VerifyReport:
         return self.remaining_problems == 0
 
     def lines(self) -> list[str]:
-        lines = [
+        lines = self.originals_repair.lines() if self.originals_repair is not None else []
+        lines.append(
             f"Checked {self.rows_checked} stored image rows and {self.files_checked} files "
             f"in {self.data_dir}."
-        ]
+        )
         for image_id in self.missing_originals:
             lines.append(f"Missing original: image {image_id} ({self._file(image_id)}).")
         for image_id in self.hash_mismatches:
             lines.append(
                 f"Hash mismatch: image {image_id} ({self._file(image_id)}) "
                 "no longer matches its recorded sha256."
+            )
+        for image_id in self.spliced_originals:
+            lines.append(
+                f"Original with embedded metadata from an earlier version: image {image_id} "
+                f"({self._file(image_id)}); --repair restores the provider's bytes."
+            )
+        for image_id in self.missing_sidecars:
+            lines.append(
+                f"Missing sidecar: image {image_id} ({self._file(image_id)}); --repair writes it."
+            )
+        for image_id, columns in self.credential_mismatches.items():
+            lines.append(
+                f"Content Credentials differ from what image {image_id} "
+                f"({self._file(image_id)}) recorded: {columns}."
             )
         for image_id in self.missing_thumbnails:
             line = f"Missing thumbnail: image {image_id} ({self._thumbnail(image_id)})"
@@ -139,6 +174,7 @@ class VerifyReport:
             lines.append(f"{line}{done}.")
         for label, paths in (
             ("File without a row", self.orphan_files),
+            ("Sidecar without a row", self.orphan_sidecars),
             ("Stale temporary file", self.stale_temp_files),
         ):
             for path in paths:
@@ -173,6 +209,9 @@ class VerifyReport:
 @dataclass(frozen=True)
 class _StoredRow:
     id: int
+    job_id: int
+    index: int
+    content_type: str | None
     sha256: str | None
     file_name: str | None
     thumbnail_name: str | None
@@ -188,10 +227,17 @@ class _StoredRow:
 
 
 def verify(
-    files: storage.Storage, *, repair: bool = False, grace_seconds: int = DEFAULT_GRACE_SECONDS
+    files: storage.Storage,
+    *,
+    repair: bool = False,
+    grace_seconds: int = DEFAULT_GRACE_SECONDS,
+    progress: repair_module.Progress | None = None,
 ) -> VerifyReport:
-    """Compare image rows with the files in the data folder; with `repair`, fix what is safe."""
+    """Compare image rows with the files in the data folder; with `repair`, fix what is safe
+    (originals stored by earlier versions first: `repair.repair_originals`)."""
     report = VerifyReport(data_dir=str(files.root), repair=repair, grace_seconds=grace_seconds)
+    if repair:
+        report.originals_repair = repair_module.repair_originals(files, progress=progress)
     rows, referenced = _read_image_rows()
     input_rows = _read_input_rows()
     referenced |= {name for row in input_rows for name in row[3:] if name}
@@ -214,6 +260,8 @@ def verify(
                 report.hash_mismatches.append(row.id)
             else:
                 intact_originals[row.id] = original
+                if _carries_metadata(original):
+                    report.spliced_originals.append(row.id)
         if missing_thumbnails:
             report.missing_thumbnails.append(row.id)
 
@@ -231,6 +279,8 @@ def verify(
             report.orphan_files.append(relative)
 
     _check_inputs(files, input_rows, digests, report)
+    _check_sidecars(files, rows, threshold, report)
+    _check_credentials(rows, intact_originals, report)
     if repair:
         _move_aside(files, report)
         _regenerate_thumbnails(files, rows, intact_originals, report)
@@ -291,6 +341,9 @@ def _read_image_rows() -> tuple[list[_StoredRow], set[str]]:
     before file I/O."""
     statement = select(
         Image.id,
+        Image.job_id,
+        Image.index,
+        Image.content_type,
         Image.status,
         Image.sha256,
         Image.file_name,
@@ -306,11 +359,81 @@ def _read_image_rows() -> tuple[list[_StoredRow], set[str]]:
         if name
     }
     rows = [
-        _StoredRow(row.id, row.sha256, row.file_name, row.thumbnail_name, row.thumbnail_large_name)
+        _StoredRow(
+            row.id,
+            row.job_id,
+            row.index,
+            row.content_type,
+            row.sha256,
+            row.file_name,
+            row.thumbnail_name,
+            row.thumbnail_large_name,
+        )
         for row in result
         if row.status == ImageStatus.STORED
     ]
     return rows, referenced
+
+
+def _carries_metadata(path: Path) -> bool:
+    if path.suffix != ".png":
+        return False
+    with path.open("rb") as handle:
+        return pngmeta.file_carries_metadata(handle)
+
+
+def _check_sidecars(
+    files: storage.Storage, rows: list[_StoredRow], threshold: float, report: VerifyReport
+) -> None:
+    """Every stored row has its sidecar; every sidecar belongs to a stored row (a young one
+    may be a worker's, written just before its row commits)."""
+    expected = {
+        storage.sidecar_name(row.sha256, row.job_id, row.index): row.id
+        for row in rows
+        if row.sha256 is not None
+    }
+    found = set()
+    for path in sorted((files.root / storage.SIDECARS).rglob("*")):
+        if not path.is_file() or path.is_symlink():
+            continue
+        relative = path.relative_to(files.root).as_posix()
+        report.sidecars_checked += 1
+        found.add(relative)
+        if relative in expected and not path.name.startswith(storage.TEMP_PREFIX):
+            continue
+        if path.stat().st_mtime > threshold:
+            report.recent_files.append(relative)
+        elif path.name.startswith(storage.TEMP_PREFIX):
+            report.stale_temp_files.append(relative)
+        else:
+            report.orphan_sidecars.append(relative)
+    report.missing_sidecars = sorted(
+        image_id for name, image_id in expected.items() if name not in found
+    )
+
+
+def _check_credentials(
+    rows: list[_StoredRow], intact: dict[int, Path], report: VerifyReport
+) -> None:
+    """Read each intact original's Content Credentials again (app.credentials) and report rows
+    whose recorded columns differ; nothing is changed."""
+    for row in rows:
+        if row.id not in intact or row.content_type is None:
+            continue
+        fresh = storage.credential_columns(intact[row.id].read_bytes(), row.content_type)
+        if not fresh:
+            continue
+        recorded = db.session.execute(
+            select(*(getattr(Image, column) for column in fresh))
+            .where(Image.id == row.id)
+            .execution_options(**scoping.ALL_OWNERS)
+        ).one()
+        db.session.commit()
+        differing = [
+            column for column, value in zip(fresh, recorded, strict=True) if fresh[column] != value
+        ]
+        if differing:
+            report.credential_mismatches[row.id] = ", ".join(differing)
 
 
 def _referenced_among(names: list[str]) -> set[str]:
@@ -346,17 +469,18 @@ def _scan(files: storage.Storage) -> list[tuple[str, Path]]:
 
 
 def _move_aside(files: storage.Storage, report: VerifyReport) -> None:
-    candidates = report.orphan_files + report.stale_temp_files
+    candidates = report.orphan_files + report.stale_temp_files + report.orphan_sidecars
     if not candidates:
         return
     # A row committed since the scan (a file stored again by a retried download) wins.
     now_referenced = _referenced_among(report.orphan_files)
     report.orphan_files = [path for path in report.orphan_files if path not in now_referenced]
+    report.orphan_sidecars = [path for path in report.orphan_sidecars if not _sidecar_has_row(path)]
     root = files.root
     archive = Path(ORPHANS_FOLDER) / utcnow().strftime("%Y%m%dT%H%M%SZ")
     report.archive_dir = archive.as_posix()
     vanished = set()
-    for relative in report.orphan_files + report.stale_temp_files:
+    for relative in report.orphan_files + report.stale_temp_files + report.orphan_sidecars:
         target = root / archive / relative
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
@@ -367,6 +491,27 @@ def _move_aside(files: storage.Storage, report: VerifyReport) -> None:
         report.moved.append(relative)
     report.orphan_files = [path for path in report.orphan_files if path not in vanished]
     report.stale_temp_files = [path for path in report.stale_temp_files if path not in vanished]
+    report.orphan_sidecars = [path for path in report.orphan_sidecars if path not in vanished]
+
+
+def _sidecar_has_row(relative: str) -> bool:
+    """Whether a stored image row now accounts for this sidecar (committed since the scan)."""
+    parts = relative.split("/")
+    match = storage.SIDECAR_NAME.fullmatch(parts[-1])
+    if len(parts) != 4 or match is None:
+        return False
+    found = db.session.scalar(
+        select(Image.id)
+        .where(
+            Image.sha256 == parts[2],
+            Image.job_id == int(match["job_id"]),
+            Image.index == int(match["index"]),
+            Image.status == ImageStatus.STORED,
+        )
+        .execution_options(**scoping.ALL_OWNERS)
+    )
+    db.session.commit()
+    return found is not None
 
 
 def _regenerate_thumbnails(
@@ -406,10 +551,11 @@ class RebuildReport:
     created_jobs: list[int] = field(default_factory=list)
     created_images: dict[str, int] = field(default_factory=dict)  # file name -> job id
     regenerated_thumbnails: list[str] = field(default_factory=list)
-    unknown: list[str] = field(default_factory=list)  # no Atelier metadata inside
+    unknown: list[str] = field(default_factory=list)  # no sidecar, no Atelier metadata inside
     rejected: dict[str, str] = field(default_factory=dict)  # file name -> why it was not used
     used_inputs: list[str] = field(default_factory=list)  # files linked again as edit inputs
     missing_inputs: list[str] = field(default_factory=list)  # named by metadata, not on disk
+    sidecars_written: int = 0  # for the rebuilt rows
 
     def lines(self) -> list[str]:
         lines = []
@@ -455,6 +601,7 @@ class _Candidate:
     created_at: datetime
     placeholder: str | None = None  # filled in when the thumbnails are made
     inputs: tuple[tuple[str, str], ...] = ()  # an edit's (role, sha256), in order
+    credentials: dict[str, Any] = field(default_factory=dict)  # the Content Credentials columns
 
 
 def rebuild(files: storage.Storage) -> RebuildReport:
@@ -482,8 +629,7 @@ def rebuild(files: storage.Storage) -> RebuildReport:
             continue
         if relative in referenced:
             continue
-        candidate = _read_candidate(relative, path, report)
-        if candidate is not None:
+        for candidate in _read_candidates(files, relative, path, report):
             key = (candidate.job_id, candidate.prompt, candidate.created_at)
             groups.setdefault(key, []).append(candidate)
 
@@ -506,6 +652,12 @@ def rebuild(files: storage.Storage) -> RebuildReport:
         group = [made for c in group if (made := _with_thumbnails(files, c, report))]
         if group:
             _recreate_job(group, _input_rows(files, group[0], report), report)
+    if report.created_jobs:
+        # The rebuilt rows' sidecars (a job that took a new id, or one read from a PNG's chunk,
+        # has none yet); written after the commit, as verify --repair would.
+        written = repair_module.RepairReport()
+        repair_module.sync_sidecars(files, written)
+        report.sidecars_written = written.sidecars_written
     # Input files (no metadata of their own) that a rebuilt job uses again are not unknown.
     used = set(report.used_inputs)
     report.unknown = [name for name in report.unknown if name not in used]
@@ -554,23 +706,37 @@ def _input_rows(
     return rows
 
 
-def _read_candidate(relative: str, path: Path, report: RebuildReport) -> _Candidate | None:
-    """Check one file and its metadata; None (with the reason recorded) when it is unusable."""
+def _read_candidates(
+    files: storage.Storage, relative: str, path: Path, report: RebuildReport
+) -> list[_Candidate]:
+    """Check one file and read what describes it: its sidecars (one candidate each), else the
+    chunk an earlier version spliced into it. Unusable ones are recorded with the reason."""
     data = path.read_bytes()
+    named = storage.ORIGINAL_NAME.fullmatch(relative)
+    sources: list[tuple[str, dict[str, Any]]] = []  # (where it was read, metadata)
+    sidecars = files.sidecars(named["sha"]) if named is not None else []
+    for name, _, _ in sidecars:
+        try:
+            sources.append((name, files.read_sidecar(name)))
+        except ValueError as error:  # json.JSONDecodeError is a ValueError
+            report.rejected[name] = str(error)
+    if not sidecars:
+        try:
+            metadata = pngmeta.read(data)
+        except ValueError as error:
+            report.rejected[relative] = str(error)
+            return []
+        if metadata is None:
+            report.unknown.append(relative)
+            return []
+        sources.append((relative, metadata))
+    if not sources:
+        return []
     try:
-        metadata = pngmeta.read(data)
-    except ValueError as error:
-        report.rejected[relative] = str(error)
-        return None
-    if metadata is None:
-        report.unknown.append(relative)
-        return None
-    try:
-        fields = _parse_metadata(metadata)
         image_format, width, height = storage.inspect_image(data)
-    except ValueError as error:  # storage.ImageRejected is a ValueError
+    except storage.ImageRejected as error:
         report.rejected[relative] = str(error)
-        return None
+        return []
     extension, content_type = storage.FORMATS[image_format]
     digest = hashlib.sha256(data).hexdigest()
     if relative != f"images/{digest[:2]}/{digest}.{extension}":
@@ -578,19 +744,31 @@ def _read_candidate(relative: str, path: Path, report: RebuildReport) -> _Candid
             f"its content hashes to {digest}, so it is not where the content-addressed "
             "layout puts it (damaged or renamed)."
         )
-        return None
+        return []
     thumbnail_name, thumbnail_large_name = storage.thumbnail_names(digest)
-    return _Candidate(
-        file_name=relative,
-        thumbnail_name=thumbnail_name,
-        thumbnail_large_name=thumbnail_large_name,
-        sha256=digest,
-        bytes=len(data),
-        width=width,
-        height=height,
-        content_type=content_type,
-        **fields,
-    )
+    credentials = storage.credential_columns(data, content_type)
+    candidates = []
+    for where, metadata in sources:
+        try:
+            fields = _parse_metadata(metadata)
+        except ValueError as error:
+            report.rejected[where] = str(error)
+            continue
+        candidates.append(
+            _Candidate(
+                file_name=relative,
+                thumbnail_name=thumbnail_name,
+                thumbnail_large_name=thumbnail_large_name,
+                sha256=digest,
+                bytes=len(data),
+                width=width,
+                height=height,
+                content_type=content_type,
+                credentials=credentials,
+                **fields,
+            )
+        )
+    return candidates
 
 
 def _parse_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
@@ -685,15 +863,22 @@ def _recreate_job(group: list[_Candidate], inputs: list[JobInput], report: Rebui
     """One short transaction: the job (under its recorded id when free) and its image rows."""
     first = group[0]
     with write_transaction() as session:
-        # Checked again under the write lock: an earlier group or another run may have won.
-        taken = set(
-            session.scalars(
-                select(Image.file_name)
-                .where(Image.file_name.in_([c.file_name for c in group]))
+        # Checked again under the write lock: another run may have recreated these images.
+        # (The same file as another job's image is fine: two jobs may share identical bytes.)
+        taken = {
+            tuple(row)
+            for row in session.execute(
+                select(Image.file_name, Image.index)
+                .join(Job, Job.id == Image.job_id)
+                .where(
+                    Image.file_name.in_([c.file_name for c in group]),
+                    Job.prompt == first.prompt,
+                    Job.created_at == first.created_at,
+                )
                 .execution_options(**scoping.ALL_OWNERS)
             )
-        )
-        group = [c for c in group if c.file_name not in taken]
+        }
+        group = [c for c in group if (c.file_name, c.index) not in taken]
         holder = (
             session.get(Job, first.job_id, execution_options=scoping.ALL_OWNERS)
             if first.job_id is not None
@@ -753,6 +938,7 @@ def _image_row(candidate: _Candidate) -> Image:
         placeholder=candidate.placeholder,
         revised_prompt=candidate.revised_prompt,
         created_at=candidate.created_at,
+        **candidate.credentials,
     )
 
 

@@ -9,6 +9,10 @@ cut or the OOM killer) the first time it reaches that point. Unset, `crash_point
     mid_download    one image is stored and recorded, the others are not
     after_rename    an image file is in place, its row is not written yet
     mid_stream      a streaming job's first partial frame is recorded, the stream goes on
+    repair_written  `repair-originals`: a restored original, its thumbnails and sidecars are
+                    written, no row names them yet
+    repair_committed            ... the rows name the restored original, the old file is there
+    repair_thumbnails_removed   ... the old thumbnails are gone, the old original is not
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ POINTS = (
     "mid_download",
     "after_rename",
     "mid_stream",
+    "repair_written",
+    "repair_committed",
+    "repair_thumbnails_removed",
 )
 
 

@@ -578,6 +578,8 @@ def record_stored_image(claim: Claim, slot: ImageSlot, stored: storage.StoredIma
             placeholder=stored.placeholder,
             revised_prompt=slot.revised_prompt,
             filter_results=slot.filter_results,
+            # Content Credentials, read at store time from the provider's exact bytes.
+            **stored.credentials,
         ),
     )
     metrics.image_saved()

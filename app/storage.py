@@ -1,8 +1,15 @@
 """Image files on disk: checked, content-addressed, written atomically, with thumbnails.
 
 Layout under the data folder:
-    images/<sha[:2]>/<sha256>.<ext>         the provider's image (a PNG also carries its job's
-                                            parameters in an `atelier` text chunk)
+    images/<sha[:2]>/<sha256>.<ext>         the provider's image, exactly the bytes it delivered
+                                            (so its sha256 is theirs, and any Content
+                                            Credentials in it still validate)
+    sidecars/<sha[:2]>/<sha256>/<job id>-<index>.json
+                                            the job parameters of one image row with those
+                                            bytes (app.pngmeta's metadata): what `flask atelier
+                                            rebuild` reads. One per row, not per file: two
+                                            jobs (or two owners) with identical bytes share the
+                                            file and keep a sidecar each
     thumbs/<sha[:2]>/<sha256>-256.webp      WebP thumbnails, longest side 256 px and 512 px
     thumbs/<sha[:2]>/<sha256>-512.webp      (for the grid on ordinary and high-density screens)
     previews/<job id>.<ext>                 the latest partial frame of a streaming job, removed
@@ -16,7 +23,9 @@ a gallery image used as a reference is the very same file as the output it came 
 
 A file is written to a temporary name in its final folder, fsynced, renamed into place and
 the folder fsynced, so a crash leaves either no file or a whole one, never a torn one. The
-database row that points at a file is committed only after the file is durable.
+database row that points at a file is committed only after the file and its sidecar are durable.
+A sidecar goes with its row (`remove_unused_files` removes the sidecars no row and no active job
+accounts for), a file only when no row of any owner names it.
 
 Identical bytes are one file, whoever stored them: two owners' byte-identical images share their
 original and thumbnails, and an output shares its file with every job that used it as an input.
@@ -28,13 +37,16 @@ The app's `Storage` (`storage.current()`) is the one object that knows where the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import json
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +54,9 @@ from flask import Flask, current_app
 from PIL import Image as PILImage
 from sqlalchemy import select
 
-from app import pngmeta
+from app import credentials, pngmeta
 from app.auth import scoping
-from app.models import Image, JobInput, db
+from app.models import Image, Job, JobInput, JobStatus, db
 
 # Formats the image APIs produce; anything else is refused before it reaches the disk.
 FORMATS = {
@@ -55,6 +67,9 @@ FORMATS = {
 # The only types a stored file is ever served as (by its extension): none a browser could run.
 CONTENT_TYPES = {extension: content_type for extension, content_type in FORMATS.values()}
 PREVIEWS = "previews"
+SIDECARS = "sidecars"
+SIDECAR_NAME = re.compile(r"(?P<job_id>[0-9]{1,18})-(?P<index>[0-9]{1,9})\.json")
+ORIGINAL_NAME = re.compile(r"images/[0-9a-f]{2}/(?P<sha>[0-9a-f]{64})\.(?:png|jpg|webp)")
 UPLOADS = ".uploads"  # request bodies being received (unnamed temporary files)
 # The largest image any supported model produces is 1792x1024; 4096x4096 leaves room and stops
 # decompression bombs long before Pillow's own (much higher) limit.
@@ -91,6 +106,8 @@ class StoredImage:
     thumbnail_name: str
     thumbnail_large_name: str
     placeholder: str
+    # The Content Credentials columns of an image row (app.credentials), read at store time.
+    credentials: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -151,20 +168,13 @@ class Storage:
         """Write the file `name` atomically (see `write_atomically`)."""
         write_atomically(self.path(name), data)
 
-    def store_image(self, data: bytes, metadata: dict[str, Any] | None = None) -> StoredImage:
-        """Check the image, write it and its thumbnail durably, return what was stored.
+    def store_image(self, data: bytes) -> StoredImage:
+        """Check a provider's image, write it exactly as delivered with its thumbnails, read
+        its Content Credentials; return what was stored. ImageRejected if it is not an image.
 
-        A PNG gets `metadata` (the prompt and job parameters) embedded as a text chunk, so the
-        library can be rebuilt from the files alone (`flask atelier rebuild`); pixels are
-        untouched.
-        """
-        image_format, _, _ = inspect_image(data)
-        if metadata is not None and image_format == "PNG":
-            try:
-                data = pngmeta.embed(data, dict(metadata))
-            except ValueError as error:
-                raise ImageRejected(f"The PNG is malformed ({error}).") from None
-        return self.store_prepared(prepare_image(data))
+        Nothing is embedded: the job's parameters go into a sidecar (`write_sidecar`)."""
+        stored = self.store_prepared(prepare_image(data))
+        return replace(stored, credentials=credential_columns(data, stored.content_type))
 
     def store_prepared(self, prepared: PreparedImage) -> StoredImage:
         """Write a checked image exactly as it is, with its thumbnails (an edit's input: the
@@ -231,10 +241,84 @@ class Storage:
             self.path(name).unlink(missing_ok=True)
 
     def remove_unused_files(self, names: Iterable[str]) -> None:
-        """Remove those of these files that no image or job input row uses any more (call it
-        after the rows that named them are deleted and committed)."""
+        """Remove those of these files that no image or job input row uses any more, and the
+        sidecars of the originals among them whose rows are gone (call it after the rows that
+        named them are deleted and committed)."""
         candidates = {name for name in names if name}
         self.remove_files(candidates - files_in_use(candidates))
+        digests = {m["sha"] for name in candidates if (m := ORIGINAL_NAME.fullmatch(name))}
+        self.remove_stale_sidecars(digests)
+
+    # --- sidecars: the job parameters beside each original ---------------------------------
+
+    def write_sidecar(self, sha256: str, job_id: int, index: int, metadata: dict[str, Any]) -> bool:
+        """Write (atomically, durably) the sidecar of image `index` of job `job_id`, whose
+        original has this sha256. The same content is not written again: False then."""
+        path = self.path(sidecar_name(sha256, job_id, index))
+        data = (pngmeta.dumps(metadata) + "\n").encode("utf-8")
+        if path.is_file() and path.read_bytes() == data:
+            return False
+        write_atomically(path, data)
+        return True
+
+    def sidecars(self, sha256: str) -> list[tuple[str, int, int]]:
+        """(name, job id, index) of every sidecar of the original with this sha256."""
+        folder = self.root / sidecar_folder(sha256)
+        if not folder.is_dir():
+            return []
+        found = []
+        for path in sorted(folder.iterdir()):
+            match = SIDECAR_NAME.fullmatch(path.name)
+            if match is not None and path.is_file():
+                name = f"{sidecar_folder(sha256)}/{path.name}"
+                found.append((name, int(match["job_id"]), int(match["index"])))
+        return found
+
+    def read_sidecar(self, name: str) -> dict[str, Any]:
+        """A sidecar's metadata; ValueError when it is not a JSON object."""
+        try:
+            value = json.loads(self.path(name).read_text("utf-8"))
+        except UnicodeDecodeError as error:
+            raise ValueError(f"The sidecar is not UTF-8 ({error}).") from None
+        if not isinstance(value, dict):
+            raise ValueError("The sidecar does not hold a JSON object.")
+        return value
+
+    def remove_sidecar(self, name: str) -> None:
+        path = self.path(name)
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: other rows' sidecars are there
+            path.parent.rmdir()  # the original's folder, once its last sidecar is gone
+
+    def remove_stale_sidecars(self, digests: Iterable[str]) -> None:
+        """Remove the sidecars of these originals that no stored image row accounts for.
+
+        A sidecar of a job still queued or running stays: the worker writes it before it
+        commits the row. Rows of every owner count (content addressing shares the folder)."""
+        for digest in sorted(set(digests)):
+            found = self.sidecars(digest)
+            if not found:
+                continue
+            keep = {
+                tuple(row)
+                for row in db.session.execute(
+                    select(Image.job_id, Image.index)
+                    .where(Image.sha256 == digest)
+                    .execution_options(**scoping.ALL_OWNERS)
+                )
+            }
+            active = set(
+                db.session.scalars(
+                    select(Job.id)
+                    .where(Job.id.in_({job_id for _, job_id, _ in found}))
+                    .where(Job.status.in_(JobStatus.ACTIVE))
+                    .execution_options(**scoping.ALL_OWNERS)
+                )
+            )
+            db.session.commit()
+            for name, job_id, index in found:
+                if (job_id, index) not in keep and job_id not in active:
+                    self.remove_sidecar(name)
 
 
 def init_app(app: Flask) -> None:
@@ -274,6 +358,21 @@ def inspect_image(data: bytes) -> tuple[str, int, int]:
         raise ImageRejected(
             f"The download is not a valid PNG, JPEG or WebP image ({error})."
         ) from None
+
+
+def sidecar_folder(digest: str) -> str:
+    return f"{SIDECARS}/{digest[:2]}/{digest}"
+
+
+def sidecar_name(digest: str, job_id: int, index: int) -> str:
+    """The sidecar of image `index` of job `job_id`, whose original has this SHA-256."""
+    return f"{sidecar_folder(digest)}/{job_id}-{index}.json"
+
+
+def credential_columns(data: bytes, content_type: str) -> dict[str, Any]:
+    """The Content Credentials columns of an image row for these original bytes
+    (app.credentials: `inspect` never raises and has its own size and time budgets)."""
+    return credentials.columns(credentials.inspect(data, content_type))
 
 
 def thumbnail_names(digest: str) -> tuple[str, str]:

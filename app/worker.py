@@ -17,6 +17,9 @@ While a worker waits on a long call it renews its lease from a helper thread, so
 worker mistakes a slow generation for a dead one.
 
 An edit sends its stored input files exactly as they are on disk (`GenerationRequest.inputs`).
+Every result is stored exactly as the provider delivered it (its sha256 is the provider's; its
+Content Credentials are read then and kept with the row); the job's parameters go into the
+image's sidecar, written before its row commits (app.storage).
 A streaming call hands each partial frame to `jobs.record_preview`, a write fenced by the lease:
 a worker that lost the job gets LeaseLost out of the stream and stops. A stream that breaks
 after it began (`stream_interrupted`) may have been billed, so, like a call in flight at a
@@ -390,8 +393,13 @@ def _store_slots(
             continue
         try:
             with LeaseKeeper(claim, settings):
-                stored = settings.storage.store_image(
-                    client.fetch_image(slot), pngmeta.image_metadata(claim, slot, inputs)
+                stored = settings.storage.store_image(client.fetch_image(slot))
+                # Beside the untouched original, before its row commits (files alone rebuild).
+                settings.storage.write_sidecar(
+                    stored.sha256,
+                    claim.job_id,
+                    slot.index,
+                    pngmeta.image_metadata(claim, slot, inputs),
                 )
         except ProviderError as error:
             # The fetch already retried what can be retried; this slot has no image.

@@ -4,23 +4,29 @@
 cannot seek, so every member gets a data descriptor); after each piece of a member is written
 the bytes waiting in the sink are handed to the response. Memory use is one read chunk plus one
 member header, whatever the size of the archive.
+
+An archive holds the originals (the provider's exact bytes) and `manifest.json`; asked for, it
+also holds a copy of each image with Atelier's metadata embedded under `with-prompt/`, made as
+that member is written (app.pngmeta.embed_copy). Such a copy is a modified file: its Content
+Credentials no longer validate, and its name says so.
 """
 
 from __future__ import annotations
 
 import json
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from app import storage
+from app import pngmeta, storage
 from app.models import Image
 
 READ_CHUNK = 64 * 1024
 MANIFEST_NAME = "manifest.json"
+WITH_PROMPT_FOLDER = "with-prompt"
 
 
 @dataclass(frozen=True)
@@ -31,12 +37,17 @@ class Member:
     modified: datetime
     path: Path | None = None
     data: bytes | None = None
+    # Bytes made when the member is written (a copy with metadata): one in memory at a time.
+    make: Callable[[], bytes] | None = None
     # Images are already compressed; deflating them again costs time and saves nothing.
     compress_type: int = zipfile.ZIP_STORED
 
     def chunks(self) -> Iterator[bytes]:
         if self.data is not None:
             yield self.data
+            return
+        if self.make is not None:
+            yield self.make()
             return
         assert self.path is not None
         with self.path.open("rb") as handle:
@@ -75,6 +86,11 @@ def stream_zip(members: Iterable[Member]) -> Iterator[bytes]:
     sink = _Sink()
     with zipfile.ZipFile(sink, "w") as archive:  # type: ignore[arg-type]
         for member in members:
+            if member.make is not None:
+                try:  # made before its header is written: a damaged file leaves no torn member
+                    member = Member(member.name, member.modified, data=member.make())
+                except ValueError:
+                    continue
             info = zipfile.ZipInfo(member.name, date_time=_zip_time(member.modified))
             info.compress_type = member.compress_type
             info.external_attr = 0o644 << 16
@@ -91,14 +107,24 @@ def image_file_name(image: Image) -> str:
     return f"atelier-{image.job_id}-{image.index + 1}{Path(image.file_name or '').suffix}"
 
 
+def with_prompt_file_name(image: Image) -> str:
+    """What a copy with Atelier's metadata is called: labelled as a modified copy."""
+    original = image_file_name(image)
+    stem, dot, extension = original.rpartition(".")
+    return f"{stem}-with-prompt{dot}{extension}"
+
+
 def input_file_name(sha256: str, stored_name: str) -> str:
     """Where an edit's input is in an archive: `inputs/<sha256>.<ext>` (one copy however many
     images used it)."""
     return f"inputs/{sha256}{Path(stored_name).suffix}"
 
 
-def image_archive(images: Sequence[Image], files: storage.Storage) -> Iterator[bytes]:
-    """A streamed archive of these images' originals plus `manifest.json` describing each.
+def image_archive(
+    images: Sequence[Image], files: storage.Storage, *, with_prompt: bool = False
+) -> Iterator[bytes]:
+    """A streamed archive of these images' originals plus `manifest.json` describing each;
+    `with_prompt` adds a copy of each with Atelier's metadata embedded, under `with-prompt/`.
 
     An edited image's inputs (its images and mask, as they were sent) are in the archive too,
     under `inputs/`, and its manifest entry lists them by role, SHA-256 and file; an input that
@@ -125,6 +151,16 @@ def image_archive(images: Sequence[Image], files: storage.Storage) -> Iterator[b
         name = image_file_name(image)
         job = image.job
         members.append(Member(name=name, modified=image.created_at, path=path))
+        copy_name = None
+        if with_prompt:
+            copy_name = f"{WITH_PROMPT_FOLDER}/{with_prompt_file_name(image)}"
+            members.append(
+                Member(
+                    name=copy_name,
+                    modified=image.created_at,
+                    make=_copy_maker(path, pngmeta.row_metadata(job, image)),
+                )
+            )
         inputs = []
         for item in job.inputs:
             archive_name = archived.get(item.sha256)
@@ -160,6 +196,7 @@ def image_archive(images: Sequence[Image], files: storage.Storage) -> Iterator[b
                 "sha256": image.sha256,
                 "kind": job.kind,
                 "inputs": inputs,
+                **({"with_prompt_file": copy_name} if copy_name else {}),
             }
         )
     text = json.dumps({"files": manifest}, indent=2, ensure_ascii=False) + "\n"
@@ -173,6 +210,10 @@ def image_archive(images: Sequence[Image], files: storage.Storage) -> Iterator[b
         )
     )
     return stream_zip(members)
+
+
+def _copy_maker(path: Path, metadata: dict[str, Any]) -> Callable[[], bytes]:
+    return lambda: pngmeta.embed_copy(path.read_bytes(), metadata)
 
 
 def _zip_time(moment: datetime) -> tuple[int, int, int, int, int, int]:

@@ -342,10 +342,12 @@ def test_png_thumbnail_is_a_real_webp_no_larger_than_256(app, client):
         assert max(image.size) == 256
 
 
-def test_stored_png_carries_its_prompt_and_parameters(client):
+def test_stored_png_is_untouched_and_its_copy_with_prompt_carries_the_parameters(client):
     job = generate(client, prompt="a copper kettle", n=2)
 
     with client.get(job["images"][1]["url"]) as response:
+        assert pngmeta.read(response.data) is None  # the original is the provider's bytes
+    with client.get(f"/files/images/{job['images'][1]['id']}/with-prompt") as response:
         metadata = pngmeta.read(response.data)
 
     assert metadata["prompt"] == "a copper kettle"

@@ -7,6 +7,12 @@ change, so browsers may keep them for a year without asking again. The JSON API'
 (`/files/images/<id>`, `/files/thumbs/<id>`) stay: ids can be reused after a purge, so those
 revalidate every time.
 
+Two downloads of an image: *Download original* (`/files/images/<id>/original`) is the stored
+file, the provider's exact bytes (so its Content Credentials still validate); *Download with
+prompt* (`/files/images/<id>/with-prompt`) is a modified copy with Atelier's metadata embedded
+(app.pngmeta.embed_copy), named `...-with-prompt.<ext>`: changing the bytes invalidates the
+provider's Content Credentials, which the page says beside the link.
+
 An edit's inputs (`/files/inputs/<id>`, `/files/inputs/<id>/thumb`) are found through their job,
 so only a viewer who may see the job gets them. A running job's latest partial frame is
 `/jobs/<id>/preview`. Every file is sent as the type its stored name says, only ever PNG, JPEG or
@@ -18,14 +24,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, abort, send_file
+from flask import Blueprint, abort, current_app, send_file
 from flask.blueprints import BlueprintSetupState
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from app import library, storage
+from app import library, pngmeta, storage
 from app.models import Job, JobInput, JobStatus, db
 from app.views.content_files import send_content
+from app.zipstream import image_file_name, with_prompt_file_name
 
 bp = Blueprint("files", __name__, url_prefix="/files")
 
@@ -38,6 +45,48 @@ def image(image_id: int) -> Response:
 @bp.get("/thumbs/<int:image_id>")
 def thumbnail(image_id: int) -> Response:
     return _send_by_id(image_id, thumbnail=True)
+
+
+@bp.get("/images/<int:image_id>/original")
+def original(image_id: int) -> Response:
+    """*Download original*: the stored file, exactly the bytes the provider delivered."""
+    found = library.image_file(image_id, thumbnail=False)
+    if found is None:
+        abort(404, f"There is no image {image_id}.")
+    path, image = found
+    response = send_file(
+        path,
+        mimetype=image.content_type,
+        as_attachment=True,
+        download_name=image_file_name(image),
+        conditional=True,
+        etag=image.sha256,
+        max_age=0,
+    )
+    response.headers["Cache-Control"] = "private, no-cache"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@bp.get("/images/<int:image_id>/with-prompt")
+def with_prompt(image_id: int) -> Response:
+    """*Download with prompt*: a modified copy carrying the prompt and job parameters (its
+    Content Credentials no longer validate); made on request, never stored."""
+    found = library.image_file(image_id, thumbnail=False)
+    if found is None:
+        abort(404, f"There is no image {image_id}.")
+    path, image = found
+    try:
+        data = pngmeta.embed_copy(path.read_bytes(), pngmeta.row_metadata(image.job, image))
+    except ValueError as error:  # the stored file is damaged (verify reports it)
+        current_app.logger.warning("image %s: no copy with prompt (%s)", image_id, error)
+        abort(409, "This image's file is damaged; `flask atelier verify` says more.")
+    response = Response(data, mimetype=image.content_type)
+    name = with_prompt_file_name(image)
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    response.headers["Cache-Control"] = "private, no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 @bp.get("/inputs/<int:input_id>")
