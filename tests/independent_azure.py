@@ -171,6 +171,8 @@ class IndependentAzure(ThreadingHTTPServer):
         self.chunked = True  # stream with chunked transfer; False: a body that ends at close
         self.answer_delay = 0.0  # seconds before any answer
         self.ignores_stream = False  # True: answer JSON even when asked to stream
+        # What happens to each final image before it is sent (e.g. a C2PA signature).
+        self.finish_image: Callable[[bytes], bytes] = lambda data: data
         self.stopping = threading.Event()
         self._lock = threading.Lock()
 
@@ -272,7 +274,7 @@ class _Handler(BaseHTTPRequestHandler):
         value = (lambda name: fields.get(name)) if received.json is not None else received.field
         size = str(value("size") or "1024x1024")
         n = int(value("n") or 1)
-        final = png(size, (20, 120, 200))
+        final = self.server.finish_image(png(size, (20, 120, 200)))
         if value("stream") in (True, "true") and not self.server.ignores_stream:
             partials = [
                 png(size, (40 * (i + 1), 60, 90)) for i in range(int(value("partial_images") or 0))

@@ -1,0 +1,152 @@
+"""Issue #16's end-to-end promise, against an Azure-compatible server that is not ours and signs
+its images the way OpenAI's API does (azure-image-apis.md §9): the stored original is the
+provider's bytes, its download validates with the C2PA SDK, and the API reports the credentials.
+
+The server signs with its own code here (a C2PA manifest naming "OpenAI API", `c2pa.created`
+with trainedAlgorithmicMedia), only its throwaway certificate chain comes from the emulator's
+helper."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import threading
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import c2pa
+import pytest
+from flask import Flask
+
+from app.emulator.content_credentials import make_certificate_chain
+from tests.helpers import wait_for_job
+from tests.independent_azure import KEY, IndependentAzure
+
+AI_SOURCE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+
+
+class OpenAIStyleSigner:
+    """Signs PNGs as OpenAI's API does: its own generator name, an AI `c2pa.created` action."""
+
+    def __init__(self) -> None:
+        chain = make_certificate_chain()
+        self.signer = c2pa.Signer.from_info(
+            c2pa.C2paSignerInfo(
+                c2pa.C2paSigningAlg.ES256, chain.chain_pem, chain.private_key_pem, None
+            )
+        )
+        self.sent: list[bytes] = []
+
+    def __call__(self, data: bytes) -> bytes:
+        manifest = {
+            "claim_generator_info": [{"name": "OpenAI API", "version": "c2pa-rs"}],
+            "title": "image.png",
+            "format": "image/png",
+            "assertions": [
+                {
+                    "label": "c2pa.actions",
+                    "data": {
+                        "actions": [
+                            {
+                                "action": "c2pa.created",
+                                "digitalSourceType": AI_SOURCE,
+                                "softwareAgent": {"name": "gpt-image-1"},
+                            }
+                        ]
+                    },
+                }
+            ],
+        }
+        out = io.BytesIO()
+        with c2pa.Builder(manifest) as builder:
+            builder.sign(self.signer, "image/png", io.BytesIO(data), out)
+        signed = out.getvalue()
+        self.sent.append(signed)
+        return signed
+
+
+@pytest.fixture
+def signing_azure() -> Iterator[tuple[IndependentAzure, OpenAIStyleSigner]]:
+    server = IndependentAzure({"gpt-image-1"})
+    signer = OpenAIStyleSigner()
+    server.finish_image = signer
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02})
+    thread.start()
+    yield server, signer
+    server.stop()
+    thread.join(5)
+
+
+@pytest.fixture
+def signed_app(app_factory: Any, signing_azure: Any) -> Flask:
+    server, _ = signing_azure
+    return app_factory(
+        AZURE_OPENAI_ENDPOINT=server.url,
+        AZURE_OPENAI_API_KEY=KEY,
+        AZURE_OPENAI_DEPLOYMENT="gpt-image-1=gpt-image-1",
+    )
+
+
+def sdk_report(data: bytes) -> dict[str, Any]:
+    with c2pa.Reader("image/png", io.BytesIO(data)) as reader:
+        return json.loads(reader.json())
+
+
+def test_a_signed_image_is_kept_exactly_and_its_credentials_are_reported(signed_app, signing_azure):
+    server, signer = signing_azure
+    client = signed_app.test_client()
+
+    created = client.post(
+        "/api/jobs", json={"prompt": "a signed lighthouse", "provider": "azure:gpt-image-1"}
+    )
+    job = wait_for_job(client, created.get_json()["id"])
+
+    assert job["status"] == "succeeded", job
+    (sent,) = signer.sent
+    assert server.posts("images/generations")[0].json["prompt"] == "a signed lighthouse"
+    (image,) = job["images"]
+    # The stored original is the provider's bytes: its sha256 is theirs.
+    assert image["sha256"] == hashlib.sha256(sent).hexdigest()
+    with client.get(image["url"]) as response:
+        downloaded = response.get_data()
+    assert downloaded == sent
+    # The downloaded bytes validate with the C2PA SDK: no failure but the unknown signer.
+    report = sdk_report(downloaded)
+    assert report["validation_state"] in ("Valid", "Trusted")
+    failures = report.get("validation_status") or []
+    assert [status["code"] for status in failures] in ([], ["signingCredential.untrusted"])
+    # The API's view of them.
+    credentials = image["content_credentials"]
+    assert credentials["valid"] is True
+    assert credentials["generator"] == "OpenAI API"
+    assert credentials["ai_generated"] is True
+    assert credentials["issues"] == []
+
+
+def test_an_image_altered_on_the_way_is_stored_as_is_and_marked_invalid(signed_app, signing_azure):
+    server, signer = signing_azure
+
+    def signed_then_altered(data: bytes) -> bytes:
+        signed = signer(data)
+        # A text chunk spliced in after IHDR, outside the manifest: the data hash breaks.
+        chunk = b"tEXt" + b"Comment\x00altered"
+        length = (len(chunk) - 4).to_bytes(4, "big")
+        crc = zlib.crc32(chunk).to_bytes(4, "big")
+        altered = signed[:33] + length + chunk + crc + signed[33:]
+        signer.sent[-1] = altered
+        return altered
+
+    server.finish_image = signed_then_altered
+    client = signed_app.test_client()
+
+    created = client.post("/api/jobs", json={"prompt": "altered", "provider": "azure:gpt-image-1"})
+    job = wait_for_job(client, created.get_json()["id"])
+
+    assert job["status"] == "succeeded", job
+    (image,) = job["images"]
+    assert image["sha256"] == hashlib.sha256(signer.sent[-1]).hexdigest()
+    credentials = image["content_credentials"]
+    assert credentials["valid"] is False
+    assert any("hash" in issue for issue in credentials["issues"]), credentials
