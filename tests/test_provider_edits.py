@@ -28,7 +28,7 @@ from app.providers.azure_deployment import AzureDeploymentProvider
 from app.providers.base import GenerationRequest, InputImage, ProviderError
 from app.providers.generations import GenerationsProvider
 from app.providers.openai_images import OpenAIImagesProvider
-from tests.helpers import EMULATOR_KEY
+from tests.helpers import EMULATOR_KEY, emulator_log
 from tests.independent_azure import (
     KEY,
     Cut,
@@ -682,9 +682,8 @@ def make_emulated(emulator) -> Iterator[ProviderFactory]:
         yield make
 
 
-def emulator_log(emulator) -> list[dict[str, Any]]:
-    log = requests.get(emulator.url + "_emulator/requests", timeout=5).json()["requests"]
-    return [entry for entry in log if entry["method"] == "POST"]
+def emulator_posts(emulator) -> list[dict[str, Any]]:
+    return [entry for entry in emulator_log(emulator) if entry["method"] == "POST"]
 
 
 def pixel(b64: str | None, where: tuple[int, int]) -> tuple[int, ...]:
@@ -698,7 +697,7 @@ def test_the_emulator_receives_an_edits_exact_files_on_every_route(emulator, mak
 
     generation = provider.generate(request(inputs=inputs, options={"input_fidelity": "high"}))
 
-    (entry,) = emulator_log(emulator)
+    (entry,) = emulator_posts(emulator)
     assert entry["path"].endswith("/images/edits") and entry["status"] == 200
     assert [(part["role"], part["field"]) for part in entry["files"]] == [
         ("image", "image[]"),
@@ -727,7 +726,7 @@ def test_a_gpt_image_2_edit_on_the_emulator_works_because_input_fidelity_is_not_
 
     provider.generate(request(inputs=(image(),), options={"input_fidelity": "high"}))
 
-    (entry,) = emulator_log(emulator)
+    (entry,) = emulator_posts(emulator)
     assert entry["status"] == 200 and "input_fidelity" not in entry["fields"]
 
 
@@ -750,7 +749,7 @@ def test_the_emulator_streams_partial_images_in_order_then_the_final_one(
     assert Image.open(io.BytesIO(final)).size == (1024, 1024)
     assert final not in [data for _, data in partials]
     assert generation.usage["total_tokens"] > 0
-    assert len(emulator_log(emulator)) == 1
+    assert len(emulator_posts(emulator)) == 1
 
 
 def test_a_stream_the_emulator_cuts_is_stream_interrupted_and_not_sent_again(
@@ -770,7 +769,7 @@ def test_a_stream_the_emulator_cuts_is_stream_interrupted_and_not_sent_again(
 
     assert error.code == "stream_interrupted" and not error.retryable
     assert len(partials) == 1
-    assert len(emulator_log(emulator)) == 1
+    assert len(emulator_posts(emulator)) == 1
 
 
 def test_a_slow_emulator_stream_is_stream_interrupted_within_the_read_timeout(
@@ -789,7 +788,7 @@ def test_a_slow_emulator_stream_is_stream_interrupted_within_the_read_timeout(
     assert error.code == "stream_interrupted"
     assert "nothing arrived for 3 s" in error.message
     assert time.monotonic() - started < 10
-    assert len(emulator_log(emulator)) == 1
+    assert len(emulator_posts(emulator)) == 1
 
 
 def test_an_error_event_from_the_emulator_is_final_with_its_code(emulator, make_emulated):
@@ -800,4 +799,4 @@ def test_an_error_event_from_the_emulator_is_final_with_its_code(emulator, make_
 
     assert error.code == "server_error" and not error.retryable
     assert error.message.startswith("OpenAI stopped making the image")
-    assert len(emulator_log(emulator)) == 1
+    assert len(emulator_posts(emulator)) == 1
