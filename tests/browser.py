@@ -7,12 +7,14 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.helpers import ROOT, free_port, scratch_database_url, wait_until_up
@@ -111,3 +113,42 @@ def browser() -> Iterator[Browser]:
         browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+def submit_job(server: str, prompt: str, **body: Any) -> int:
+    """Submit a job through the served app's JSON API; its id (anything but a 202 fails)."""
+    response = requests.post(f"{server}/api/jobs", json={"prompt": prompt, **body}, timeout=5)
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+def finished_job(server: str, job_id: int, timeout: float = 30) -> dict:
+    """The job as the served app's API shows it once it is final (succeeded, failed, canceled)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = requests.get(f"{server}/api/jobs/{job_id}", timeout=5).json()
+        if job["status"] in ("succeeded", "failed", "canceled"):
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} did not finish: {job}"
+        time.sleep(0.1)
+
+
+def new_page(
+    browser: Browser, problems: list[str], *, viewport: dict[str, int] | None = None, **options: Any
+) -> Page:
+    """A page in a new browser context (1200×900 unless `viewport` says otherwise, `options` as
+    `Browser.new_context` takes them) whose problems are collected into `problems`."""
+    context = browser.new_context(viewport=viewport or {"width": 1200, "height": 900}, **options)
+    page = context.new_page()
+    watch_problems(page, problems)
+    return page
+
+
+@contextmanager
+def checked_page(browser: Browser, **options: Any) -> Iterator[Page]:
+    """`new_page` with `options`, closed on leaving, when it must have reported no problem."""
+    problems: list[str] = []
+    page = new_page(browser, problems, **options)
+    yield page
+    page.context.close()
+    assert problems == [], f"the page reported errors: {problems}"

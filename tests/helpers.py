@@ -287,9 +287,22 @@ def emulator_counts(server: EmulatorServer) -> dict[str, int]:
     return requests.get(server.url + "_emulator/requests", timeout=5).json()["counts"]
 
 
+def emulator_log(server: EmulatorServer) -> list[dict[str, Any]]:
+    """The requests the emulator has received since its last reset, in the order they arrived."""
+    return requests.get(server.url + "_emulator/requests", timeout=5).json()["requests"]
+
+
 def csrf_token(client: FlaskClient, path: str = "/") -> str:
     """The CSRF token of the client's session, from the form on `path`."""
     return token_in(client.get(path).get_data(as_text=True), path)
+
+
+def signed_in(app: Flask, username: str, password: str) -> FlaskClient:
+    """A client of `app` signed in as `username` through the sign-in form."""
+    client = app.test_client()
+    form = {"username": username, "password": password, "csrf_token": csrf_token(client, "/login")}
+    assert client.post("/login", data=form).status_code == 303
+    return client
 
 
 def token_in(page: str, where: str = "the page") -> str:

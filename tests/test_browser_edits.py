@@ -16,7 +16,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser import serve_app, watch_problems
+from tests.browser import app_server, checked_page, finished_job, new_page, submit_job
 
 SHOTS = Path("/work/shots")
 EDITS = "emulator-azure:gpt-image-1"
@@ -41,56 +41,24 @@ READ_MASK = """async (points) => {
 PAINTED, UNPAINTED = (0.5, 0.2), (0.5, 0.85)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with serve_app(
-        tmp_path_factory.mktemp("browser-edits-data"), ATELIER_EMULATOR_LATENCY_SECONDS="0.3"
-    ) as base:
-        yield base
-
-
-def submit(server: str, prompt: str, **body) -> int:
-    response = requests.post(
-        f"{server}/api/jobs", json={"prompt": prompt, "provider": EDITS, **body}, timeout=5
-    )
-    assert response.status_code == 202, response.text
-    return response.json()["id"]
-
-
-def finished(server: str, job_id: int) -> dict:
-    deadline = time.monotonic() + 30
-    while True:
-        job = requests.get(f"{server}/api/jobs/{job_id}", timeout=5).json()
-        if job["status"] in ("succeeded", "failed", "canceled"):
-            return job
-        assert time.monotonic() < deadline, f"job {job_id} did not finish: {job}"
-        time.sleep(0.1)
+server = app_server("browser-edits-data", ATELIER_EMULATOR_LATENCY_SECONDS="0.3")
 
 
 @pytest.fixture(scope="module")
 def landscape(server: str) -> dict:
     """A finished gallery image to edit (1536×1024, so the mask's size is not a square's)."""
-    job = finished(server, submit(server, "a wide landscape under a calm sky", size="1536x1024"))
+    job = finished_job(
+        server,
+        submit_job(server, "a wide landscape under a calm sky", provider=EDITS, size="1536x1024"),
+    )
     assert job["status"] == "succeeded", job
     return job["images"][0]
 
 
-def new_page(browser: Browser, problems: list[str], **options) -> Page:
-    context = browser.new_context(
-        viewport=options.pop("viewport", {"width": 1280, "height": 900}), **options
-    )
-    page = context.new_page()
-    watch_problems(page, problems)
-    return page
-
-
 @pytest.fixture
 def page(browser: Browser, server: str) -> Iterator[Page]:
-    problems: list[str] = []
-    page = new_page(browser, problems, base_url=server)
-    yield page
-    page.context.close()
-    assert problems == [], f"the page reported errors: {problems}"
+    with checked_page(browser, base_url=server, viewport={"width": 1280, "height": 900}) as page:
+        yield page
 
 
 def open_painter(page: Page, image: dict) -> None:
@@ -379,7 +347,9 @@ def shoot_form(page: Page) -> None:
 
 
 def test_paint_a_mask_on_a_gallery_image_and_get_the_edit_with_its_inputs_and_lineage(page, server):
-    source = finished(server, submit(server, "a quiet valley under a clear sky"))["images"][0]
+    source = finished_job(
+        server, submit_job(server, "a quiet valley under a clear sky", provider=EDITS)
+    )["images"][0]
     page.goto("/gallery")
     page.locator(f"#image-{source['id']} a.thumb").click()  # pick it in the gallery
     expect(page).to_have_url(re.compile(rf"/images/{source['id']}$"))

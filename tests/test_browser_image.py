@@ -5,15 +5,14 @@ cancel. Screenshots go to /tmp (image-page*.png, history*.png, refusals.png) for
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser import app_server, watch_problems
+from tests.browser import app_server, checked_page, finished_job, submit_job
+from tests.browser import new_page as browser_page
 
 SCREENSHOTS = Path("/tmp")
 
@@ -21,46 +20,27 @@ SCREENSHOTS = Path("/tmp")
 server = app_server("browser-image-data", ATELIER_EMULATOR_LATENCY_SECONDS="0.3")
 
 
-def submit(server: str, prompt: str, **body) -> int:
-    response = requests.post(f"{server}/api/jobs", json={"prompt": prompt, **body}, timeout=5)
-    assert response.status_code == 202, response.text
-    return response.json()["id"]
-
-
-def finished(server: str, job_id: int) -> dict:
-    deadline = time.monotonic() + 20
-    while True:
-        job = requests.get(f"{server}/api/jobs/{job_id}", timeout=5).json()
-        if job["status"] in ("succeeded", "failed", "canceled"):
-            return job
-        assert time.monotonic() < deadline, f"job {job_id} did not finish: {job}"
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def frames(server: str) -> list[dict]:
     """Three finished jobs, one image each, made one after the other (oldest first)."""
-    return [finished(server, submit(server, f"frame {word}")) for word in ("one", "two", "three")]
+    return [
+        finished_job(server, submit_job(server, f"frame {word}"))
+        for word in ("one", "two", "three")
+    ]
+
+
+CLIPBOARD = ["clipboard-read", "clipboard-write"]
 
 
 def new_page(browser: Browser, errors: list[str], **options) -> Page:
-    context = browser.new_context(
-        viewport=options.pop("viewport", {"width": 1200, "height": 900}),
-        permissions=["clipboard-read", "clipboard-write"],
-        **options,
-    )
-    page = context.new_page()
-    watch_problems(page, errors)
-    return page
+    """A page that may use the clipboard (Copy prompt writes it; a test reads it back)."""
+    return browser_page(browser, errors, permissions=CLIPBOARD, **options)
 
 
 @pytest.fixture
 def page(browser: Browser, server: str) -> Iterator[Page]:
-    errors: list[str] = []
-    page = new_page(browser, errors, base_url=server)
-    yield page
-    page.context.close()
-    assert errors == [], f"the page reported errors: {errors}"
+    with checked_page(browser, base_url=server, permissions=CLIPBOARD) as page:
+        yield page
 
 
 def image_url(job: dict) -> str:
@@ -139,8 +119,8 @@ def test_without_javascript_the_copy_and_shortcut_buttons_stay_hidden(browser, s
 def test_image_page_with_its_family_screenshots(browser, server, frames):
     """A prompt reused with changes (through the form), then the child's page, in light,
     dark and phone sizes."""
-    parent = finished(
-        server, submit(server, "a lighthouse at dusk", provider="emulator-azure:dall-e-3")
+    parent = finished_job(
+        server, submit_job(server, "a lighthouse at dusk", provider="emulator-azure:dall-e-3")
     )
     errors: list[str] = []
     page = new_page(browser, errors, base_url=server)
@@ -178,9 +158,11 @@ def test_image_page_with_its_family_screenshots(browser, server, frames):
 
 
 def test_jobs_panel_counts_up_and_cancels_without_a_reload(page, browser, server, frames):
-    finished(server, submit(server, "a forbidden thing [refuse]"))
-    finished(server, submit(server, "two moons [filter]", provider="emulator-azure-async", n=2))
-    waiting = submit(server, "a slow sunrise [hang]", provider="emulator-azure-async")
+    finished_job(server, submit_job(server, "a forbidden thing [refuse]"))
+    finished_job(
+        server, submit_job(server, "two moons [filter]", provider="emulator-azure-async", n=2)
+    )
+    waiting = submit_job(server, "a slow sunrise [hang]", provider="emulator-azure-async")
     page.goto("/history")
     page.evaluate("window.atelierSameDocument = true")
     panel = page.locator("#active-jobs")

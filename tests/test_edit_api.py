@@ -11,11 +11,9 @@ import base64
 import hashlib
 import io
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image as PILImage
@@ -24,30 +22,17 @@ from app import inputs
 from app.auth import accounts, tokens
 from app.models import Job, JobInput, db
 from app.validation import ValidationError
-from tests.helpers import EMULATOR_KEY, run_ready, wait_for_job
+from tests.edit_helpers import EDITOR, mask, png, stored_files
+from tests.emulator_client import reset
+from tests.helpers import EMULATOR_KEY, emulator_log, generate, run_ready
 
 DEPLOYMENTS = "gpt-image-1=gpt-image-1,dall-e-3=dall-e-3"
-EDITOR = "azure:gpt-image-1"
 PASSWORD = "correct horse battery"
-
-
-def png(size: tuple[int, int] = (64, 48), mode: str = "RGB", color: Any = (200, 40, 40)) -> bytes:
-    out = io.BytesIO()
-    PILImage.new(mode, size, color).save(out, "PNG")
-    return out.getvalue()
 
 
 def jpeg(size: tuple[int, int] = (64, 48)) -> bytes:
     out = io.BytesIO()
     PILImage.new("RGB", size, (10, 90, 200)).save(out, "JPEG")
-    return out.getvalue()
-
-
-def mask(size: tuple[int, int] = (64, 48)) -> bytes:
-    image = PILImage.new("RGBA", size, (0, 0, 0, 255))
-    image.paste((0, 0, 0, 0), (0, 0, size[0] // 2, size[1]))  # left half: the area to change
-    out = io.BytesIO()
-    image.save(out, "PNG")
     return out.getvalue()
 
 
@@ -89,25 +74,17 @@ def post_edit(client: FlaskClient, files: list[tuple[str, bytes, str]], **fields
     return client.post("/api/jobs", data=data, content_type="multipart/form-data")
 
 
+def post_json_edit(client: FlaskClient, image_ids: list[Any], **fields: Any) -> Any:
+    """POST /api/jobs as JSON: an edit of the gallery images `image_ids`, with `fields`."""
+    body = {"prompt": "p", "provider": EDITOR, "reference_images": image_ids, **fields}
+    return client.post("/api/jobs", json=body)
+
+
 def gallery_image(client: FlaskClient, prompt: str = "a calm sea") -> dict[str, Any]:
     """A stored gallery image of the client's user, made by the emulator."""
-    response = client.post(
-        "/api/jobs", json={"prompt": prompt, "provider": EDITOR, "options": {"quality": "low"}}
-    )
-    assert response.status_code == 202, response.get_json()
-    job = wait_for_job(client, response.get_json()["id"])
+    job = generate(client, prompt=prompt, provider=EDITOR, options={"quality": "low"})
     assert job["status"] == "succeeded", job
     return job["images"][0]
-
-
-def stored_files(app: Flask) -> set[str]:
-    root = Path(app.config["ATELIER_DATA_DIR"])
-    return {
-        str(path.relative_to(root))
-        for folder in ("images", "thumbs")
-        for path in (root / folder).rglob("*")
-        if path.is_file()
-    }
 
 
 def job_count(app: Flask) -> tuple[int, int]:
@@ -122,10 +99,6 @@ def fetch(client: FlaskClient, url: str) -> tuple[int, bytes, Any]:
     """GET a file, closing the response: (status, body, headers)."""
     with client.get(url) as response:
         return response.status_code, response.get_data(), response.headers
-
-
-def emulator_requests(emulator: Any) -> list[dict[str, Any]]:
-    return requests.get(emulator.url + "_emulator/requests", timeout=5).json()["requests"]
 
 
 # --- happy paths: what is stored and shown ---------------------------------------------------
@@ -171,15 +144,7 @@ def test_json_edit_with_a_gallery_image_and_a_mask_data_url(edit_app):
     the_mask = mask((source["width"], source["height"]))
     data_url = "data:image/png;base64," + base64.b64encode(the_mask).decode()
 
-    response = client.post(
-        "/api/jobs",
-        json={
-            "prompt": "make the sky stormy",
-            "provider": EDITOR,
-            "reference_images": [source["id"]],
-            "mask": data_url,
-        },
-    )
+    response = post_json_edit(client, [source["id"]], prompt="make the sky stormy", mask=data_url)
 
     assert response.status_code == 202, response.get_json()
     job = response.get_json()
@@ -253,7 +218,7 @@ def assert_nothing_stored_or_sent(
     run_ready(app)
     assert job_count(app) == jobs
     assert stored_files(app) == before
-    assert emulator_requests(emulator) == []
+    assert emulator_log(emulator) == []
 
 
 def refused(response: Any, status: int, field: str | None) -> str:
@@ -352,19 +317,11 @@ def test_a_mask_without_an_image(edit_app, emulator):
 def test_a_mask_data_url_that_is_not_png_base64(edit_app, emulator):
     client = edit_app.test_client()
     source = gallery_image(client)
-    requests.post(emulator.url + "_emulator/reset", timeout=5).raise_for_status()
+    reset(emulator)
     before = stored_files(edit_app)
 
     for bad in ("data:image/jpeg;base64,AAAA", "data:image/png;base64,***", "https://x/m.png"):
-        response = edit_app.test_client().post(
-            "/api/jobs",
-            json={
-                "prompt": "p",
-                "provider": EDITOR,
-                "reference_images": [source["id"]],
-                "mask": bad,
-            },
-        )
+        response = post_json_edit(edit_app.test_client(), [source["id"]], mask=bad)
         refused(response, 400, "mask")
     assert_nothing_stored_or_sent(edit_app, emulator, before, jobs=(1, 0))
 
@@ -423,16 +380,12 @@ def test_an_upload_is_read_with_a_bound():
 def test_unknown_and_foreign_image_ids_are_the_same_400(users_app, emulator):
     alice, bob = token_client(users_app, "alice"), token_client(users_app, "bob")
     alices = gallery_image(alice)
-    requests.post(emulator.url + "_emulator/reset", timeout=5).raise_for_status()
+    reset(emulator)
     jobs_before = job_count(users_app)
     files_before = stored_files(users_app)
 
-    def edit_with(image_id: Any) -> Any:
-        body = {"prompt": "p", "provider": EDITOR, "reference_images": [image_id]}
-        return bob.post("/api/jobs", json=body)
-
-    foreign = edit_with(alices["id"])
-    unknown = edit_with(alices["id"] + 1000)
+    foreign = post_json_edit(bob, [alices["id"]])
+    unknown = post_json_edit(bob, [alices["id"] + 1000])
 
     # The same status, code, field and words; only the id given differs.
     foreign_message = refused(foreign, 400, "reference_images")
@@ -444,15 +397,9 @@ def test_unknown_and_foreign_image_ids_are_the_same_400(users_app, emulator):
     run_ready(users_app)
     assert job_count(users_app) == jobs_before
     assert stored_files(users_app) == files_before
-    assert emulator_requests(emulator) == []
+    assert emulator_log(emulator) == []
     # Alice herself may use it.
-    assert (
-        alice.post(
-            "/api/jobs",
-            json={"prompt": "p", "provider": EDITOR, "reference_images": [alices["id"]]},
-        ).status_code
-        == 202
-    )
+    assert post_json_edit(alice, [alices["id"]]).status_code == 202
 
 
 @pytest.mark.parametrize("image_id", [2**70, "9" * 30, -1, 1.5, True, None, [1]])
@@ -460,12 +407,11 @@ def test_an_image_id_out_of_range_or_not_a_number_is_the_same_400(edit_app, emul
     client = edit_app.test_client()
     jobs_before = job_count(edit_app)
 
-    body = {"prompt": "p", "provider": EDITOR, "reference_images": [image_id]}
-    response = client.post("/api/jobs", json=body)
+    response = post_json_edit(client, [image_id])
 
     refused(response, 400, "reference_images")
     assert job_count(edit_app) == jobs_before
-    assert emulator_requests(emulator) == []
+    assert emulator_log(emulator) == []
 
 
 def test_another_users_input_files_are_404(users_app):

@@ -13,31 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from flask import Flask
 from flask.testing import FlaskClient
-from PIL import Image as PILImage
 from sqlalchemy import delete
 
 from app import consistency, curation, jobs, pricing, storage
 from app.models import Image, Job, JobInput, db, write_transaction
-from tests.helpers import EMULATOR_KEY, csrf_token, wait_for_job
-
-EDITOR = "azure:gpt-image-1"
-
-
-def png(size: tuple[int, int] = (64, 48), color: Any = (200, 40, 40)) -> bytes:
-    out = io.BytesIO()
-    PILImage.new("RGB", size, color).save(out, "PNG")
-    return out.getvalue()
-
-
-def mask(size: tuple[int, int]) -> bytes:
-    image = PILImage.new("RGBA", size, (0, 0, 0, 255))
-    image.paste((0, 0, 0, 0), (0, 0, size[0] // 2, size[1]))
-    out = io.BytesIO()
-    image.save(out, "PNG")
-    return out.getvalue()
+from tests.edit_helpers import EDITOR, mask, png, stored_files
+from tests.helpers import EMULATOR_KEY, csrf_token, emulator_log, wait_for_job
 
 
 def sha(data: bytes) -> str:
@@ -69,22 +52,11 @@ def post_json(client: FlaskClient, **body: Any) -> dict:
 
 
 def edit_requests(emulator: Any) -> list[dict[str, Any]]:
-    log = requests.get(emulator.url + "_emulator/requests", timeout=5).json()["requests"]
-    return [entry for entry in log if entry["path"].endswith("/images/edits")]
+    return [entry for entry in emulator_log(emulator) if entry["path"].endswith("/images/edits")]
 
 
 def sent_files(entry: dict[str, Any]) -> list[tuple[str, str]]:
     return [(part["role"], part["sha256"]) for part in entry["files"]]
-
-
-def files_on_disk(app: Flask) -> set[str]:
-    root = Path(app.config["ATELIER_DATA_DIR"])
-    return {
-        str(path.relative_to(root))
-        for folder in ("images", "thumbs")
-        for path in (root / folder).rglob("*")
-        if path.is_file()
-    }
 
 
 def test_a_multipart_edit_sends_exactly_the_uploaded_bytes(edit_app, emulator):
@@ -122,7 +94,7 @@ def test_a_library_edit_sends_the_stored_original_and_retry_sends_it_again(edit_
         mask="data:image/png;base64," + base64.b64encode(the_mask).decode(),
     )
     done = wait_for_job(client, job["id"])
-    files_before = files_on_disk(edit_app)
+    files_before = stored_files(edit_app)
     retried = wait_for_job(client, client.post(f"/api/jobs/{job['id']}/retry").get_json()["id"])
 
     assert done["status"] == retried["status"] == "succeeded"
@@ -137,7 +109,7 @@ def test_a_library_edit_sends_the_stored_original_and_retry_sends_it_again(edit_
     )
     assert retried["inputs"][0]["source_image"] == source["id"]
     # The retry's new output is the only new file: no input was written again.
-    assert len(files_on_disk(edit_app) - files_before) <= 3
+    assert len(stored_files(edit_app) - files_before) <= 3
 
 
 def test_a_cut_stream_fails_with_a_reason_and_is_not_resent(edit_app, emulator):

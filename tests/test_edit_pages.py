@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image as PILImage
 from sqlalchemy import func, select
@@ -17,7 +18,7 @@ from sqlalchemy import func, select
 from app import storage
 from app.auth import accounts
 from app.models import Job, JobPhase, JobStatus, db, write_transaction
-from tests.helpers import csrf_token, wait_for_job
+from tests.helpers import csrf_token, signed_in, wait_for_job
 
 DEPLOYMENTS = {
     "AZURE_OPENAI_DEPLOYMENT": "gpt-image-1=gpt-image-1,dall-e-3=dall-e-3",
@@ -46,6 +47,17 @@ def made_image(client: FlaskClient, prompt: str, **headers: str) -> int:
     job = wait_for_job(client, response.get_json()["id"])
     assert job["status"] == "succeeded", job
     return job["images"][0]["id"]
+
+
+def alice_and_bobs_image(app_factory) -> tuple[Flask, FlaskClient, int]:
+    """An app with sign-in on, Alice's signed-in client, and the id of an image of Bob's."""
+    app = app_factory(ATELIER_AUTH="on", **DEPLOYMENTS)
+    with app.app_context():
+        for name in ("alice", "bob"):
+            accounts.create_user(name, PASSWORD)
+    alice, bob = signed_in(app, "alice", PASSWORD), signed_in(app, "bob", PASSWORD)
+    bobs = made_image(bob, "bob's secret garden", **{"X-CSRFToken": csrf_token(bob)})
+    return app, alice, bobs
 
 
 def chosen_provider(page: str) -> str | None:
@@ -112,20 +124,10 @@ def test_edit_link_leaves_out_ids_of_no_image_and_malformed_ids_alike(client):
 
 
 def test_edit_link_never_shows_another_users_image(app_factory):
-    app = app_factory(ATELIER_AUTH="on", **DEPLOYMENTS)
-    clients = {}
-    for name in ("alice", "bob"):
-        with app.app_context():
-            accounts.create_user(name, PASSWORD)
-        client = app.test_client()
-        form = {"username": name, "password": PASSWORD, "csrf_token": csrf_token(client, "/login")}
-        assert client.post("/login", data=form).status_code == 303
-        clients[name] = client
-    bob = clients["bob"]
-    bobs = made_image(bob, "bob's secret garden", **{"X-CSRFToken": csrf_token(bob)})
+    _, alice, bobs = alice_and_bobs_image(app_factory)
 
-    foreign = page_of(clients["alice"], f"/?edit={bobs}")
-    missing = page_of(clients["alice"], "/?edit=999999")
+    foreign = page_of(alice, f"/?edit={bobs}")
+    missing = page_of(alice, "/?edit=999999")
 
     assert reference_ids(foreign) == []
     assert "secret garden" not in foreign
@@ -273,6 +275,18 @@ def post_form(client: FlaskClient, url: str = "/jobs", **fields) -> tuple[int, s
     return response.status_code, response.get_data(as_text=True), response.headers
 
 
+def job_made_by_form(client: FlaskClient, **fields) -> dict:
+    """Send the prompt form with `fields`: it must redirect (303) to the new job; its JSON."""
+    status, _, headers = post_form(client, **fields)
+    assert status == 303
+    return client.get(f"/api/jobs/{int(headers['Location'].rsplit('/', 1)[1])}").get_json()
+
+
+def painted_mask() -> tuple[io.BytesIO, str]:
+    """A mask as the painter sends it for a 1024×1024 image: its top half painted."""
+    return io.BytesIO(png(1024, 1024, alpha=True, hole=True)), "mask.png"
+
+
 def job_count(app) -> int:
     with app.app_context():
         return db.session.scalar(select(func.count()).select_from(Job))
@@ -286,27 +300,19 @@ def stored_files(app) -> set[str]:
 def test_form_with_a_gallery_image_and_a_painted_mask_creates_an_edit(app, client):
     image = made_image(client, "a wide sky")
 
-    status, _, headers = post_form(
-        client,
-        reference_image=str(image),
-        mask=(io.BytesIO(png(1024, 1024, alpha=True, hole=True)), "mask.png"),
-    )
+    job = job_made_by_form(client, reference_image=str(image), mask=painted_mask())
 
-    assert status == 303
-    job = client.get(f"/api/jobs/{int(headers['Location'].rsplit('/', 1)[1])}").get_json()
     assert job["kind"] == "edit"
     assert [item["role"] for item in job["inputs"]] == ["image", "mask"]
     assert job["prompt"] == "make the sky stormy"
 
 
 def test_form_with_uploaded_images_creates_an_edit(client):
-    status, _, headers = post_form(
+    job = job_made_by_form(
         client,
         image=[(io.BytesIO(png(64, 64)), "one.png"), (io.BytesIO(png(32, 32)), "two.png")],
     )
 
-    assert status == 303
-    job = client.get(f"/api/jobs/{int(headers['Location'].rsplit('/', 1)[1])}").get_json()
     assert [(item["role"], item["width"]) for item in job["inputs"]] == [
         ("image", 64),
         ("image", 32),
@@ -314,10 +320,8 @@ def test_form_with_uploaded_images_creates_an_edit(client):
 
 
 def test_form_without_files_still_makes_a_plain_generation(client):
-    status, _, headers = post_form(client, image=(io.BytesIO(b""), ""))
+    job = job_made_by_form(client, image=(io.BytesIO(b""), ""))
 
-    assert status == 303
-    job = client.get(f"/api/jobs/{int(headers['Location'].rsplit('/', 1)[1])}").get_json()
     assert job["kind"] == "generate"
     assert job["inputs"] == []
 
@@ -361,21 +365,11 @@ def test_a_mask_of_the_wrong_size_is_refused_on_the_mask_field(app, client):
 
 
 def test_another_users_image_is_refused_like_one_that_does_not_exist(app_factory):
-    app = app_factory(ATELIER_AUTH="on", **DEPLOYMENTS)
-    clients = {}
-    for name in ("alice", "bob"):
-        with app.app_context():
-            accounts.create_user(name, PASSWORD)
-        client = app.test_client()
-        form = {"username": name, "password": PASSWORD, "csrf_token": csrf_token(client, "/login")}
-        assert client.post("/login", data=form).status_code == 303
-        clients[name] = client
-    bob = clients["bob"]
-    bobs = made_image(bob, "bob's secret garden", **{"X-CSRFToken": csrf_token(bob)})
+    app, alice, bobs = alice_and_bobs_image(app_factory)
     jobs_before = job_count(app)
 
-    _, foreign, _ = post_form(clients["alice"], reference_image=str(bobs))
-    status, missing, _ = post_form(clients["alice"], reference_image=str(bobs + 1000))
+    _, foreign, _ = post_form(alice, reference_image=str(bobs))
+    status, missing, _ = post_form(alice, reference_image=str(bobs + 1000))
 
     assert status == 422
     foreign_error = re.search(r'id="image-error">([^<]*)<', foreign).group(1)
@@ -460,14 +454,8 @@ def test_a_running_job_without_a_preview_shows_the_progress_bar_only(app, client
 
 def test_job_page_shows_the_inputs_with_their_roles_and_where_they_came_from(app, client):
     image = made_image(client, "a wide sky")
-    status, _, headers = post_form(
-        client,
-        reference_image=str(image),
-        mask=(io.BytesIO(png(1024, 1024, alpha=True, hole=True)), "mask.png"),
-    )
-    assert status == 303
-    job_id = int(headers["Location"].rsplit("/", 1)[1])
-    job = client.get(f"/api/jobs/{job_id}").get_json()
+    job = job_made_by_form(client, reference_image=str(image), mask=painted_mask())
+    job_id = job["id"]
 
     page = page_of(client, f"/jobs/{job_id}")
 
@@ -486,9 +474,7 @@ def test_job_page_shows_the_inputs_with_their_roles_and_where_they_came_from(app
 
 def test_image_page_of_an_edit_shows_its_inputs_and_what_it_was_edited_from(app, client):
     image = made_image(client, "a wide sky")
-    status, _, headers = post_form(client, reference_image=str(image))
-    assert status == 303
-    job = wait_for_job(client, int(headers["Location"].rsplit("/", 1)[1]))
+    job = wait_for_job(client, job_made_by_form(client, reference_image=str(image))["id"])
     assert job["status"] == "succeeded", job
 
     page = page_of(client, f"/images/{job['images'][0]['id']}")
@@ -516,7 +502,5 @@ def test_mask_form_asks_for_live_previews_by_default(client):
     page = page_of(client, f"/images/{image}")
 
     assert '<input type="checkbox" name="partial_images" value="2" checked>' in page
-    status, _, headers = post_form(client, reference_image=str(image), partial_images="2")
-    assert status == 303
-    job = client.get(f"/api/jobs/{int(headers['Location'].rsplit('/', 1)[1])}").get_json()
+    job = job_made_by_form(client, reference_image=str(image), partial_images="2")
     assert job["options"]["partial_images"] == 2

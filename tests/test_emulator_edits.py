@@ -30,6 +30,8 @@ from PIL import Image
 
 from app.emulator import EmulatorConfig, EmulatorServer
 from app.emulator.fault_responses import bomb_png
+from tests.emulator_client import reset, serving
+from tests.helpers import emulator_log
 
 API_KEY = "azure-edits-test-key-0123456789"
 OPENAI_KEY = "sk-emulator-edits-test-key-wxyz"
@@ -57,23 +59,22 @@ UNTOUCHED = (620, 260, 920, 370)
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[EmulatorServer]:
-    config = EmulatorConfig(
-        api_key=API_KEY,
-        latency=LATENCY,
-        openai_api_key=OPENAI_KEY,
-        deployments=dict(DEPLOYMENTS),
-        slow_seconds=SLOW_SECONDS,
-        rate_limit_retry_seconds=0.1,
+    yield from serving(
+        {
+            "api_key": API_KEY,
+            "latency": LATENCY,
+            "openai_api_key": OPENAI_KEY,
+            "deployments": dict(DEPLOYMENTS),
+            "slow_seconds": SLOW_SECONDS,
+            "rate_limit_retry_seconds": 0.1,
+        }
     )
-    with EmulatorServer(config) as running:
-        yield running
 
 
 @pytest.fixture
 def emulator(server: EmulatorServer) -> EmulatorServer:
     """The module's emulator with its request log cleared for this test."""
-    requests.post(f"{server.url}_emulator/reset", timeout=TIMEOUT).raise_for_status()
-    return server
+    return reset(server)
 
 
 # --- pictures ----------------------------------------------------------------------------
@@ -221,10 +222,6 @@ def azure(emulator: EmulatorServer) -> Route:
 def ok_json(response: requests.Response) -> dict:
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def logged(server: EmulatorServer) -> list[dict]:
-    return requests.get(f"{server.url}_emulator/requests", timeout=TIMEOUT).json()["requests"]
 
 
 def generate_count(server: EmulatorServer) -> int:
@@ -497,7 +494,7 @@ def test_a_file_over_50_mib_is_400_naming_image(emulator):
     response = route.edit(files=[image_part(too_big)])
 
     assert "52,428,800" in assert_invalid(route, response, "image")["message"]
-    (entry,) = logged(emulator)
+    (entry,) = emulator_log(emulator)
     assert entry["files"][0]["size"] == len(too_big)
     assert entry["files"][0]["sha256"] == sha256(too_big)
 
@@ -681,7 +678,7 @@ def test_request_log_records_every_file_with_its_role_hash_size_and_type(route):
 
     ok_json(route.edit(files=files, size="1024x1024", quality="low"))
 
-    (entry,) = logged(route.server)
+    (entry,) = emulator_log(route.server)
     assert entry["path"].endswith("/images/edits")
     assert [
         (file["role"], file["field"], file["sha256"], file["size"], file["content_type"])
@@ -700,7 +697,7 @@ def test_request_log_records_every_file_with_its_role_hash_size_and_type(route):
 def test_request_log_records_the_files_of_a_refused_edit(azure):
     azure.edit(files=[image_part(b"not an image", "text/plain")])
 
-    (entry,) = logged(azure.server)
+    (entry,) = emulator_log(azure.server)
     assert entry["status"] == 400
     assert entry["files"][0]["sha256"] == sha256(b"not an image")
     assert entry["files"][0]["content_type"] == "text/plain"
@@ -709,7 +706,7 @@ def test_request_log_records_the_files_of_a_refused_edit(azure):
 def test_a_generation_has_no_files_in_the_log(azure):
     azure.generate()
 
-    assert logged(azure.server)[0]["files"] is None
+    assert emulator_log(azure.server)[0]["files"] is None
 
 
 # --- streams -----------------------------------------------------------------------------
@@ -973,7 +970,7 @@ def test_sdk_edits_with_several_images_and_a_mask(client, emulator):
     edited = decoded(response.data[0].b64_json)
     assert share_of(edited, MASKED, (MAGENTA, YELLOW)) > 0.6
     assert response.usage.input_tokens_details.image_tokens > 0
-    (entry,) = logged(emulator)
+    (entry,) = emulator_log(emulator)
     assert [(file["field"], file["sha256"]) for file in entry["files"]] == [
         ("image[]", sha256(FIRST)),
         ("image[]", sha256(reference)),

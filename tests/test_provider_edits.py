@@ -14,6 +14,7 @@ import io
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -27,7 +28,7 @@ from app.providers.azure_deployment import AzureDeploymentProvider
 from app.providers.base import GenerationRequest, InputImage, ProviderError
 from app.providers.generations import GenerationsProvider
 from app.providers.openai_images import OpenAIImagesProvider
-from tests.helpers import EMULATOR_KEY
+from tests.helpers import EMULATOR_KEY, emulator_log
 from tests.independent_azure import (
     KEY,
     Cut,
@@ -62,23 +63,30 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 ProviderFactory = Callable[..., GenerationsProvider]
 
 
-@pytest.fixture
-def make_provider(azure: IndependentAzure) -> Iterator[ProviderFactory]:
+@contextmanager
+def providers(
+    url: str, key: str, deployment: Callable[[str], str], generation_timeout: float
+) -> Iterator[ProviderFactory]:
+    """Makes providers on any of the three routes of the server at `url` (`family` names the
+    model; `deployment(family)` the Azure deployment that serves it); closes their sessions."""
     sessions: list[requests.Session] = []
 
     def make(route: str = "deployment", family: str = "gpt-image-1", **limits: Any):
         session = requests.Session()
         sessions.append(session)
-        limits = {"read_timeout": 5.0, "generation_timeout": 10.0, "session": session, **limits}
+        limits = {
+            "read_timeout": 5.0,
+            "generation_timeout": generation_timeout,
+            "session": session,
+            **limits,
+        }
         if route == "openai":
-            model = resolve_model(family, OPENAI)
-            return OpenAIImagesProvider(azure.url + "v1/", KEY, model, **limits)
-        deployment = GPT_IMAGE_1 if family == "gpt-image-1" else GPT_IMAGE_2
+            return OpenAIImagesProvider(url + "v1/", key, resolve_model(family, OPENAI), **limits)
         return AzureDeploymentProvider(
-            azure.url + ("openai/v1/" if route == "v1" else ""),
-            deployment,
+            url + ("openai/v1/" if route == "v1" else ""),
+            deployment(family),
             resolve_model(family, AZURE),
-            AzureCredential(api_key=KEY),
+            AzureCredential(api_key=key),
             API_VERSION,
             v1=route == "v1",
             **limits,
@@ -87,6 +95,15 @@ def make_provider(azure: IndependentAzure) -> Iterator[ProviderFactory]:
     yield make
     for session in sessions:
         session.close()
+
+
+@pytest.fixture
+def make_provider(azure: IndependentAzure) -> Iterator[ProviderFactory]:
+    def deployment(family: str) -> str:
+        return GPT_IMAGE_1 if family == "gpt-image-1" else GPT_IMAGE_2
+
+    with providers(azure.url, KEY, deployment, generation_timeout=10.0) as make:
+        yield make
 
 
 def picture(colour: tuple[int, int, int], kind: str = "PNG", size=(32, 24)) -> bytes:
@@ -112,6 +129,13 @@ def request(**fields: Any) -> GenerationRequest:
     values["options"] = {}
     values.update(fields)
     return GenerationRequest(**values)
+
+
+def raised_by(provider: GenerationsProvider, generation: GenerationRequest) -> ProviderError:
+    """The ProviderError that `provider` raises for `generation` (the test fails if none)."""
+    with pytest.raises(ProviderError) as raised:
+        provider.generate(generation)
+    return raised.value
 
 
 def sha(data: bytes) -> str:
@@ -259,11 +283,10 @@ def test_moderation_goes_with_a_generation_but_not_with_an_edit(azure, make_prov
 def test_a_dall_e_model_cannot_edit_and_nothing_is_sent(azure):
     provider = OpenAIImagesProvider(azure.url + "v1/", KEY, resolve_model("dall-e-3", OPENAI))
 
-    with pytest.raises(ProviderError) as raised:
-        provider.generate(request(inputs=(image(),)))
+    error = raised_by(provider, request(inputs=(image(),)))
 
-    assert raised.value.code == "edits_unsupported"
-    assert "dall-e-3 cannot edit" in raised.value.message
+    assert error.code == "edits_unsupported"
+    assert "dall-e-3 cannot edit" in error.message
     assert azure.received == []
 
 
@@ -275,20 +298,18 @@ def test_a_dall_e_model_cannot_edit_and_nothing_is_sent(azure):
 def test_inputs_that_are_not_images_then_one_mask_are_refused_before_sending(
     azure, make_provider, inputs
 ):
-    with pytest.raises(ProviderError) as raised:
-        make_provider().generate(request(inputs=inputs))
+    error = raised_by(make_provider(), request(inputs=inputs))
 
-    assert raised.value.code == "invalid_inputs"
+    assert error.code == "invalid_inputs"
     assert azure.received == []
 
 
 def test_an_input_of_another_type_is_refused_before_sending(azure, make_provider):
     gif = InputImage("image", b"GIF89a...", "image/gif")
 
-    with pytest.raises(ProviderError) as raised:
-        make_provider().generate(request(inputs=(gif,)))
+    error = raised_by(make_provider(), request(inputs=(gif,)))
 
-    assert raised.value.code == "invalid_inputs" and "image/gif" in raised.value.message
+    assert error.code == "invalid_inputs" and "image/gif" in error.message
     assert azure.received == []
 
 
@@ -308,11 +329,10 @@ def test_a_rate_limited_edit_is_sent_again_with_the_same_bytes(azure, make_provi
 def test_an_edit_without_an_answer_in_time_is_not_sent_again(azure, make_provider):
     azure.answer_delay = 2.0
 
-    with pytest.raises(ProviderError) as raised:
-        make_provider(generation_timeout=0.3).generate(request(inputs=(image(),)))
+    error = raised_by(make_provider(generation_timeout=0.3), request(inputs=(image(),)))
 
-    assert raised.value.code == "unknown_outcome"
-    assert not raised.value.retryable
+    assert error.code == "unknown_outcome"
+    assert not error.retryable
     assert len(azure.posts()) == 1
 
 
@@ -490,10 +510,8 @@ def test_a_stream_cut_after_it_began_is_stream_interrupted_and_not_sent_again(
     azure.chunked = chunked
     partials = Partials()
 
-    with pytest.raises(ProviderError) as raised:
-        make_provider().generate(request(options={"partial_images": 2}, on_partial=partials))
+    error = raised_by(make_provider(), request(options={"partial_images": 2}, on_partial=partials))
 
-    error = raised.value
     assert error.code == "stream_interrupted"
     assert not error.retryable
     assert "may already have been billed" in error.message and "Retry" in error.message
@@ -508,11 +526,10 @@ def test_a_done_before_the_completed_event_is_stream_interrupted(azure, make_pro
 
     azure.stream_script = script
 
-    with pytest.raises(ProviderError) as raised:
-        make_provider().generate(request(options={"partial_images": 1}))
+    error = raised_by(make_provider(), request(options={"partial_images": 1}))
 
-    assert raised.value.code == "stream_interrupted"
-    assert "ended before the finished image arrived" in raised.value.message
+    assert error.code == "stream_interrupted"
+    assert "ended before the finished image arrived" in error.message
 
 
 def test_a_stalled_stream_is_stream_interrupted_within_the_read_timeout(azure, make_provider):
@@ -524,14 +541,13 @@ def test_a_stalled_stream_is_stream_interrupted_within_the_read_timeout(azure, m
     azure.stream_script = script
     started = time.monotonic()
 
-    with pytest.raises(ProviderError) as raised:
-        make_provider(read_timeout=1, generation_timeout=30).generate(
-            request(options={"partial_images": 1})
-        )
+    error = raised_by(
+        make_provider(read_timeout=1, generation_timeout=30), request(options={"partial_images": 1})
+    )
 
     assert time.monotonic() - started < 5
-    assert raised.value.code == "stream_interrupted"
-    assert "nothing arrived for 1 s" in raised.value.message
+    assert error.code == "stream_interrupted"
+    assert "nothing arrived for 1 s" in error.message
     assert len(azure.posts()) == 1
 
 
@@ -540,12 +556,12 @@ def test_a_stream_whose_answer_does_not_begin_within_the_read_timeout_is_not_sen
 ):
     azure.answer_delay = 2.0
 
-    with pytest.raises(ProviderError) as raised:
-        make_provider(read_timeout=0.3, generation_timeout=30).generate(
-            request(options={"partial_images": 1})
-        )
+    error = raised_by(
+        make_provider(read_timeout=0.3, generation_timeout=30),
+        request(options={"partial_images": 1}),
+    )
 
-    assert raised.value.code == "unknown_outcome" and not raised.value.retryable
+    assert error.code == "unknown_outcome" and not error.retryable
     assert len(azure.posts()) == 1
 
 
@@ -559,14 +575,14 @@ def test_a_stream_that_keeps_trickling_ends_at_the_generation_timeout(azure, mak
     azure.stream_script = script
     started = time.monotonic()
 
-    with pytest.raises(ProviderError) as raised:
-        make_provider(read_timeout=5, generation_timeout=0.8).generate(
-            request(options={"partial_images": 1})
-        )
+    error = raised_by(
+        make_provider(read_timeout=5, generation_timeout=0.8),
+        request(options={"partial_images": 1}),
+    )
 
     assert time.monotonic() - started < 3
-    assert raised.value.code == "stream_interrupted"
-    assert "generation timeout" in raised.value.message
+    assert error.code == "stream_interrupted"
+    assert "generation timeout" in error.message
 
 
 @pytest.mark.parametrize(
@@ -577,10 +593,9 @@ def test_a_stream_that_keeps_trickling_ends_at_the_generation_timeout(azure, mak
 def test_an_unreadable_event_is_stream_interrupted(azure, make_provider, payload):
     azure.stream_script = lambda stream: [sse(payload, "image_generation.partial_image")]
 
-    with pytest.raises(ProviderError) as raised:
-        make_provider().generate(request(options={"partial_images": 1}))
+    error = raised_by(make_provider(), request(options={"partial_images": 1}))
 
-    assert raised.value.code == "stream_interrupted"
+    assert error.code == "stream_interrupted"
 
 
 @pytest.mark.parametrize(
@@ -591,21 +606,19 @@ def test_an_unreadable_event_is_stream_interrupted(azure, make_provider, payload
 def test_an_event_larger_than_an_image_may_be_is_stream_interrupted(azure, make_provider, body):
     azure.stream_script = lambda stream: [body]
 
-    with pytest.raises(ProviderError) as raised:
-        make_provider(max_image_bytes=1000).generate(request(options={"partial_images": 1}))
+    error = raised_by(make_provider(max_image_bytes=1000), request(options={"partial_images": 1}))
 
-    assert raised.value.code == "stream_interrupted"
-    assert "larger than" in raised.value.message
+    assert error.code == "stream_interrupted"
+    assert "larger than" in error.message
 
 
 def test_an_event_that_is_not_utf_8_is_stream_interrupted(azure, make_provider):
     azure.stream_script = lambda stream: [b"event: image_generation.completed\ndata: \xff\xfe\n\n"]
 
-    with pytest.raises(ProviderError) as raised:
-        make_provider().generate(request(options={"partial_images": 1}))
+    error = raised_by(make_provider(), request(options={"partial_images": 1}))
 
-    assert raised.value.code == "stream_interrupted"
-    assert "not UTF-8" in raised.value.message
+    assert error.code == "stream_interrupted"
+    assert "not UTF-8" in error.message
 
 
 # --- error events -------------------------------------------------------------------------------
@@ -629,10 +642,8 @@ REFUSAL = {
 def test_a_refusal_in_the_stream_is_the_usual_content_filter_refusal(azure, make_provider, event):
     azure.stream_script = lambda stream: [partial_event(stream, 0), event]
 
-    with pytest.raises(ProviderError) as raised:
-        make_provider().generate(request(options={"partial_images": 2}))
+    error = raised_by(make_provider(), request(options={"partial_images": 2}))
 
-    error = raised.value
     assert error.code == "contentFilter"
     assert error.message.startswith("Azure refused this prompt: Your request was rejected")
     assert "(flagged: violence)" in error.message
@@ -644,10 +655,8 @@ def test_another_error_in_the_stream_keeps_its_code_and_message_and_is_final(azu
     failure = {"error": {"code": "server_error", "message": "The image could not be finished."}}
     azure.stream_script = lambda stream: [sse(failure, "error")]
 
-    with pytest.raises(ProviderError) as raised:
-        make_provider().generate(request(options={"partial_images": 1}))
+    error = raised_by(make_provider(), request(options={"partial_images": 1}))
 
-    error = raised.value
     assert error.code == "server_error"
     assert error.message == "Azure stopped making the image: The image could not be finished."
     assert not error.retryable
@@ -657,11 +666,10 @@ def test_another_error_in_the_stream_keeps_its_code_and_message_and_is_final(azu
 def test_a_refusal_before_the_stream_begins_is_an_ordinary_error_answer(azure, make_provider):
     azure.failures = [(400, {"error": REFUSAL})]
 
-    with pytest.raises(ProviderError) as raised:
-        make_provider().generate(request(options={"partial_images": 1}))
+    error = raised_by(make_provider(), request(options={"partial_images": 1}))
 
-    assert raised.value.code == "contentFilter"
-    assert raised.value.status == 400
+    assert error.code == "contentFilter"
+    assert error.status == 400
 
 
 # --- against our emulator (the same provider code, the emulator's edits and streams) ---------
@@ -669,34 +677,13 @@ def test_a_refusal_before_the_stream_begins_is_an_ordinary_error_answer(azure, m
 
 @pytest.fixture
 def make_emulated(emulator) -> Iterator[ProviderFactory]:
-    """Providers for the emulator's three routes; `model` is a deployment/model it serves."""
-    sessions: list[requests.Session] = []
-
-    def make(route: str = "deployment", model: str = "gpt-image-1", **limits: Any):
-        session = requests.Session()
-        sessions.append(session)
-        limits = {"read_timeout": 5.0, "generation_timeout": 20.0, "session": session, **limits}
-        if route == "openai":
-            resolved = resolve_model(model, OPENAI)
-            return OpenAIImagesProvider(emulator.url + "v1/", EMULATOR_KEY, resolved, **limits)
-        return AzureDeploymentProvider(
-            emulator.url + ("openai/v1/" if route == "v1" else ""),
-            model,
-            resolve_model(model, AZURE),
-            AzureCredential(api_key=EMULATOR_KEY),
-            API_VERSION,
-            v1=route == "v1",
-            **limits,
-        )
-
-    yield make
-    for session in sessions:
-        session.close()
+    """Providers for the emulator's three routes; its deployments are named as their models."""
+    with providers(emulator.url, EMULATOR_KEY, str, generation_timeout=20.0) as make:
+        yield make
 
 
-def emulator_log(emulator) -> list[dict[str, Any]]:
-    log = requests.get(emulator.url + "_emulator/requests", timeout=5).json()["requests"]
-    return [entry for entry in log if entry["method"] == "POST"]
+def emulator_posts(emulator) -> list[dict[str, Any]]:
+    return [entry for entry in emulator_log(emulator) if entry["method"] == "POST"]
 
 
 def pixel(b64: str | None, where: tuple[int, int]) -> tuple[int, ...]:
@@ -710,7 +697,7 @@ def test_the_emulator_receives_an_edits_exact_files_on_every_route(emulator, mak
 
     generation = provider.generate(request(inputs=inputs, options={"input_fidelity": "high"}))
 
-    (entry,) = emulator_log(emulator)
+    (entry,) = emulator_posts(emulator)
     assert entry["path"].endswith("/images/edits") and entry["status"] == 200
     assert [(part["role"], part["field"]) for part in entry["files"]] == [
         ("image", "image[]"),
@@ -735,11 +722,11 @@ def test_the_emulator_draws_the_first_image_into_the_edit(emulator, make_emulate
 def test_a_gpt_image_2_edit_on_the_emulator_works_because_input_fidelity_is_not_sent(
     emulator, make_emulated
 ):
-    provider = make_emulated("v1", model="gpt-image-2")
+    provider = make_emulated("v1", family="gpt-image-2")
 
     provider.generate(request(inputs=(image(),), options={"input_fidelity": "high"}))
 
-    (entry,) = emulator_log(emulator)
+    (entry,) = emulator_posts(emulator)
     assert entry["status"] == 200 and "input_fidelity" not in entry["fields"]
 
 
@@ -762,7 +749,7 @@ def test_the_emulator_streams_partial_images_in_order_then_the_final_one(
     assert Image.open(io.BytesIO(final)).size == (1024, 1024)
     assert final not in [data for _, data in partials]
     assert generation.usage["total_tokens"] > 0
-    assert len(emulator_log(emulator)) == 1
+    assert len(emulator_posts(emulator)) == 1
 
 
 def test_a_stream_the_emulator_cuts_is_stream_interrupted_and_not_sent_again(
@@ -770,19 +757,19 @@ def test_a_stream_the_emulator_cuts_is_stream_interrupted_and_not_sent_again(
 ):
     partials = Partials()
 
-    with pytest.raises(ProviderError) as raised:
-        make_emulated().generate(
-            request(
-                prompt="a harbour [stream-cut]",
-                inputs=(image(),),
-                options={"partial_images": 2},
-                on_partial=partials,
-            )
-        )
+    error = raised_by(
+        make_emulated(),
+        request(
+            prompt="a harbour [stream-cut]",
+            inputs=(image(),),
+            options={"partial_images": 2},
+            on_partial=partials,
+        ),
+    )
 
-    assert raised.value.code == "stream_interrupted" and not raised.value.retryable
+    assert error.code == "stream_interrupted" and not error.retryable
     assert len(partials) == 1
-    assert len(emulator_log(emulator)) == 1
+    assert len(emulator_posts(emulator)) == 1
 
 
 def test_a_slow_emulator_stream_is_stream_interrupted_within_the_read_timeout(
@@ -793,23 +780,23 @@ def test_a_slow_emulator_stream_is_stream_interrupted_within_the_read_timeout(
     monkeypatch.setattr(emulator.config, "slow_seconds", 15.0)
     started = time.monotonic()
 
-    with pytest.raises(ProviderError) as raised:
-        make_emulated(read_timeout=3).generate(
-            request(prompt="a harbour [stream-slow]", options={"partial_images": 2})
-        )
+    error = raised_by(
+        make_emulated(read_timeout=3),
+        request(prompt="a harbour [stream-slow]", options={"partial_images": 2}),
+    )
 
-    assert raised.value.code == "stream_interrupted"
-    assert "nothing arrived for 3 s" in raised.value.message
+    assert error.code == "stream_interrupted"
+    assert "nothing arrived for 3 s" in error.message
     assert time.monotonic() - started < 10
-    assert len(emulator_log(emulator)) == 1
+    assert len(emulator_posts(emulator)) == 1
 
 
 def test_an_error_event_from_the_emulator_is_final_with_its_code(emulator, make_emulated):
-    with pytest.raises(ProviderError) as raised:
-        make_emulated("openai").generate(
-            request(prompt="a harbour [stream-error]", options={"partial_images": 2})
-        )
+    error = raised_by(
+        make_emulated("openai"),
+        request(prompt="a harbour [stream-error]", options={"partial_images": 2}),
+    )
 
-    assert raised.value.code == "server_error" and not raised.value.retryable
-    assert raised.value.message.startswith("OpenAI stopped making the image")
-    assert len(emulator_log(emulator)) == 1
+    assert error.code == "server_error" and not error.retryable
+    assert error.message.startswith("OpenAI stopped making the image")
+    assert len(emulator_posts(emulator)) == 1

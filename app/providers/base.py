@@ -276,15 +276,21 @@ def stream_error(error: dict[str, Any], service: str) -> ProviderError:
     itself: the stream had begun, so the work may have been billed."""
     refused = refusal(error, service)
     if refused is not None:
-        refused.service = service
-        return refused
+        return _answered_by(refused, service)
     code, message = error.get("code"), error.get("message")
-    described = ProviderError(
-        str(code) if code else "stream_error",
-        f"{service} stopped making the image: {message or 'an error it did not describe'}",
+    return _answered_by(
+        ProviderError(
+            str(code) if code else "stream_error",
+            f"{service} stopped making the image: {message or 'an error it did not describe'}",
+        ),
+        service,
     )
-    described.service = service
-    return described
+
+
+def _answered_by(error: ProviderError, service: str) -> ProviderError:
+    """`error`, marked as said by `service` (for messages written after the fact)."""
+    error.service = service
+    return error
 
 
 def describe_error(
@@ -299,11 +305,10 @@ def describe_error(
 
     `unauthorized_message` replaces the generic advice for 401/403 when the credential knows
     better (an expired Entra ID token is not a wrong key)."""
-    described = _describe_status(
-        response, service, credentials_hint, not_found_hint, unauthorized_message
+    return _answered_by(
+        _describe_status(response, service, credentials_hint, not_found_hint, unauthorized_message),
+        service,
     )
-    described.service = service
-    return described
 
 
 def _describe_status(
