@@ -86,8 +86,9 @@ def mask(page: Page, points=(PAINTED, UNPAINTED)) -> dict | None:
 
 
 def wait_for_alpha(page: Page, expected: list[int]) -> None:
-    """Wait until the mask in the input has these alphas at PAINTED and UNPAINTED."""
-    deadline = time.monotonic() + 5
+    """Wait until the mask in the input has these alphas at PAINTED and UNPAINTED (a loaded
+    machine may take seconds to encode a 1536x1024 PNG; 20 s is only the give-up point)."""
+    deadline = time.monotonic() + 20
     while (found := mask(page)) is None or found["alpha"] != expected:
         assert time.monotonic() < deadline, f"the mask is not {expected}: {found}"
         time.sleep(0.05)
