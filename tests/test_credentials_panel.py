@@ -150,9 +150,7 @@ def test_a_timestamped_signing_time_is_shown_in_utc_as_attested(app):
 
 
 def test_a_signing_time_the_manifest_only_claims_says_it_is_the_signers_word(app):
-    panel = image_panel(
-        app, summary(signed_at="2026-05-01T12:00:05Z", signed_at_source="claimed")
-    )
+    panel = image_panel(app, summary(signed_at="2026-05-01T12:00:05Z", signed_at_source="claimed"))
 
     assert fact(panel, "Signed") == (
         "2026-05-01 12:00:05 UTC (stated by the signer, not attested by a timestamp authority)"
@@ -311,7 +309,9 @@ def test_a_trust_anchors_file_that_is_not_pem_stops_start_up(tmp_path):
 def test_a_trust_anchors_file_with_a_damaged_certificate_stops_start_up(tmp_path):
     pem = ContentSigner().root_pem
     damaged = tmp_path / "roots.pem"
-    damaged.write_text(pem + "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
+    damaged.write_text(
+        pem + "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n"
+    )
 
     with pytest.raises(ConfigError, match=r"ATELIER_C2PA_TRUST_ANCHORS=.*certificate 2 of 2"):
         settings_from(tmp_path, ATELIER_C2PA_TRUST_ANCHORS=str(damaged))
