@@ -163,6 +163,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Requests naming any other host get 400.",
     ),
     Setting(
+        "ATELIER_C2PA_TRUST_ANCHORS",
+        None,
+        "A PEM file of root certificates whose Content Credentials signers Atelier trusts "
+        "(e.g. the roots of the C2PA trust list). Unset: signatures are still checked, but "
+        "every signer shows as not trusted.",
+    ),
+    Setting(
         "ATELIER_DAILY_IMAGE_QUOTA",
         "200",
         "Images each account may request per day (UTC); 0 means no limit. Per-account "
@@ -431,7 +438,43 @@ def load_settings(environ: Mapping[str, str], instance_path: str) -> dict[str, A
     if settings["ATELIER_PUBLIC_URL"]:
         settings["ATELIER_PUBLIC_URL"] = public_url(settings["ATELIER_PUBLIC_URL"])
     settings["ATELIER_TRUSTED_HOSTS"] = trusted_hosts(settings["ATELIER_TRUSTED_HOSTS"] or "")
+    anchors = settings["ATELIER_C2PA_TRUST_ANCHORS"]
+    settings["ATELIER_C2PA_TRUST_ANCHORS_PEM"] = trust_anchors_pem(anchors) if anchors else None
     return settings
+
+
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.+?-----END CERTIFICATE-----", re.S
+)
+
+
+def trust_anchors_pem(path: str) -> str:
+    """The certificates of the ATELIER_C2PA_TRUST_ANCHORS file, as PEM text for the C2PA SDK.
+
+    Read once at start-up (not per image) and checked here, so a wrong path or a file that is
+    not PEM certificates stops Atelier with the reason instead of silently trusting no one."""
+    from cryptography import x509  # only needed when the setting is used
+
+    name = "ATELIER_C2PA_TRUST_ANCHORS"
+    try:
+        data = Path(path).expanduser().read_bytes()
+    except OSError as error:
+        raise ConfigError(f"{name}={path!r} cannot be read: {error.strerror}.") from None
+    blocks = _PEM_CERTIFICATE.findall(data)
+    if not blocks:
+        raise ConfigError(
+            f"{name}={path!r} holds no PEM certificate: expected one or more "
+            "'-----BEGIN CERTIFICATE-----' blocks of trusted root certificates."
+        )
+    for number, block in enumerate(blocks, 1):
+        try:
+            x509.load_pem_x509_certificate(block)
+        except ValueError as error:
+            raise ConfigError(
+                f"{name}={path!r}: certificate {number} of {len(blocks)} is not a valid "
+                f"X.509 certificate ({error})."
+            ) from None
+    return "\n".join(block.decode("ascii", "replace") for block in blocks) + "\n"
 
 
 def _azure_identity_installed() -> bool:

@@ -15,7 +15,10 @@ manifest, else a JSON-serialisable summary:
   no anchor, still reports the manifest `Valid` with a `signingCredential.untrusted` failure code;
   only `Trusted` means both. So an untrusted signer (the emulator's throwaway root, or any real
   provider whose root the deployment has not configured) is `valid: true, trusted: false`, and the
-  untrusted code is not repeated in `issues`. Pass `trust_anchors` (PEM) to trust roots.
+  untrusted code is not repeated in `issues`. Pass `trust_anchors` (PEM) to trust roots;
+  without it, `inspect` uses the roots of the app's `ATELIER_C2PA_TRUST_ANCHORS` setting
+  (`configured_trust_anchors`, read once at start-up by app.config) when called inside an app
+  context, as the worker, `verify` and the CLI are.
 - `signed_at` is the signing time a timestamp authority attested (`signed_at_source:
   "timestamp"`); failing that, the time the manifest's own created/opened action states
   (`"claimed"`: the signer's word, not attested).
@@ -45,6 +48,8 @@ import os
 import struct
 import threading
 from typing import Any
+
+from flask import current_app, has_app_context
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +112,12 @@ def inspect(
     trust_anchors: str | None = None,
     timeout: float | None = None,
 ) -> dict[str, Any] | None:
-    """The Content Credentials summary of a file's bytes, or None if it carries no manifest."""
+    """The Content Credentials summary of a file's bytes, or None if it carries no manifest.
+
+    `trust_anchors`: PEM root certificates to trust; None means the configured ones."""
     try:
+        if trust_anchors is None:
+            trust_anchors = configured_trust_anchors()
         if not any(marker in data for marker in _MARKERS):
             return None
         if len(data) > MAX_FILE_BYTES:
@@ -132,6 +141,14 @@ def inspect(
     except Exception as error:  # never fail a job over its credentials
         log.warning("content credentials could not be read: %s", error)
         return _invalid(f"the manifest could not be read: {_short(str(error))}")
+
+
+def configured_trust_anchors() -> str | None:
+    """The PEM text of `ATELIER_C2PA_TRUST_ANCHORS` in the current app, or None (none set, or
+    no app context)."""
+    if not has_app_context():
+        return None
+    return current_app.config.get("ATELIER_C2PA_TRUST_ANCHORS_PEM") or None
 
 
 def columns(summary: dict[str, Any] | None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import contextlib
 import re
 import unicodedata
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, current_app, g, url_for
@@ -89,6 +90,7 @@ def init_app(app: Flask) -> None:
         "edited_from": edited_from,
         "input_url": input_url,
         "preview_url": preview_url,
+        "signing_time": signing_time,
     }.items():
         app.add_template_global(function, name)
     app.add_template_global(f"vendor/htmx-{HTMX_VERSION}.min.js", "htmx_file")
@@ -225,6 +227,22 @@ def form_estimate(model: ImageModel, values: Mapping[str, Any]) -> float | None:
     with contextlib.suppress(ValidationError):
         options = parse_options(values, model, from_form=True)
     return pricing.known_estimate(model.name, size, n, options)
+
+
+def signing_time(text: str | None) -> tuple[str | None, str]:
+    """A Content Credentials signing time as (machine-readable UTC, shown text): an ISO 8601
+    time with its zone becomes "2026-05-01 12:00:05 UTC"; anything else a manifest states is
+    shown as it is, with no machine-readable form."""
+    if not text:
+        return None, "—"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None, text
+    if moment.tzinfo is None:
+        return None, text  # a local time of unknown zone: not converted to UTC by guesswork
+    moment = moment.astimezone(UTC)
+    return moment.isoformat(), moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def placeholder_class(colour: str | None) -> str:
