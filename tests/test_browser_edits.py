@@ -63,6 +63,8 @@ def page(browser: Browser, server: str) -> Iterator[Page]:
 
 def open_painter(page: Page, image: dict) -> None:
     page.goto(f"/images/{image['id']}")
+    expect(page.locator(".mask-painter")).to_be_hidden()  # folded until asked for
+    page.get_by_text("Paint the area to change").click()
     expect(page.locator(".mask-painter")).to_be_visible()
     page.wait_for_function("() => document.querySelector('.mask-stage img').complete")
 
@@ -354,6 +356,7 @@ def test_paint_a_mask_on_a_gallery_image_and_get_the_edit_with_its_inputs_and_li
     page.goto("/gallery")
     page.locator(f"#image-{source['id']} a.thumb").click()  # pick it in the gallery
     expect(page).to_have_url(re.compile(rf"/images/{source['id']}$"))
+    page.get_by_text("Paint the area to change").click()
     expect(page.locator(".mask-painter")).to_be_visible()
     page.wait_for_function("() => document.querySelector('.mask-stage img').complete")
     # One column (the painter as wide as the page) for the README's screenshot.

@@ -93,7 +93,9 @@ def test_page_offers_download_copy_reuse_and_generate_again(client):
 
     page = image_page(client, job)
 
-    assert f'href="/files/images/{image_id}" download>Download original</a>' in page
+    assert f'href="/files/images/{image_id}/original">Download original</a>' in page
+    assert f'href="/files/images/{image_id}/with-prompt"' in page
+    assert "its Content Credentials no\n      longer validate" in page
     # Copying needs JavaScript: the button is hidden until static/image.js shows it.
     assert 'class="button small copy-button" data-copy="prompt-text" hidden>' in page
     assert f'href="/?reuse={job["id"]}">Use this prompt</a>' in page

@@ -372,6 +372,18 @@ def test_the_zip_option_adds_the_with_prompt_copies(app, client):
     assert manifest[0]["with_prompt_file"] == f"with-prompt/atelier-{job['id']}-1-with-prompt.png"
 
 
+def test_the_gallery_zip_checkbox_asks_for_the_with_prompt_copies(client):
+    job = run_job(client, prompt="a fig", provider=GPT)
+    form = {"csrf_token": csrf_token(client), "ids": [str(job["images"][0]["id"])]}
+
+    with client.post("/gallery/zip", data={**form, "with_prompt": "1"}) as response:
+        names = zipfile.ZipFile(io.BytesIO(response.get_data())).namelist()
+    page = client.get("/gallery").get_data(as_text=True)
+
+    assert f"with-prompt/atelier-{job['id']}-1-with-prompt.png" in names
+    assert '<input type="checkbox" name="with_prompt" value="1">' in page
+
+
 # --- rebuild from files alone ----------------------------------------------------------------
 
 

@@ -268,7 +268,9 @@ def download_zip() -> Response:
     images = [image for image in library.images_by_ids(ids, live_only=False) if image.file_name]
     if not images:
         raise ValidationError("ids", "None of the selected images has a file to download.")
-    stream = zipstream.image_archive(images, storage.current())
+    # Originals and manifest.json by default; copies with the prompt embedded when asked for.
+    with_prompt = request.form.get("with_prompt") == "1"
+    stream = zipstream.image_archive(images, storage.current(), with_prompt=with_prompt)
     name = f"atelier-{len(images)}-image{'s' if len(images) != 1 else ''}.zip"
     response = Response(stream, mimetype="application/zip")
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
