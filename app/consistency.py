@@ -66,6 +66,8 @@ SCANNED_FOLDERS = ("images", "thumbs")
 ORPHANS_FOLDER = "orphans"
 DEFAULT_GRACE_SECONDS = 900
 METADATA_VERSION = 1
+# What a rebuilt job takes from its first image's metadata, besides its times.
+JOB_FIELDS = ("prompt", "provider", "model", "size", "n", "options")
 # What Pillow raises for bytes it cannot decode (as caught in app.storage).
 THUMBNAIL_ERRORS = (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError)
 
@@ -688,20 +690,7 @@ def _input_rows(
             report.rejected[name] = f"its content no longer hashes to {digest}."
             continue
         stored = files.store_prepared(prepared)  # the file is there; writes missing thumbnails
-        rows.append(
-            JobInput(
-                position=position,
-                role=role,
-                sha256=digest,
-                bytes=stored.bytes,
-                width=stored.width,
-                height=stored.height,
-                content_type=stored.content_type,
-                file_name=stored.file_name,
-                thumbnail_name=stored.thumbnail_name,
-                thumbnail_large_name=stored.thumbnail_large_name,
-            )
-        )
+        rows.append(JobInput(position=position, role=role, **storage.file_columns(stored)))
         report.used_inputs.append(name)
     return rows
 
@@ -737,16 +726,17 @@ def _read_candidates(
     except storage.ImageRejected as error:
         report.rejected[relative] = str(error)
         return []
-    extension, content_type = storage.FORMATS[image_format]
-    digest = hashlib.sha256(data).hexdigest()
-    if relative != f"images/{digest[:2]}/{digest}.{extension}":
+    stored = storage.described(
+        hashlib.sha256(data).hexdigest(), len(data), image_format, width, height
+    )
+    digest = stored.sha256
+    if relative != stored.file_name:
         report.rejected[relative] = (
             f"its content hashes to {digest}, so it is not where the content-addressed "
             "layout puts it (damaged or renamed)."
         )
         return []
-    thumbnail_name, thumbnail_large_name = storage.thumbnail_names(digest)
-    credentials = storage.credential_columns(data, content_type)
+    credentials = storage.credential_columns(data, stored.content_type)
     candidates = []
     for where, metadata in sources:
         try:
@@ -755,18 +745,7 @@ def _read_candidates(
             report.rejected[where] = str(error)
             continue
         candidates.append(
-            _Candidate(
-                file_name=relative,
-                thumbnail_name=thumbnail_name,
-                thumbnail_large_name=thumbnail_large_name,
-                sha256=digest,
-                bytes=len(data),
-                width=width,
-                height=height,
-                content_type=content_type,
-                credentials=credentials,
-                **fields,
-            )
+            _Candidate(**storage.file_columns(stored), credentials=credentials, **fields)
         )
     return candidates
 
@@ -910,12 +889,7 @@ def _job_row(candidate: _Candidate, *, job_id: int | None) -> Job:
     return Job(
         id=job_id,
         status=JobStatus.SUCCEEDED,
-        prompt=candidate.prompt,
-        provider=candidate.provider,
-        model=candidate.model,
-        size=candidate.size,
-        n=candidate.n,
-        options=candidate.options,
+        **{name: getattr(candidate, name) for name in JOB_FIELDS},
         created_at=created_at,
         finished_at=created_at,
         deadline_at=created_at,
@@ -927,14 +901,7 @@ def _image_row(candidate: _Candidate) -> Image:
     return Image(
         index=candidate.index,
         status=ImageStatus.STORED,
-        sha256=candidate.sha256,
-        bytes=candidate.bytes,
-        width=candidate.width,
-        height=candidate.height,
-        content_type=candidate.content_type,
-        file_name=candidate.file_name,
-        thumbnail_name=candidate.thumbnail_name,
-        thumbnail_large_name=candidate.thumbnail_large_name,
+        **storage.file_columns(candidate),
         placeholder=candidate.placeholder,
         revised_prompt=candidate.revised_prompt,
         created_at=candidate.created_at,

@@ -170,14 +170,7 @@ def create_job(
                 owner_id=owner_id,
                 position=position,
                 role=item.role,
-                sha256=stored.sha256,
-                bytes=stored.bytes,
-                width=stored.width,
-                height=stored.height,
-                content_type=stored.content_type,
-                file_name=stored.file_name,
-                thumbnail_name=stored.thumbnail_name,
-                thumbnail_large_name=stored.thumbnail_large_name,
+                **storage.file_columns(stored),
                 source_image_id=item.source_image_id,
             )
             for position, (item, stored) in enumerate(
@@ -240,28 +233,10 @@ def _store_inputs(request: JobRequest) -> tuple[list[storage.StoredImage], list[
 
 def _input_files(job: Job) -> tuple[Any, ...]:
     """A job's inputs as already stored files, for a new job that uses them again."""
-    from app.inputs import InputFile  # app.inputs needs app.validation, as this module does
+    from app.inputs import stored_input  # app.inputs needs app.validation, as this module does
 
     return tuple(
-        InputFile(
-            role=item.role,
-            width=item.width,
-            height=item.height,
-            content_type=item.content_type,
-            sha256=item.sha256,
-            stored=storage.StoredImage(
-                sha256=item.sha256,
-                bytes=item.bytes,
-                width=item.width,
-                height=item.height,
-                content_type=item.content_type,
-                file_name=item.file_name,
-                thumbnail_name=item.thumbnail_name,
-                thumbnail_large_name=item.thumbnail_large_name,
-                placeholder="",
-            ),
-            source_image_id=item.source_image_id,
-        )
+        stored_input(item.role, storage.stored_from_row(item), item.source_image_id)
         for item in job.inputs
     )
 
@@ -567,14 +542,7 @@ def record_stored_image(claim: Claim, slot: ImageSlot, stored: storage.StoredIma
             job_id=claim.job_id,
             index=slot.index,
             status=ImageStatus.STORED,
-            sha256=stored.sha256,
-            bytes=stored.bytes,
-            width=stored.width,
-            height=stored.height,
-            content_type=stored.content_type,
-            file_name=stored.file_name,
-            thumbnail_name=stored.thumbnail_name,
-            thumbnail_large_name=stored.thumbnail_large_name,
+            **storage.file_columns(stored),
             placeholder=stored.placeholder,
             revised_prompt=slot.revised_prompt,
             filter_results=slot.filter_results,

@@ -92,10 +92,7 @@ def _metadata(
         "index": index,
         "prompt": job.prompt,
         "revised_prompt": revised_prompt,
-        "provider": job.provider,
-        "model": job.model,
-        "size": job.size,
-        "n": job.n,
+        **{name: getattr(job, name) for name in ("provider", "model", "size", "n")},
         "options": job.options or {},
         "created_at": job.created_at.isoformat().replace("+00:00", "Z"),
     }
