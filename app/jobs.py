@@ -207,6 +207,7 @@ def create_job(
                 "idempotency_key_in_use", "This Idempotency-Key is already in use; pick another."
             ) from None
         return existing, False
+    _restore_missing_inputs(request)
     logs.job_event(log, job.id, "queued", JobStatus.QUEUED, n=job.n, size=job.size)
     crash_point("after_commit")
     _wake_worker()
@@ -229,6 +230,20 @@ def _store_inputs(request: JobRequest) -> tuple[list[storage.StoredImage], list[
         stored.append(files.store_prepared(item.prepared))
         written += [name for name in names if name not in existed]
     return stored, written
+
+
+def _restore_missing_inputs(request: JobRequest) -> None:
+    """Write again, after the commit, any uploaded input file that is gone.
+
+    `_store_inputs` leaves a file that is already there alone, and a request that fails removes
+    the files it wrote that no committed row names. So when two requests upload the same bytes
+    and the one that wrote them fails (over quota, say) before the other commits, the other's
+    rows would name a removed file; this request still holds the bytes, so it writes them again.
+    (Content addressing makes this a few stat calls when nothing is missing.)"""
+    files = storage.current()
+    for item in request.inputs:
+        if item.prepared is not None:
+            files.store_prepared(item.prepared)
 
 
 def _input_files(job: Job) -> tuple[Any, ...]:
@@ -642,12 +657,18 @@ def _finish(claim: Claim, status: str, code: str | None, message: str | None) ->
 def record_preview(claim: Claim, index: int, data: bytes) -> None:
     """Keep a streaming job's latest partial frame, fenced by the lease: a worker that lost the
     job raises LeaseLost (which stops the stream) and leaves no file behind. A frame that is
-    not an image is dropped (a preview is a nicety; the final image is checked as always)."""
+    not an image, or that cannot be written (a full disk), is dropped with a log line (a
+    preview is a nicety; the final image is checked as always)."""
     files = storage.current()
     try:
         name = files.write_preview(claim.job_id, data)
     except storage.ImageRejected as error:
         log.info("job %s: partial frame %s dropped (%s)", claim.job_id, index, error)
+        return
+    except OSError as error:
+        # A full or failing disk must not fail the job: the final image is what counts, and
+        # write_preview leaves no temporary file behind.
+        log.warning("job %s: partial frame %s not written (%s)", claim.job_id, index, error)
         return
     try:
         _fenced_update(

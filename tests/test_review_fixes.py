@@ -1,0 +1,101 @@
+"""Review findings fixed after the edit and preview merges: an input file removed by a racing
+request is written again, verify sees every owner's inputs and the previews a crash left behind,
+the job list loads inputs with its jobs, and a preview that cannot be written does not fail the
+job."""
+
+from __future__ import annotations
+
+import errno
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from PIL import Image as PILImage
+
+from app import inputs, jobs, storage
+from app.models import Job, JobStatus, db
+from tests.helpers import EMULATOR_KEY, run_until_final
+
+GPT = "azure:gpt-image-1"
+STREAMING = {"partial_images": 2, "quality": "low"}
+
+
+@pytest.fixture
+def editor_app(app_factory: Any) -> Flask:
+    return app_factory(
+        AZURE_OPENAI_API_KEY=EMULATOR_KEY,
+        AZURE_OPENAI_DEPLOYMENT="gpt-image-1=gpt-image-1",
+        ATELIER_EMULATOR_LATENCY_SECONDS=0,
+    )
+
+
+def png(color: tuple[int, int, int] = (10, 120, 200), size: tuple[int, int] = (40, 30)) -> bytes:
+    out = io.BytesIO()
+    PILImage.new("RGB", size, color).save(out, "PNG")
+    return out.getvalue()
+
+
+# --- a) an upload's file removed by a racing request is written again --------------------------
+
+
+def test_an_input_file_removed_before_the_commit_is_written_again(editor_app, monkeypatch):
+    """Request A wrote these bytes and failed; B found them there (wrote nothing), and A's
+    clean-up removed them before B committed. B's row must not name a missing file."""
+    data = png()
+    with editor_app.app_context():
+        request = inputs.request_from_multipart(
+            {"prompt": "stormy", "provider": GPT},
+            {"image": [data]},
+            editor_app.config["ATELIER_TARGETS"],
+        )
+        prepared = request.inputs[0].prepared
+        names = (prepared.file_name, *storage.thumbnail_names(prepared.sha256))
+        files = storage.current()
+        lock = jobs._lock_owner_limits
+
+        def removed_by_the_other_request(session: Any, owner_id: int | None) -> None:
+            # Inside B's write transaction: the files are stored, the row not yet committed.
+            assert all(files.path(name).is_file() for name in names)
+            files.remove_files(names)
+            lock(session, owner_id)
+
+        monkeypatch.setattr(jobs, "_lock_owner_limits", removed_by_the_other_request)
+        job, created = jobs.create_job(request, owner_id=None)
+
+        assert created
+        stored = db.session.get(Job, job.id).inputs
+        assert [item.file_name for item in stored] == [prepared.file_name]
+        for name in names:
+            assert files.path(name).read_bytes() != b""
+        assert files.path(prepared.file_name).read_bytes() == data
+
+
+# --- e) a preview that cannot be written -----------------------------------------------------
+
+
+def test_a_preview_the_disk_cannot_take_is_dropped_and_the_job_succeeds(
+    editor_app, monkeypatch, caplog
+):
+    client = editor_app.test_client()
+    body = {"prompt": "a harbour at dawn", "provider": GPT, "options": STREAMING}
+    job = client.post("/api/jobs", json=body).get_json()
+    attempts: list[int] = []
+
+    def disk_full(self: storage.Storage, job_id: int, data: bytes) -> str:
+        attempts.append(job_id)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(storage.Storage, "write_preview", disk_full)
+    with caplog.at_level(logging.WARNING, logger="app.jobs"):
+        status = run_until_final(editor_app, job["id"], timeout=20)
+
+    assert attempts, "the emulator streamed no partial frame"
+    assert status == JobStatus.SUCCEEDED
+    done = client.get(f"/api/jobs/{job['id']}").get_json()
+    assert done["preview_url"] is None
+    assert len(done["images"]) == 1
+    assert "not written (" in caplog.text and "No space left" in caplog.text
+    assert not list((Path(editor_app.config["ATELIER_DATA_DIR"]) / "previews").glob("*"))
