@@ -299,7 +299,9 @@ def _read_input_rows() -> list[Any]:
             JobInput.file_name,
             JobInput.thumbnail_name,
             JobInput.thumbnail_large_name,
-        ).order_by(JobInput.id)
+        )
+        .order_by(JobInput.id)
+        .execution_options(**scoping.ALL_OWNERS)
     ).all()
     db.session.commit()
     return list(rows)
@@ -622,7 +624,9 @@ def rebuild(files: storage.Storage) -> RebuildReport:
             .execution_options(**scoping.ALL_OWNERS)
         )
     )
-    referenced |= set(db.session.scalars(select(JobInput.file_name)))
+    referenced |= set(
+        db.session.scalars(select(JobInput.file_name).execution_options(**scoping.ALL_OWNERS))
+    )
     db.session.commit()
 
     groups: dict[tuple[int | None, str, datetime], list[_Candidate]] = {}

@@ -15,7 +15,8 @@ import pytest
 from flask import Flask
 from PIL import Image as PILImage
 
-from app import inputs, jobs, storage
+from app import consistency, inputs, jobs, storage
+from app.auth import accounts, scoping
 from app.models import Job, JobStatus, db
 from tests.helpers import EMULATOR_KEY, run_until_final
 
@@ -99,3 +100,39 @@ def test_a_preview_the_disk_cannot_take_is_dropped_and_the_job_succeeds(
     assert len(done["images"]) == 1
     assert "not written (" in caplog.text and "No space left" in caplog.text
     assert not list((Path(editor_app.config["ATELIER_DATA_DIR"]) / "previews").glob("*"))
+
+
+# --- b) verify and rebuild see every owner's edit inputs ---------------------------------------
+
+
+def queue_edit(app: Flask, owner_id: int | None, data: bytes) -> Job:
+    request = inputs.request_from_multipart(
+        {"prompt": "stormy", "provider": GPT}, {"image": [data]}, app.config["ATELIER_TARGETS"]
+    )
+    job, _ = jobs.create_job(request, owner_id=owner_id)
+    return job
+
+
+def test_verify_and_rebuild_inside_a_signed_in_request_see_other_owners_inputs(editor_app):
+    with editor_app.app_context():
+        alice = accounts.create_user("alice", "a long enough passphrase 1")
+        bob = accounts.create_user("bob", "a long enough passphrase 2")
+        queue_edit(editor_app, alice.id, png((200, 10, 10)))
+        bobs = queue_edit(editor_app, bob.id, png((10, 200, 10)))
+        bobs_files = {
+            name
+            for item in bobs.inputs
+            for name in (item.file_name, item.thumbnail_name, item.thumbnail_large_name)
+        }
+        alice_id = alice.id
+
+    with editor_app.test_request_context():
+        scoping.set_scope(alice_id)
+        report = consistency.verify(storage.current(), grace_seconds=0)
+        rebuilt = consistency.rebuild(storage.current())
+
+    assert report.orphan_files == []
+    assert report.input_problems == {}
+    assert report.clean, report.lines()
+    assert not bobs_files & set(rebuilt.unknown)
+    assert rebuilt.created_jobs == []
