@@ -6,10 +6,13 @@ the recorded sha256 (reported, never "fixed": the row keeps the sha256 the provi
 originals that still carry the `atelier` chunk an earlier version spliced in, rows without their
 sidecar, files and sidecars no row accounts for, and leftover `.tmp-*` files from interrupted
 writes. It also reads each original's Content Credentials again (app.credentials) and reports
-rows whose recorded columns differ. With `repair=True` it first runs
-`repair.repair_originals` (originals back to the provider's bytes, sidecars written), then moves
-stray files aside into `orphans/<UTC timestamp>/` (nothing is ever deleted) and regenerates
-missing thumbnails from intact originals; a row is only changed by that repair of originals.
+rows whose recorded columns differ, and files under previews/ that no running job names (a
+crash between a streamed frame's write and the job's end leaves one). With `repair=True` it
+first runs `repair.repair_originals` (originals back to the provider's bytes, sidecars
+written), then removes those stale previews (transient copies of a frame, never the only copy
+of anything), moves other stray files aside into `orphans/<UTC timestamp>/` (nothing else is
+ever deleted) and regenerates missing thumbnails from intact originals; a row is only changed
+by that repair of originals.
 
 "No row references" means no row of any owner: files are content-addressed, so two owners'
 identical images share files, and every read here sees all owners' rows (`scoping.ALL_OWNERS`)
@@ -93,6 +96,10 @@ class VerifyReport:
     spliced_originals: list[int] = field(default_factory=list)
     missing_sidecars: list[int] = field(default_factory=list)
     orphan_sidecars: list[str] = field(default_factory=list)  # no stored row accounts for them
+    # Files under previews/ that no running job names (a crash between a frame's write and the
+    # job's end), and those a repair removed.
+    stale_previews: list[str] = field(default_factory=list)
+    removed_previews: list[str] = field(default_factory=list)
     sidecars_checked: int = 0
     # image id -> the credential columns whose recorded value differs from a fresh reading.
     credential_mismatches: dict[int, str] = field(default_factory=dict)
@@ -128,6 +135,7 @@ class VerifyReport:
             + len(self.spliced_originals)
             + len(self.missing_sidecars)
             + len(self.credential_mismatches)
+            + len(set(self.stale_previews) - set(self.removed_previews))
         )
 
     @property
@@ -184,6 +192,9 @@ class VerifyReport:
                     lines.append(f"{label}: {path}: moved to {self.archive_dir}/{path}.")
                 else:
                     lines.append(f"{label}: {path}.")
+        for path in self.stale_previews:
+            done = ": removed" if path in self.removed_previews else ""
+            lines.append(f"Preview of a job that is not running with it: {path}{done}.")
         for path in self.recent_files:
             lines.append(
                 f"Left alone (younger than {self.grace_seconds} s, may be a write in progress): "
@@ -282,9 +293,11 @@ def verify(
 
     _check_inputs(files, input_rows, digests, report)
     _check_sidecars(files, rows, threshold, report)
+    _check_previews(files, threshold, report)
     _check_credentials(rows, intact_originals, report)
     if repair:
         _move_aside(files, report)
+        _remove_stale_previews(files, threshold, report)
         _regenerate_thumbnails(files, rows, intact_originals, report)
     return report
 
@@ -414,6 +427,63 @@ def _check_sidecars(
     report.missing_sidecars = sorted(
         image_id for name, image_id in expected.items() if name not in found
     )
+
+
+def _live_previews() -> set[str]:
+    """The preview files running jobs (of any owner) name."""
+    names = set(
+        db.session.scalars(
+            select(Job.preview_name)
+            .where(Job.status == JobStatus.RUNNING, Job.preview_name.is_not(None))
+            .execution_options(**scoping.ALL_OWNERS)
+        )
+    )
+    db.session.commit()
+    return names
+
+
+def _check_previews(files: storage.Storage, threshold: float, report: VerifyReport) -> None:
+    """Every file under previews/ is the frame its running job names. A young one may be a
+    worker's, written just before it records the name; a temporary one is an interrupted
+    write."""
+    folder = files.root / storage.PREVIEWS
+    if not folder.is_dir():
+        return
+    live = _live_previews()
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.is_symlink():
+            continue
+        relative = path.relative_to(files.root).as_posix()
+        report.files_checked += 1
+        is_temp = path.name.startswith(storage.TEMP_PREFIX)
+        if not is_temp and relative in live:
+            continue
+        if path.stat().st_mtime > threshold:
+            report.recent_files.append(relative)
+        elif is_temp:
+            report.stale_temp_files.append(relative)
+        else:
+            report.stale_previews.append(relative)
+
+
+def _remove_stale_previews(files: storage.Storage, threshold: float, report: VerifyReport) -> None:
+    """Remove the stale previews (a preview is a transient copy of a frame, never the only copy
+    of anything), unless a job took one up since the scan (a resumed stream writing anew)."""
+    if not report.stale_previews:
+        return
+    live = _live_previews()
+    taken_up = set()
+    for relative in report.stale_previews:
+        path = files.root / relative
+        try:
+            if relative in live or path.stat().st_mtime > threshold:
+                taken_up.add(relative)
+                continue
+            path.unlink()
+        except FileNotFoundError:
+            pass  # gone meanwhile: nothing left to remove
+        report.removed_previews.append(relative)
+    report.stale_previews = [path for path in report.stale_previews if path not in taken_up]
 
 
 def _check_credentials(

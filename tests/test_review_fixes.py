@@ -8,6 +8,8 @@ from __future__ import annotations
 import errno
 import io
 import logging
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +138,51 @@ def test_verify_and_rebuild_inside_a_signed_in_request_see_other_owners_inputs(e
     assert report.clean, report.lines()
     assert not bobs_files & set(rebuilt.unknown)
     assert rebuilt.created_jobs == []
+
+
+# --- c) previews a crash left behind ---------------------------------------------------------
+
+
+def make_old(path: Path, seconds: float = 3600) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_verify_reports_and_repair_removes_previews_no_running_job_names(editor_app):
+    client = editor_app.test_client()
+    running = client.post("/api/jobs", json={"prompt": "a", "provider": GPT}).get_json()
+    with editor_app.app_context():
+        files = storage.current()
+        claim = jobs.claim_due_job()
+        assert claim is not None and claim.job_id == running["id"]
+        jobs.record_preview(claim, 0, png())
+        queued = client.post("/api/jobs", json={"prompt": "b", "provider": GPT}).get_json()
+        left_behind = [
+            files.write_preview(queued["id"], png()),  # its worker crashed mid-stream
+            files.write_preview(4242, png()),  # a job deleted since
+        ]
+        live = db.session.get(Job, running["id"]).preview_name
+        temp = files.root / storage.PREVIEWS / f"{storage.TEMP_PREFIX}x1y2"
+        temp.write_bytes(b"half a frame")
+        young = files.write_preview(4343, png())  # may be a worker's, not yet recorded
+        for name in (*left_behind, live):
+            make_old(files.path(name))
+        make_old(temp)
+
+        report = consistency.verify(files)
+        assert sorted(report.stale_previews) == sorted(left_behind)
+        assert report.stale_temp_files == [f"previews/{temp.name}"]
+        assert young in report.recent_files
+        assert not report.clean
+        assert any(
+            line.startswith("Preview of a job that is not running") for line in report.lines()
+        )
+        assert all(files.path(name).is_file() for name in left_behind)  # only reported
+
+        repaired = consistency.verify(files, repair=True)
+        assert sorted(repaired.removed_previews) == sorted(left_behind)
+        assert repaired.clean, repaired.lines()
+        assert not any(files.path(name).exists() for name in left_behind)
+        assert files.path(live).is_file() and files.path(young).is_file()
+        assert not temp.exists()
+        assert consistency.verify(files).clean
