@@ -10,14 +10,17 @@ import io
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from PIL import Image as PILImage
+from sqlalchemy import event
 
-from app import consistency, inputs, jobs, storage
+from app import consistency, inputs, jobs, library, storage
 from app.auth import accounts, scoping
 from app.models import Job, JobStatus, db
 from tests.helpers import EMULATOR_KEY, run_until_final
@@ -186,3 +189,59 @@ def test_verify_reports_and_repair_removes_previews_no_running_job_names(editor_
         assert files.path(live).is_file() and files.path(young).is_file()
         assert not temp.exists()
         assert consistency.verify(files).clean
+
+
+# --- d) lists of jobs load their inputs with them ----------------------------------------------
+
+
+@contextmanager
+def counted_input_queries(app: Flask) -> Iterator[list[str]]:
+    """The statements that read job_inputs while the block runs."""
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        if "FROM job_inputs" in args[2]:
+            statements.append(args[2])
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+def test_the_api_job_list_reads_every_job_inputs_in_one_query(editor_app):
+    client = editor_app.test_client()
+    client.get("/api/jobs").close()  # warm up the engine
+    with editor_app.app_context():
+        for shade in range(6):
+            queue_edit(editor_app, None, png((shade * 40, 90, 90)))
+
+    with counted_input_queries(editor_app) as statements:
+        response = client.get("/api/jobs")
+
+    assert [len(job["inputs"]) for job in response.get_json()["items"]] == [1] * 6
+    assert len(statements) == 1
+
+
+LISTS = {
+    "recent_jobs": lambda ids: library.recent_jobs(),
+    "active_jobs": lambda ids: library.active_jobs(),
+    "jobs_by_id": lambda ids: library.jobs_by_id(ids),
+    "job_page": lambda ids: library.job_page(status=None, q=None, limit=20, after=None).items,
+}
+
+
+@pytest.mark.parametrize("name", sorted(LISTS))
+def test_every_list_of_jobs_loads_their_inputs_with_them(editor_app, name):
+    with editor_app.app_context():
+        ids = [queue_edit(editor_app, None, png((shade * 40, 9, 9))).id for shade in range(5)]
+        db.session.expunge_all()
+        with counted_input_queries(editor_app) as statements:
+            listed = LISTS[name](ids)
+            shown = [len(job.inputs) for job in listed]
+
+    assert shown == [1] * 5
+    assert len(statements) == 1
