@@ -42,6 +42,7 @@ import dataclasses
 import hashlib
 import os
 import time
+from collections.abc import Container
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -281,15 +282,7 @@ def verify(
     threshold = time.time() - grace_seconds
     for relative, path in _scan(files):
         report.files_checked += 1
-        is_temp = path.name.startswith(storage.TEMP_PREFIX)
-        if not is_temp and relative in referenced:
-            continue
-        if path.stat().st_mtime > threshold:
-            report.recent_files.append(relative)
-        elif is_temp:
-            report.stale_temp_files.append(relative)
-        else:
-            report.orphan_files.append(relative)
+        _sort_file(relative, path, referenced, threshold, report, report.orphan_files)
 
     _check_inputs(files, input_rows, digests, report)
     _check_sidecars(files, rows, threshold, report)
@@ -410,20 +403,10 @@ def _check_sidecars(
         if row.sha256 is not None
     }
     found = set()
-    for path in sorted((files.root / storage.SIDECARS).rglob("*")):
-        if not path.is_file() or path.is_symlink():
-            continue
-        relative = path.relative_to(files.root).as_posix()
+    for relative, path in _scan(files, (storage.SIDECARS,)):
         report.sidecars_checked += 1
         found.add(relative)
-        if relative in expected and not path.name.startswith(storage.TEMP_PREFIX):
-            continue
-        if path.stat().st_mtime > threshold:
-            report.recent_files.append(relative)
-        elif path.name.startswith(storage.TEMP_PREFIX):
-            report.stale_temp_files.append(relative)
-        else:
-            report.orphan_sidecars.append(relative)
+        _sort_file(relative, path, expected, threshold, report, report.orphan_sidecars)
     report.missing_sidecars = sorted(
         image_id for name, image_id in expected.items() if name not in found
     )
@@ -446,24 +429,32 @@ def _check_previews(files: storage.Storage, threshold: float, report: VerifyRepo
     """Every file under previews/ is the frame its running job names. A young one may be a
     worker's, written just before it records the name; a temporary one is an interrupted
     write."""
-    folder = files.root / storage.PREVIEWS
-    if not folder.is_dir():
-        return
-    live = _live_previews()
-    for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.is_symlink():
-            continue
-        relative = path.relative_to(files.root).as_posix()
+    previews = _scan(files, (storage.PREVIEWS,))
+    live = _live_previews() if previews else set()
+    for relative, path in previews:
         report.files_checked += 1
-        is_temp = path.name.startswith(storage.TEMP_PREFIX)
-        if not is_temp and relative in live:
-            continue
-        if path.stat().st_mtime > threshold:
-            report.recent_files.append(relative)
-        elif is_temp:
-            report.stale_temp_files.append(relative)
-        else:
-            report.stale_previews.append(relative)
+        _sort_file(relative, path, live, threshold, report, report.stale_previews)
+
+
+def _sort_file(
+    relative: str,
+    path: Path,
+    accounted: Container[str],
+    threshold: float,
+    report: VerifyReport,
+    strays: list[str],
+) -> None:
+    """Sort a scanned file: accounted for (nothing to say), younger than the grace period (left
+    alone: possibly a write in flight), a stale temporary file, or else one of the `strays`."""
+    is_temp = path.name.startswith(storage.TEMP_PREFIX)
+    if not is_temp and relative in accounted:
+        return
+    if path.stat().st_mtime > threshold:
+        report.recent_files.append(relative)
+    elif is_temp:
+        report.stale_temp_files.append(relative)
+    else:
+        strays.append(relative)
 
 
 def _remove_stale_previews(files: storage.Storage, threshold: float, report: VerifyReport) -> None:
@@ -531,11 +522,14 @@ def _sha256_of(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _scan(files: storage.Storage) -> list[tuple[str, Path]]:
-    """Every file under images/ and thumbs/ as (path relative to the data folder, path)."""
+def _scan(
+    files: storage.Storage, folders: tuple[str, ...] = SCANNED_FOLDERS
+) -> list[tuple[str, Path]]:
+    """Every file under these folders (images/ and thumbs/ unless told) as (path relative to
+    the data folder, path); links are passed over."""
     root = files.root
     found = []
-    for folder in SCANNED_FOLDERS:
+    for folder in folders:
         for path in sorted((root / folder).rglob("*")):
             if path.is_file() and not path.is_symlink():
                 found.append((path.relative_to(root).as_posix(), path))
