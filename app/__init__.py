@@ -11,11 +11,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from tempfile import SpooledTemporaryFile
-from typing import IO, Any
+from typing import Any
 
 from dotenv import load_dotenv
-from flask import Flask, Request, current_app
+from flask import Flask, current_app
 from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
 
@@ -23,6 +22,7 @@ from app import logs, page_cache, security, storage
 from app.auth import scoping
 from app.config import SETTINGS, ensure_secret_key, load_settings
 from app.models import configure_engine, db
+from app.upload_spool import SpoolingRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_REQUEST_BYTES = 64 * 1024
@@ -41,9 +41,11 @@ migrate = Migrate()
 csrf = CSRFProtect()
 
 
-class AtelierRequest(Request):
+class AtelierRequest(SpoolingRequest):
     """Flask's request with the body limit of job-creating views raised for uploads, and
     uploaded files spooled inside the data folder (never the system's temp folder)."""
+
+    spool_memory_bytes = UPLOAD_MEMORY_BYTES
 
     @property
     def max_content_length(self) -> int | None:  # type: ignore[override]
@@ -57,26 +59,8 @@ class AtelierRequest(Request):
     def max_content_length(self, value: int | None) -> None:
         self._max_content_length = value
 
-    def _get_file_stream(
-        self,
-        total_content_length: int | None,
-        content_type: str | None,
-        filename: str | None = None,
-        content_length: int | None = None,
-    ) -> IO[bytes]:
-        folder = storage.current().upload_folder()
-        # An unnamed file (unlinked at once, 0600 under the private umask) once it outgrows
-        # memory: it vanishes with the request, or with the process if that dies.
-        stream = SpooledTemporaryFile(max_size=UPLOAD_MEMORY_BYTES, dir=folder)  # noqa: SIM115
-        # Closed with the request even when parsing stopped half-way (413): `files` is then
-        # never set, so werkzeug's own close() would not see it.
-        self.__dict__.setdefault("_atelier_uploads", []).append(stream)
-        return stream  # type: ignore[return-value]
-
-    def close(self) -> None:
-        super().close()
-        for stream in self.__dict__.pop("_atelier_uploads", []):
-            stream.close()
+    def spool_folder(self) -> Path:
+        return storage.current().upload_folder()
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:

@@ -6,10 +6,13 @@ the recorded sha256 (reported, never "fixed": the row keeps the sha256 the provi
 originals that still carry the `atelier` chunk an earlier version spliced in, rows without their
 sidecar, files and sidecars no row accounts for, and leftover `.tmp-*` files from interrupted
 writes. It also reads each original's Content Credentials again (app.credentials) and reports
-rows whose recorded columns differ. With `repair=True` it first runs
-`repair.repair_originals` (originals back to the provider's bytes, sidecars written), then moves
-stray files aside into `orphans/<UTC timestamp>/` (nothing is ever deleted) and regenerates
-missing thumbnails from intact originals; a row is only changed by that repair of originals.
+rows whose recorded columns differ, and files under previews/ that no running job names (a
+crash between a streamed frame's write and the job's end leaves one). With `repair=True` it
+first runs `repair.repair_originals` (originals back to the provider's bytes, sidecars
+written), then removes those stale previews (transient copies of a frame, never the only copy
+of anything), moves other stray files aside into `orphans/<UTC timestamp>/` (nothing else is
+ever deleted) and regenerates missing thumbnails from intact originals; a row is only changed
+by that repair of originals.
 
 "No row references" means no row of any owner: files are content-addressed, so two owners'
 identical images share files, and every read here sees all owners' rows (`scoping.ALL_OWNERS`)
@@ -39,6 +42,7 @@ import dataclasses
 import hashlib
 import os
 import time
+from collections.abc import Container
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,6 +70,8 @@ SCANNED_FOLDERS = ("images", "thumbs")
 ORPHANS_FOLDER = "orphans"
 DEFAULT_GRACE_SECONDS = 900
 METADATA_VERSION = 1
+# What a rebuilt job takes from its first image's metadata, besides its times.
+JOB_FIELDS = ("prompt", "provider", "model", "size", "n", "options")
 # What Pillow raises for bytes it cannot decode (as caught in app.storage).
 THUMBNAIL_ERRORS = (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError)
 
@@ -91,6 +97,10 @@ class VerifyReport:
     spliced_originals: list[int] = field(default_factory=list)
     missing_sidecars: list[int] = field(default_factory=list)
     orphan_sidecars: list[str] = field(default_factory=list)  # no stored row accounts for them
+    # Files under previews/ that no running job names (a crash between a frame's write and the
+    # job's end), and those a repair removed.
+    stale_previews: list[str] = field(default_factory=list)
+    removed_previews: list[str] = field(default_factory=list)
     sidecars_checked: int = 0
     # image id -> the credential columns whose recorded value differs from a fresh reading.
     credential_mismatches: dict[int, str] = field(default_factory=dict)
@@ -126,6 +136,7 @@ class VerifyReport:
             + len(self.spliced_originals)
             + len(self.missing_sidecars)
             + len(self.credential_mismatches)
+            + len(set(self.stale_previews) - set(self.removed_previews))
         )
 
     @property
@@ -182,6 +193,9 @@ class VerifyReport:
                     lines.append(f"{label}: {path}: moved to {self.archive_dir}/{path}.")
                 else:
                     lines.append(f"{label}: {path}.")
+        for path in self.stale_previews:
+            done = ": removed" if path in self.removed_previews else ""
+            lines.append(f"Preview of a job that is not running with it: {path}{done}.")
         for path in self.recent_files:
             lines.append(
                 f"Left alone (younger than {self.grace_seconds} s, may be a write in progress): "
@@ -268,21 +282,15 @@ def verify(
     threshold = time.time() - grace_seconds
     for relative, path in _scan(files):
         report.files_checked += 1
-        is_temp = path.name.startswith(storage.TEMP_PREFIX)
-        if not is_temp and relative in referenced:
-            continue
-        if path.stat().st_mtime > threshold:
-            report.recent_files.append(relative)
-        elif is_temp:
-            report.stale_temp_files.append(relative)
-        else:
-            report.orphan_files.append(relative)
+        _sort_file(relative, path, referenced, threshold, report, report.orphan_files)
 
     _check_inputs(files, input_rows, digests, report)
     _check_sidecars(files, rows, threshold, report)
+    _check_previews(files, threshold, report)
     _check_credentials(rows, intact_originals, report)
     if repair:
         _move_aside(files, report)
+        _remove_stale_previews(files, threshold, report)
         _regenerate_thumbnails(files, rows, intact_originals, report)
     return report
 
@@ -297,7 +305,9 @@ def _read_input_rows() -> list[Any]:
             JobInput.file_name,
             JobInput.thumbnail_name,
             JobInput.thumbnail_large_name,
-        ).order_by(JobInput.id)
+        )
+        .order_by(JobInput.id)
+        .execution_options(**scoping.ALL_OWNERS)
     ).all()
     db.session.commit()
     return list(rows)
@@ -393,23 +403,78 @@ def _check_sidecars(
         if row.sha256 is not None
     }
     found = set()
-    for path in sorted((files.root / storage.SIDECARS).rglob("*")):
-        if not path.is_file() or path.is_symlink():
-            continue
-        relative = path.relative_to(files.root).as_posix()
+    for relative, path in _scan(files, (storage.SIDECARS,)):
         report.sidecars_checked += 1
         found.add(relative)
-        if relative in expected and not path.name.startswith(storage.TEMP_PREFIX):
-            continue
-        if path.stat().st_mtime > threshold:
-            report.recent_files.append(relative)
-        elif path.name.startswith(storage.TEMP_PREFIX):
-            report.stale_temp_files.append(relative)
-        else:
-            report.orphan_sidecars.append(relative)
+        _sort_file(relative, path, expected, threshold, report, report.orphan_sidecars)
     report.missing_sidecars = sorted(
         image_id for name, image_id in expected.items() if name not in found
     )
+
+
+def _live_previews() -> set[str]:
+    """The preview files running jobs (of any owner) name."""
+    names = set(
+        db.session.scalars(
+            select(Job.preview_name)
+            .where(Job.status == JobStatus.RUNNING, Job.preview_name.is_not(None))
+            .execution_options(**scoping.ALL_OWNERS)
+        )
+    )
+    db.session.commit()
+    return names
+
+
+def _check_previews(files: storage.Storage, threshold: float, report: VerifyReport) -> None:
+    """Every file under previews/ is the frame its running job names. A young one may be a
+    worker's, written just before it records the name; a temporary one is an interrupted
+    write."""
+    previews = _scan(files, (storage.PREVIEWS,))
+    live = _live_previews() if previews else set()
+    for relative, path in previews:
+        report.files_checked += 1
+        _sort_file(relative, path, live, threshold, report, report.stale_previews)
+
+
+def _sort_file(
+    relative: str,
+    path: Path,
+    accounted: Container[str],
+    threshold: float,
+    report: VerifyReport,
+    strays: list[str],
+) -> None:
+    """Sort a scanned file: accounted for (nothing to say), younger than the grace period (left
+    alone: possibly a write in flight), a stale temporary file, or else one of the `strays`."""
+    is_temp = path.name.startswith(storage.TEMP_PREFIX)
+    if not is_temp and relative in accounted:
+        return
+    if path.stat().st_mtime > threshold:
+        report.recent_files.append(relative)
+    elif is_temp:
+        report.stale_temp_files.append(relative)
+    else:
+        strays.append(relative)
+
+
+def _remove_stale_previews(files: storage.Storage, threshold: float, report: VerifyReport) -> None:
+    """Remove the stale previews (a preview is a transient copy of a frame, never the only copy
+    of anything), unless a job took one up since the scan (a resumed stream writing anew)."""
+    if not report.stale_previews:
+        return
+    live = _live_previews()
+    taken_up = set()
+    for relative in report.stale_previews:
+        path = files.root / relative
+        try:
+            if relative in live or path.stat().st_mtime > threshold:
+                taken_up.add(relative)
+                continue
+            path.unlink()
+        except FileNotFoundError:
+            pass  # gone meanwhile: nothing left to remove
+        report.removed_previews.append(relative)
+    report.stale_previews = [path for path in report.stale_previews if path not in taken_up]
 
 
 def _check_credentials(
@@ -457,11 +522,14 @@ def _sha256_of(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _scan(files: storage.Storage) -> list[tuple[str, Path]]:
-    """Every file under images/ and thumbs/ as (path relative to the data folder, path)."""
+def _scan(
+    files: storage.Storage, folders: tuple[str, ...] = SCANNED_FOLDERS
+) -> list[tuple[str, Path]]:
+    """Every file under these folders (images/ and thumbs/ unless told) as (path relative to
+    the data folder, path); links are passed over."""
     root = files.root
     found = []
-    for folder in SCANNED_FOLDERS:
+    for folder in folders:
         for path in sorted((root / folder).rglob("*")):
             if path.is_file() and not path.is_symlink():
                 found.append((path.relative_to(root).as_posix(), path))
@@ -620,7 +688,9 @@ def rebuild(files: storage.Storage) -> RebuildReport:
             .execution_options(**scoping.ALL_OWNERS)
         )
     )
-    referenced |= set(db.session.scalars(select(JobInput.file_name)))
+    referenced |= set(
+        db.session.scalars(select(JobInput.file_name).execution_options(**scoping.ALL_OWNERS))
+    )
     db.session.commit()
 
     groups: dict[tuple[int | None, str, datetime], list[_Candidate]] = {}
@@ -688,20 +758,7 @@ def _input_rows(
             report.rejected[name] = f"its content no longer hashes to {digest}."
             continue
         stored = files.store_prepared(prepared)  # the file is there; writes missing thumbnails
-        rows.append(
-            JobInput(
-                position=position,
-                role=role,
-                sha256=digest,
-                bytes=stored.bytes,
-                width=stored.width,
-                height=stored.height,
-                content_type=stored.content_type,
-                file_name=stored.file_name,
-                thumbnail_name=stored.thumbnail_name,
-                thumbnail_large_name=stored.thumbnail_large_name,
-            )
-        )
+        rows.append(JobInput(position=position, role=role, **storage.file_columns(stored)))
         report.used_inputs.append(name)
     return rows
 
@@ -737,16 +794,17 @@ def _read_candidates(
     except storage.ImageRejected as error:
         report.rejected[relative] = str(error)
         return []
-    extension, content_type = storage.FORMATS[image_format]
-    digest = hashlib.sha256(data).hexdigest()
-    if relative != f"images/{digest[:2]}/{digest}.{extension}":
+    stored = storage.described(
+        hashlib.sha256(data).hexdigest(), len(data), image_format, width, height
+    )
+    digest = stored.sha256
+    if relative != stored.file_name:
         report.rejected[relative] = (
             f"its content hashes to {digest}, so it is not where the content-addressed "
             "layout puts it (damaged or renamed)."
         )
         return []
-    thumbnail_name, thumbnail_large_name = storage.thumbnail_names(digest)
-    credentials = storage.credential_columns(data, content_type)
+    credentials = storage.credential_columns(data, stored.content_type)
     candidates = []
     for where, metadata in sources:
         try:
@@ -755,18 +813,7 @@ def _read_candidates(
             report.rejected[where] = str(error)
             continue
         candidates.append(
-            _Candidate(
-                file_name=relative,
-                thumbnail_name=thumbnail_name,
-                thumbnail_large_name=thumbnail_large_name,
-                sha256=digest,
-                bytes=len(data),
-                width=width,
-                height=height,
-                content_type=content_type,
-                credentials=credentials,
-                **fields,
-            )
+            _Candidate(**storage.file_columns(stored), credentials=credentials, **fields)
         )
     return candidates
 
@@ -910,12 +957,7 @@ def _job_row(candidate: _Candidate, *, job_id: int | None) -> Job:
     return Job(
         id=job_id,
         status=JobStatus.SUCCEEDED,
-        prompt=candidate.prompt,
-        provider=candidate.provider,
-        model=candidate.model,
-        size=candidate.size,
-        n=candidate.n,
-        options=candidate.options,
+        **{name: getattr(candidate, name) for name in JOB_FIELDS},
         created_at=created_at,
         finished_at=created_at,
         deadline_at=created_at,
@@ -927,14 +969,7 @@ def _image_row(candidate: _Candidate) -> Image:
     return Image(
         index=candidate.index,
         status=ImageStatus.STORED,
-        sha256=candidate.sha256,
-        bytes=candidate.bytes,
-        width=candidate.width,
-        height=candidate.height,
-        content_type=candidate.content_type,
-        file_name=candidate.file_name,
-        thumbnail_name=candidate.thumbnail_name,
-        thumbnail_large_name=candidate.thumbnail_large_name,
+        **storage.file_columns(candidate),
         placeholder=candidate.placeholder,
         revised_prompt=candidate.revised_prompt,
         created_at=candidate.created_at,

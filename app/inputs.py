@@ -272,25 +272,15 @@ def library_image(raw: Any, field: str) -> InputFile:
     ):
         shown = raw if isinstance(raw, str) and len(raw) <= 20 else "with that id"
         raise ValidationError(field, f"There is no image {shown} that you can use.")
-    return InputFile(
-        role=InputRole.IMAGE,
-        width=image.width or 0,
-        height=image.height or 0,
-        content_type=image.content_type or "",
-        sha256=image.sha256 or "",
-        stored=storage.StoredImage(
-            sha256=image.sha256 or "",
-            bytes=image.bytes or 0,
-            width=image.width or 0,
-            height=image.height or 0,
-            content_type=image.content_type or "",
-            file_name=image.file_name,
-            thumbnail_name=image.thumbnail_name,
-            thumbnail_large_name=image.thumbnail_large_name or image.thumbnail_name,
-            placeholder=image.placeholder or "",
-        ),
-        source_image_id=image.id,
-    )
+    return stored_input(InputRole.IMAGE, storage.stored_from_row(image), image.id)
+
+
+def stored_input(
+    role: str, stored: storage.StoredImage, source_image_id: int | None = None
+) -> InputFile:
+    """An input that is a file in the data folder already (a gallery image, or an input of
+    the job being retried)."""
+    return _input_file(role, stored, stored=stored, source_image_id=source_image_id)
 
 
 def _checked(data: bytes, field: str, role: str) -> InputFile:
@@ -302,13 +292,21 @@ def _checked(data: bytes, field: str, role: str) -> InputFile:
         prepared = storage.prepare_image(data)
     except storage.ImageRejected as error:
         raise ValidationError(field, _rejection(str(error))) from None
+    return _input_file(role, prepared, prepared=prepared)
+
+
+def _input_file(
+    role: str, image: storage.PreparedImage | storage.StoredImage, **source: Any
+) -> InputFile:
+    """An InputFile described by `image` (checked bytes, or a stored file); `source` says
+    which it is (`prepared=` or `stored=`, and a gallery image's `source_image_id=`)."""
     return InputFile(
         role=role,
-        width=prepared.width,
-        height=prepared.height,
-        content_type=prepared.content_type,
-        sha256=prepared.sha256,
-        prepared=prepared,
+        width=image.width,
+        height=image.height,
+        content_type=image.content_type,
+        sha256=image.sha256,
+        **source,
     )
 
 

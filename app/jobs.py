@@ -170,14 +170,7 @@ def create_job(
                 owner_id=owner_id,
                 position=position,
                 role=item.role,
-                sha256=stored.sha256,
-                bytes=stored.bytes,
-                width=stored.width,
-                height=stored.height,
-                content_type=stored.content_type,
-                file_name=stored.file_name,
-                thumbnail_name=stored.thumbnail_name,
-                thumbnail_large_name=stored.thumbnail_large_name,
+                **storage.file_columns(stored),
                 source_image_id=item.source_image_id,
             )
             for position, (item, stored) in enumerate(
@@ -214,6 +207,7 @@ def create_job(
                 "idempotency_key_in_use", "This Idempotency-Key is already in use; pick another."
             ) from None
         return existing, False
+    _restore_missing_inputs(request)
     logs.job_event(log, job.id, "queued", JobStatus.QUEUED, n=job.n, size=job.size)
     crash_point("after_commit")
     _wake_worker()
@@ -238,30 +232,26 @@ def _store_inputs(request: JobRequest) -> tuple[list[storage.StoredImage], list[
     return stored, written
 
 
+def _restore_missing_inputs(request: JobRequest) -> None:
+    """Write again, after the commit, any uploaded input file that is gone.
+
+    `_store_inputs` leaves a file that is already there alone, and a request that fails removes
+    the files it wrote that no committed row names. So when two requests upload the same bytes
+    and the one that wrote them fails (over quota, say) before the other commits, the other's
+    rows would name a removed file; this request still holds the bytes, so it writes them again.
+    (Content addressing makes this a few stat calls when nothing is missing.)"""
+    files = storage.current()
+    for item in request.inputs:
+        if item.prepared is not None:
+            files.store_prepared(item.prepared)
+
+
 def _input_files(job: Job) -> tuple[Any, ...]:
     """A job's inputs as already stored files, for a new job that uses them again."""
-    from app.inputs import InputFile  # app.inputs needs app.validation, as this module does
+    from app.inputs import stored_input  # app.inputs needs app.validation, as this module does
 
     return tuple(
-        InputFile(
-            role=item.role,
-            width=item.width,
-            height=item.height,
-            content_type=item.content_type,
-            sha256=item.sha256,
-            stored=storage.StoredImage(
-                sha256=item.sha256,
-                bytes=item.bytes,
-                width=item.width,
-                height=item.height,
-                content_type=item.content_type,
-                file_name=item.file_name,
-                thumbnail_name=item.thumbnail_name,
-                thumbnail_large_name=item.thumbnail_large_name,
-                placeholder="",
-            ),
-            source_image_id=item.source_image_id,
-        )
+        stored_input(item.role, storage.stored_from_row(item), item.source_image_id)
         for item in job.inputs
     )
 
@@ -567,14 +557,7 @@ def record_stored_image(claim: Claim, slot: ImageSlot, stored: storage.StoredIma
             job_id=claim.job_id,
             index=slot.index,
             status=ImageStatus.STORED,
-            sha256=stored.sha256,
-            bytes=stored.bytes,
-            width=stored.width,
-            height=stored.height,
-            content_type=stored.content_type,
-            file_name=stored.file_name,
-            thumbnail_name=stored.thumbnail_name,
-            thumbnail_large_name=stored.thumbnail_large_name,
+            **storage.file_columns(stored),
             placeholder=stored.placeholder,
             revised_prompt=slot.revised_prompt,
             filter_results=slot.filter_results,
@@ -674,12 +657,18 @@ def _finish(claim: Claim, status: str, code: str | None, message: str | None) ->
 def record_preview(claim: Claim, index: int, data: bytes) -> None:
     """Keep a streaming job's latest partial frame, fenced by the lease: a worker that lost the
     job raises LeaseLost (which stops the stream) and leaves no file behind. A frame that is
-    not an image is dropped (a preview is a nicety; the final image is checked as always)."""
+    not an image, or that cannot be written (a full disk), is dropped with a log line (a
+    preview is a nicety; the final image is checked as always)."""
     files = storage.current()
     try:
         name = files.write_preview(claim.job_id, data)
     except storage.ImageRejected as error:
         log.info("job %s: partial frame %s dropped (%s)", claim.job_id, index, error)
+        return
+    except OSError as error:
+        # A full or failing disk must not fail the job: the final image is what counts, and
+        # write_preview leaves no temporary file behind.
+        log.warning("job %s: partial frame %s not written (%s)", claim.job_id, index, error)
         return
     try:
         _fenced_update(

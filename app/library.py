@@ -104,10 +104,15 @@ def _cursor_of(item: Any) -> str:
     return encode_cursor(item.created_at, item.id)
 
 
+# What every list of jobs loads with them, one query each for the whole list: a job card and
+# `job_json` show each job's images and its edit inputs.
+JOB_LIST_LOADS = (selectinload(Job.images), selectinload(Job.inputs))
+
+
 def recent_jobs(limit: int = 12) -> list[Job]:
     statement = (
         select(Job)
-        .options(selectinload(Job.images))
+        .options(*JOB_LIST_LOADS)
         .order_by(Job.created_at.desc(), Job.id.desc())
         .limit(limit)
     )
@@ -117,7 +122,7 @@ def recent_jobs(limit: int = 12) -> list[Job]:
 def job_page(
     *, status: str | None, q: str | None, limit: int, after: str | None, before: str | None = None
 ) -> Page:
-    statement = select(Job).options(selectinload(Job.images))
+    statement = select(Job).options(*JOB_LIST_LOADS)
     if status:
         if status not in JobStatus.ALL:
             raise ValidationError(
@@ -135,7 +140,7 @@ def active_jobs(limit: int = 50) -> list[Job]:
     """Queued and running jobs, oldest first (the jobs panel)."""
     statement = (
         select(Job)
-        .options(selectinload(Job.images))
+        .options(*JOB_LIST_LOADS)
         .where(Job.status.in_(JobStatus.ACTIVE))
         .order_by(Job.created_at.asc(), Job.id.asc())
         .limit(limit)
@@ -150,7 +155,7 @@ def jobs_by_id(job_ids: Iterable[int]) -> list[Job]:
         return []
     statement = (
         select(Job)
-        .options(selectinload(Job.images))
+        .options(*JOB_LIST_LOADS)
         .where(Job.id.in_(ids))
         .order_by(Job.created_at.desc(), Job.id.desc())
     )
@@ -217,7 +222,7 @@ def refusal_page(
     if verdict and verdict not in REFUSAL_VERDICTS:
         raise ValidationError("verdict", "The verdict must be prompt or image.")
     condition = conditions[verdict] if verdict else or_(prompt_refused, has_filtered_image)
-    statement = select(Job).options(selectinload(Job.images)).where(condition)
+    statement = select(Job).options(*JOB_LIST_LOADS).where(condition)
     if q:
         matches = search.matches(q)
         if matches is not None:

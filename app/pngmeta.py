@@ -28,7 +28,6 @@ import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO
 from xml.sax.saxutils import escape, unescape
 
@@ -70,46 +69,32 @@ def image_metadata(
 
     An edit's output also names its inputs (`inputs`: (role, sha256) pairs, in order),
     whose files are content-addressed beside it, so `rebuild` can link them again."""
-    return _metadata(
-        job_id=claim.job_id,
-        index=slot.index,
-        prompt=claim.prompt,
-        revised_prompt=slot.revised_prompt,
-        provider=claim.provider,
-        model=claim.model,
-        size=claim.size,
-        n=claim.n,
-        options=claim.options,
-        created_at=claim.created_at,
-        inputs=inputs,
-    )
+    return _metadata(claim, claim.job_id, slot.index, slot.revised_prompt, inputs)
 
 
 def row_metadata(job: Job, image: Image) -> dict[str, Any]:
     """The same metadata as `image_metadata`, read from a stored image's rows."""
     inputs = [(item.role, item.sha256) for item in sorted(job.inputs, key=lambda i: i.position)]
-    return _metadata(
-        job_id=job.id,
-        index=image.index,
-        prompt=job.prompt,
-        revised_prompt=image.revised_prompt,
-        provider=job.provider,
-        model=job.model,
-        size=job.size,
-        n=job.n,
-        options=job.options or {},
-        created_at=job.created_at,
-        inputs=inputs,
-    )
+    return _metadata(job, job.id, image.index, image.revised_prompt, inputs)
 
 
 def _metadata(
-    *, created_at: datetime, inputs: Sequence[tuple[str, str]], **fields: Any
+    job: Claim | Job,
+    job_id: int,
+    index: int,
+    revised_prompt: str | None,
+    inputs: Sequence[tuple[str, str]],
 ) -> dict[str, Any]:
+    """The metadata of image `index` of `job` (a claim while it is stored, else its row)."""
     metadata = {
         "atelier": VERSION,
-        **fields,
-        "created_at": created_at.isoformat().replace("+00:00", "Z"),
+        "job_id": job_id,
+        "index": index,
+        "prompt": job.prompt,
+        "revised_prompt": revised_prompt,
+        **{name: getattr(job, name) for name in ("provider", "model", "size", "n")},
+        "options": job.options or {},
+        "created_at": job.created_at.isoformat().replace("+00:00", "Z"),
     }
     if inputs:
         metadata["kind"] = "edit"

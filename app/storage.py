@@ -86,6 +86,17 @@ FILE_COLUMNS = (
     JobInput.thumbnail_name,
     JobInput.thumbnail_large_name,
 )
+# What `file_columns` copies between a StoredImage and an image or job input row.
+FILE_FIELDS = (
+    "sha256",
+    "bytes",
+    "width",
+    "height",
+    "content_type",
+    "file_name",
+    "thumbnail_name",
+    "thumbnail_large_name",
+)
 # Names per IN (...) list: far below SQLite's and PostgreSQL's bound-parameter limits.
 NAMES_PER_QUERY = 500
 EXTENSION = "atelier_storage"  # the app.extensions key of the app's Storage
@@ -129,7 +140,7 @@ class PreparedImage:
     @property
     def file_name(self) -> str:
         """The name it is stored under (content-addressed)."""
-        return f"images/{self.sha256[:2]}/{self.sha256}.{FORMATS[self.format][0]}"
+        return original_name(self.sha256, self.format)
 
 
 def prepare_image(data: bytes) -> PreparedImage:
@@ -179,10 +190,9 @@ class Storage:
     def store_prepared(self, prepared: PreparedImage) -> StoredImage:
         """Write a checked image exactly as it is, with its thumbnails (an edit's input: the
         bytes on disk are the bytes that were uploaded and will be sent)."""
-        data = prepared.data
-        digest, file_name, content_type = prepared.sha256, prepared.file_name, prepared.content_type
+        data, digest = prepared.data, prepared.sha256
         thumbnail_name, thumbnail_large_name = thumbnail_names(digest)
-        target = self.root / file_name
+        target = self.root / prepared.file_name
         # Content addressing makes a repeated store (a retried download) a no-op.
         if not (target.exists() and target.stat().st_size == len(data)):
             write_atomically(target, data)
@@ -192,15 +202,12 @@ class Storage:
         ):
             if not (self.root / name).exists():
                 write_atomically(self.root / name, thumbnail_data)
-        return StoredImage(
-            sha256=digest,
-            bytes=len(data),
-            width=prepared.width,
-            height=prepared.height,
-            content_type=content_type,
-            file_name=file_name,
-            thumbnail_name=thumbnail_name,
-            thumbnail_large_name=thumbnail_large_name,
+        return described(
+            digest,
+            len(data),
+            prepared.format,
+            prepared.width,
+            prepared.height,
             placeholder=prepared.thumbnails.placeholder,
         )
 
@@ -373,6 +380,53 @@ def credential_columns(data: bytes, content_type: str) -> dict[str, Any]:
     """The Content Credentials columns of an image row for these original bytes
     (app.credentials: `inspect` never raises and has its own size and time budgets)."""
     return credentials.columns(credentials.inspect(data, content_type))
+
+
+def original_name(digest: str, image_format: str) -> str:
+    """The content-addressed name of an original with this SHA-256 and Pillow format."""
+    return f"images/{digest[:2]}/{digest}.{FORMATS[image_format][0]}"
+
+
+def described(
+    digest: str, size: int, image_format: str, width: int, height: int, *, placeholder: str = ""
+) -> StoredImage:
+    """What an image with this SHA-256, size in bytes, format and dimensions is stored as:
+    its content-addressed original and thumbnail names."""
+    thumbnail_name, thumbnail_large_name = thumbnail_names(digest)
+    return StoredImage(
+        sha256=digest,
+        bytes=size,
+        width=width,
+        height=height,
+        content_type=FORMATS[image_format][1],
+        file_name=original_name(digest, image_format),
+        thumbnail_name=thumbnail_name,
+        thumbnail_large_name=thumbnail_large_name,
+        placeholder=placeholder,
+    )
+
+
+def file_columns(stored: StoredImage | Any) -> dict[str, Any]:
+    """The file columns an image or job input row takes from a stored file (or from anything
+    with the same attributes): its hash, size, dimensions, type, original and thumbnails."""
+    return {name: getattr(stored, name) for name in FILE_FIELDS}
+
+
+def stored_from_row(row: Image | JobInput) -> StoredImage:
+    """A stored image or job input row's file as a StoredImage, for a job that uses it again
+    (an image row's empty columns become empty values; it has no large thumbnail before the
+    512 px size existed, so its small one stands in)."""
+    return StoredImage(
+        sha256=row.sha256 or "",
+        bytes=row.bytes or 0,
+        width=row.width or 0,
+        height=row.height or 0,
+        content_type=row.content_type or "",
+        file_name=row.file_name or "",
+        thumbnail_name=row.thumbnail_name or "",
+        thumbnail_large_name=row.thumbnail_large_name or row.thumbnail_name or "",
+        placeholder=getattr(row, "placeholder", None) or "",
+    )
 
 
 def thumbnail_names(digest: str) -> tuple[str, str]:

@@ -181,10 +181,10 @@ import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
-from tempfile import SpooledTemporaryFile
-from typing import IO
 
 from flask import Flask, Request
+
+from app.upload_spool import SpoolingRequest
 
 from .config import EmulatorConfig
 from .server import EmulatorServer
@@ -251,16 +251,12 @@ def _uploads_request(config: EmulatorConfig) -> type[Request]:
     temporary folder; a standalone emulator without a state file spools where Python does."""
     folder = Path(config.state_file).parent / ".uploads" if config.state_file else None
 
-    class UploadsRequest(Request):
-        def _get_file_stream(
-            self,
-            total_content_length: int | None,
-            content_type: str | None,
-            filename: str | None = None,
-            content_length: int | None = None,
-        ) -> IO[bytes]:
+    class UploadsRequest(SpoolingRequest):
+        spool_memory_bytes = UPLOAD_MEMORY_BYTES
+
+        def spool_folder(self) -> Path | None:
             if folder is not None:
                 folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            return SpooledTemporaryFile(max_size=UPLOAD_MEMORY_BYTES, dir=folder)  # noqa: SIM115
+            return folder
 
     return UploadsRequest

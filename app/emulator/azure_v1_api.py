@@ -13,7 +13,7 @@ never meet.
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable, Mapping
 from datetime import date
 
 from flask import Blueprint, Response, request
@@ -22,9 +22,9 @@ from .edit_requests import read_edit_form
 from .errors import deployment_not_found, invalid_request, resource_not_found
 from .image_requests import InvalidRequest, read_json_object
 from .models import MODELS, ModelRules
-from .request_log import log_request_fields, mark_request_kind
+from .request_log import log_request_fields, start_generate
 from .state import emulator_state
-from .sync_api import API_VERSION, edit_for_deployment, generate_for_deployment
+from .sync_api import API_VERSION, Body, edit_for_deployment, generate_for_deployment
 
 # "api-version is no longer a required parameter with the v1 GA API"; preview features take
 # `?api-version=preview`, and third-party clients send `preview` or `v1` (azure-image-apis.md
@@ -62,31 +62,32 @@ def require_v1_api_version() -> Response | None:
 
 @bp.post("/images/generations")
 def create_images() -> Response:
-    mark_request_kind("generate")
-    started = time.monotonic()
-    try:
-        payload = read_json_object()
-    except InvalidRequest as invalid:
-        return invalid_request(invalid.status, invalid.code, invalid.message, invalid.param)
-    log_request_fields(payload)
-    model = _deployment_model(payload.get("model"))
-    if isinstance(model, Response):
-        return model
-    return generate_for_deployment(model, payload, _api_version_label(), started)
+    return _v1_route(read_json_object, lambda payload: payload, generate_for_deployment)
 
 
 @bp.post("/images/edits")
 def edit_images() -> Response:
-    mark_request_kind("generate")
-    started = time.monotonic()
+    return _v1_route(read_edit_form, lambda form: form.fields, edit_for_deployment)
+
+
+def _v1_route(
+    read: Callable[[], Body],
+    fields_of: Callable[[Body], Mapping[str, object]],
+    answer: Callable[[ModelRules, Body, str, float], Response],
+) -> Response:
+    """A v1 request: its body read with `read`, its fields (`fields_of`) logged, the deployment
+    they name in `model` found, then answered by the deployment route's `answer`."""
+    started = start_generate()
     try:
-        form = read_edit_form()
+        body = read()
     except InvalidRequest as invalid:
         return invalid_request(invalid.status, invalid.code, invalid.message, invalid.param)
-    model = _deployment_model(form.fields.get("model"))
+    fields = fields_of(body)
+    log_request_fields(dict(fields))
+    model = _deployment_model(fields.get("model"))
     if isinstance(model, Response):
         return model
-    return edit_for_deployment(model, form, _api_version_label(), started)
+    return answer(model, body, _api_version_label(), started)
 
 
 def _deployment_model(deployment: object) -> ModelRules | Response:

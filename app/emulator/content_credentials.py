@@ -43,8 +43,6 @@ ROOT_ORGANIZATION = "Atelier emulator test CA"
 CERTIFICATE_DAYS = 365
 SIGNED_CACHE_BYTES = 64 * 1024 * 1024
 
-bp = Blueprint("emulator_content_credentials", __name__, url_prefix="/_emulator/c2pa")
-
 
 @dataclass(frozen=True)
 class CertificateChain:
@@ -265,6 +263,9 @@ def _key_usage(
         encipher_only=False,
         decipher_only=False,
     )
+
+
+bp = Blueprint("emulator_content_credentials", __name__, url_prefix="/_emulator/c2pa")
 
 
 @bp.get("/root.pem")

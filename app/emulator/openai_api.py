@@ -11,7 +11,6 @@ gpt-image: base64 plus the resolved `background`, `output_format`, `quality`, `s
 from __future__ import annotations
 
 import hmac
-import time
 import uuid
 
 from flask import Blueprint, Response, request
@@ -35,7 +34,7 @@ from .image_requests import (
     read_json_object,
 )
 from .models import MODELS, ModelRules
-from .request_log import log_request_fields, mark_request_kind
+from .request_log import log_request_fields, start_generate
 from .state import emulator_state
 from .sync_triggers import SyncTrigger
 
@@ -77,8 +76,7 @@ def add_request_id(response: Response) -> Response:
 
 @bp.post("/images/generations")
 def create_images() -> Response:
-    mark_request_kind("generate")
-    started = time.monotonic()
+    started = start_generate()
     try:
         payload = read_json_object()
         log_request_fields(payload)
@@ -97,8 +95,7 @@ def create_images() -> Response:
 
 @bp.post("/images/edits")
 def edit_images() -> Response:
-    mark_request_kind("generate")
-    started = time.monotonic()
+    started = start_generate()
     try:
         form = read_edit_form()
         # Guess (openai-python 3.51 names no default model for edits, which only gpt-image

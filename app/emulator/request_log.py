@@ -133,6 +133,13 @@ def mark_request_kind(kind: str) -> None:
     g.emulator_request_kind = kind
 
 
+def start_generate() -> float:
+    """Called first by a generation or edit route: the request counts as "generate" if it
+    succeeds. Returns when it arrived (time.monotonic()), for the latency."""
+    mark_request_kind("generate")
+    return time.monotonic()
+
+
 def log_request_fields(payload: dict[str, object]) -> None:
     """Called by a synchronous route with the JSON body it read, for the log's `fields`."""
     fields: dict[str, object] = {}

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import functools
 import re
-import time
+from collections.abc import Callable
 from datetime import date
+from typing import TypeVar
 
 from flask import Blueprint, Response, request
 
@@ -44,9 +45,12 @@ from .image_requests import (
     read_json_object,
 )
 from .models import MODELS, ModelRules
-from .request_log import log_request_fields, mark_request_kind
+from .request_log import log_request_fields, start_generate
 from .state import emulator_state
 from .sync_triggers import SyncTrigger
+
+# A request body as a deployment route reads it: a JSON object, or an edit's form.
+Body = TypeVar("Body")
 
 # The versions with this route (azure-image-apis.md §3.1, plus the later previews).
 LISTED_API_VERSIONS = frozenset(
@@ -127,22 +131,7 @@ def require_sync_api_version() -> Response | None:
 
 @bp.post("/<deployment>/images/generations")
 def create_images(deployment: str) -> Response:
-    mark_request_kind("generate")
-    started = time.monotonic()
-    state = emulator_state()
-    api_version = request.args["api-version"]
-    model_name = state.config.deployments.get(deployment)
-    if model_name is None:
-        return deployment_not_found()
-    model = MODELS[model_name]
-    too_old = _api_version_too_old(model, api_version)
-    if too_old is not None:
-        return too_old
-    try:
-        payload = read_json_object()
-    except InvalidRequest as invalid:
-        return invalid_request(invalid.status, invalid.code, invalid.message, invalid.param)
-    return generate_for_deployment(model, payload, api_version, started)
+    return _deployment_route(deployment, read_json_object, generate_for_deployment)
 
 
 def generate_for_deployment(
@@ -161,11 +150,20 @@ def generate_for_deployment(
 
 @bp.post("/<deployment>/images/edits")
 def edit_images(deployment: str) -> Response:
-    mark_request_kind("generate")
-    started = time.monotonic()
-    state = emulator_state()
+    return _deployment_route(deployment, read_edit_form, edit_for_deployment)
+
+
+def _deployment_route(
+    deployment: str,
+    read: Callable[[], Body],
+    answer: Callable[[ModelRules, Body, str, float], Response],
+) -> Response:
+    """A deployment route's request: the deployment in the path must exist and the
+    api-version must know its model; then the body is read with `read` and answered with
+    `answer` (`generate_for_deployment` or `edit_for_deployment`)."""
+    started = start_generate()
     api_version = request.args["api-version"]
-    model_name = state.config.deployments.get(deployment)
+    model_name = emulator_state().config.deployments.get(deployment)
     if model_name is None:
         return deployment_not_found()
     model = MODELS[model_name]
@@ -173,10 +171,10 @@ def edit_images(deployment: str) -> Response:
     if too_old is not None:
         return too_old
     try:
-        form = read_edit_form()
+        body = read()
     except InvalidRequest as invalid:
         return invalid_request(invalid.status, invalid.code, invalid.message, invalid.param)
-    return edit_for_deployment(model, form, api_version, started)
+    return answer(model, body, api_version, started)
 
 
 def edit_for_deployment(

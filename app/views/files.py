@@ -30,7 +30,7 @@ from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from app import library, pngmeta, storage
-from app.models import Job, JobInput, JobStatus, db
+from app.models import Image, Job, JobInput, JobStatus, db
 from app.views.content_files import send_content
 from app.zipstream import image_file_name, with_prompt_file_name
 
@@ -50,32 +50,21 @@ def thumbnail(image_id: int) -> Response:
 @bp.get("/images/<int:image_id>/original")
 def original(image_id: int) -> Response:
     """*Download original*: the stored file, exactly the bytes the provider delivered."""
-    found = library.image_file(image_id, thumbnail=False)
-    if found is None:
-        abort(404, f"There is no image {image_id}.")
-    path, image = found
-    response = send_file(
+    path, image = _image_file(image_id, thumbnail=False)
+    return _send_revalidated(
         path,
         mimetype=image.content_type,
-        as_attachment=True,
-        download_name=image_file_name(image),
-        conditional=True,
         etag=image.sha256,
-        max_age=0,
+        download_name=image_file_name(image),
+        as_attachment=True,
     )
-    response.headers["Cache-Control"] = "private, no-cache"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
 
 
 @bp.get("/images/<int:image_id>/with-prompt")
 def with_prompt(image_id: int) -> Response:
     """*Download with prompt*: a modified copy carrying the prompt and job parameters (its
     Content Credentials no longer validate); made on request, never stored."""
-    found = library.image_file(image_id, thumbnail=False)
-    if found is None:
-        abort(404, f"There is no image {image_id}.")
-    path, image = found
+    path, image = _image_file(image_id, thumbnail=False)
     try:
         data = pngmeta.embed_copy(path.read_bytes(), pngmeta.row_metadata(image.job, image))
     except ValueError as error:  # the stored file is damaged (verify reports it)
@@ -84,9 +73,7 @@ def with_prompt(image_id: int) -> Response:
     response = Response(data, mimetype=image.content_type)
     name = with_prompt_file_name(image)
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
-    response.headers["Cache-Control"] = "private, no-store"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
+    return _private(response, "no-store")
 
 
 @bp.get("/inputs/<int:input_id>")
@@ -109,9 +96,7 @@ def job_preview(job_id: int) -> Response:
     path = _stored_path(job.preview_name)
     response = send_file(path, mimetype=_content_type(path), conditional=False, max_age=0)
     # A new frame replaces the file under the same name: never keep one.
-    response.headers["Cache-Control"] = "private, no-store"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
+    return _private(response, "no-store")
 
 
 @bp.record_once
@@ -128,23 +113,22 @@ def content(name: str) -> Response:
     return send_content(name, lambda _image: True)
 
 
-def _send_by_id(image_id: int, *, thumbnail: bool) -> Response:
+def _image_file(image_id: int, *, thumbnail: bool) -> tuple[Path, Image]:
+    """The path and row of an image the viewer may see (its thumbnail's path); 404 otherwise."""
     found = library.image_file(image_id, thumbnail=thumbnail)
     if found is None:
         abort(404, f"There is no image {image_id}.")
-    path, image = found
-    response = send_file(
+    return found
+
+
+def _send_by_id(image_id: int, *, thumbnail: bool) -> Response:
+    path, image = _image_file(image_id, thumbnail=thumbnail)
+    return _send_revalidated(
         path,
         mimetype="image/webp" if thumbnail else image.content_type,
-        conditional=True,
         etag=f"{image.sha256}{'-t' if thumbnail else ''}",
         download_name=f"atelier-{image.job_id}-{image.index + 1}{path.suffix}",
-        max_age=0,
     )
-    # Ids can be reused after a delete, so the browser revalidates (a cheap 304 via the ETag).
-    response.headers["Cache-Control"] = "private, no-cache"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
 
 
 def _send_input(input_id: int, *, thumbnail: bool) -> Response:
@@ -155,16 +139,35 @@ def _send_input(input_id: int, *, thumbnail: bool) -> Response:
     if item is None:
         abort(404, f"There is no input {input_id}.")
     path = _stored_path(item.thumbnail_name if thumbnail else item.file_name)
-    response = send_file(
+    return _send_revalidated(
         path,
         mimetype=_content_type(path),
-        conditional=True,
         etag=f"{item.sha256}{'-t' if thumbnail else ''}",
         download_name=f"atelier-{item.job_id}-{item.role}-{item.position + 1}{path.suffix}",
+    )
+
+
+def _send_revalidated(
+    path: Path, *, mimetype: str, etag: str, download_name: str, as_attachment: bool = False
+) -> Response:
+    """A stored file found by an id. Ids can be reused after a delete, so the browser
+    revalidates (a cheap 304 via the ETag)."""
+    response = send_file(
+        path,
+        mimetype=mimetype,
+        as_attachment=as_attachment,
+        download_name=download_name,
+        conditional=True,
+        etag=etag,
         max_age=0,
     )
-    # Ids can be reused after a delete, so the browser revalidates (a cheap 304 via the ETag).
-    response.headers["Cache-Control"] = "private, no-cache"
+    return _private(response, "no-cache")
+
+
+def _private(response: Response, cache: str) -> Response:
+    """For this viewer only (`cache`: no-cache or no-store), and never sniffed as another
+    type."""
+    response.headers["Cache-Control"] = f"private, {cache}"
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
 
