@@ -217,15 +217,7 @@ def manifest_size(data: bytes, content_type: str) -> int | None:
 
 
 def _png_manifest_size(data: bytes) -> int:
-    total, offset = 0, 8
-    while offset + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
-        if kind == b"caBX":
-            total += length
-        if kind == b"IEND":
-            break
-        offset += 12 + length
-    return total
+    return _chunks_total(data, 8, b"caBX", riff=False)
 
 
 def _jpeg_manifest_size(data: bytes) -> int:
@@ -245,12 +237,26 @@ def _jpeg_manifest_size(data: bytes) -> int:
 
 
 def _webp_manifest_size(data: bytes) -> int:
-    total, offset = 0, 12
+    return _chunks_total(data, 12, b"C2PA", riff=True)
+
+
+def _chunks_total(data: bytes, offset: int, wanted: bytes, *, riff: bool) -> int:
+    """Bytes in the `wanted` chunks from `offset` on: PNG chunks (big-endian length, type, data,
+    a 4-byte CRC; IEND ends them) or RIFF chunks (type, little-endian length, data padded to an
+    even size)."""
+    total = 0
     while offset + 8 <= len(data):
-        kind, length = struct.unpack("<4sI", data[offset : offset + 8])
-        if kind == b"C2PA":
+        if riff:
+            kind, length = struct.unpack("<4sI", data[offset : offset + 8])
+            step = 8 + length + (length & 1)
+        else:
+            length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+            step = 12 + length
+        if kind == wanted:
             total += length
-        offset += 8 + length + (length & 1)
+        if kind == b"IEND":
+            break
+        offset += step
     return total
 
 
