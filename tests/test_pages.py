@@ -104,22 +104,36 @@ def test_double_submitted_form_creates_one_job(idle_app):
     assert len(client.get("/api/jobs").get_json()["items"]) == 1
 
 
-def test_htmx_submit_returns_the_new_card_and_a_fresh_form(idle_app):
+def test_htmx_submit_returns_the_new_card_and_a_form_keeping_the_prompt(idle_app):
     client = idle_app.test_client()
     token = csrf_token(client)
 
     response = client.post(
         "/partials/jobs",
-        data={"csrf_token": token, "prompt": "a comet", "size": "512x512", "n": "2"},
+        data={
+            "csrf_token": token,
+            "prompt": "a comet",
+            "size": "512x512",
+            "n": "2",
+            "idempotency_key": "a" * 32,
+        },
         headers={"HX-Request": "true"},
     )
 
     body = response.get_data(as_text=True)
     assert response.status_code == 201
     assert 'class="job-card status-queued"' in body
-    assert "a comet" in body
     assert 'hx-swap-oob="true"' in body
-    assert "a comet</textarea>" not in body  # the fresh form is empty
+    form = body[body.index('<form id="prompt-form"') :]
+    # The next try is an edit away: the prompt and the model's fields are kept...
+    assert re.search(r">\s*a comet</textarea>", form), form
+    assert re.search(r'<option[^>]*value="512x512"[^>]*selected', form), form
+    assert re.search(r'name="n"[^>]*value="2"', form) or re.search(
+        r'<option[^>]*value="2"[^>]*selected', form
+    ), form
+    # ...but the form has a new idempotency key, so sending it again makes a new job.
+    key = re.search(r'name="idempotency_key"[^>]*value="([0-9a-f]+)"', form)
+    assert key is not None and key.group(1) != "a" * 32
 
 
 def test_htmx_submit_with_errors_retargets_the_form(idle_app):
@@ -145,7 +159,7 @@ def test_active_job_card_polls_and_final_card_does_not(client):
     final = client.get(f"/partials/jobs/{job_id}").get_data(as_text=True)
 
     assert f'hx-get="/partials/jobs/{job_id}"' in active
-    assert 'hx-trigger="load delay:1s"' in active
+    assert 'hx-trigger="load delay:250ms"' in active  # young: four looks a second
     assert "hx-trigger" not in final.split("<form")[0]
     assert "hx-get" not in final
     assert "/files/thumbs/" in final

@@ -74,7 +74,7 @@ def _rendered_card(job_id: int, key: tuple[str, ...], delay: int) -> str:
             "jobs/_job_card.html",
             job=job,
             wait_reasons=limits.wait_reasons([job]),
-            poll_seconds=delay,
+            poll_ms=delay,
             csrf_token=page_cache.placeholder_token,
         )
 
@@ -87,8 +87,8 @@ def create_job() -> Response:
     form = PromptForm()
     job = form.create_job(owner_id=sessions.current_user_id())
     if job is not None:
-        # The fresh form keeps the provider and options; only the prompt starts empty.
-        fresh = PromptForm(formdata=None, data={"provider": job.provider})
+        # The next form keeps the prompt, provider and options: the next try is an edit away.
+        fresh = form.next_form()
         body = render_template(
             "jobs/_job_created.html",
             job=job,
