@@ -24,6 +24,7 @@ from app.auth import sessions
 from app.image_models import ImageModel
 from app.models import Image, ImageStatus, InputRole, Job, JobInput, JobPhase, JobStatus, utcnow
 from app.validation import ValidationError, form_size, parse_n, parse_options, parse_size
+from app.views import polling
 from app.views.content_files import content_url
 
 # The vendored htmx, static/vendor/htmx-<version>.min.js: a new version is a new URL.
@@ -170,31 +171,10 @@ def provider_label(provider_id: str) -> str:
     return provider_id
 
 
-# A job's card asks for news after these delays, by the job's age: (younger than, seconds) ->
-# milliseconds. A young card looks four times a second, so an image a fast provider has made
-# is on screen within a quarter of a second of being stored (issue #18: `bench.flow` measures
-# it); repeat polls of an unchanged card are 304s with no query and no render
-# (app.views.partials), cheap enough for 100 tabs at this rate for the fast window, but not for
-# longer (`bench.web`'s 100-tab target). Providers that take longer (Azure's gpt-image-1 often
-# 10-60 s) are then looked at every 5 s, 8 s once a job is old, 10 s after that. Each change of
-# delay changes the card, so there are few steps.
-FAST_POLL_SECONDS = 6
-POLL_SCHEDULE = ((FAST_POLL_SECONDS, 250), (60, 5000), (300, 8000))
-SLOWEST_POLL = 10_000
-
-
 def poll_delay(job: Job) -> int:
-    """Milliseconds before a card asks for news: often at first, backing off while a job
-    waits."""
-    return delay_for_age((utcnow() - job.created_at).total_seconds())
-
-
-def delay_for_age(age: float) -> int:
-    """The polling delay, in milliseconds, for a job created `age` seconds ago."""
-    for younger_than, delay in POLL_SCHEDULE:
-        if age < younger_than:
-            return delay
-    return SLOWEST_POLL
+    """Milliseconds before a card asks for news (app.views.polling)."""
+    age = (utcnow() - job.created_at).total_seconds()
+    return polling.delay_for(age, polling.expected_for(job.provider, job.model))
 
 
 def trigger_delay(milliseconds: int) -> str:
