@@ -182,8 +182,6 @@ def test_a_card_polls_four_times_a_second_around_the_expected_finish(idle_app):
             job.status = JobStatus.SUCCEEDED
             job.finished_at = job.created_at + timedelta(seconds=2)
         db.session.commit()
-    # The expected finish is kept for 30 s: forget the one read before this history existed.
-    idle_app.extensions.pop("atelier_polling", None)
     job_id = job_id_of(create(client, prompt="the next try"))  # stays queued: no worker
 
     def trigger_at(age: float) -> str:
@@ -196,11 +194,11 @@ def test_a_card_polls_four_times_a_second_around_the_expected_finish(idle_app):
         assert found, card
         return found.group(1)
 
-    # Expected at 2 s: the window is 1.5 s to 4 s of age.
+    # Expected at 2 s: the window is 1.5 s to 3.5 s of age.
     assert trigger_at(0.2) == "1s"  # the slow schedule's first look comes first
-    assert trigger_at(1.0) == "500ms"  # then a look when the window opens
+    assert trigger_at(0.9) == "500ms"  # then a look about when the window opens
     assert trigger_at(1.6) == "250ms"
-    assert trigger_at(3.5) == "250ms"
+    assert trigger_at(3.4) == "250ms"
     assert trigger_at(10) == "5s"  # later than expected: back to the slow schedule
     assert trigger_at(120) == "8s"
     assert trigger_at(600) == "10s"
@@ -212,11 +210,11 @@ def test_without_history_a_card_polls_on_the_slow_schedule():
     assert [delay_for(age) for age in (0, 0.9, 1, 59, 60, 299, 300, 3600)] == [
         1000, 1000, 5000, 5000, 8000, 8000, 10_000, 10_000,
     ]  # fmt: skip
-    # With an expected finish at 1.2 s: look when the window opens (0.7 s), then 250 ms.
-    assert delay_for(0.0, 1.2) == 700
+    # With an expected finish at 1.2 s: look about when the window opens (0.7 s), then 250 ms.
+    assert delay_for(0.0, 1.2) == 500  # rounded down to 250 ms steps
     assert delay_for(0.5, 1.2) == 250  # 0.2 s to go: never faster than the fast polls
-    assert delay_for(0.7, 1.2) == delay_for(3.1, 1.2) == 250
-    assert delay_for(3.2, 1.2) == 5000
+    assert delay_for(0.7, 1.2) == delay_for(2.6, 1.2) == 250
+    assert delay_for(2.7, 1.2) == 5000
 
 
 def test_refused_prompt_card_says_which_prompt_and_why(client):

@@ -19,6 +19,7 @@ from typing import Any
 from flask import Flask, current_app
 from sqlalchemy import select
 
+from app import page_cache
 from app.models import Job, JobStatus, db
 
 # The slow schedule, by the job's age: (younger than, seconds) -> milliseconds. A new card
@@ -29,11 +30,14 @@ SLOWEST_MS = 10_000
 # The fast window: from this long before the expected finish until this long after it.
 FAST_MS = 250
 WINDOW_BEFORE_S = 0.5
-WINDOW_AFTER_S = 2.0
-# Delays are rounded to this, so a card's delay (part of its ETag) takes few values.
-GRAIN_MS = 50
+WINDOW_AFTER_S = 1.5
+# Delays before the window are rounded down to this, so a card's delay (part of its ETag: each
+# new value is a render) takes few values.
+GRAIN_MS = 250
 # The expected finish: the median of this many recent succeeded jobs, at least MIN_HISTORY of
-# them, recomputed at most every HISTORY_TTL_S seconds per provider and model.
+# them, per provider and model; read again when the library version has moved (a job has
+# finished, among other changes) and HISTORY_TTL_S seconds have passed, or right away while
+# there is not enough history (a new install's first jobs).
 HISTORY = 20
 MIN_HISTORY = 3
 HISTORY_TTL_S = 30.0
@@ -51,7 +55,7 @@ def delay_for(age: float, expected: float | None = None) -> int:
     if start <= age < end:
         return FAST_MS
     if age < start:  # look first when the window opens, unless the slow schedule is sooner
-        until = round((start - age) * 1000 / GRAIN_MS) * GRAIN_MS
+        until = int((start - age) * 1000 // GRAIN_MS) * GRAIN_MS
         return max(FAST_MS, min(slow, until))
     return slow
 
@@ -85,10 +89,12 @@ def expected_finish(job_id: int, app: Flask | None = None) -> float | None:
 
 def expected_for(provider: str, model: str, app: Flask | None = None) -> float | None:
     state = _state(app or current_app)
-    now = time.monotonic()
+    now, version = time.monotonic(), page_cache.library_version()
     kept = state.expected.get((provider, model))
-    if kept is not None and now - kept[0] < HISTORY_TTL_S:
-        return kept[1]
+    if kept is not None and (
+        kept[1] == version or (kept[2] is not None and now - kept[0] < HISTORY_TTL_S)
+    ):
+        return kept[2]
     with db.engine.connect() as connection:
         rows = connection.execute(
             select(Job.created_at, Job.finished_at)
@@ -104,7 +110,7 @@ def expected_for(provider: str, model: str, app: Flask | None = None) -> float |
     took = [(finished - created).total_seconds() for created, finished in rows]
     value = statistics.median(took) if len(took) >= MIN_HISTORY else None
     with state.lock:
-        state.expected[(provider, model)] = (now, value)
+        state.expected[(provider, model)] = (now, version, value)
     return value
 
 
@@ -112,7 +118,7 @@ class _State:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.targets: dict[int, tuple[str, str]] = {}
-        self.expected: dict[tuple[str, str], tuple[float, float | None]] = {}
+        self.expected: dict[tuple[str, str], tuple[float, str, float | None]] = {}
 
 
 def _state(app: Flask) -> _State:
