@@ -619,7 +619,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             measure_poll(server, "young job (< 20 s)", f"/partials/jobs/{young_id}", options)
         )
         # A job whose fast window (250 ms polls, app.views.polling) is inside the measurement:
-        # jobs of its provider took 2 s, so it polls fast from 1.5 s to 4 s of age.
+        # jobs of its provider took 2 s, so it polls fast from 1.5 s to 3 s of age.
         insert_history(db_path, "bench-window", timedelta(seconds=2))
         window_id = insert_running_job(db_path, timedelta(0), provider="bench-window")
         polls.append(

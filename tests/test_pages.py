@@ -194,11 +194,11 @@ def test_a_card_polls_four_times_a_second_around_the_expected_finish(idle_app):
         assert found, card
         return found.group(1)
 
-    # Expected at 2 s: the window is 1.5 s to 3.5 s of age.
+    # Expected at 2 s: the window is 1.5 s to 3 s of age.
     assert trigger_at(0.2) == "1s"  # the slow schedule's first look comes first
     assert trigger_at(0.9) == "500ms"  # then a look about when the window opens
     assert trigger_at(1.6) == "250ms"
-    assert trigger_at(3.4) == "250ms"
+    assert trigger_at(2.9) == "250ms"
     assert trigger_at(10) == "5s"  # later than expected: back to the slow schedule
     assert trigger_at(120) == "8s"
     assert trigger_at(600) == "10s"
@@ -213,8 +213,8 @@ def test_without_history_a_card_polls_on_the_slow_schedule():
     # With an expected finish at 1.2 s: look about when the window opens (0.7 s), then 250 ms.
     assert delay_for(0.0, 1.2) == 500  # rounded down to 250 ms steps
     assert delay_for(0.5, 1.2) == 250  # 0.2 s to go: never faster than the fast polls
-    assert delay_for(0.7, 1.2) == delay_for(2.6, 1.2) == 250
-    assert delay_for(2.7, 1.2) == 5000
+    assert delay_for(0.7, 1.2) == delay_for(2.1, 1.2) == 250
+    assert delay_for(2.2, 1.2) == 5000
 
 
 def test_refused_prompt_card_says_which_prompt_and_why(client):

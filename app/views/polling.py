@@ -30,7 +30,7 @@ SLOWEST_MS = 10_000
 # The fast window: from this long before the expected finish until this long after it.
 FAST_MS = 250
 WINDOW_BEFORE_S = 0.5
-WINDOW_AFTER_S = 1.5
+WINDOW_AFTER_S = 1.0
 # Delays before the window are rounded down to this, so a card's delay (part of its ETag: each
 # new value is a render) takes few values.
 GRAIN_MS = 250
