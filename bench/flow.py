@@ -46,8 +46,13 @@ WATCH_IMAGES = """
   window.__visibleAt = null;
   const list = document.getElementById("job-list");
   const seen = (img) => {
-    const done = () => { if (window.__visibleAt === null) window.__visibleAt = performance.timeOrigin + performance.now(); };
-    if (img.complete && img.naturalWidth > 0) done(); else img.addEventListener("load", done, { once: true });
+    const done = () => {
+      if (window.__visibleAt === null) {
+        window.__visibleAt = performance.timeOrigin + performance.now();
+      }
+    };
+    if (img.complete && img.naturalWidth > 0) done();
+    else img.addEventListener("load", done, { once: true });
   };
   const known = new Set(list.querySelectorAll(".thumbs img"));
   new MutationObserver(() => {
@@ -169,7 +174,11 @@ def report(
     rows = []
     missed = []
     for label, runs, target in (
-        (f"Jobs {FIRST_JOBS + 1}-{FIRST_JOBS + len(measured)} (model's latency known)", measured, True),
+        (
+            f"Jobs {FIRST_JOBS + 1}-{FIRST_JOBS + len(measured)} (model's latency known)",
+            measured,
+            True,
+        ),
         (f"Jobs 1-{FIRST_JOBS} (fresh install: slow schedule)", first, False),
     ):
         after = Stats(tuple(r["visible"] - r["finished"] for r in runs))

@@ -136,9 +136,10 @@ def test_account_page_names_shared_images_and_collections_with_thumbnails(app_fa
     assert f"image {image_id}</a>" not in shares
     assert "Collection Seaside" in shares
     # The image's thumbnail, and the collection's cover (the same, its only image).
-    assert shares.count(f'src="/files/thumbs/{image_id}') == 2 or shares.count(
-        f"/thumbs/{image_id}"
-    ) >= 2, shares
+    assert (
+        shares.count(f'src="/files/thumbs/{image_id}') == 2
+        or shares.count(f"/thumbs/{image_id}") >= 2
+    ), shares
 
 
 def test_a_collection_cover_is_its_newest_image_that_can_be_shown(app_factory):

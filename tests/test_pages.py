@@ -9,7 +9,6 @@ import re
 import pytest
 
 from app.models import utcnow
-
 from tests.helpers import csrf_token, emulator_counts, make_app, wait_for_job
 
 
