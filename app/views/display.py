@@ -19,7 +19,7 @@ from typing import Any
 from flask import Flask, current_app, g, url_for
 from markupsafe import Markup, escape
 
-from app import diffs, limits, lineage, pricing
+from app import covers, diffs, limits, lineage, pricing
 from app.auth import sessions
 from app.image_models import ImageModel
 from app.models import Image, ImageStatus, InputRole, Job, JobInput, JobPhase, JobStatus, utcnow
@@ -87,6 +87,8 @@ def init_app(app: Flask) -> None:
         "word_diff": diffs.word_diff,
         "has_changes": diffs.has_changes,
         "first_image": lineage.first_image,
+        # Collections' cover images by id (templates/gallery/_collections.html).
+        "collection_covers": covers.covers,
         "origin_label": lineage.origin_label,
         "can_edit": can_edit,
         "edited_from": edited_from,
