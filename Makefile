@@ -56,11 +56,12 @@ format: $(VENV)/.dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(VENV)/.dev
+bench: $(VENV)/.dev chromium
 	$(BIN)/python -m bench.gallery
 	$(BIN)/python -m bench.web
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.images
+	$(BIN)/python -m bench.flow
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -70,10 +71,37 @@ def start(app: Flask) -> EmulatorServer:
         state_file=str(storage.current(app).root / STATE_FILE),
     )
     port = app.config["ATELIER_EMULATOR_PORT"]
+    if port and not port_is_free(port):
+        # Werkzeug would print "Port N is in use by another program" and exit the whole app,
+        # without saying the port is the emulator's: take any free port instead, and say so.
+        port = 0
+        announce_fallback(app.config["ATELIER_EMULATOR_PORT"])
     try:
         server = EmulatorServer(emulator_config, host="127.0.0.1", port=port).start()
-    except OSError:
-        log.warning("emulator port %s is busy; using a free port instead", port)
+    except (OSError, SystemExit):  # taken between the check and the bind
+        announce_fallback(port)
         server = EmulatorServer(emulator_config, host="127.0.0.1", port=0).start()
     log.info("built-in Azure emulator serving at %s", server.url)
     return server
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a loopback server could bind `port` now (a listening socket holds it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the server will bind it: a port only in TIME_WAIT counts as free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def announce_fallback(port: int) -> None:
+    """Say in the log (the terminal of `make run`) that the emulator's port was taken."""
+    log.warning(
+        "Port %s (the built-in Azure emulator's, ATELIER_EMULATOR_PORT) is in use by another "
+        "program; the emulator uses a free port instead. Set ATELIER_EMULATOR_PORT to choose "
+        "another one (0: any free port).",
+        port,
+    )

@@ -72,7 +72,8 @@ def announce(app: Flask, base_url: str) -> None:
         print(
             "No account exists yet. Create the administrator account here (link valid until "
             f"used):\n  {base_url.rstrip('/')}/setup?token={token}\n"
-            "or run: flask --app app atelier users create NAME --admin",
+            f"(the token is also in {_path(app)})\n"
+            "or run: .venv/bin/flask --app app atelier users create NAME --admin",
             flush=True,
         )
 

@@ -387,7 +387,9 @@ def prepare(data_dir: Path, jobs: int, seed_value: int) -> tuple[Path, str]:
     )
 
 
-def insert_running_job(db_path: Path, age: timedelta) -> int:
+def insert_running_job(
+    db_path: Path, age: timedelta, provider: str = "emulator-azure:gpt-image-1"
+) -> int:
     """A running job nobody works on (no worker threads), created `age` ago; return its id."""
     import sqlite3
 
@@ -399,10 +401,11 @@ def insert_running_job(db_path: Path, age: timedelta) -> int:
         cursor = connection.execute(
             "INSERT INTO jobs (status, phase, prompt, provider, model, size, n, options,"
             " created_at, started_at, deadline_at, next_attempt_at, claims, submit_count)"
-            " VALUES ('running', 'polling', ?, 'emulator-azure:gpt-image-1', 'gpt-image-1',"
+            " VALUES ('running', 'polling', ?, ?, 'gpt-image-1',"
             " '1024x1024', 1, '{}', ?, ?, ?, ?, 1, 1)",
             (
                 "A lighthouse on a cliff at dusk, watercolor",
+                provider,
                 _sql_time(created),
                 _sql_time(created + timedelta(milliseconds=200)),
                 _sql_time(now + timedelta(days=1)),
@@ -412,6 +415,33 @@ def insert_running_job(db_path: Path, age: timedelta) -> int:
         job_id = cursor.lastrowid
     connection.close()
     return int(job_id)
+
+
+def insert_history(db_path: Path, provider: str, took: timedelta, count: int = 3) -> None:
+    """`count` succeeded jobs of `provider` that took `took` from creation to finish, so a new
+    job of that provider polls fast around `took` (app.views.polling)."""
+    import sqlite3
+
+    from bench.gallery import _sql_time
+
+    created = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=1)
+    with sqlite3.connect(db_path, timeout=30) as connection:
+        for _ in range(count):
+            connection.execute(
+                "INSERT INTO jobs (status, prompt, provider, model, size, n, options,"
+                " created_at, started_at, finished_at, deadline_at, next_attempt_at, claims,"
+                " submit_count) VALUES ('succeeded', 'history', ?, 'gpt-image-1', '1024x1024',"
+                " 1, '{}', ?, ?, ?, ?, ?, 1, 1)",
+                (
+                    provider,
+                    _sql_time(created),
+                    _sql_time(created),
+                    _sql_time(created + took),
+                    _sql_time(created + timedelta(days=1)),
+                    _sql_time(created),
+                ),
+            )
+    connection.close()
 
 
 def trigger_delay(body: bytes) -> str:
@@ -587,6 +617,15 @@ def run(argv: Sequence[str] | None = None) -> int:
         young_id = insert_running_job(db_path, timedelta(0))
         polls.append(
             measure_poll(server, "young job (< 20 s)", f"/partials/jobs/{young_id}", options)
+        )
+        # A job whose fast window (250 ms polls, app.views.polling) is inside the measurement:
+        # jobs of its provider took 2 s, so it polls fast from 1.5 s to 3 s of age.
+        insert_history(db_path, "bench-window", timedelta(seconds=2))
+        window_id = insert_running_job(db_path, timedelta(0), provider="bench-window")
+        polls.append(
+            measure_poll(
+                server, "young job, fast window inside", f"/partials/jobs/{window_id}", options
+            )
         )
         polls.append(measure_poll(server, "old job (> 120 s)", f"/partials/jobs/{old_id}", options))
         polls.append(measure_poll(server, "bare route every 1 s (ref.)", BARE_PATH, options, 1.0))

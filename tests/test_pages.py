@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from app.models import utcnow
 from tests.helpers import csrf_token, emulator_counts, make_app, wait_for_job
 
 
@@ -104,22 +105,36 @@ def test_double_submitted_form_creates_one_job(idle_app):
     assert len(client.get("/api/jobs").get_json()["items"]) == 1
 
 
-def test_htmx_submit_returns_the_new_card_and_a_fresh_form(idle_app):
+def test_htmx_submit_returns_the_new_card_and_a_form_keeping_the_prompt(idle_app):
     client = idle_app.test_client()
     token = csrf_token(client)
 
     response = client.post(
         "/partials/jobs",
-        data={"csrf_token": token, "prompt": "a comet", "size": "512x512", "n": "2"},
+        data={
+            "csrf_token": token,
+            "prompt": "a comet",
+            "size": "512x512",
+            "n": "2",
+            "idempotency_key": "a" * 32,
+        },
         headers={"HX-Request": "true"},
     )
 
     body = response.get_data(as_text=True)
     assert response.status_code == 201
     assert 'class="job-card status-queued"' in body
-    assert "a comet" in body
     assert 'hx-swap-oob="true"' in body
-    assert "a comet</textarea>" not in body  # the fresh form is empty
+    form = body[body.index('<form id="prompt-form"') :]
+    # The next try is an edit away: the prompt and the model's fields are kept...
+    assert re.search(r">\s*a comet</textarea>", form), form
+    assert re.search(r'<option[^>]*value="512x512"[^>]*selected', form), form
+    assert re.search(r'name="n"[^>]*value="2"', form) or re.search(
+        r'<option[^>]*value="2"[^>]*selected', form
+    ), form
+    # ...but the form has a new idempotency key, so sending it again makes a new job.
+    key = re.search(r'name="idempotency_key"[^>]*value="([0-9a-f]+)"', form)
+    assert key is not None and key.group(1) != "a" * 32
 
 
 def test_htmx_submit_with_errors_retargets_the_form(idle_app):
@@ -145,10 +160,60 @@ def test_active_job_card_polls_and_final_card_does_not(client):
     final = client.get(f"/partials/jobs/{job_id}").get_data(as_text=True)
 
     assert f'hx-get="/partials/jobs/{job_id}"' in active
-    assert 'hx-trigger="load delay:1s"' in active
+    assert 'hx-trigger="load delay:1s"' in active  # no history yet: the slow schedule
     assert "hx-trigger" not in final.split("<form")[0]
     assert "hx-get" not in final
     assert "/files/thumbs/" in final
+
+
+def test_a_card_polls_four_times_a_second_around_the_expected_finish(idle_app):
+    """The schedule in the markup: the slow steps by age, and 250 ms polls in the window
+    around the median time recent jobs of the same provider and model took."""
+    from datetime import timedelta
+
+    from app.models import Job, JobStatus, db
+
+    client = idle_app.test_client()
+    history = [job_id_of(create(client, prompt=f"try {n}")) for n in range(3)]
+    with idle_app.app_context():
+        for job_id in history:  # three earlier jobs that took 2 s from creation to finish
+            job = db.session.get(Job, job_id)
+            job.status = JobStatus.SUCCEEDED
+            job.finished_at = job.created_at + timedelta(seconds=2)
+        db.session.commit()
+    job_id = job_id_of(create(client, prompt="the next try"))  # stays queued: no worker
+
+    def trigger_at(age: float) -> str:
+        with idle_app.app_context():
+            job = db.session.get(Job, job_id)
+            job.created_at = utcnow() - timedelta(seconds=age)
+            db.session.commit()
+        card = client.get(f"/partials/jobs/{job_id}").get_data(as_text=True)
+        found = re.search(r'hx-trigger="load delay:([^"]+)"', card)
+        assert found, card
+        return found.group(1)
+
+    # Expected at 2 s: the window is 1.5 s to 3 s of age.
+    assert trigger_at(0.2) == "1s"  # the slow schedule's first look comes first
+    assert trigger_at(0.9) == "500ms"  # then a look about when the window opens
+    assert trigger_at(1.6) == "250ms"
+    assert trigger_at(2.9) == "250ms"
+    assert trigger_at(10) == "5s"  # later than expected: back to the slow schedule
+    assert trigger_at(120) == "8s"
+    assert trigger_at(600) == "10s"
+
+
+def test_without_history_a_card_polls_on_the_slow_schedule():
+    from app.views.polling import delay_for
+
+    assert [delay_for(age) for age in (0, 0.9, 1, 59, 60, 299, 300, 3600)] == [
+        1000, 1000, 5000, 5000, 8000, 8000, 10_000, 10_000,
+    ]  # fmt: skip
+    # With an expected finish at 1.2 s: look about when the window opens (0.7 s), then 250 ms.
+    assert delay_for(0.0, 1.2) == 500  # rounded down to 250 ms steps
+    assert delay_for(0.5, 1.2) == 250  # 0.2 s to go: never faster than the fast polls
+    assert delay_for(0.7, 1.2) == delay_for(2.1, 1.2) == 250
+    assert delay_for(2.2, 1.2) == 5000
 
 
 def test_refused_prompt_card_says_which_prompt_and_why(client):

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from app import setup
+from app import covers, setup
 from app.auth import accounts, sessions, shares, tokens
 from app.models import User
 from app.validation import ValidationError
@@ -54,8 +54,12 @@ def logout() -> Response:
 def first_account() -> Response | str | tuple[str, int]:
     """Create the first (admin) account with the one-time token printed at start-up."""
     token = request.values.get("token", "")
-    if not sessions.auth_enabled() or accounts.user_count() > 0 or not setup.token_matches(token):
+    if not sessions.auth_enabled() or accounts.user_count() > 0:
         abort(404, "There is no setup to do here. Sign in instead.")
+    if not setup.token_matches(token):
+        # No account yet: say where the one-time link is rather than that there is nothing to do.
+        status = 403 if token else 200
+        return render_template("account/setup.html", token=None, wrong_token=bool(token)), status
     if request.method == "GET":
         return render_template("account/setup.html", token=token, username="")
     username = request.form.get("username", "")
@@ -150,11 +154,16 @@ def _account_error(user: User, message: str) -> tuple[str, int]:
 
 def _render_account(user: User, *, new_token: str | None = None, error: str | None = None) -> str:
     """The account page: the user's API tokens, live share links (an admin's: everyone's)."""
+    links = shares.shares_of(None if user.is_admin else user.id)
+    images, collections, collection_covers = covers.share_subjects(links)
     return render_template(
         "account/account.html",
         user=user,
         tokens=tokens.tokens_of(user.id),
-        shares=shares.shares_of(None if user.is_admin else user.id),
+        shares=links,
+        share_images=images,
+        share_collections=collections,
+        share_covers=collection_covers,
         new_token=new_token,
         error=error,
     )

@@ -19,11 +19,12 @@ from typing import Any
 from flask import Flask, current_app, g, url_for
 from markupsafe import Markup, escape
 
-from app import diffs, limits, lineage, pricing
+from app import covers, diffs, limits, lineage, pricing
 from app.auth import sessions
 from app.image_models import ImageModel
 from app.models import Image, ImageStatus, InputRole, Job, JobInput, JobPhase, JobStatus, utcnow
 from app.validation import ValidationError, form_size, parse_n, parse_options, parse_size
+from app.views import polling
 from app.views.content_files import content_url
 
 # The vendored htmx, static/vendor/htmx-<version>.min.js: a new version is a new URL.
@@ -77,6 +78,7 @@ def init_app(app: Flask) -> None:
         "status_label": status_label,
         "error_title": error_title,
         "poll_delay": poll_delay,
+        "trigger_delay": trigger_delay,
         "provider_label": provider_label,
         "job_cost": job_cost,
         "form_estimate": form_estimate,
@@ -85,6 +87,8 @@ def init_app(app: Flask) -> None:
         "word_diff": diffs.word_diff,
         "has_changes": diffs.has_changes,
         "first_image": lineage.first_image,
+        # Collections' cover images by id (templates/gallery/_collections.html).
+        "collection_covers": covers.covers,
         "origin_label": lineage.origin_label,
         "can_edit": can_edit,
         "edited_from": edited_from,
@@ -169,27 +173,17 @@ def provider_label(provider_id: str) -> str:
     return provider_id
 
 
-# A job's card asks for news after these delays, by the job's age: (younger than, seconds).
-# A new card looks again after 1 s (a queued job is picked up at once and shows it is
-# sending); providers then take seconds to make an image (Azure's gpt-image-1 often 10-60 s),
-# so the card waits 5 s between looks, longer once the job is old. Each change of delay
-# changes the card, so there are few steps; repeat polls of an unchanged card are answered
-# with a 304 (app.views.partials).
-POLL_SCHEDULE = ((1, 1), (60, 5), (300, 8))
-SLOWEST_POLL = 10
-
-
 def poll_delay(job: Job) -> int:
-    """Seconds before a card asks for news: soon at first, backing off while a job waits."""
-    return delay_for_age((utcnow() - job.created_at).total_seconds())
+    """Milliseconds before a card asks for news (app.views.polling)."""
+    age = (utcnow() - job.created_at).total_seconds()
+    return polling.delay_for(age, polling.expected_for(job.provider, job.model))
 
 
-def delay_for_age(age: float) -> int:
-    """The polling delay for a job created `age` seconds ago."""
-    for younger_than, delay in POLL_SCHEDULE:
-        if age < younger_than:
-            return delay
-    return SLOWEST_POLL
+def trigger_delay(milliseconds: int) -> str:
+    """An htmx delay: '250ms', '5s'."""
+    if milliseconds % 1000:
+        return f"{milliseconds}ms"
+    return f"{milliseconds // 1000}s"
 
 
 def format_duration(seconds: float | None) -> str:

@@ -120,6 +120,23 @@ class PromptForm(FlaskForm):
             form.provider.data = able[0].id
         return form
 
+    def next_form(self) -> PromptForm:
+        """The form to show after this one created a job: the same prompt, provider, options,
+        gallery references and parent (so the next try is a small change away), with a new
+        idempotency key (so it creates a new job). Uploaded files are not kept: a file input
+        cannot be refilled by the server."""
+        fresh = type(self)(
+            formdata=None,
+            data={
+                "prompt": self.prompt.data,
+                "provider": self.target.id,
+                "parent": self.parent.data,
+            },
+        )
+        fresh.references = list(self.references)
+        fresh.reused_values = {k: v for k, v in self.model_values().items() if v is not None}
+        return fresh
+
     @property
     def target(self) -> Target:
         """The chosen provider, or the default one when none (or an unknown one) was chosen."""

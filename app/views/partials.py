@@ -17,7 +17,7 @@ from werkzeug.wrappers import Response
 from app import jobs, library, limits, page_cache
 from app.auth import sessions
 from app.models import utcnow
-from app.views import display
+from app.views import display, polling
 from app.views.forms import PromptForm
 
 bp = Blueprint("partials", __name__, url_prefix="/partials")
@@ -34,7 +34,8 @@ def job_card(job_id: int) -> Response:
     if state is None:
         abort(404, f"There is no job {job_id}.")
     created_at, shown = state
-    delay = display.delay_for_age((utcnow() - created_at).total_seconds())
+    age = (utcnow() - created_at).total_seconds()
+    delay = polling.delay_for(age, polling.expected_finish(job_id))
     key = page_cache.key(shown, str(delay))
     etag = page_cache.etag(key)
     if request.if_none_match.contains(etag):
@@ -74,7 +75,7 @@ def _rendered_card(job_id: int, key: tuple[str, ...], delay: int) -> str:
             "jobs/_job_card.html",
             job=job,
             wait_reasons=limits.wait_reasons([job]),
-            poll_seconds=delay,
+            poll_ms=delay,
             csrf_token=page_cache.placeholder_token,
         )
 
@@ -87,8 +88,8 @@ def create_job() -> Response:
     form = PromptForm()
     job = form.create_job(owner_id=sessions.current_user_id())
     if job is not None:
-        # The fresh form keeps the provider and options; only the prompt starts empty.
-        fresh = PromptForm(formdata=None, data={"provider": job.provider})
+        # The next form keeps the prompt, provider and options: the next try is an edit away.
+        fresh = form.next_form()
         body = render_template(
             "jobs/_job_created.html",
             job=job,
