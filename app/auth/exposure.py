@@ -27,5 +27,6 @@ def check_exposure(app: Flask, hosts: list[str]) -> None:
             raise ConfigError(
                 f"Atelier would listen on {where} but no account exists yet. Set "
                 "ATELIER_ADMIN_PASSWORD (12+ characters; the account is ATELIER_ADMIN_USERNAME, "
-                "default admin) or run `.venv/bin/flask --app app atelier users create NAME --admin` first."
+                "default admin) or run "
+                "`.venv/bin/flask --app app atelier users create NAME --admin` first."
             )
