@@ -73,7 +73,9 @@ def _open(browser: Browser, server: str, **options) -> tuple[Page, list[str]]:
     problems = watch_problems(page)
     # The full-window viewer (static/viewer.js, another branch) would open a clicked image over
     # the grid; these tests follow the link itself, so it is served empty here.
-    page.route("**/static/viewer.js", lambda route: route.fulfill(body="", content_type="text/javascript"))
+    page.route(
+        "**/static/viewer.js", lambda route: route.fulfill(body="", content_type="text/javascript")
+    )
     return page, problems
 
 
@@ -250,7 +252,9 @@ def test_skip_link_then_one_tab_stop_and_arrow_keys(desktop):
     expect(skip).to_have_text("Skip to the images")
     desktop.keyboard.press("Enter")
     focused = desktop.locator(":focus")
-    expect(focused).to_have_attribute("data-image-id", cells(desktop).first.locator("a.thumb").get_attribute("data-image-id"))
+    expect(focused).to_have_attribute(
+        "data-image-id", cells(desktop).first.locator("a.thumb").get_attribute("data-image-id")
+    )
 
     # One tab stop for the whole grid: its links but one, checkboxes and stars are out of the order.
     expect(desktop.locator("#gallery-grid a.thumb[tabindex='0']")).to_have_count(1)
@@ -259,7 +263,8 @@ def test_skip_link_then_one_tab_stop_and_arrow_keys(desktop):
 
     def focused_index() -> int:
         return desktop.evaluate(
-            "Array.from(document.querySelectorAll('#gallery-grid a.thumb')).indexOf(document.activeElement)"
+            "Array.from(document.querySelectorAll('#gallery-grid a.thumb'))"
+            ".indexOf(document.activeElement)"
         )
 
     desktop.keyboard.press("ArrowRight")
@@ -310,7 +315,7 @@ def test_undo_toast_is_fixed_to_the_window_after_a_bulk_delete(desktop):
     expect(notice).to_contain_text("Moved 1 image to the trash.")
     expect(desktop.locator("#gallery-message")).to_have_css("position", "fixed")
     placed = notice.bounding_box()  # in the window, wherever the page is scrolled
-    assert 0 <= placed["y"] and placed["y"] + placed["height"] <= DESKTOP["height"]
+    assert placed["y"] >= 0 and placed["y"] + placed["height"] <= DESKTOP["height"]
     desktop.screenshot(path=str(SHOTS / "grid-undo-toast.png"))
     notice.get_by_role("button", name="Undo").click()
     expect(notice).to_contain_text("Restored 1 image.")
@@ -385,7 +390,9 @@ def test_viewer_contract_markup(app_factory, tmp_path):
     job = generate(client, size="256x256", prompt="a contract", n=2)
     _, page, _ = get(client, "/gallery?q=contract")
     image = job["images"][0]
-    link = re.search(rf'<a class="thumb [^"]*" href="[^"]*"[^>]*data-image-id="{image["id"]}"[^>]*>', page)
+    link = re.search(
+        rf'<a class="thumb [^"]*" href="[^"]*"[^>]*data-image-id="{image["id"]}"[^>]*>', page
+    )
     assert link, page
     tag = link.group(0)
     assert f'href="/images/{image["id"]}?q=contract"' in tag
