@@ -301,8 +301,8 @@
     ui.stage.hidden = comparing;
     ui.compare.hidden = !comparing;
     for (const node of [ui.prev, ui.next, ui.actual, ui.open]) node.hidden = comparing;
-    ui.side.hidden = !comparing;
-    ui.slider.hidden = !comparing || state.items.length !== 2;
+    // The two modes are offered for two images; three or four are only side by side.
+    ui.side.hidden = ui.slider.hidden = !comparing || state.items.length !== 2;
     ui.side.setAttribute("aria-pressed", String(mode === "side"));
     ui.slider.setAttribute("aria-pressed", String(mode === "slider"));
     if (comparing) setActual(false);

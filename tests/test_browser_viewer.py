@@ -227,7 +227,9 @@ def test_z_toggles_actual_pixels_which_pan_by_dragging(page, images):
     page.mouse.up()
     assert stage.evaluate("s => s.scrollTop") == pytest.approx(top + 60, abs=2)
     page.mouse.wheel(0, 40)
-    page.wait_for_function("t => document.querySelector('.viewer-stage').scrollTop > t", arg=top + 60)
+    page.wait_for_function(
+        "t => document.querySelector('.viewer-stage').scrollTop > t", arg=top + 60
+    )
     assert page.evaluate("window.scrollY") == 0, "the page behind scrolled"
 
     page.keyboard.press("z")
@@ -313,7 +315,9 @@ def test_compare_shows_three_ticked_images_side_by_side(page, images):
         "images => images.map(i => new URL(i.src).pathname)"
     )
     assert sources == [full_of(page, image_id) for image_id in (images[0], images[2], images[5])]
-    expect(viewer(page).get_by_role("button", name="Slider")).to_be_hidden()  # two images only
+    # Only two images have a slider mode.
+    expect(viewer(page).get_by_role("button", name="Slider")).to_be_hidden()
+    expect(viewer(page).get_by_role("button", name="Side by side")).to_be_hidden()
     page.wait_for_function(
         "() => [...document.querySelectorAll('.compare-image')].every(i => i.complete)"
     )
@@ -392,3 +396,40 @@ def test_siblings_strip_on_the_image_page(page, images):
     # ← and → stay inside the search the page was opened from.
     page.keyboard.press("ArrowRight")
     expect(page).to_have_url(re.compile(r"/images/\d+\?q=viewer$"))
+
+
+CONTRAST = """el => {
+    // WCAG contrast of the element's text on its own background over the diff box's.
+    const rgb = text => text.match(/[\\d.]+/g).map(Number);
+    const lum = ([r, g, b]) => {
+        const ch = c => {
+            c /= 255;
+            return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+        };
+        return 0.2126 * ch(r) + 0.7152 * ch(g) + 0.0722 * ch(b);
+    };
+    const over = (top, bottom) => {
+        const a = top.length > 3 ? top[3] : 1;
+        return [0, 1, 2].map(i => top[i] * a + bottom[i] * (1 - a));
+    };
+    const box = rgb(getComputedStyle(el.closest('.diff')).backgroundColor);
+    const back = over(rgb(getComputedStyle(el).backgroundColor), box);
+    const [hi, lo] = [lum(rgb(getComputedStyle(el).color)), lum(back)].sort((a, b) => b - a);
+    return (hi + 0.05) / (lo + 0.05);
+}"""
+
+
+def test_the_diffs_added_words_have_at_least_4_5_to_1_contrast(browser, server):
+    job = finished_job(
+        server, submit_job(server, "a lighthouse at dusk", provider="emulator-azure:dall-e-3")
+    )
+    for scheme in ("light", "dark"):
+        with checked_page(browser, base_url=server, color_scheme=scheme) as page:
+            page.goto(f"/images/{job['images'][0]['id']}")
+            page.get_by_text("What the model changed").click()
+            added = page.locator(".diff ins").first
+            expect(added).to_be_visible()
+            assert added.evaluate(CONTRAST) >= 4.5, scheme
+            removed = page.locator(".diff del")
+            if removed.count():
+                assert removed.first.evaluate(CONTRAST) >= 4.5, scheme
