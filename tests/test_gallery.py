@@ -483,7 +483,8 @@ def test_delete_moves_to_the_trash_and_undo_through_htmx_puts_the_cells_back(cli
     assert 'name="action" value="undo"' in undo
     assert sorted(int(i) for i in re.findall(r'name="ids" value="(\d+)"', undo)) == images[:2]
     for image_id in images[:2]:  # the cells say where they went, in place
-        assert f'<li class="cell cell-gone" id="image-{image_id}" hx-swap-oob="true">' in fragment
+        # with the cell's shape (a square: ar-0), so its justified row keeps still
+        assert f'<li class="cell cell-gone ar-0" id="image-{image_id}" hx-swap-oob="true">' in fragment
     assert trashed(app, images) == [True, True, False]
     assert set(cells(get(client, "/gallery")[1])) == {images[2]}
 
@@ -492,7 +493,10 @@ def test_delete_moves_to_the_trash_and_undo_through_htmx_puts_the_cells_back(cli
 
     assert "Restored 2 images." in restored
     for image_id in images[:2]:
-        assert f'<li class="cell" id="image-{image_id}" hx-swap-oob="true">' in restored
+        assert re.search(
+            f'<li class="cell ar-0" id="image-{image_id}" data-job-id="\\d+"[^>]* hx-swap-oob="true">',
+            restored,
+        )
     assert trashed(app, images) == [False, False, False]
 
 

@@ -10,9 +10,11 @@ swaps only what changed (a star button, the affected cells, a message).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -47,6 +49,30 @@ ONE_YEAR = 365 * 24 * 3600
 # A flashed undo carries the ids in the session cookie, which must stay small.
 MAX_UNDO_IDS = 300
 RETURN_PATHS = ("/gallery", "/collections")
+
+
+# Aspect classes: gallery.css has `.ar-N` for N in -ASPECT_STEPS..ASPECT_STEPS, each setting
+# --ar to ASPECT_BASE ** N; the nearest one is within 2% of any ratio from 1:3 to 3:1.
+ASPECT_BASE = 1.04
+ASPECT_STEPS = 28
+
+
+@bp.app_template_filter("aspect_class")
+def aspect_class(image: Image) -> str:
+    """The cell's aspect class, `ar-N` (`ar-m3` for N = -3), from the image's width and height."""
+    if not image.width or not image.height:
+        return "ar-0"
+    steps = round(math.log(image.width / image.height) / math.log(ASPECT_BASE))
+    steps = max(-ASPECT_STEPS, min(ASPECT_STEPS, steps))
+    return f"ar-m{-steps}" if steps < 0 else f"ar-{steps}"
+
+
+@bp.context_processor
+def _viewer_assets() -> dict[str, bool]:
+    """Whether static/viewer.js and viewer.css (the full-window viewer) are there to load: the
+    gallery links them only then, so a checkout without them asks for no missing file."""
+    static = Path(current_app.static_folder or "")
+    return {"viewer_assets": (static / "viewer.js").is_file() and (static / "viewer.css").is_file()}
 
 
 # --- pages --------------------------------------------------------------------------------------
@@ -174,11 +200,16 @@ def bulk_partial() -> Response | str:
         return response
     outcome = _bulk_action()
     shown = library.images_by_ids(outcome.changed) if outcome.keeps_cells else []
+    # A cell that leaves the view keeps its shape, so its justified row does not reflow.
+    gone = [] if outcome.keeps_cells else library.images_by_ids(outcome.changed, live_only=False)
+    return_to = _return_url()
     return render_template(
         "gallery/_gallery_bulk_result.html",
         outcome=outcome,
         images=shown,
-        next_url=_return_url(),
+        gone_shapes={image.id: aspect_class(image) for image in gone},
+        filters=GalleryFilters.from_args(MultiDict(_query_of(return_to))),
+        next_url=return_to,
         seen=None,
     )
 
