@@ -35,28 +35,10 @@ def images(server: str) -> list[int]:
     return sorted(ids, reverse=True)
 
 
-def with_viewer(page: Page) -> None:
-    """Until the gallery page loads static/viewer.js itself (UX gallery's part), load it here,
-    from its file as the page would (CSP allows only 'self'), with a Compare button."""
-    if page.locator("script[src*='viewer.js']").count() == 0:
-        page.add_style_tag(url="/static/viewer.css")
-        page.add_script_tag(url="/static/viewer.js")
-    if page.locator("[data-compare]").count() == 0:
-        page.evaluate(
-            """() => {
-                const button = document.createElement('button');
-                button.type = 'button';
-                button.dataset.compare = '';
-                button.className = 'button small';
-                button.textContent = 'Compare';
-                document.querySelector('.bulk-actions').prepend(button);
-            }"""
-        )
-
-
 def open_gallery(page: Page, query: str = "") -> None:
+    """The gallery, which loads static/viewer.js and viewer.css itself."""
     page.goto("/gallery" + query)
-    with_viewer(page)
+    expect(page.locator("script[src='/static/viewer.js']")).to_have_count(1)
 
 
 @pytest.fixture
