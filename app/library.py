@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
 from pathlib import Path
@@ -319,7 +319,13 @@ def gallery_page(
     before: str | None = None,
 ) -> Page:
     """Images newest first, filtered; keyset-paged so any depth costs the same."""
-    filters = filters or GalleryFilters()
+    statement = _filtered_images(filters or GalleryFilters())
+    return _keyset_page(statement, Image, limit, after, before)
+
+
+def _filtered_images(filters: GalleryFilters) -> Any:
+    """The gallery's images for `filters` (with their jobs), unordered: what a page of the
+    gallery and an image's neighbours inside it are taken from."""
     few_matches = search.few_matching_job_ids(filters.q, FEW_MATCHES) if filters.q else None
     # With few matches, look their images up by job id and sort them: walking the newest-first
     # index would visit every image before knowing there are no more. `|| ''` keeps SQLite
@@ -358,7 +364,7 @@ def gallery_page(
         condition = search.matches(filters.q)
         if condition is not None:
             statement = statement.where(condition)
-    return _keyset_page(statement, Image, limit, after, before)
+    return statement
 
 
 def _day_start(day: date) -> datetime:
@@ -379,9 +385,14 @@ def get_image(image_id: int) -> Image | None:
     return db.session.get(Image, image_id)
 
 
-def sibling_images(image: Image) -> tuple[Image | None, Image | None]:
-    """The stored images just newer and just older than this one, in gallery order."""
-    base = select(Image).where(Image.status == ImageStatus.STORED, Image.deleted_at.is_(None))
+def sibling_images(
+    image: Image, filters: GalleryFilters | None = None
+) -> tuple[Image | None, Image | None]:
+    """The images just newer and just older than this one in the gallery `filters` select
+    (the whole gallery by default), in gallery order; `image` itself need not match them.
+    Only stored images have a page, so a filter's status is not taken from `filters`."""
+    filters = replace(filters or GalleryFilters(), status=ImageStatus.STORED)
+    base = _filtered_images(filters)
     key = (image.created_at, image.id)
     newer = db.session.scalar(
         base.where(tuple_(Image.created_at, Image.id) > key)

@@ -4,20 +4,32 @@ and the star toggle (a plain form that 303s back, and its htmx partial at its ow
 
 An image in the trash is still shown, with a notice and without the star, so the trash can link
 to it; filtered or failed slots have no page (404).
+
+The page takes the gallery's filter query (`GalleryFilters`): its newer/older neighbours are
+picked inside that filter, and its links to other images keep it, so arrowing through a search
+stays in the search.
 """
 
 from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint, abort, current_app, redirect, render_template, url_for
+from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from app import curation, library, lineage
+from app.library import GalleryFilters
 from app.models import Image, ImageStatus
+from app.validation import ValidationError
 from app.views.forms import edit_targets
 
 bp = Blueprint("images", __name__)
+
+
+@bp.errorhandler(ValidationError)
+def _invalid(error: ValidationError) -> tuple[str, int]:
+    """A filter query the gallery would refuse too (a bad date, status or collection id)."""
+    return render_template("error.html", status=400, message=error.message), 400
 
 
 def _shown_image(image_id: int) -> Image:
@@ -30,12 +42,16 @@ def _shown_image(image_id: int) -> Image:
 @bp.get("/images/<int:image_id>")
 def page(image_id: int) -> str:
     image = _shown_image(image_id)
-    newer, older = library.sibling_images(image)
+    filters = GalleryFilters.from_args(request.args)
+    if filters.collection is not None and curation.get_collection(filters.collection) is None:
+        abort(404, f"There is no collection {filters.collection}.")
+    newer, older = library.sibling_images(image, filters)
     targets = edit_targets(current_app.config["ATELIER_TARGETS"])
     return render_template(
         "images/image.html",
         image=image,
         job=image.job,
+        filter_args=filters.to_args(),
         family=lineage.family_of(image.job),
         newer=newer,
         older=older,
