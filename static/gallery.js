@@ -184,6 +184,8 @@
 
   document.addEventListener("keydown", function (event) {
     if (event.ctrlKey || event.metaKey || event.altKey) return;
+    // The full-window viewer (static/viewer.js) has keys of its own while it is open.
+    if (document.querySelector("dialog.viewer[open]")) return;
     var active = document.activeElement;
     var dialog = document.getElementById("grid-shortcuts");
     if (event.key === "?" && !typing(active) && dialog && !dialog.open) {

@@ -350,7 +350,13 @@ def test_collections_are_created_listed_with_counts_and_deleted(client, app):
         {"action": "add", "ids": images[:2], "collection_id": collection_id},
     )
     _, listing, _ = get(client, "/collections")
-    assert f'href="/gallery?collection={collection_id}">Postcards</a>' in listing
+    # The link shows the collection's newest image as its cover, then its name.
+    link = re.search(
+        rf'href="/gallery\?collection={collection_id}">'
+        r'<img class="collection-cover" src="/files/thumbs/(\d+)"[^>]*> Postcards</a>',
+        listing,
+    )
+    assert link is not None and int(link[1]) == max(images[:2])
     assert "2 images" in listing
     assert set(cells(get(client, f"/gallery?collection={collection_id}")[1])) == set(images[:2])
 
