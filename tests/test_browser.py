@@ -44,7 +44,8 @@ def test_prompt_to_image_without_a_reload_then_in_the_gallery(server, page, tmp_
     page.get_by_role("link", name="Gallery").click()
     gallery_images = page.locator(".gallery-grid img[alt*='brass telescope']")
     expect(gallery_images).to_have_count(2)
-    gallery_images.first.click()
+    gallery_images.first.click()  # the viewer, then the image's page
+    page.locator("dialog.viewer").get_by_role("link", name="Open image page").click()
     expect(page.locator(".image-info")).to_contain_text("a brass telescope on a windowsill")
     expect(page.locator(".full-image img")).to_have_js_property("naturalWidth", 1536)
 

@@ -354,7 +354,8 @@ def test_paint_a_mask_on_a_gallery_image_and_get_the_edit_with_its_inputs_and_li
         server, submit_job(server, "a quiet valley under a clear sky", provider=EDITS)
     )["images"][0]
     page.goto("/gallery")
-    page.locator(f"#image-{source['id']} a.thumb").click()  # pick it in the gallery
+    page.locator(f"#image-{source['id']} a.thumb").click()  # pick it in the gallery: the viewer
+    page.locator("dialog.viewer").get_by_role("link", name="Open image page").click()
     expect(page).to_have_url(re.compile(rf"/images/{source['id']}$"))
     page.get_by_text("Paint the area to change").click()
     expect(page.locator(".mask-painter")).to_be_visible()

@@ -399,15 +399,14 @@ def test_viewer_contract_markup(app_factory, tmp_path):
     assert f'data-full="/files/{image["sha256"]}.png"' in tag
     assert 'data-width="256"' in tag and 'data-height="256"' in tag
     assert 'id="gallery-grid"' in page
-    # Without static/viewer.js nothing asks for it (and there is nothing to compare with).
-    assert "viewer.js" not in page and "viewer.css" not in page and "data-compare" not in page
-
-    static = tmp_path / "static"
-    static.mkdir()
-    (static / "viewer.js").write_text("")
-    (static / "viewer.css").write_text("")
-    app.static_folder = str(static)
-    _, page, _ = get(client, "/gallery?q=contract&favorites=")
+    # With static/viewer.js (it is there) the page loads the viewer and offers Compare.
     assert '<script src="/static/viewer.js" defer></script>' in page
     assert '<link rel="stylesheet" href="/static/viewer.css">' in page
     assert re.search(r'<button type="button"[^>]*data-compare[^>]*>Compare</button>', page)
+
+    # Without it nothing asks for it (and there is nothing to compare with).
+    static = tmp_path / "static"
+    static.mkdir()
+    app.static_folder = str(static)
+    _, page, _ = get(client, "/gallery?q=contract&favorites=")
+    assert "viewer.js" not in page and "viewer.css" not in page and "data-compare" not in page

@@ -56,7 +56,8 @@ def test_main_flows_signed_in_without_csp_violations(server, page):
     expect(card.locator("img").first).to_be_visible()
 
     page.goto(base + "/gallery")
-    page.locator(".cell a.thumb").first.click()
+    page.locator(".cell a.thumb").first.click()  # the viewer, then the image's page
+    page.locator("dialog.viewer").get_by_role("link", name="Open image page").click()
     expect(page.get_by_text("a lantern on a snowy path").first).to_be_visible()
     page.locator("#star-button").click()
     expect(page.locator("#star-button")).to_have_attribute("aria-pressed", "true")

@@ -283,7 +283,10 @@ def test_first_account_comes_from_the_environment_or_a_one_time_link(app_factory
     empty = app_factory(ATELIER_AUTH="on")
     client = empty.test_client()
     assert "No account exists yet" in client.get("/login").get_data(as_text=True)
-    assert client.get("/setup?token=guess").status_code == 404
+    # No account yet: a wrong token is refused, and the page says where the real link is.
+    guessed = client.get("/setup?token=guess")
+    assert guessed.status_code == 403
+    assert "setup_token" in guessed.get_data(as_text=True)
     token = setup.ensure_token(empty)
     form = client.get(f"/setup?token={token}").get_data(as_text=True)
     csrf = token_in(form)
