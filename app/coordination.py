@@ -222,23 +222,26 @@ class Coordinator:
     def _listen(self, stop: threading.Event) -> None:
         backoff = self.min_backoff
         while not stop.is_set():
+            delay = max(backoff, self.min_backoff)
+            connected_before = self.connections
             try:
                 self._listen_once(stop)
-                backoff = self.min_backoff
             except Exception as error:
                 if stop.is_set():
                     break
+                if self.connections != connected_before:  # it was connected: start over
+                    delay = self.min_backoff
                 log.warning(
                     "database listener disconnected (%s); readers query the versions, "
                     "reconnecting in %.1f s",
                     error.__class__.__name__,
-                    backoff,
+                    delay,
                 )
             finally:
                 self._listening_pid = 0
                 self._close()
-            stop.wait(backoff)
-            backoff = min(max(backoff, self.min_backoff) * 2, MAX_BACKOFF)
+            stop.wait(delay)
+            backoff = min(delay * 2, max(MAX_BACKOFF, self.min_backoff))
 
     def _listen_once(self, stop: threading.Event) -> None:
         """Connect, listen, and hand on notifications until the connection fails or stop."""
