@@ -23,7 +23,9 @@ The rules on PostgreSQL:
   write; in the same transaction nothing can separate the two. Writers take turns on the row only
   for the moment of their commit (it is their last statement), and it is one row, so no deadlock.
   A write a commit does not cover (a rolled-back or autocommit one) moves the versions on its
-  own when its connection goes back to the pool, as the files did.
+  own when its connection goes back to the pool, as the files did. Before the migration that
+  makes the table (and after a statement that changed the schema, until it is seen again),
+  whether it exists is asked first; while it does not, writes move nothing.
 - What a process knows: the highest counters it has seen (they only grow, so merging by maximum
   makes the order in which news arrives irrelevant), only ever from committed values: the
   notifications, the row read by the listener each time it (re)connects, the row read back when a
@@ -128,23 +130,28 @@ class Coordinator:
 
     # --- writers (raw DBAPI connections, from the engine's events) -----------------------
 
-    def bump_in_transaction(self, dbapi_connection: Any, library: bool) -> bool:
+    def bump_in_transaction(
+        self, dbapi_connection: Any, library: bool, recheck: bool = False
+    ) -> bool:
         """Move the versions as the transaction's last statement. False when the table does
-        not exist yet (a database being migrated) or the transaction has already failed."""
+        not exist (a database being migrated; `recheck` after the schema changed) or the
+        transaction has already failed."""
         from psycopg.pq import TransactionStatus
 
         if dbapi_connection.info.transaction_status == TransactionStatus.INERROR:
             return False
+        if recheck:
+            self._table_ready = False
         if not self._table_exists(dbapi_connection):
             return False
         with dbapi_connection.cursor() as cursor:
             cursor.execute(_BUMP, (1 if library else 0,))
         return True
 
-    def bump_alone(self, dbapi_connection: Any, library: bool) -> None:
+    def bump_alone(self, dbapi_connection: Any, library: bool, recheck: bool = False) -> None:
         """Move the versions in a transaction of their own (a write no commit covered)."""
         try:
-            if self.bump_in_transaction(dbapi_connection, library):
+            if self.bump_in_transaction(dbapi_connection, library, recheck):
                 dbapi_connection.commit()
             else:
                 dbapi_connection.rollback()

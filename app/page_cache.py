@@ -80,6 +80,9 @@ _READ_ONLY = re.compile(
     re.IGNORECASE,
 )
 _JOB_UPDATE = re.compile(r'\s*UPDATE\s+"?jobs"?\s', re.IGNORECASE)
+# A statement that may create or drop tables (a migration): the version table may come or go.
+_SCHEMA_CHANGE = re.compile(r"\s*(CREATE|DROP|ALTER)\b", re.IGNORECASE)
+_SCHEMA_CHANGED = "schema changed"
 # Where a connection remembers, until it is back in the pool, which versions it is to move.
 _PENDING = "atelier_pending_versions"
 # Set on a connection whose transaction moved the versions (PostgreSQL), until back in the pool.
@@ -143,6 +146,8 @@ class PageCache:
         pending.add(DATA_VERSION_FILE)
         if changes_gallery(statement):
             pending.add(LIBRARY_VERSION_FILE)
+        if self.coordinator is not None and _SCHEMA_CHANGE.match(statement):
+            pending.add(_SCHEMA_CHANGED)
 
     def bump_files(self, dbapi_connection: Any, record: Any) -> None:
         """SQLite: move the version files a connection's writes noted, once it is back in the
@@ -162,19 +167,25 @@ class PageCache:
         if not pending or self.coordinator is None:
             return
         library = LIBRARY_VERSION_FILE in pending
-        if self.coordinator.bump_in_transaction(conn.connection.dbapi_connection, library):
+        recheck = _SCHEMA_CHANGED in pending
+        dbapi_connection = conn.connection.dbapi_connection
+        if self.coordinator.bump_in_transaction(dbapi_connection, library, recheck):
             conn.info.pop(_PENDING, None)
             conn.info[_BUMPED] = True
 
     def after_checkin(self, dbapi_connection: Any, record: Any) -> None:
         """PostgreSQL: back in the pool, move the versions of writes no commit covered, and
         learn the versions this connection moved (this process sees its own writes at once)."""
-        if record is None or dbapi_connection is None or self.coordinator is None:
+        if record is None or self.coordinator is None:
             return
         pending = record.info.pop(_PENDING, None)
         bumped = record.info.pop(_BUMPED, False)
+        if dbapi_connection is None:  # invalidated: the notification will tell
+            return
         if pending:
-            self.coordinator.bump_alone(dbapi_connection, LIBRARY_VERSION_FILE in pending)
+            self.coordinator.bump_alone(
+                dbapi_connection, LIBRARY_VERSION_FILE in pending, _SCHEMA_CHANGED in pending
+            )
         if pending or bumped:
             self.coordinator.read_back(dbapi_connection)
 

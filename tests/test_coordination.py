@@ -21,7 +21,7 @@ from sqlalchemy import event, text
 
 from app import coordination, page_cache
 from app import worker as worker_module
-from app.models import Job, db, utcnow
+from app.models import Job, db, utcnow, write_transaction
 from app.worker import MAX_IDLE_WAIT, NOTIFIED_IDLE_WAIT, build_worker, start_background
 from tests.helpers import (
     EMULATOR_KEY,
@@ -222,6 +222,34 @@ def test_a_malformed_notification_is_ignored(instances, caplog):
     assert watcher.listening
 
 
+@postgresql_only
+def test_writes_go_on_while_the_version_table_is_missing_and_move_it_once_it_is_back(instances):
+    first, _ = instances
+    insert_images(first, 1)  # the table is known to be there
+
+    def row() -> tuple[int, int]:
+        with first.app_context():
+            found = db.session.execute(
+                text("SELECT library_version, data_version FROM data_versions")
+            )
+            values = tuple(found.one())
+            db.session.remove()
+        return values
+
+    def schema(statement: str) -> None:
+        with first.app_context(), write_transaction() as session:
+            session.execute(text(statement))
+
+    schema("ALTER TABLE data_versions RENAME TO data_versions_away")  # as a migration might
+    insert_images(first, 1)  # commits without it
+    schema("ALTER TABLE data_versions_away RENAME TO data_versions")
+    before = row()
+    insert_images(first, 1)
+    after = row()
+
+    assert after[0] > before[0] and after[1] > before[1]
+
+
 # --- job wake-ups --------------------------------------------------------------------------------
 
 
@@ -299,7 +327,9 @@ def test_worker_threads_take_another_instances_job_without_polling(instances, mo
     running = start_background(second)
     assert running is not None
     listening(second)
-    time.sleep(0.3)  # the threads are idle, each for up to 60 s
+    # Past any one-second poll begun before the listener connected: from now on the threads
+    # idle for up to 60 s each, so only the notification can bring one back within 5 s.
+    time.sleep(1.5)
 
     job_id = queue_job(first)
 
@@ -309,9 +339,8 @@ def test_worker_threads_take_another_instances_job_without_polling(instances, mo
             db.session.remove()
         return status != "queued"
 
-    wait_for(taken, "the job being claimed", 5)
-    assert running.last_wake in ("notified", "timeout")  # a thread may have moved on since
     assert running.idle_limit() == 60.0
+    wait_for(taken, "the job being claimed", 5)
 
 
 @postgresql_only
