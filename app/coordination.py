@@ -153,21 +153,23 @@ class Coordinator:
         try:
             if self.bump_in_transaction(dbapi_connection, library, recheck):
                 dbapi_connection.commit()
-            else:
-                dbapi_connection.rollback()
         except Exception as error:
             log.warning("could not move the data versions: %s", error)
+        finally:
+            _end_transaction(dbapi_connection)
 
     def read_back(self, dbapi_connection: Any) -> None:
         """Learn the row's counters on a connection that has just committed a bump."""
+        found = None
         try:
-            with dbapi_connection.cursor() as cursor:
-                cursor.execute(_READ)
-                found = cursor.fetchone()
-            dbapi_connection.rollback()
+            if self._table_exists(dbapi_connection):
+                with dbapi_connection.cursor() as cursor:
+                    cursor.execute(_READ)
+                    found = cursor.fetchone()
         except Exception as error:  # the notification will tell us
             log.warning("could not read the data versions back: %s", error)
-            return
+        finally:
+            _end_transaction(dbapi_connection)
         if found is not None:
             self.merge(*found)
 
@@ -300,6 +302,12 @@ class Coordinator:
         """The listener connection's server process id (tests terminate it), or None."""
         connection = self._connection
         return connection.info.backend_pid if connection is not None and self.listening else None
+
+
+def _end_transaction(dbapi_connection: Any) -> None:
+    """Leave a pooled connection as the pool left it: no transaction open, none failed."""
+    with contextlib.suppress(Exception):  # broken: the pool finds out at its next checkout
+        dbapi_connection.rollback()
 
 
 _coordinators: dict[str, Coordinator] = {}
