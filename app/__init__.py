@@ -18,7 +18,7 @@ from flask import Flask, current_app
 from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
 
-from app import logs, page_cache, security, storage
+from app import coordination, logs, page_cache, security, storage
 from app.auth import scoping
 from app.config import SETTINGS, ensure_secret_key, load_settings
 from app.models import configure_engine, db
@@ -91,8 +91,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     os.umask(PRIVATE_UMASK)
     # The extensions, in this order: storage (the data folder, which the secret key file, the
     # SQLite database and everything after need), security (cookie flags, proxy trust), the
-    # database, migrations, CSRF, the query scoping (needs the engine), the blueprints, then
-    # logs (secrets redacted; its request hooks registered last so it logs the final status).
+    # database, migrations, CSRF, coordination (PostgreSQL's versions and wake-ups, which the
+    # page cache asks for), the page cache, the query scoping (needs the engine), the blueprints,
+    # then logs (secrets redacted; its request hooks registered last so it logs the final status).
     storage.init_app(app)
     app.config.update(
         SECRET_KEY=settings["ATELIER_SECRET_KEY"]
@@ -111,6 +112,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
     with app.app_context():
         configure_engine(db.engine)
+    coordination.init_app(app)
     page_cache.init_app(app)
     scoping.install_scoping()
 

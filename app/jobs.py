@@ -25,7 +25,7 @@ from sqlalchemy import and_, case, delete, exists, func, literal, or_, select, u
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased, joinedload, selectinload
 
-from app import limits, logs, metrics, pricing, search, storage
+from app import coordination, limits, logs, metrics, pricing, search, storage
 from app.crashpoints import crash_point
 from app.models import (
     Image,
@@ -193,6 +193,7 @@ def create_job(
             session.add(job)
             session.flush()
             search.index_job(session, job.id, job.prompt, None)
+            coordination.jobs_changed(session)  # idle workers of every instance (PostgreSQL)
     except BaseException as error:
         # Files written for this request that no committed row names go again.
         storage.current().remove_unused_files(written)
@@ -320,6 +321,8 @@ def cancel_job(job_id: int) -> Job:
             )
             .execution_options(synchronize_session=False)
         )
+        if result.rowcount == 1:  # a place under the concurrency cap is free (PostgreSQL)
+            coordination.jobs_changed(session)
     job = get_job(job_id)
     if job is None:
         raise JobNotFound(job_id)

@@ -3,8 +3,9 @@
 Owns: the `db` extension, the declarative base with a constraint naming convention (so
 migrations are stable), the SQLite connection settings, `write_transaction()`, and the tables:
 `jobs` (one prompt sent to a provider), `job_inputs` (the images and mask an edit sends),
-`images` (one slot of a job's result), collections, and
-the accounts side (`users`, their sign-in sessions, API tokens, share links, login attempts).
+`images` (one slot of a job's result), collections, `data_versions` (the page caches'
+versions on PostgreSQL, moved by app.coordination), and the accounts side (`users`, their
+sign-in sessions, API tokens, share links, login attempts).
 Status changes happen only in `app.jobs`; accounts are managed by `app.auth`.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Engine,
@@ -375,6 +377,17 @@ class ProviderPause(db.Model):
     provider: Mapped[str] = mapped_column(String(32), primary_key=True)
     paused_until: Mapped[datetime] = mapped_column(UTCDateTime)
     reason: Mapped[str | None] = mapped_column(Text)
+
+
+class DataVersions(db.Model):
+    """One row (id 1): the counters that key every process's page caches on PostgreSQL (see
+    app.coordination; SQLite keeps them in files in the data folder). Only ever incremented."""
+
+    __tablename__ = "data_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    library_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    data_version: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 def configure_engine(engine: Engine) -> None:

@@ -18,11 +18,15 @@ The rules:
   shows a running job's phase). Writers need not remember this: every statement on this app's
   engine is watched, so a change made anywhere (views, the JSON API, the worker, the CLI, code
   not written yet) counts, and any statement the patterns cannot classify counts as a write.
-- Why that is enough: a version moves once the writing connection is back in the pool, that is
-  after its transaction ended, and a reader ends its own read transaction and reads the version
-  before it queries, so whatever it keeps under a version is at least as new as that version.
-  The versions live in small files in the data folder, which every process and instance serving
-  this library shares (the images are there too): a write by the worker process counts here.
+- Why that is enough: a version never moves before its write is visible (on SQLite once the
+  writing connection is back in the pool, that is after its transaction ended; on PostgreSQL in
+  the writing transaction itself, so both commit together), and a reader ends its own read
+  transaction and reads the version before it queries, so whatever it keeps under a version is
+  at least as new as that version.
+- Where the versions live: on SQLite in two small files in the data folder, which every process
+  serving this library shares (the images are there too): a write by the worker process counts
+  here. On PostgreSQL in the database, spread to every process and instance by app.coordination
+  (its rules say how), so instances need not share a folder for them.
 - Why the CSRF placeholder is safe: kept HTML never holds a session's token. Pages and cards are
   rendered with a fixed placeholder where the token goes, and every answer gets the placeholder
   replaced by the token of the session it is sent to. The placeholder is no secret and is made
@@ -53,7 +57,7 @@ from flask import Flask, current_app, g, get_flashed_messages, request, session
 from flask_wtf.csrf import generate_csrf
 from sqlalchemy import event
 
-from app import storage
+from app import coordination, storage
 from app.models import db
 
 log = logging.getLogger(__name__)
@@ -76,8 +80,13 @@ _READ_ONLY = re.compile(
     re.IGNORECASE,
 )
 _JOB_UPDATE = re.compile(r'\s*UPDATE\s+"?jobs"?\s', re.IGNORECASE)
+# A statement that may create or drop tables (a migration): the version table may come or go.
+_SCHEMA_CHANGE = re.compile(r"\s*(CREATE|DROP|ALTER)\b", re.IGNORECASE)
+_SCHEMA_CHANGED = "schema changed"
 # Where a connection remembers, until it is back in the pool, which versions it is to move.
 _PENDING = "atelier_pending_versions"
+# Set on a connection whose transaction moved the versions (PostgreSQL), until back in the pool.
+_BUMPED = "atelier_bumped_versions"
 
 
 class LRU:
@@ -120,9 +129,11 @@ class LRU:
 
 @dataclass
 class PageCache:
-    """One app's kept values and the folder holding its version files."""
+    """One app's kept values, and where its versions live: the folder holding its version files
+    (SQLite), or the coordinator of its database (PostgreSQL)."""
 
     data_dir: str
+    coordinator: coordination.Coordinator | None = None
     pages: LRU = field(default_factory=lambda: LRU(PAGES_KEPT))
     cards: LRU = field(default_factory=lambda: LRU(CARDS_KEPT))
     states: LRU = field(default_factory=lambda: LRU(STATES_KEPT))
@@ -132,19 +143,65 @@ class PageCache:
         if not writes(statement):
             return
         pending = conn.info.setdefault(_PENDING, set())
-        pending.add(os.path.join(self.data_dir, DATA_VERSION_FILE))
+        pending.add(DATA_VERSION_FILE)
         if changes_gallery(statement):
-            pending.add(os.path.join(self.data_dir, LIBRARY_VERSION_FILE))
+            pending.add(LIBRARY_VERSION_FILE)
+        if self.coordinator is not None and _SCHEMA_CHANGE.match(statement):
+            pending.add(_SCHEMA_CHANGED)
+
+    def bump_files(self, dbapi_connection: Any, record: Any) -> None:
+        """SQLite: move the version files a connection's writes noted, once it is back in the
+        pool, that is after its transaction committed (or rolled back: a needless new version
+        costs only a render)."""
+        pending = record.info.pop(_PENDING, None) if record is not None else None
+        for name in sorted(pending or ()):
+            path = os.path.join(self.data_dir, name)
+            try:
+                bump_version(path)
+            except OSError as error:  # e.g. a test's data folder, already deleted
+                log.warning("could not write the version file %s: %s", path, error)
+
+    def bump_in_transaction(self, conn: Any) -> None:
+        """PostgreSQL: as a writing transaction commits, move its versions inside it."""
+        pending = conn.info.get(_PENDING)
+        if not pending or self.coordinator is None:
+            return
+        library = LIBRARY_VERSION_FILE in pending
+        recheck = _SCHEMA_CHANGED in pending
+        dbapi_connection = conn.connection.dbapi_connection
+        if self.coordinator.bump_in_transaction(dbapi_connection, library, recheck):
+            conn.info.pop(_PENDING, None)
+            conn.info[_BUMPED] = True
+
+    def after_checkin(self, dbapi_connection: Any, record: Any) -> None:
+        """PostgreSQL: back in the pool, move the versions of writes no commit covered, and
+        learn the versions this connection moved (this process sees its own writes at once)."""
+        if record is None or self.coordinator is None:
+            return
+        pending = record.info.pop(_PENDING, None)
+        bumped = record.info.pop(_BUMPED, False)
+        if dbapi_connection is None:  # invalidated: the notification will tell
+            return
+        if pending:
+            self.coordinator.bump_alone(
+                dbapi_connection, LIBRARY_VERSION_FILE in pending, _SCHEMA_CHANGED in pending
+            )
+        if pending or bumped:
+            self.coordinator.read_back(dbapi_connection)
 
 
 def init_app(app: Flask) -> None:
     """Give the app its caches and watch its engine (and no other) for writes."""
-    kept = PageCache(data_dir=str(storage.current(app).root))
+    kept = PageCache(data_dir=str(storage.current(app).root), coordinator=coordination.for_app(app))
     app.extensions["page_cache"] = kept
     with app.app_context():
         engine = db.engine
     event.listen(engine, "before_cursor_execute", kept.note_write)
-    event.listen(engine, "checkin", _bump_pending)
+    if kept.coordinator is None:
+        event.listen(engine, "checkin", kept.bump_files)
+    else:
+        event.listen(engine, "commit", kept.bump_in_transaction)
+        event.listen(engine, "checkin", kept.after_checkin)
 
 
 def caches(app: Flask | None = None) -> PageCache:
@@ -203,11 +260,17 @@ def etag(card_key: tuple[Hashable, ...]) -> str:
 
 def library_version() -> str:
     """The library's version: it changes after every change the gallery can show."""
+    coordinator = caches().coordinator
+    if coordinator is not None:
+        return str(coordinator.versions(db.session())[0])
     return _read_version(LIBRARY_VERSION_FILE)
 
 
 def data_version() -> str:
     """The data's version: it changes after every committed write."""
+    coordinator = caches().coordinator
+    if coordinator is not None:
+        return str(coordinator.versions(db.session())[1])
     return _read_version(DATA_VERSION_FILE)
 
 
@@ -245,15 +308,3 @@ def _read_version(name: str) -> str:
         return os.read(descriptor, 64).decode()
     finally:
         os.close(descriptor)
-
-
-def _bump_pending(dbapi_connection: Any, record: Any) -> None:
-    """Move the versions a connection's writes noted, once it is back in the pool, that is
-    after its transaction committed (or rolled back: a needless new version costs only a
-    render)."""
-    pending = record.info.pop(_PENDING, None) if record is not None else None
-    for path in sorted(pending or ()):
-        try:
-            bump_version(path)
-        except OSError as error:  # e.g. a test's data folder, already deleted
-            log.warning("could not write the version file %s: %s", path, error)

@@ -29,6 +29,10 @@ No database session or transaction is held across HTTP or disk I/O: only ids and
 (`jobs.Claim`) pass between steps, and the configuration they need travels as one frozen
 `WorkerSettings`, read when the worker is built.
 
+Idle threads wait for the soonest due job, and are woken by a job queued in this process
+(`wake`) or, on PostgreSQL, in any instance (`NOTIFY atelier_jobs`, app.coordination); `idle`
+says which ended the wait.
+
 `build_worker` makes the worker without starting it (tests step it with `run_once`);
 `start_background` starts it. Demo mode's emulator comes from `app.demo`.
 """
@@ -46,7 +50,7 @@ from datetime import datetime, timedelta
 from flask import Flask, current_app
 from sqlalchemy import func, select
 
-from app import curation, demo, jobs, limits, pngmeta, storage
+from app import coordination, curation, demo, jobs, limits, pngmeta, storage
 from app.crashpoints import crash_point
 from app.models import ImageStatus, Job, JobPhase, JobStatus, db, utcnow
 from app.providers import (
@@ -66,6 +70,10 @@ log = logging.getLogger(__name__)
 
 MIN_POLL_DELAY, MAX_POLL_DELAY = 0.2, 60.0
 MAX_IDLE_WAIT = 1.0
+# On PostgreSQL, while the listener is connected, new jobs announce themselves (NOTIFY): idle
+# threads then wake at the next due time and at least this often, for what is not announced (a
+# dead worker's lease running out, a provider's pause ending). Not listening: MAX_IDLE_WAIT.
+NOTIFIED_IDLE_WAIT = 5.0
 BLOCKED_GRACE_SECONDS = 0.25
 PURGE_EVERY_SECONDS = 3600
 
@@ -123,11 +131,14 @@ class Worker:
         self.emulator = None  # the embedded emulator this worker started, if any
         self._stopping = threading.Event()
         self._wake = threading.Event()
+        self._wake_reason = "woken"
+        self.last_wake = ""  # why the last idle wait ended: timeout, woken, notified, ...
         self._threads: list[threading.Thread] = []
         self._next_purge = 0.0  # time.monotonic() of the next trash purge
         self._purge_lock = threading.Lock()
 
     def start(self) -> None:
+        self.follow_notifications()
         for number in range(self.thread_count):
             thread = threading.Thread(
                 target=self._run, name=f"atelier-worker-{number}", daemon=True
@@ -139,7 +150,8 @@ class Worker:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming; let each thread finish its current step (which releases its job)."""
         self._stopping.set()
-        self._wake.set()
+        self._wake_up("stopping")
+        self.unfollow_notifications()
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
@@ -150,7 +162,36 @@ class Worker:
 
     def wake(self) -> None:
         """A job was queued: stop idling now."""
+        self._wake_up("woken")
+
+    def _wake_up(self, reason: str) -> None:
+        self._wake_reason = reason
         self._wake.set()
+
+    def follow_notifications(self) -> None:
+        """On PostgreSQL, wake on other instances' new jobs (NOTIFY); nothing on SQLite."""
+        coordinator = coordination.for_app(self.app)
+        if coordinator is not None:
+            coordinator.on_jobs(self._wake_up)
+
+    def unfollow_notifications(self) -> None:
+        coordinator = coordination.for_app(self.app)
+        if coordinator is not None:
+            coordinator.off_jobs(self._wake_up)
+
+    def idle_limit(self) -> float:
+        """The longest an idle thread waits: see NOTIFIED_IDLE_WAIT."""
+        coordinator = coordination.for_app(self.app)
+        if coordinator is not None and coordinator.listening:
+            return NOTIFIED_IDLE_WAIT
+        return MAX_IDLE_WAIT
+
+    def idle(self, seconds: float) -> str:
+        """Wait up to `seconds` or until woken; why it ended (also kept in `last_wake`)."""
+        woken = self._wake.wait(seconds)
+        self._wake.clear()
+        self.last_wake = self._wake_reason if woken else "timeout"
+        return self.last_wake
 
     @property
     def alive(self) -> bool:
@@ -163,7 +204,7 @@ class Worker:
                     worked = self.run_once()
                     if not worked:
                         self.purge_trash_when_due()
-                    idle = 0.0 if worked else _seconds_until_next_due()
+                    idle = 0.0 if worked else _seconds_until_next_due(self.idle_limit())
                 except Exception:
                     log.exception("worker step failed; continuing")
                     db.session.rollback()
@@ -171,8 +212,7 @@ class Worker:
                 finally:
                     db.session.close()
                 if idle > 0:
-                    self._wake.wait(idle)
-                    self._wake.clear()
+                    self.idle(idle)
 
     def purge_trash_when_due(self) -> None:
         """Empty expired trash about once an hour, from one thread at a time."""
@@ -457,8 +497,8 @@ def _backoff(attempt: int) -> float:
     return random.uniform(1.0, min(60.0, 2.0 ** max(attempt, 1)))
 
 
-def _seconds_until_next_due() -> float:
-    """How long the thread may idle: until the soonest active job is due, at most a second.
+def _seconds_until_next_due(limit: float = MAX_IDLE_WAIT) -> float:
+    """How long the thread may idle: until the soonest active job is due, at most `limit`.
 
     Jobs that have been due for a while yet were not claimable (held by another worker, held
     back by the concurrency cap or a provider pause) are left out, so a thread does not spin on
@@ -470,8 +510,8 @@ def _seconds_until_next_due() -> float:
         )
     )
     if soonest is None:
-        return MAX_IDLE_WAIT
-    return min(MAX_IDLE_WAIT, max(0.02, (soonest - utcnow()).total_seconds()))
+        return limit
+    return min(limit, max(0.02, (soonest - utcnow()).total_seconds()))
 
 
 def build_worker(app: Flask) -> Worker:
