@@ -162,6 +162,11 @@ def test_history_lists_jobs_newest_first_with_provider_status_and_thumbnails(cli
     assert "dall-e-3 · Azure deployment dall-e-3 (retired) · 1024x1024 · 1 image" in row
     assert '<span class="badge badge-succeeded">Done</span>' in row
     assert f'<img src="/files/thumbs/{newer["images"][0]["id"]}"' in row
+    # Its accessible name starts with the words shown (WCAG 2.5.3), then says which job.
+    assert (
+        f'href="/?reuse={newer["id"]}">Use this prompt'
+        f'<span class="visually-hidden"> of job {newer["id"]}</span></a>'
+    ) in row
 
 
 def test_failed_row_keeps_the_exact_refusal_message(client):
