@@ -1,10 +1,13 @@
-"""Issue #16's end-to-end promise, against an Azure-compatible server that is not ours and signs
-its images the way OpenAI's API does (azure-image-apis.md §9): the stored original is the
-provider's bytes, its download validates with the C2PA SDK, and the API reports the credentials.
+"""Atelier against an Azure-compatible server that is not ours (tests/independent_azure.py,
+written from the protocol reference only), end to end through the JSON API:
 
-The server signs with its own code here (a C2PA manifest naming "OpenAI API", `c2pa.created`
-with trainedAlgorithmicMedia), only its throwaway certificate chain comes from the emulator's
-helper."""
+- issue #16: the server signs its images the way OpenAI's API does (azure-image-apis.md §9): the
+  stored original is the provider's bytes, its download validates with the C2PA SDK, and the API
+  reports the credentials. The server signs with its own code here (a C2PA manifest naming
+  "OpenAI API", `c2pa.created` with trainedAlgorithmicMedia); only its throwaway certificate
+  chain comes from the emulator's helper.
+- issue #15: multipart and gallery-id edits send exactly the uploaded or stored bytes.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import pytest
 from flask import Flask
 
 from app.emulator.content_credentials import make_certificate_chain
+from tests.edit_helpers import mask, png
 from tests.helpers import wait_for_job
 from tests.independent_azure import KEY, IndependentAzure
 
@@ -150,3 +154,51 @@ def test_an_image_altered_on_the_way_is_stored_as_is_and_marked_invalid(signed_a
     credentials = image["content_credentials"]
     assert credentials["valid"] is False
     assert any("hash" in issue for issue in credentials["issues"]), credentials
+
+
+def test_multipart_and_gallery_edits_send_exactly_the_stored_bytes(signed_app, signing_azure):
+    server, signer = signing_azure
+    client = signed_app.test_client()
+    photo, area = png((64, 48)), mask((64, 48))
+
+    uploaded = client.post(
+        "/api/jobs",
+        data={
+            "prompt": "make the sky stormy",
+            "provider": "azure:gpt-image-1",
+            "image": (io.BytesIO(photo), "photo.png", "image/png"),
+            "mask": (io.BytesIO(area), "mask.png", "image/png"),
+        },
+        content_type="multipart/form-data",
+    )
+    first = wait_for_job(client, uploaded.get_json()["id"])
+    output = first["images"][0]
+    referenced = client.post(
+        "/api/jobs",
+        json={
+            "prompt": "now at night",
+            "provider": "azure:gpt-image-1",
+            "reference_images": [output["id"]],
+        },
+    )
+    second = wait_for_job(client, referenced.get_json()["id"])
+
+    assert (first["status"], first["kind"], second["status"], second["kind"]) == (
+        "succeeded",
+        "edit",
+        "succeeded",
+        "edit",
+    )
+    multipart_edit, gallery_edit = server.posts("images/edits")
+    assert [(part.name, part.sha256) for part in multipart_edit.files] == [
+        ("image", hashlib.sha256(photo).hexdigest()),
+        ("mask", hashlib.sha256(area).hexdigest()),
+    ]
+    assert [input_["sha256"] for input_ in first["inputs"]] == [
+        part.sha256 for part in multipart_edit.files
+    ]
+    # The gallery image goes out as the stored original: the provider's own signed bytes.
+    with client.get(output["url"]) as response:
+        original = response.get_data()
+    assert original == signer.sent[0]
+    assert [(part.name, part.data) for part in gallery_edit.files] == [("image", original)]
