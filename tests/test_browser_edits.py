@@ -405,6 +405,25 @@ def test_paint_a_mask_on_a_gallery_image_and_get_the_edit_with_its_inputs_and_li
     expect(page).to_have_url(re.compile(rf"/images/{source['id']}$"))
 
 
+def test_a_streamed_edit_shows_live_previews_on_its_card_then_the_image(page, landscape):
+    open_painter(page, landscape)
+    stroke(page)
+    wait_for_mask(page, True)
+    # [stream-slow]: the emulator pauses between the streamed partial images.
+    page.get_by_label("What should change?").fill("an evening sky [stream-slow]")
+    expect(page.get_by_label("Show live previews while it is made")).to_be_checked()
+
+    page.locator("#mask-form").get_by_role("button", name="Generate").click()
+
+    expect(page).to_have_url(re.compile(r"/jobs/\d+$"))
+    preview = page.locator(".job-card .job-preview")
+    expect(preview).to_be_visible(timeout=30_000)
+    expect(preview.locator(".preview-label")).to_have_text("preview")
+    expect(preview.locator("img")).to_have_js_property("complete", True)
+    expect(page.locator(".job-card .thumbs img")).to_have_count(1, timeout=60_000)
+    expect(preview).to_have_count(0)  # the finished card shows the image, not the preview
+
+
 def job_id_of(page: Page) -> int:
     href = page.locator(".image-info h1 a").get_attribute("href")
     return int(href.rsplit("/", 1)[1])
