@@ -10,7 +10,6 @@ Also the markup contract with static/viewer.js, rendered without a browser."""
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -20,7 +19,7 @@ import requests
 from playwright.sync_api import Browser, Page, expect
 
 from app.views.gallery import aspect_class
-from tests.browser import FAST_IMAGES, app_server, watch_problems
+from tests.browser import FAST_IMAGES, app_server, finished_job, watch_problems
 from tests.helpers import generate, get
 
 PAGE_SIZE = 48  # app.views.gallery.DEFAULT_PAGE_SIZE
@@ -45,18 +44,8 @@ def _make_images(base: str) -> None:
         response = requests.post(base + "/api/jobs", json=body, timeout=5)
         assert response.status_code == 202, response.text
         ids.append(response.json()["id"])
-        _wait(base, ids[-1])  # one after the other: a stable order
-
-
-def _wait(base: str, job_id: int) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        job = requests.get(f"{base}/api/jobs/{job_id}", timeout=5).json()
-        if job["status"] in ("succeeded", "failed", "canceled"):
-            assert job["status"] == "succeeded", job
-            return
-        assert time.monotonic() < deadline, f"job {job_id} did not finish: {job}"
-        time.sleep(0.05)
+        job = finished_job(base, ids[-1])  # one after the other: a stable order
+        assert job["status"] == "succeeded", job
 
 
 server = app_server("grid-browser-data", populate=_make_images, **FAST_IMAGES)
