@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+# Settings for a module that makes many images up front: near-instant emulator, quick worker polls.
+FAST_IMAGES = {"ATELIER_EMULATOR_LATENCY_SECONDS": "0.01", "ATELIER_POLL_INTERVAL_SECONDS": "0.1"}
 
 
 def chromium_path() -> str:
@@ -48,13 +50,16 @@ def serve_app(data_dir: Path, **settings: str) -> Iterator[str]:
         yield from _serve(data_dir, env)
 
 
-def app_server(folder: str, **settings: str) -> Any:
+def app_server(folder: str, populate: Callable[[str], None] | None = None, **settings: str) -> Any:
     """A module-scoped fixture (named by the attribute it is assigned to): `serve_app` on a fresh
-    data folder called `folder`, with `settings`; its value is the base URL."""
+    data folder called `folder`, with `settings`; its value is the base URL. `populate`, when
+    given, is called with the base URL before the first test (to make the module's images)."""
 
     @pytest.fixture(scope="module")
     def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with serve_app(tmp_path_factory.mktemp(folder), **settings) as base:
+            if populate is not None:
+                populate(base)
             yield base
 
     return server

@@ -10,7 +10,15 @@ from typing import Any
 from flask import Flask
 from PIL import Image as PILImage
 
+from tests.helpers import EMULATOR_KEY
+
 EDITOR = "azure:gpt-image-1"  # a provider whose model takes images, on the test emulator
+# app_factory settings for an app that edits with EDITOR on the test emulator, without latency.
+EDITOR_SETTINGS: dict[str, Any] = {
+    "AZURE_OPENAI_API_KEY": EMULATOR_KEY,
+    "AZURE_OPENAI_DEPLOYMENT": "gpt-image-1=gpt-image-1",
+    "ATELIER_EMULATOR_LATENCY_SECONDS": 0,
+}
 
 
 def png(size: tuple[int, int] = (64, 48), mode: str = "RGB", color: Any = (200, 40, 40)) -> bytes:

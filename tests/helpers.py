@@ -36,6 +36,7 @@ from sqlalchemy.engine import make_url
 from werkzeug.serving import make_server
 
 from app import create_app
+from app.auth import accounts
 from app.config import load_settings
 from app.emulator import EmulatorServer
 from app.models import Image, Job, db, utcnow, write_transaction
@@ -303,6 +304,21 @@ def signed_in(app: Flask, username: str, password: str) -> FlaskClient:
     form = {"username": username, "password": password, "csrf_token": csrf_token(client, "/login")}
     assert client.post("/login", data=form).status_code == 303
     return client
+
+
+OWNER_PASSWORD = "correct horse battery"
+
+
+def app_with_owners(app_factory: Any, **settings: Any) -> Flask:
+    """An app from `app_factory` with sign-in on, the gpt-image-1 deployment and two accounts,
+    alice and bob (both with OWNER_PASSWORD); `settings` say which Azure it talks to."""
+    app = app_factory(
+        ATELIER_AUTH="on", AZURE_OPENAI_DEPLOYMENT="gpt-image-1=gpt-image-1", **settings
+    )
+    with app.app_context():
+        accounts.create_user("alice", OWNER_PASSWORD)
+        accounts.create_user("bob", OWNER_PASSWORD)
+    return app
 
 
 def token_in(page: str, where: str = "the page") -> str:

@@ -25,7 +25,8 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -192,6 +193,28 @@ class IndependentAzure(ThreadingHTTPServer):
         self.stopping.set()
         self.shutdown()
         self.server_close()
+
+
+@contextmanager
+def running_independent_azure(deployments: Iterable[str]) -> Iterator[IndependentAzure]:
+    """An IndependentAzure serving `deployments` on a thread of its own, stopped on the way out."""
+    server = IndependentAzure(deployments)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02})
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        thread.join(5)
+
+
+def independent_settings(server: IndependentAzure) -> dict[str, str]:
+    """app_factory settings for an app whose gpt-image-1 deployment is `server`'s."""
+    return {
+        "AZURE_OPENAI_ENDPOINT": server.url,
+        "AZURE_OPENAI_API_KEY": KEY,
+        "AZURE_OPENAI_DEPLOYMENT": "gpt-image-1=gpt-image-1",
+    }
 
 
 class _Handler(BaseHTTPRequestHandler):

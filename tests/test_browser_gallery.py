@@ -4,29 +4,17 @@ screenshots in light and dark mode."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser import serve_app, watch_problems
+from tests.browser import FAST_IMAGES, app_server, finished_job, watch_problems
 
 JOBS = 6
 IMAGES_PER_JOB = 10
 PAGE_SIZE = 48  # app.views.gallery.DEFAULT_PAGE_SIZE
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with serve_app(
-        tmp_path_factory.mktemp("gallery-browser-data"),
-        ATELIER_EMULATOR_LATENCY_SECONDS="0.01",
-        ATELIER_POLL_INTERVAL_SECONDS="0.1",
-    ) as base:
-        _make_images(base)
-        yield base
 
 
 def _make_images(base: str) -> None:
@@ -44,15 +32,12 @@ def _make_images(base: str) -> None:
         )
         assert response.status_code == 202, response.text
         job_ids.append(response.json()["id"])
-    deadline = time.monotonic() + 30
     for job_id in job_ids:
-        while True:
-            job = requests.get(f"{base}/api/jobs/{job_id}", timeout=5).json()
-            if job["status"] in ("succeeded", "failed", "canceled"):
-                assert job["status"] == "succeeded", job
-                break
-            assert time.monotonic() < deadline, f"job {job_id} did not finish: {job}"
-            time.sleep(0.1)
+        job = finished_job(base, job_id)
+        assert job["status"] == "succeeded", job
+
+
+server = app_server("gallery-browser-data", populate=_make_images, **FAST_IMAGES)
 
 
 def _open(browser: Browser, **context_options) -> tuple[Page, list[str], object]:

@@ -10,7 +10,6 @@ Also the markup contract with static/viewer.js, rendered without a browser."""
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -20,7 +19,7 @@ import requests
 from playwright.sync_api import Browser, Page, expect
 
 from app.views.gallery import aspect_class
-from tests.browser import serve_app, watch_problems
+from tests.browser import FAST_IMAGES, app_server, finished_job, watch_problems
 from tests.helpers import generate, get
 
 PAGE_SIZE = 48  # app.views.gallery.DEFAULT_PAGE_SIZE
@@ -30,40 +29,26 @@ PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1440, "height": 900}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with serve_app(
-        tmp_path_factory.mktemp("grid-browser-data"),
-        ATELIER_EMULATOR_LATENCY_SECONDS="0.01",
-        ATELIER_POLL_INTERVAL_SECONDS="0.1",
-    ) as base:
-        jobs = [
-            {"prompt": f"study {n}: a harbour at night", "provider": "emulator-azure-async",
-             "size": "256x256", "n": 10}
-            for n in range(6)
-        ]  # fmt: skip
-        # The newest (first on the page): a wide and a tall image among the squares.
-        for size in ("1792x1024", "1024x1792"):
-            jobs.append({"prompt": f"a {size} view", "provider": "emulator-azure:dall-e-3",
-                         "size": size})  # fmt: skip
-        ids = []
-        for body in jobs:
-            response = requests.post(base + "/api/jobs", json=body, timeout=5)
-            assert response.status_code == 202, response.text
-            ids.append(response.json()["id"])
-            _wait(base, ids[-1])  # one after the other: a stable order
-        yield base
+def _make_images(base: str) -> None:
+    jobs = [
+        {"prompt": f"study {n}: a harbour at night", "provider": "emulator-azure-async",
+         "size": "256x256", "n": 10}
+        for n in range(6)
+    ]  # fmt: skip
+    # The newest (first on the page): a wide and a tall image among the squares.
+    for size in ("1792x1024", "1024x1792"):
+        jobs.append({"prompt": f"a {size} view", "provider": "emulator-azure:dall-e-3",
+                     "size": size})  # fmt: skip
+    ids = []
+    for body in jobs:
+        response = requests.post(base + "/api/jobs", json=body, timeout=5)
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["id"])
+        job = finished_job(base, ids[-1])  # one after the other: a stable order
+        assert job["status"] == "succeeded", job
 
 
-def _wait(base: str, job_id: int) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        job = requests.get(f"{base}/api/jobs/{job_id}", timeout=5).json()
-        if job["status"] in ("succeeded", "failed", "canceled"):
-            assert job["status"] == "succeeded", job
-            return
-        assert time.monotonic() < deadline, f"job {job_id} did not finish: {job}"
-        time.sleep(0.05)
+server = app_server("grid-browser-data", populate=_make_images, **FAST_IMAGES)
 
 
 def _open(browser: Browser, server: str, **options) -> tuple[Page, list[str]]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from sqlalchemy import event, text
 from app import coordination, page_cache
 from app import worker as worker_module
 from app.models import Job, db, utcnow, write_transaction
-from app.worker import MAX_IDLE_WAIT, NOTIFIED_IDLE_WAIT, build_worker, start_background
+from app.worker import MAX_IDLE_WAIT, NOTIFIED_IDLE_WAIT, Worker, build_worker, start_background
 from tests.helpers import (
     EMULATOR_KEY,
     cells,
@@ -259,6 +260,19 @@ def queue_job(app: Flask) -> int:
     return response.get_json()["id"]
 
 
+@contextmanager
+def notified_worker(app: Flask) -> Iterator[Worker]:
+    """A worker of `app` following the database's notifications, its listener connected; it stops
+    following on the way out."""
+    worker = build_worker(app)
+    worker.follow_notifications()
+    try:
+        listening(app)
+        yield worker
+    finally:
+        worker.unfollow_notifications()
+
+
 def idle_in_background(worker, seconds: float) -> tuple[threading.Thread, dict]:
     """Run `worker.idle(seconds)` on a thread; the dict gets its reason and duration."""
     result: dict = {}
@@ -276,10 +290,7 @@ def idle_in_background(worker, seconds: float) -> tuple[threading.Thread, dict]:
 @postgresql_only
 def test_an_idle_worker_wakes_on_a_job_queued_by_another_instance(instances):
     first, second = instances
-    worker = build_worker(second)
-    worker.follow_notifications()
-    try:
-        listening(second)
+    with notified_worker(second) as worker:
         assert worker.idle_limit() == NOTIFIED_IDLE_WAIT
         worker.idle(0)  # the wake-up every (re)connection gives
         thread, result = idle_in_background(worker, 60)
@@ -293,17 +304,12 @@ def test_an_idle_worker_wakes_on_a_job_queued_by_another_instance(instances):
             assert worker.run_once()  # and the job is there to claim
             assert db.session.get(Job, job_id).status == "running"
             db.session.remove()
-    finally:
-        worker.unfollow_notifications()
 
 
 @postgresql_only
 def test_a_refused_cancel_wakes_nobody_and_a_real_one_does(instances):
     first, second = instances
-    worker = build_worker(second)
-    worker.follow_notifications()
-    try:
-        listening(second)
+    with notified_worker(second) as worker:
         job_id = queue_job(first)
         worker.idle(0.5)  # the queued job's notification (and the connection's)
         worker.idle(0)
@@ -316,8 +322,6 @@ def test_a_refused_cancel_wakes_nobody_and_a_real_one_does(instances):
 
         assert client.post(f"/api/jobs/{job_id}/cancel").status_code == 409  # already final
         assert worker.idle(1.0) == "timeout"
-    finally:
-        worker.unfollow_notifications()
 
 
 @postgresql_only

@@ -19,8 +19,8 @@ from sqlalchemy import delete
 
 from app import consistency, curation, jobs, pricing, storage
 from app.models import Image, Job, JobInput, db, write_transaction
-from tests.edit_helpers import EDITOR, mask, png, stored_files
-from tests.helpers import EMULATOR_KEY, csrf_token, emulator_log, wait_for_job
+from tests.edit_helpers import EDITOR, EDITOR_SETTINGS, mask, png, stored_files
+from tests.helpers import csrf_token, emulator_log, wait_for_job
 
 
 def sha(data: bytes) -> str:
@@ -29,11 +29,7 @@ def sha(data: bytes) -> str:
 
 @pytest.fixture
 def edit_app(app_factory: Any) -> Flask:
-    return app_factory(
-        AZURE_OPENAI_API_KEY=EMULATOR_KEY,
-        AZURE_OPENAI_DEPLOYMENT="gpt-image-1=gpt-image-1",
-        ATELIER_EMULATOR_LATENCY_SECONDS=0,
-    )
+    return app_factory(**EDITOR_SETTINGS)
 
 
 def post_edit(client: FlaskClient, files: list[tuple[str, bytes]], **fields: Any) -> dict:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import threading
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -26,7 +25,11 @@ from flask import Flask
 from app.emulator.content_credentials import make_certificate_chain
 from tests.edit_helpers import mask, png
 from tests.helpers import wait_for_job
-from tests.independent_azure import KEY, IndependentAzure
+from tests.independent_azure import (
+    IndependentAzure,
+    independent_settings,
+    running_independent_azure,
+)
 
 AI_SOURCE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 
@@ -73,24 +76,16 @@ class OpenAIStyleSigner:
 
 @pytest.fixture
 def signing_azure() -> Iterator[tuple[IndependentAzure, OpenAIStyleSigner]]:
-    server = IndependentAzure({"gpt-image-1"})
     signer = OpenAIStyleSigner()
-    server.finish_image = signer
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02})
-    thread.start()
-    yield server, signer
-    server.stop()
-    thread.join(5)
+    with running_independent_azure({"gpt-image-1"}) as server:
+        server.finish_image = signer
+        yield server, signer
 
 
 @pytest.fixture
 def signed_app(app_factory: Any, signing_azure: Any) -> Flask:
     server, _ = signing_azure
-    return app_factory(
-        AZURE_OPENAI_ENDPOINT=server.url,
-        AZURE_OPENAI_API_KEY=KEY,
-        AZURE_OPENAI_DEPLOYMENT="gpt-image-1=gpt-image-1",
-    )
+    return app_factory(**independent_settings(server))
 
 
 def sdk_report(data: bytes) -> dict[str, Any]:

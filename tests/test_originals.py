@@ -30,8 +30,11 @@ from sqlalchemy import delete, select
 from app import consistency, credentials, pngmeta, storage, zipstream
 from app.models import Image, Job, JobInput, db, write_transaction
 from tests.helpers import EMULATOR_KEY, csrf_token, wait_for_job
-from tests.independent_azure import KEY as INDEPENDENT_KEY
-from tests.independent_azure import IndependentAzure
+from tests.independent_azure import (
+    IndependentAzure,
+    independent_settings,
+    running_independent_azure,
+)
 
 GPT = "azure:gpt-image-1"
 
@@ -130,21 +133,13 @@ def client(app: Flask) -> FlaskClient:
 def azure() -> Iterator[IndependentAzure]:
     """A server that does not sign and answers every generation of a size with the same PNG:
     two jobs then store byte-identical images, which share one file."""
-    server = IndependentAzure({"gpt-image-1"})
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02})
-    thread.start()
-    yield server
-    server.stop()
-    thread.join(5)
+    with running_independent_azure({"gpt-image-1"}) as server:
+        yield server
 
 
 @pytest.fixture
 def unsigned_app(app_factory: Any, azure: IndependentAzure) -> Flask:
-    return app_factory(
-        AZURE_OPENAI_ENDPOINT=azure.url,
-        AZURE_OPENAI_API_KEY=INDEPENDENT_KEY,
-        AZURE_OPENAI_DEPLOYMENT="gpt-image-1=gpt-image-1",
-    )
+    return app_factory(**independent_settings(azure))
 
 
 def sha(data: bytes) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,6 +36,7 @@ from tests.independent_azure import (
     Stream,
     completed_event,
     partial_event,
+    running_independent_azure,
     sse,
 )
 
@@ -47,12 +47,9 @@ ROUTES = ("deployment", "v1", "openai")
 
 @pytest.fixture
 def azure() -> Iterator[IndependentAzure]:
-    server = IndependentAzure({GPT_IMAGE_1, GPT_IMAGE_2, "gpt-image-1", "gpt-image-2"})
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02})
-    thread.start()
-    yield server
-    server.stop()
-    thread.join(5)
+    deployments = {GPT_IMAGE_1, GPT_IMAGE_2, "gpt-image-1", "gpt-image-2"}
+    with running_independent_azure(deployments) as server:
+        yield server
 
 
 @pytest.fixture

@@ -26,10 +26,10 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import selectinload
 
 from app import consistency, pngmeta, repair, storage
-from app.auth import accounts, scoping
+from app.auth import scoping
 from app.cli import cli
 from app.models import Image, Job, JobInput, db, write_transaction
-from tests.helpers import EMULATOR_KEY, csrf_token
+from tests.helpers import EMULATOR_KEY, OWNER_PASSWORD, app_with_owners, csrf_token, signed_in
 from tests.independent_azure import KEY as INDEPENDENT_KEY
 from tests.test_originals import (  # noqa: F401  (fixtures)
     GPT,
@@ -43,7 +43,6 @@ from tests.test_originals import (  # noqa: F401  (fixtures)
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-PASSWORD = "correct horse battery"
 
 
 # --- an old library ------------------------------------------------------------------------
@@ -373,23 +372,9 @@ def test_an_orphan_or_damaged_spliced_file_is_left_alone(app, client):
 
 @pytest.fixture
 def owners_app(app_factory: Any, azure: Any) -> Flask:
-    app = app_factory(
-        ATELIER_AUTH="on",
-        AZURE_OPENAI_ENDPOINT=azure.url,
-        AZURE_OPENAI_API_KEY=INDEPENDENT_KEY,
-        AZURE_OPENAI_DEPLOYMENT="gpt-image-1=gpt-image-1",
+    return app_with_owners(
+        app_factory, AZURE_OPENAI_ENDPOINT=azure.url, AZURE_OPENAI_API_KEY=INDEPENDENT_KEY
     )
-    with app.app_context():
-        accounts.create_user("alice", PASSWORD)
-        accounts.create_user("bob", PASSWORD)
-    return app
-
-
-def signed_in(app: Flask, username: str) -> Any:
-    client = app.test_client()
-    form = {"username": username, "password": PASSWORD, "csrf_token": csrf_token(client, "/login")}
-    assert client.post("/login", data=form).status_code == 303
-    return client
 
 
 def owners_job(client: Any) -> dict[str, Any]:
@@ -408,7 +393,8 @@ def owners_job(client: Any) -> dict[str, Any]:
 
 def test_two_owners_spliced_copies_become_one_file_and_share_links_still_work(owners_app):
     app = owners_app
-    alice, bob = signed_in(app, "alice"), signed_in(app, "bob")
+    alice = signed_in(app, "alice", OWNER_PASSWORD)
+    bob = signed_in(app, "bob", OWNER_PASSWORD)
     alice_image = owners_job(alice)["images"][0]
     bob_image = owners_job(bob)["images"][0]
     assert alice_image["sha256"] == bob_image["sha256"]

@@ -23,7 +23,8 @@ from sqlalchemy import event
 from app import consistency, inputs, jobs, library, storage
 from app.auth import accounts, scoping
 from app.models import Job, JobStatus, db
-from tests.helpers import EMULATOR_KEY, run_until_final
+from tests.edit_helpers import EDITOR_SETTINGS
+from tests.helpers import run_until_final
 
 GPT = "azure:gpt-image-1"
 STREAMING = {"partial_images": 2, "quality": "low"}
@@ -31,11 +32,7 @@ STREAMING = {"partial_images": 2, "quality": "low"}
 
 @pytest.fixture
 def editor_app(app_factory: Any) -> Flask:
-    return app_factory(
-        AZURE_OPENAI_API_KEY=EMULATOR_KEY,
-        AZURE_OPENAI_DEPLOYMENT="gpt-image-1=gpt-image-1",
-        ATELIER_EMULATOR_LATENCY_SECONDS=0,
-    )
+    return app_factory(**EDITOR_SETTINGS)
 
 
 def png(color: tuple[int, int, int] = (10, 120, 200), size: tuple[int, int] = (40, 30)) -> bytes:

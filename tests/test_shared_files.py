@@ -16,10 +16,15 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import consistency, storage
-from app.auth import accounts
-from tests.helpers import EMULATOR_KEY, csrf_token, wait_for_job
+from tests.helpers import (
+    EMULATOR_KEY,
+    OWNER_PASSWORD,
+    app_with_owners,
+    csrf_token,
+    signed_in,
+    wait_for_job,
+)
 
-PASSWORD = "correct horse battery"
 SHARED = {
     "prompt": "a lighthouse both of them asked for",
     "provider": "azure:gpt-image-1",
@@ -30,24 +35,9 @@ SHARED = {
 
 @pytest.fixture
 def shared_app(app_factory: Any, emulator: Any) -> Flask:
-    app = app_factory(
-        ATELIER_AUTH="on",
-        ATELIER_EMULATOR_LATENCY_SECONDS=0,
-        AZURE_OPENAI_API_KEY=EMULATOR_KEY,
-        AZURE_OPENAI_DEPLOYMENT="gpt-image-1=gpt-image-1",
+    return app_with_owners(
+        app_factory, ATELIER_EMULATOR_LATENCY_SECONDS=0, AZURE_OPENAI_API_KEY=EMULATOR_KEY
     )
-    with app.app_context():
-        accounts.create_user("alice", PASSWORD)
-        accounts.create_user("bob", PASSWORD)
-    return app
-
-
-def signed_in(app: Flask, username: str) -> FlaskClient:
-    client = app.test_client()
-    token = csrf_token(client, "/login")
-    form = {"username": username, "password": PASSWORD, "csrf_token": token}
-    assert client.post("/login", data=form).status_code == 303
-    return client
 
 
 def generate(client: FlaskClient, body: dict[str, Any] = SHARED) -> dict[str, Any]:
@@ -78,7 +68,8 @@ def file_urls(image: dict[str, Any]) -> list[str]:
 @pytest.fixture
 def both(shared_app: Flask) -> dict[str, Any]:
     """alice and bob, each with a finished job of the same prompt, so they share every file."""
-    alice, bob = signed_in(shared_app, "alice"), signed_in(shared_app, "bob")
+    alice = signed_in(shared_app, "alice", OWNER_PASSWORD)
+    bob = signed_in(shared_app, "bob", OWNER_PASSWORD)
     alice_job, bob_job = generate(alice), generate(bob)
     alice_image, bob_image = alice_job["images"][0], bob_job["images"][0]
     assert alice_image["id"] != bob_image["id"]
