@@ -157,3 +157,15 @@ def checked_page(browser: Browser, **options: Any) -> Iterator[Page]:
     yield page
     page.context.close()
     assert problems == [], f"the page reported errors: {problems}"
+
+
+def wait_for_js(page: Page, function: str, arg: Any = None, timeout: float = 30) -> None:
+    """Call the JavaScript `function` (source text, given `arg`) until it returns something
+    true. Instead of Playwright's wait_for_function, which compiles its predicate inside the page
+    while it polls, and the app's CSP (no 'unsafe-eval') refuses that: page.evaluate goes through
+    the DevTools protocol, which the page's CSP does not govern."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(function, arg):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout} s: {function}")
+        time.sleep(0.05)

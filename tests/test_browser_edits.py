@@ -16,7 +16,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser import app_server, checked_page, finished_job, new_page, submit_job
+from tests.browser import app_server, checked_page, finished_job, new_page, submit_job, wait_for_js
 
 SHOTS = Path("/work/shots")
 EDITS = "emulator-azure:gpt-image-1"
@@ -66,7 +66,7 @@ def open_painter(page: Page, image: dict) -> None:
     expect(page.locator(".mask-painter")).to_be_hidden()  # folded until asked for
     page.get_by_text("Paint the area to change").click()
     expect(page.locator(".mask-painter")).to_be_visible()
-    page.wait_for_function("() => document.querySelector('.mask-stage img').complete")
+    wait_for_js(page, "() => document.querySelector('.mask-stage img').complete")
 
 
 def stroke(page: Page, start=(0.15, 0.2), end=(0.85, 0.2), steps: int = 12) -> None:
@@ -98,8 +98,9 @@ def wait_for_alpha(page: Page, expected: list[int]) -> None:
 
 def wait_for_mask(page: Page, present: bool) -> None:
     count = int(present)
-    page.wait_for_function(
-        f"() => document.querySelector('#mask-form input[name=mask]').files.length === {count}"
+    wait_for_js(
+        page,
+        f"() => document.querySelector('#mask-form input[name=mask]').files.length === {count}",
     )
 
 
@@ -329,9 +330,7 @@ def test_a_refused_form_keeps_the_chosen_files(page):
     expect(page.locator(".reference-item")).to_have_count(1)
     page.get_by_label("Provider").select_option("emulator-azure:dall-e-3")
     expect(page.get_by_label("Style")).to_be_visible()  # dall-e-3's fields are in
-    page.wait_for_function(
-        "() => !document.querySelector('.htmx-request, .htmx-added, .htmx-settling')"
-    )
+    wait_for_js(page, "() => !document.querySelector('.htmx-request, .htmx-added, .htmx-settling')")
     page.get_by_label("Prompt").fill("a boat")
     page.get_by_role("button", name="Generate").click()  # dall-e-3 cannot edit: 422
 
@@ -359,7 +358,7 @@ def test_paint_a_mask_on_a_gallery_image_and_get_the_edit_with_its_inputs_and_li
     expect(page).to_have_url(re.compile(rf"/images/{source['id']}$"))
     page.get_by_text("Paint the area to change").click()
     expect(page.locator(".mask-painter")).to_be_visible()
-    page.wait_for_function("() => document.querySelector('.mask-stage img').complete")
+    wait_for_js(page, "() => document.querySelector('.mask-stage img').complete")
     # One column (the painter as wide as the page) for the README's screenshot.
     page.set_viewport_size({"width": 760, "height": 1000})
     page.locator(".mask-section").scroll_into_view_if_needed()

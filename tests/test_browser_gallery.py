@@ -10,7 +10,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser import FAST_IMAGES, app_server, finished_job, watch_problems
+from tests.browser import FAST_IMAGES, app_server, finished_job, wait_for_js, watch_problems
 
 JOBS = 6
 IMAGES_PER_JOB = 10
@@ -119,7 +119,7 @@ def test_f_right_after_a_star_swap_still_stays_on_the_page(server, page):
     )
 
     busy = ".htmx-request, .htmx-added, .htmx-settling"
-    page.wait_for_function(f"() => !document.querySelector('{busy}')")
+    wait_for_js(page, f"() => !document.querySelector('{busy}')")
     expect(star).to_have_attribute("aria-pressed", "false")  # starred, then unstarred
     assert page.evaluate("window.atelierSameDocument") is True
 
@@ -168,9 +168,10 @@ def test_screenshots_in_light_and_dark(server, browser, tmp_path):
         expect(cells(page)).to_have_count(PAGE_SIZE)
         cells(page).nth(1).locator("input.select").click()
         cells(page).nth(2).locator("input.select").click()
-        page.wait_for_function(
+        wait_for_js(
+            page,
             "Array.from(document.querySelectorAll('#gallery-grid img'))"
-            ".slice(0, 10).every(img => img.complete && img.naturalWidth > 0)"
+            ".slice(0, 10).every(img => img.complete && img.naturalWidth > 0)",
         )
         background = page.evaluate("getComputedStyle(document.body).backgroundColor")
         page.screenshot(path=str(tmp_path / f"gallery-{scheme}.png"))

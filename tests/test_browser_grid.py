@@ -19,7 +19,7 @@ import requests
 from playwright.sync_api import Browser, Page, expect
 
 from app.views.gallery import aspect_class
-from tests.browser import FAST_IMAGES, app_server, finished_job, watch_problems
+from tests.browser import FAST_IMAGES, app_server, finished_job, wait_for_js, watch_problems
 from tests.helpers import generate, get
 
 PAGE_SIZE = 48  # app.views.gallery.DEFAULT_PAGE_SIZE
@@ -87,10 +87,10 @@ def cells(page: Page):
 def open_gallery(page: Page, url: str = "/gallery") -> None:
     page.goto(url)
     expect(cells(page)).to_have_count(PAGE_SIZE)
-    page.wait_for_function(
+    wait_for_js(
+        page,
         "() => Array.from(document.querySelectorAll('#gallery-grid img')).slice(0, 8)"
         ".every(img => img.complete && img.naturalWidth > 0)",
-        polling=100,
     )
 
 
@@ -143,10 +143,10 @@ def test_density_changes_the_row_height_and_is_remembered(desktop):
     square = desktop.locator("#gallery-grid li.cell.ar-0 img").first
     assert "512w" in square.get_attribute("srcset")
     assert square.get_attribute("sizes").startswith("auto")
-    desktop.wait_for_function(
+    wait_for_js(
+        desktop,
         "img => img.complete && img.currentSrc.endsWith('-512.webp')",
         arg=square.element_handle(),
-        polling=100,
     )
     desktop.screenshot(path=str(SHOTS / "grid-desktop-large.png"))
 

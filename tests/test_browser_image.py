@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser import app_server, checked_page, finished_job, submit_job
+from tests.browser import app_server, checked_page, finished_job, submit_job, wait_for_js
 from tests.browser import new_page as browser_page
 
 SCREENSHOTS = Path("/tmp")
@@ -131,7 +131,7 @@ def test_image_page_with_its_family_screenshots(browser, server, frames):
     expect(page.locator(".replaced-model")).to_contain_text("dall-e-3 is retired")
     page.get_by_label("Provider").select_option("emulator-azure:dall-e-3")
     expect(page.get_by_label("Style")).to_be_visible()
-    page.wait_for_function("() => !document.querySelector('.htmx-added, .htmx-settling')")
+    wait_for_js(page, "() => !document.querySelector('.htmx-added, .htmx-settling')")
     page.get_by_label("Prompt").fill("a red lighthouse at dusk, in fog")
     page.get_by_role("button", name="Generate").click()
     card = page.locator(".job-card").filter(has_text="a red lighthouse at dusk, in fog")

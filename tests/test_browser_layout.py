@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser import serve_app, watch_problems
+from tests.browser import serve_app, wait_for_js, watch_problems
 
 PASSWORD = "a long layout password"
 LONG_WORD = "supercalifragilisticexpialidocious" * 3
@@ -59,12 +59,12 @@ def _make_library(page: Page, setup_url: str) -> dict[str, str]:
         return response.json()["id"]
 
     def finished(job_id: int) -> dict:
-        page.wait_for_function(
+        wait_for_js(
+            page,
             f"""async () => {{
                 const job = await (await fetch("/api/jobs/{job_id}")).json();
                 return ["succeeded", "failed", "canceled"].includes(job.status);
             }}""",
-            polling=100,
             timeout=20_000,
         )
         return page.request.get(f"/api/jobs/{job_id}").json()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser import app_server, checked_page, finished_job, new_page, submit_job
+from tests.browser import app_server, checked_page, finished_job, new_page, submit_job, wait_for_js
 
 SCREENSHOTS = Path("/tmp")
 
@@ -80,9 +80,10 @@ def image_box(page: Page) -> dict:
 
 
 def wait_loaded(page: Page) -> None:
-    page.wait_for_function(
+    wait_for_js(
+        page,
         "() => { const i = document.querySelector('.viewer-image');"
-        " return i && i.complete && i.naturalWidth > 0; }"
+        " return i && i.complete && i.naturalWidth > 0; }",
     )
 
 
@@ -145,7 +146,7 @@ def test_escape_closes_and_returns_focus_to_the_cell_with_the_scroll_unchanged(
     with checked_page(browser, base_url=server, viewport={"width": 700, "height": 420}) as page:
         open_gallery(page)
         page.evaluate("window.scrollTo(0, 300)")
-        page.wait_for_function("window.scrollY === 300")
+        wait_for_js(page, "window.scrollY === 300")
         target = thumb(page, images[4])
         target.scroll_into_view_if_needed()
         before = page.evaluate("window.scrollY")
@@ -209,9 +210,7 @@ def test_z_toggles_actual_pixels_which_pan_by_dragging(page, images):
     page.mouse.up()
     assert stage.evaluate("s => s.scrollTop") == pytest.approx(top + 60, abs=2)
     page.mouse.wheel(0, 40)
-    page.wait_for_function(
-        "t => document.querySelector('.viewer-stage').scrollTop > t", arg=top + 60
-    )
+    wait_for_js(page, "t => document.querySelector('.viewer-stage').scrollTop > t", arg=top + 60)
     assert page.evaluate("window.scrollY") == 0, "the page behind scrolled"
 
     page.keyboard.press("z")
@@ -300,8 +299,8 @@ def test_compare_shows_three_ticked_images_side_by_side(page, images):
     # Only two images have a slider mode.
     expect(viewer(page).get_by_role("button", name="Slider")).to_be_hidden()
     expect(viewer(page).get_by_role("button", name="Side by side")).to_be_hidden()
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('.compare-image')].every(i => i.complete)"
+    wait_for_js(
+        page, "() => [...document.querySelectorAll('.compare-image')].every(i => i.complete)"
     )
     page.screenshot(path=str(SCREENSHOTS / "compare.png"))
 
@@ -343,8 +342,8 @@ def test_compare_slider_by_mouse_and_keyboard(page, images):
     expect(divider).to_have_attribute("aria-valuenow", "75")
     clip = page.locator(".compare-after").evaluate("i => getComputedStyle(i).clipPath")
     assert clip == "inset(0px 0px 0px 75%)"
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('.compare-image')].every(i => i.complete)"
+    wait_for_js(
+        page, "() => [...document.querySelectorAll('.compare-image')].every(i => i.complete)"
     )
     page.screenshot(path=str(SCREENSHOTS / "compare-slider.png"))
 

@@ -11,7 +11,7 @@ import pytest
 from app import jobs, pricing
 from app.models import Job, db
 from app.validation import JobRequest
-from tests.browser import watch_problems
+from tests.browser import wait_for_js, watch_problems
 from tests.helpers import submit, wait_for_job
 
 DEPLOYMENTS = {"AZURE_OPENAI_DEPLOYMENT": "gpt-image-1=gpt-image-1,dall-e-3=dall-e-3"}
@@ -298,7 +298,7 @@ def served(tmp_path_factory):
 
 def settled(page) -> None:
     """Wait until htmx has settled swapped-in fields (their triggers work from then on)."""
-    page.wait_for_function("() => !document.querySelector('.htmx-added, .htmx-settling')")
+    wait_for_js(page, "() => !document.querySelector('.htmx-added, .htmx-settling')")
 
 
 def test_estimate_follows_the_form_in_a_browser_without_csp_errors(served, browser):
