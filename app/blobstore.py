@@ -24,6 +24,7 @@ call at start-up and raises ConfigError naming the setting that is wrong.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -68,6 +69,7 @@ class BlobStore(Protocol):
 
     def put(self, name: str, data: bytes, content_type: str | None = None) -> None: ...
     def get(self, name: str) -> bytes: ...
+    def get_with_time(self, name: str) -> tuple[bytes, float]: ...
     def stat(self, name: str) -> StoredObject | None: ...
     def delete(self, name: str) -> None: ...
     def list(self, prefix: str) -> Iterator[StoredObject]: ...
@@ -117,6 +119,11 @@ class LocalStore:
             return self.path(name).read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError, ValueError):
             raise ObjectMissing(name) from None
+
+    def get_with_time(self, name: str) -> tuple[bytes, float]:
+        data = self.get(name)
+        found = self.stat(name)
+        return data, found.modified if found is not None else 0.0
 
     def stat(self, name: str) -> StoredObject | None:
         try:
@@ -257,8 +264,12 @@ class AzureStore:
             )
 
     def get(self, name: str) -> bytes:
+        return self.get_with_time(name)[0]
+
+    def get_with_time(self, name: str) -> tuple[bytes, float]:
         downloader = self._call(self.container.download_blob, self.prefix + name)
-        return self._call(downloader.readall)
+        data = self._call(downloader.readall)
+        return data, _timestamp(downloader.properties.last_modified)
 
     def stat(self, name: str) -> StoredObject | None:
         try:
@@ -270,17 +281,13 @@ class AzureStore:
         return StoredObject(name, properties.size, properties.last_modified.timestamp())
 
     def delete(self, name: str) -> None:
-        try:
+        with contextlib.suppress(ObjectMissing):
             self._call(self.container.delete_blob, self.prefix + name)
-        except ObjectMissing:
-            pass
 
     def list(self, prefix: str) -> Iterator[StoredObject]:
         listing = self._call(self.container.list_blobs, name_starts_with=self.prefix + prefix)
         found = [
-            StoredObject(
-                blob.name[len(self.prefix) :], blob.size, _timestamp(blob.last_modified)
-            )
+            StoredObject(blob.name[len(self.prefix) :], blob.size, _timestamp(blob.last_modified))
             for blob in self._iterate(listing)
         ]
         yield from sorted(found, key=lambda item: item.name)
@@ -400,8 +407,11 @@ class S3Store:
             )
 
     def get(self, name: str) -> bytes:
+        return self.get_with_time(name)[0]
+
+    def get_with_time(self, name: str) -> tuple[bytes, float]:
         answer = self._call(self.client.get_object, Bucket=self.bucket, Key=self.prefix + name)
-        return self._call(answer["Body"].read)
+        return self._call(answer["Body"].read), _timestamp(answer.get("LastModified"))
 
     def stat(self, name: str) -> StoredObject | None:
         try:

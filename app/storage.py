@@ -75,9 +75,12 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 
 from app import blobstore, credentials, pngmeta
-# Re-exported: callers catch these and write local files through app.storage.
-from app.blobstore import ObjectMissing, StorageUnavailable, write_atomically  # noqa: F401
 from app.auth import scoping
+from app.blobstore import (  # noqa: F401  (re-exported: callers catch these through app.storage)
+    ObjectMissing,
+    StorageUnavailable,
+    write_atomically,
+)
 from app.models import Image, Job, JobInput, JobStatus, db
 
 # Formats the image APIs produce; anything else is refused before it reaches the disk.
@@ -192,8 +195,19 @@ class Storage:
     """
 
     root: Path
-    blobs: blobstore.BlobStore
+    blobs: blobstore.BlobStore = None  # type: ignore[assignment]  # None: the data folder
     spool_limit_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        if self.blobs is None:
+            object.__setattr__(self, "blobs", blobstore.LocalStore(self.root))
+
+    def path(self, name: str) -> Path:
+        """The absolute path of a stored name in the data folder (refusing names that escape
+        it). Only the local backend has paths: TypeError on an object store."""
+        if not isinstance(self.blobs, blobstore.LocalStore):
+            raise TypeError(f"{self.blobs.url} keeps objects, not files: read them by name")
+        return self.blobs.path(name)
 
     @property
     def is_local(self) -> bool:
@@ -437,8 +451,6 @@ class Storage:
             for name, job_id, index in found:
                 if (job_id, index) not in keep and job_id not in active:
                     self.remove_sidecar(name)
-
-
 
 
 def init_app(app: Flask) -> None:
