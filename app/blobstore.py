@@ -12,8 +12,8 @@ send the bytes with their MD5 (Content-MD5, which both services verify before th
 upload, so a torn or altered body is refused) and the sha256 as metadata, then read the
 object's properties back and compare its size, its MD5 (Azure: the stored Content-MD5; S3:
 the ETag, which is the MD5 of a single-part upload without SSE-KMS) and the sha256 metadata.
-A mismatch raises `StorageUnavailable`, so the row that would point at the object never
-commits.
+A mismatch deletes the damaged object and raises `StorageUnavailable`, so the row that would
+point at it never commits.
 
 Failures are sorted in two: `ObjectMissing` (a FileNotFoundError: there is no such object)
 and `StorageUnavailable` (unreachable, timed out, refused with 403 or a 5xx, or a check that
@@ -258,6 +258,9 @@ class AzureStore:
             or (stored_md5 is not None and bytes(stored_md5) != md5)
             or (properties.metadata or {}).get("sha256") != sha
         ):
+            # A damaged blob must not stay under a content address: remove it.
+            with contextlib.suppress(StorageUnavailable, ObjectMissing):
+                self._call(self.container.delete_blob, key)
             raise StorageUnavailable(
                 f"Azure Blob Storage stored {name} as {properties.size} bytes with other "
                 f"checksums than the {len(data)} bytes sent."
@@ -401,6 +404,9 @@ class S3Store:
             or (md5_etag and etag != md5.hex())
             or head.get("Metadata", {}).get("sha256") != sha
         ):
+            # A damaged object must not stay under a content address: remove it.
+            with contextlib.suppress(StorageUnavailable, ObjectMissing):
+                self._call(self.client.delete_object, Bucket=self.bucket, Key=key)
             raise StorageUnavailable(
                 f"S3 stored {name} as {head.get('ContentLength')} bytes with other checksums "
                 f"than the {len(data)} bytes sent."
