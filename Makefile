@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run serve test lint format migrate bench clean chromium
+.PHONY: run serve test lint format migrate bench clean chromium azurite
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,7 +43,15 @@ chromium:
 # fixtures are built once; `make test TEST_WORKERS=0` runs in one process.
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
-test: $(VENV)/.dev chromium
+# Azurite (Microsoft's Azure Storage emulator) for the object storage tests, from npm into .node/.
+AZURITE_VERSION := 3.37.0
+.node/.azurite-$(AZURITE_VERSION):
+	npm install --silent --no-audit --no-fund --prefix .node azurite@$(AZURITE_VERSION)
+	touch $@
+
+azurite: .node/.azurite-$(AZURITE_VERSION)
+
+test: $(VENV)/.dev chromium azurite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	ATELIER_TEST_DB=sqlite $(PYTEST)
@@ -64,4 +72,4 @@ bench: $(VENV)/.dev chromium
 	$(BIN)/python -m bench.flow
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .node .pytest_cache .ruff_cache

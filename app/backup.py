@@ -18,7 +18,8 @@ Hard links share the disk with the data folder: copy the backup folder elsewhere
 `--copy`) to survive a lost disk. The secret key and the emulator's state are not included.
 
 PostgreSQL is backed up with its own tools (`pg_dump`), plus a copy of images/, thumbs/ and
-sidecars/.
+sidecars/. With object storage (ATELIER_STORAGE_URL) the objects are downloaded into the backup
+folder (never linked), and a restore uploads them again, each checked.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ def create_backup(dest: Path, *, link: bool = True) -> dict[str, Any]:
     """Write a backup of the configured database and image folder into `dest`; its manifest."""
     config = current_app.config
     source_db = sqlite_path(config["SQLALCHEMY_DATABASE_URI"])
-    data_dir = storage.current().root
+    files = storage.current()
+    data_dir = files.root
     if dest.exists() and any(dest.iterdir()):
         raise BackupError(f"{dest} is not empty; back up into a new or empty folder.")
     dest.mkdir(parents=True, exist_ok=True)
@@ -101,9 +103,16 @@ def create_backup(dest: Path, *, link: bool = True) -> dict[str, Any]:
     os.replace(partial, dest / DATABASE_FILE)
 
     linked = copied = 0
-    for relative in _stored_files(data_dir):
+    if not files.is_local:  # an object store: each object downloaded into the backup
+        link = False
+    names = _stored_files(data_dir) if files.is_local else _stored_objects(files)
+    for relative in names:
         target_path = dest / relative
         target_path.parent.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
+        if not files.is_local:
+            storage.write_atomically(target_path, files.read(relative))
+            copied += 1
+            continue
         if link:
             try:
                 os.link(data_dir / relative, target_path)
@@ -147,14 +156,14 @@ def restore_backup(src: Path, *, force: bool = False) -> RestoreResult:
     files = storage.current()
     restored = 0
     for relative in _stored_files(src):
-        target = files.root / relative
         data = (src / relative).read_bytes()
+        found = files.stat(relative)
         if relative.startswith(f"{storage.SIDECARS}/"):
-            if target.is_file() and target.read_bytes() == data:
+            if found is not None and files.read(relative) == data:
                 continue  # a sidecar is not content-addressed: compared whole (it is small)
-        elif target.is_file() and target.stat().st_size == len(data):
+        elif found is not None and found.size == len(data):
             continue  # content-addressed: same name and size is the same file
-        storage.write_atomically(target, data)
+        files.write(relative, data)
         restored += 1
 
     db.engine.dispose()  # no pooled connection keeps the old database's pages
@@ -208,6 +217,11 @@ def _stored_files(root: Path) -> list[str]:
                 if not name.startswith(storage.TEMP_PREFIX):
                     found.append((Path(directory) / name).relative_to(root).as_posix())
     return sorted(found)
+
+
+def _stored_objects(files: storage.Storage) -> list[str]:
+    """The names of the objects under images/, thumbs/ and sidecars/ of an object store."""
+    return sorted(item.name for folder in FOLDERS for item in files.list(f"{folder}/"))
 
 
 def _job_count(database: Path) -> int:

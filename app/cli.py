@@ -31,8 +31,9 @@ cli = AppGroup("atelier", help="Atelier maintenance commands.")
     is_flag=True,
     help="First restore originals stored by earlier versions to the provider's bytes and write "
     "missing sidecars (as repair-originals does); then move stray and stale temporary files to "
-    "orphans/<timestamp>/ (never deleted) and regenerate missing thumbnails. Rows whose "
-    "original is missing or no longer matches its sha256 are only reported.",
+    "orphans/<timestamp>/ (never deleted; in object storage, ATELIER_STORAGE_URL, unreferenced "
+    "objects older than the grace period are deleted) and regenerate missing thumbnails. Rows "
+    "whose original is missing or no longer matches its sha256 are only reported.",
 )
 @click.option(
     "--grace-seconds",

@@ -107,6 +107,36 @@ SETTINGS: tuple[Setting, ...] = (
         "Folder for the database, images and secret key. Default: ./instance.",
     ),
     Setting(
+        "ATELIER_STORAGE_URL",
+        "file:",
+        "Where images, thumbnails, edit inputs, sidecars and previews are kept: file: (the data "
+        "folder), az://CONTAINER/PREFIX (Azure Blob Storage) or s3://BUCKET/PREFIX "
+        "(S3-compatible). The database and small private files stay in the data folder.",
+    ),
+    Setting(
+        "ATELIER_STORAGE_SPOOL_MB",
+        "512",
+        "Downloaded images waiting for an object store that is failing are kept in the data "
+        "folder's .spool/ up to this many MB; the upload is retried within the job's deadline.",
+        float,
+    ),
+    Setting(
+        "AZURE_STORAGE_CONNECTION_STRING",
+        None,
+        "For az:// storage: the storage account's connection string (portal → Access keys).",
+    ),
+    Setting(
+        "AZURE_STORAGE_ACCOUNT_URL",
+        None,
+        "For az:// storage without a connection string: https://ACCOUNT.blob.core.windows.net, "
+        "signed in with DefaultAzureCredential (pip install -r requirements-azure.txt).",
+    ),
+    Setting("AWS_ENDPOINT_URL", None, "For s3:// storage: an S3-compatible server's URL."),
+    Setting("AWS_ACCESS_KEY_ID", None, "For s3:// storage (else boto3's usual credential chain)."),
+    Setting("AWS_SECRET_ACCESS_KEY", None, "For s3:// storage, with AWS_ACCESS_KEY_ID."),
+    Setting("AWS_SESSION_TOKEN", None, "For s3:// storage with temporary credentials."),
+    Setting("AWS_REGION", None, "For s3:// storage: the bucket's region."),
+    Setting(
         "ATELIER_SECRET_KEY",
         None,
         "Signs sessions and CSRF tokens. Default: generated once, kept in the data folder.",
@@ -355,6 +385,8 @@ def azure_endpoint(raw: str) -> str:
 # Secrets may come from a file instead (e.g. a Docker or Kubernetes secret mounted 0600):
 # NAME_FILE=/run/secrets/name is read when NAME itself is not set.
 SECRET_SETTINGS = (
+    "AZURE_STORAGE_CONNECTION_STRING",
+    "AWS_SECRET_ACCESS_KEY",
     "AZURE_OPENAI_API_KEY",
     "AZURE_OPENAI_AD_TOKEN",
     "OPENAI_API_KEY",

@@ -268,7 +268,7 @@ def library_image(raw: Any, field: str) -> InputFile:
         image is None
         or image.file_name is None
         or image.thumbnail_name is None
-        or not storage.current().path(image.file_name).is_file()
+        or not storage.current().exists(image.file_name)
     ):
         shown = raw if isinstance(raw, str) and len(raw) <= 20 else "with that id"
         raise ValidationError(field, f"There is no image {shown} that you can use.")

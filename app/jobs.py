@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
@@ -227,7 +229,7 @@ def _store_inputs(request: JobRequest) -> tuple[list[storage.StoredImage], list[
             continue
         assert item.prepared is not None
         names = (item.prepared.file_name, *storage.thumbnail_names(item.prepared.sha256))
-        existed = {name for name in names if files.path(name).exists()}
+        existed = {name for name in names if files.exists(name)}
         stored.append(files.store_prepared(item.prepared))
         written += [name for name in names if name not in existed]
     return stored, written
@@ -668,9 +670,9 @@ def record_preview(claim: Claim, index: int, data: bytes) -> None:
     except storage.ImageRejected as error:
         log.info("job %s: partial frame %s dropped (%s)", claim.job_id, index, error)
         return
-    except OSError as error:
-        # A full or failing disk must not fail the job: the final image is what counts, and
-        # write_preview leaves no temporary file behind.
+    except (OSError, storage.StorageUnavailable) as error:
+        # A full or failing disk (or object store) must not fail the job: the final image is
+        # what counts, and write_preview leaves no temporary file behind.
         log.warning("job %s: partial frame %s not written (%s)", claim.job_id, index, error)
         return
     try:
@@ -694,7 +696,71 @@ def input_files(job_id: int) -> list[JobInput]:
 
 
 def _drop_preview(job_id: int) -> None:
-    storage.current().remove_preview(job_id)
+    try:
+        storage.current().remove_preview(job_id)
+    except storage.StorageUnavailable as error:  # verify --repair removes it later
+        log.warning("job %s: preview not removed (%s)", job_id, error)
+
+
+# --- storing a download while the storage service may be failing ------------------------------
+
+STORAGE_FAILING = "storage_unavailable"  # the error code a running job carries meanwhile
+STORAGE_RETRY_FIRST_SECONDS, STORAGE_RETRY_MAX_SECONDS = 0.5, 10.0
+
+
+def store_downloaded(
+    claim: Claim,
+    files: storage.Storage,
+    index: int,
+    data: bytes,
+    metadata: dict[str, Any],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> storage.StoredImage:
+    """Store a downloaded image and its sidecar, retrying while the storage service fails.
+
+    On the first failure the bytes go to the local spool (bounded: ATELIER_STORAGE_SPOOL_MB)
+    and the job carries a "storage is failing" note (its card shows it); the upload is tried
+    again with exponential backoff until it succeeds or the job's deadline comes, when
+    StorageUnavailable is raised (the spooled copy stays, and the caller records why). Call it
+    under the job's LeaseKeeper: the lease is renewed while this waits. ImageRejected when the
+    bytes are not an image (nothing is spooled then)."""
+    delay = STORAGE_RETRY_FIRST_SECONDS
+    noted = False
+    while True:
+        try:
+            stored = files.store_image(data)
+            # Beside the untouched original, before its row commits (objects alone rebuild).
+            files.write_sidecar(stored.sha256, claim.job_id, index, metadata)
+        except storage.StorageUnavailable as error:
+            remaining = (claim.deadline_at - utcnow()).total_seconds()
+            kept = files.spool(claim.job_id, index, data)
+            where = (
+                "the downloaded image is kept in the local spool"
+                if kept
+                else "the local spool is full (ATELIER_STORAGE_SPOOL_MB), so the image is "
+                "only held in memory"
+            )
+            if remaining <= delay:
+                raise storage.StorageUnavailable(
+                    f"Storage kept failing until this job's deadline ({error}); {where}."
+                ) from None
+            if not noted:
+                logs.job_event(log, claim.job_id, "storage_failing", JobStatus.RUNNING)
+                _fenced_update(
+                    claim,
+                    error_code=STORAGE_FAILING,
+                    error_message=f"Storage is failing ({error}); {where} and the upload is "
+                    "retried until the job's deadline.",
+                )
+                noted = True
+            sleep(delay)
+            delay = min(delay * 2, STORAGE_RETRY_MAX_SECONDS)
+            continue
+        files.unspool(claim.job_id, index)
+        if noted:
+            _fenced_update(claim, error_code=None, error_message=None)
+        return stored
 
 
 def _wake_worker() -> None:

@@ -188,9 +188,16 @@ def wait_reasons(jobs: Iterable[Job]) -> dict[int, str]:
     """Why each queued job of `jobs` has not started, by job id (job cards show it): its
     provider is paused, or the concurrency cap is reached. Jobs that are not waiting are left
     out. At most two queries for any number of cards, none when no job is queued."""
+    jobs = list(jobs)
+    # A running job whose object storage is failing says so (app.jobs.store_downloaded).
+    reasons: dict[int, str] = {
+        job.id: job.error_message or "Storage is failing"
+        for job in jobs
+        if job.status == JobStatus.RUNNING and job.error_code == "storage_unavailable"
+    }
     queued = [job for job in jobs if job.status == JobStatus.QUEUED]
     if not queued:
-        return {}
+        return reasons
     now = utcnow()
     pauses = {
         pause.provider: pause
@@ -201,7 +208,6 @@ def wait_reasons(jobs: Iterable[Job]) -> dict[int, str]:
             )
         )
     }
-    reasons: dict[int, str] = {}
     cap_reason: str | None = None
     cap = current_app.config["ATELIER_MAX_CONCURRENT_JOBS"]
     if cap and any(job.provider not in pauses for job in queued):

@@ -32,6 +32,7 @@ from an earlier version never had its parameters anywhere but the database) or a
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,12 +107,20 @@ def find_spliced(files: storage.Storage) -> list[str]:
     """The PNGs under images/ that carry the `atelier` chunk (only their first chunks are read:
     the chunk always sat right after IHDR, before the image data)."""
     found = []
-    for path in sorted((files.root / "images").glob("*/*.png")):
-        if path.name.startswith(storage.TEMP_PREFIX) or not path.is_file():
+    for item in files.list("images/"):
+        base = item.name.rsplit("/", 1)[-1]
+        if item.name.count("/") != 2 or not base.endswith(".png"):
             continue
-        with path.open("rb") as handle:
-            if pngmeta.file_carries_metadata(handle):
-                found.append(path.relative_to(files.root).as_posix())
+        if base.startswith(storage.TEMP_PREFIX):
+            continue
+        path = files.local_path(item.name)
+        if path is not None:
+            with path.open("rb") as handle:
+                carries = pngmeta.file_carries_metadata(handle)
+        else:  # an object store: the object is read whole (there are few such old PNGs)
+            carries = pngmeta.file_carries_metadata(io.BytesIO(files.read(item.name)))
+        if carries:
+            found.append(item.name)
     return found
 
 
@@ -121,7 +130,7 @@ def _step(name: str) -> None:
 
 
 def _repair_one(files: storage.Storage, relative: str, report: RepairReport) -> None:
-    data = files.path(relative).read_bytes()
+    data = files.read(relative)
     named = storage.ORIGINAL_NAME.fullmatch(relative)
     old_sha = hashlib.sha256(data).hexdigest()
     if named is None or named["sha"] != old_sha:
@@ -156,9 +165,9 @@ def _repair_one(files: storage.Storage, relative: str, report: RepairReport) -> 
     db.session.commit()
 
     # 1. The new files, then the sidecars, all durable before any row names them.
-    target = files.path(new_name)
-    if not (target.is_file() and target.stat().st_size == len(original)):
-        storage.write_atomically(target, original)
+    found = files.stat(new_name)
+    if found is None or found.size != len(original):
+        files.write(new_name, original, PNG_TYPE)
     _write_thumbnails(files, original, old_thumbnails, new_thumbnails)
     for job_id, index, metadata in sidecars:
         if files.write_sidecar(new_sha, job_id, index, metadata):
@@ -228,11 +237,11 @@ def _write_thumbnails(
 ) -> None:
     """The new thumbnails: the old ones' bytes (the pixels did not change), made again when an
     old one is missing."""
-    missing = [name for name in new if not files.path(name).is_file()]
+    missing = [name for name in new if not files.exists(name)]
     if not missing:
         return
-    if all(files.path(name).is_file() for name in old):
-        by_new = {n: files.path(o).read_bytes() for o, n in zip(old, new, strict=True)}
+    if all(files.exists(name) for name in old):
+        by_new = {n: files.read(o) for o, n in zip(old, new, strict=True)}
     else:
         thumbnails = storage.make_thumbnails(original)
         by_new = dict(zip(new, (thumbnails.small, thumbnails.large), strict=True))

@@ -1,6 +1,23 @@
-"""Image files on disk: checked, content-addressed, written atomically, with thumbnails.
+"""Stored images: checked, content-addressed, written completely, with thumbnails, in the
+backend ATELIER_STORAGE_URL names (app.blobstore: the data folder, Azure Blob Storage, S3).
 
-Layout under the data folder:
+The interface (`Storage`, `storage.current()`), the same on every backend. Objects are named by
+their path relative to the library (the data folder, or the container/bucket's prefix):
+    read(name) -> bytes               ObjectMissing (a FileNotFoundError) when absent
+    stat(name) -> StoredObject|None   size and modification time; exists(name) -> bool
+    write(name, data[, content_type]) complete and checked before it returns (see app.blobstore)
+    delete(name), list(prefix) -> [StoredObject] sorted by name
+    set_aside(name, archive)          verify --repair's stray: moved aside locally, deleted in
+                                      an object store
+    local_path(name) -> Path|None     only the local backend has paths (send_file, backups)
+    store_image / store_prepared, write_sidecar / sidecars / read_sidecar / remove_sidecar,
+    write_preview / remove_preview, remove_unused_files, spool / spooled / unspool
+    root (the data folder), is_local, location (the folder or the storage URL, for reports)
+Errors: StorageUnavailable (unreachable, 403, 5xx, timeout, a failed check: retry later),
+ObjectMissing, ImageRejected; init_app raises ConfigError naming the setting when the
+container/bucket or the credentials are wrong (one cheap call at start-up).
+
+Layout (the same names in every backend):
     images/<sha[:2]>/<sha256>.<ext>         the provider's image, exactly the bytes it delivered
                                             (so its sha256 is theirs, and any Content
                                             Credentials in it still validate)
@@ -14,25 +31,29 @@ Layout under the data folder:
     thumbs/<sha[:2]>/<sha256>-512.webp      (for the grid on ordinary and high-density screens)
     previews/<job id>.<ext>                 the latest partial frame of a streaming job, removed
                                             when the job ends or is deleted
+Always in the local data folder, whatever the backend:
     .uploads/                               request bodies' files while they are received
-                                            (unnamed temporary files, gone with the request)
+    .spool/<job id>-<index>.bin             a downloaded image whose upload failed, kept until
+                                            it succeeds (ATELIER_STORAGE_SPOOL_MB bounds it)
+    the database, the setup token, the migration lock, the emulator's state, page-cache versions
 
 An edit's input images and mask are stored in the same images/ and thumbs/ folders, exactly as
 they were uploaded (nothing embedded, so the bytes sent upstream are the bytes the user gave):
-a gallery image used as a reference is the very same file as the output it came from.
+a gallery image used as a reference is the very same object as the output it came from.
 
-A file is written to a temporary name in its final folder, fsynced, renamed into place and
-the folder fsynced, so a crash leaves either no file or a whole one, never a torn one. The
-database row that points at a file is committed only after the file and its sidecar are durable.
-A sidecar goes with its row (`remove_unused_files` removes the sidecars no row and no active job
-accounts for), a file only when no row of any owner names it.
+An object is written completely or not at all: a local file goes to a temporary name in its
+final folder, is fsynced and renamed into place; an upload is sent with its MD5 and its size,
+MD5 and sha256 read back (app.blobstore). The database row that points at an object commits
+only after the object and its sidecar are stored, so a crash in between leaves an orphan
+(`flask atelier verify --repair` sets it aside after the grace period), never a row without its
+object. A sidecar goes with its row (`remove_unused_files` removes the sidecars no row and no
+active job accounts for), an object only when no row of any owner names it.
 
-Identical bytes are one file, whoever stored them: two owners' byte-identical images share their
-original and thumbnails, and an output shares its file with every job that used it as an input.
-So a file is removed only when no image row and no job input row of any owner names it
-(`Storage.remove_unused_files`, `FILE_COLUMNS`), never because the viewer's own rows no longer do.
-
-The app's `Storage` (`storage.current()`) is the one object that knows where the data folder is.
+Identical bytes are one object, whoever stored them: two owners' byte-identical images share
+their original and thumbnails, and an output shares its object with every job that used it as
+an input. So an object is removed only when no image row and no job input row of any owner
+names it (`Storage.remove_unused_files`, `FILE_COLUMNS`), never because the viewer's own rows
+no longer do.
 """
 
 from __future__ import annotations
@@ -43,7 +64,6 @@ import io
 import json
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -54,8 +74,13 @@ from flask import Flask, current_app
 from PIL import Image as PILImage
 from sqlalchemy import select
 
-from app import credentials, pngmeta
+from app import blobstore, credentials, pngmeta
 from app.auth import scoping
+from app.blobstore import (  # noqa: F401  (re-exported: callers catch these through app.storage)
+    ObjectMissing,
+    StorageUnavailable,
+    write_atomically,
+)
 from app.models import Image, Job, JobInput, JobStatus, db
 
 # Formats the image APIs produce; anything else is refused before it reaches the disk.
@@ -76,7 +101,8 @@ UPLOADS = ".uploads"  # request bodies being received (unnamed temporary files)
 MAX_PIXELS = 4096 * 4096
 THUMBNAIL_SIZE = 256
 THUMBNAIL_LARGE_SIZE = 512
-TEMP_PREFIX = ".tmp-"
+TEMP_PREFIX = blobstore.TEMP_PREFIX
+SPOOL = ".spool"  # downloads waiting for the storage service (job-index.bin)
 # Every column of an image or job input row that names a file under the data folder.
 FILE_COLUMNS = (
     Image.file_name,
@@ -158,26 +184,97 @@ def prepare_image(data: bytes) -> PreparedImage:
 
 @dataclass(frozen=True)
 class Storage:
-    """The data folder's files: images, thumbnails and their temporary files, and the few
-    private files beside them (the setup token, the migration lock, the emulator's state).
+    """The stored objects (originals, thumbnails, edit inputs, sidecars, previews) in the
+    configured backend (`blobs`: app.blobstore), and the data folder (`root`) for what always
+    stays local: the database, the setup token, the migration lock, the emulator's state, upload
+    spools, page-cache version files and the spool of downloads waiting for their upload.
 
-    One per app (`init_app`, `current`): everything that touches a file under the data folder
-    asks it, so the folder is read from the configuration in one place.
+    One per app (`init_app`, `current`). Everything that reads or writes a stored object asks
+    it by name (`read`, `stat`, `exists`, `write`, `delete`, `list`); only the local backend
+    has paths (`local_path`, for send_file and the backup).
     """
 
     root: Path
+    blobs: blobstore.BlobStore = None  # type: ignore[assignment]  # None: the data folder
+    spool_limit_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        if self.blobs is None:
+            object.__setattr__(self, "blobs", blobstore.LocalStore(self.root))
 
     def path(self, name: str) -> Path:
-        """The absolute path of a stored file name; refuses names that escape the data folder."""
-        root = self.root.resolve()
-        path = (root / name).resolve()
-        if root not in path.parents:
-            raise ValueError(f"{name!r} is outside the data folder")
-        return path
+        """The absolute path of a stored name in the data folder (refusing names that escape
+        it). Only the local backend has paths: TypeError on an object store."""
+        if not isinstance(self.blobs, blobstore.LocalStore):
+            raise TypeError(f"{self.blobs.url} keeps objects, not files: read them by name")
+        return self.blobs.path(name)
 
-    def write(self, name: str, data: bytes) -> None:
-        """Write the file `name` atomically (see `write_atomically`)."""
-        write_atomically(self.path(name), data)
+    @property
+    def is_local(self) -> bool:
+        return self.blobs.local
+
+    @property
+    def location(self) -> str:
+        """The data folder, or the container/bucket URL (reports' first lines)."""
+        return self.blobs.url
+
+    # --- objects by name --------------------------------------------------------------------
+
+    def local_path(self, name: str) -> Path | None:
+        """The file behind a name on the local backend (None on an object store, or when the
+        name escapes the data folder)."""
+        if not isinstance(self.blobs, blobstore.LocalStore):
+            return None
+        try:
+            return self.blobs.path(name)
+        except ValueError:
+            return None
+
+    def write(self, name: str, data: bytes, content_type: str | None = None) -> None:
+        """Store `name` completely and checked (app.blobstore: atomic file, or a verified
+        upload) before returning."""
+        self.blobs.put(name, data, content_type or _content_type_of(name))
+
+    def read(self, name: str) -> bytes:
+        """The bytes of a stored object; ObjectMissing (a FileNotFoundError) when absent."""
+        return self.blobs.get(name)
+
+    def stat(self, name: str | None) -> blobstore.StoredObject | None:
+        """Size and time of a stored object, or None when there is none."""
+        if not name:
+            return None
+        return self.blobs.stat(name)
+
+    def exists(self, name: str | None) -> bool:
+        return self.stat(name) is not None
+
+    def delete(self, name: str) -> None:
+        self.blobs.delete(name)
+
+    def list(self, prefix: str) -> list[blobstore.StoredObject]:
+        """Every object under the folder `prefix` (e.g. "images/"), sorted by name."""
+        return list(self.blobs.list(prefix))
+
+    def set_aside(self, name: str, archive: str) -> bool:
+        """Take a stray object out of the library: in the data folder it moves under
+        `archive` (nothing is deleted there); in an object store it is deleted (an object no
+        row names and older than verify's grace period is an upload whose row never
+        committed). False when it was gone already."""
+        path = self.local_path(name)
+        if path is None:
+            if self.blobs.stat(name) is None:
+                return False
+            self.blobs.delete(name)
+            return True
+        target = self.root / archive / name
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:
+            return False
+        return True
+
+    # --- images -----------------------------------------------------------------------------
 
     def store_image(self, data: bytes) -> StoredImage:
         """Check a provider's image, write it exactly as delivered with its thumbnails, read
@@ -189,19 +286,19 @@ class Storage:
 
     def store_prepared(self, prepared: PreparedImage) -> StoredImage:
         """Write a checked image exactly as it is, with its thumbnails (an edit's input: the
-        bytes on disk are the bytes that were uploaded and will be sent)."""
+        bytes stored are the bytes that were uploaded and will be sent)."""
         data, digest = prepared.data, prepared.sha256
         thumbnail_name, thumbnail_large_name = thumbnail_names(digest)
-        target = self.root / prepared.file_name
         # Content addressing makes a repeated store (a retried download) a no-op.
-        if not (target.exists() and target.stat().st_size == len(data)):
-            write_atomically(target, data)
+        found = self.stat(prepared.file_name)
+        if found is None or found.size != len(data):
+            self.write(prepared.file_name, data, prepared.content_type)
         for name, thumbnail_data in (
             (thumbnail_name, prepared.thumbnails.small),
             (thumbnail_large_name, prepared.thumbnails.large),
         ):
-            if not (self.root / name).exists():
-                write_atomically(self.root / name, thumbnail_data)
+            if not self.exists(name):
+                self.write(name, thumbnail_data, "image/webp")
         return described(
             digest,
             len(data),
@@ -217,23 +314,17 @@ class Storage:
         folder.mkdir(mode=0o700, exist_ok=True)
         return folder
 
-    def read(self, name: str) -> bytes:
-        """The bytes of a stored file (an edit's input, as the worker sends it)."""
-        return self.path(name).read_bytes()
-
     def write_preview(self, job_id: int, data: bytes) -> str:
-        """Write a streaming job's latest partial frame atomically; return its name.
+        """Write a streaming job's latest partial frame; return its name.
 
         Only a PNG, JPEG or WebP (checked by its header) is written, under a name whose
         extension says which, so it is only ever served as that type. ImageRejected otherwise."""
         image_format, _, _ = inspect_image(data)
-        extension = FORMATS[image_format][0]
+        extension, content_type = FORMATS[image_format]
         name = f"{PREVIEWS}/{job_id}.{extension}"
         # Same job, another format (never expected): leave no stale frame of the other type.
         self.remove_preview(job_id, keep=name)
-        # A preview is transient: atomic (never torn) is enough, durability is not needed, but
-        # the shared helper's fsync costs little for at most three frames.
-        write_atomically(self.path(name), data)
+        self.write(name, data, content_type)
         return name
 
     def remove_preview(self, job_id: int, keep: str | None = None) -> None:
@@ -241,11 +332,11 @@ class Storage:
         for extension in CONTENT_TYPES:
             name = f"{PREVIEWS}/{job_id}.{extension}"
             if name != keep:
-                self.path(name).unlink(missing_ok=True)
+                self.delete(name)
 
     def remove_files(self, names: Iterable[str]) -> None:
         for name in names:
-            self.path(name).unlink(missing_ok=True)
+            self.delete(name)
 
     def remove_unused_files(self, names: Iterable[str]) -> None:
         """Remove those of these files that no image or job input row uses any more, and the
@@ -256,35 +347,68 @@ class Storage:
         digests = {m["sha"] for name in candidates if (m := ORIGINAL_NAME.fullmatch(name))}
         self.remove_stale_sidecars(digests)
 
+    # --- the spool: downloads waiting for the storage service -------------------------------
+
+    def _spool_path(self, job_id: int, index: int) -> Path:
+        return self.root / SPOOL / f"{job_id}-{index}.bin"
+
+    def spool(self, job_id: int, index: int, data: bytes) -> bool:
+        """Keep a downloaded image in the local spool while its upload fails (durably, 0600).
+        False when the spool (ATELIER_STORAGE_SPOOL_MB) has no room for it."""
+        path = self._spool_path(job_id, index)
+        if path.is_file():
+            return True
+        folder = path.parent
+        used = sum(p.stat().st_size for p in folder.glob("*.bin")) if folder.is_dir() else 0
+        if used + len(data) > self.spool_limit_bytes:
+            return False
+        blobstore.write_atomically(path, data)
+        return True
+
+    def spooled(self, job_id: int, index: int) -> bytes | None:
+        """The spooled download of image `index` of a job, if one waits."""
+        try:
+            return self._spool_path(job_id, index).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def unspool(self, job_id: int, index: int) -> None:
+        self._spool_path(job_id, index).unlink(missing_ok=True)
+
+    def spool_files(self) -> list[str]:
+        folder = self.root / SPOOL
+        return sorted(p.name for p in folder.glob("*.bin")) if folder.is_dir() else []
+
     # --- sidecars: the job parameters beside each original ---------------------------------
 
     def write_sidecar(self, sha256: str, job_id: int, index: int, metadata: dict[str, Any]) -> bool:
-        """Write (atomically, durably) the sidecar of image `index` of job `job_id`, whose
+        """Write (completely, durably) the sidecar of image `index` of job `job_id`, whose
         original has this sha256. The same content is not written again: False then."""
-        path = self.path(sidecar_name(sha256, job_id, index))
+        name = sidecar_name(sha256, job_id, index)
         data = (pngmeta.dumps(metadata) + "\n").encode("utf-8")
-        if path.is_file() and path.read_bytes() == data:
-            return False
-        write_atomically(path, data)
+        try:
+            if self.read(name) == data:
+                return False
+        except FileNotFoundError:
+            pass
+        self.write(name, data, "application/json")
         return True
 
     def sidecars(self, sha256: str) -> list[tuple[str, int, int]]:
         """(name, job id, index) of every sidecar of the original with this sha256."""
-        folder = self.root / sidecar_folder(sha256)
-        if not folder.is_dir():
-            return []
+        folder = sidecar_folder(sha256)
         found = []
-        for path in sorted(folder.iterdir()):
-            match = SIDECAR_NAME.fullmatch(path.name)
-            if match is not None and path.is_file():
-                name = f"{sidecar_folder(sha256)}/{path.name}"
-                found.append((name, int(match["job_id"]), int(match["index"])))
+        for item in self.list(f"{folder}/"):
+            base = item.name[len(folder) + 1 :]
+            match = SIDECAR_NAME.fullmatch(base)
+            if match is not None:
+                found.append((item.name, int(match["job_id"]), int(match["index"])))
         return found
 
     def read_sidecar(self, name: str) -> dict[str, Any]:
         """A sidecar's metadata; ValueError when it is not a JSON object."""
         try:
-            value = json.loads(self.path(name).read_text("utf-8"))
+            value = json.loads(self.read(name).decode("utf-8"))
         except UnicodeDecodeError as error:
             raise ValueError(f"The sidecar is not UTF-8 ({error}).") from None
         if not isinstance(value, dict):
@@ -292,10 +416,11 @@ class Storage:
         return value
 
     def remove_sidecar(self, name: str) -> None:
-        path = self.path(name)
-        path.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):  # not empty: other rows' sidecars are there
-            path.parent.rmdir()  # the original's folder, once its last sidecar is gone
+        self.delete(name)
+        path = self.local_path(name)
+        if path is not None:
+            with contextlib.suppress(OSError):  # not empty: other rows' sidecars are there
+                path.parent.rmdir()  # the original's folder, once its last sidecar is gone
 
     def remove_stale_sidecars(self, digests: Iterable[str]) -> None:
         """Remove the sidecars of these originals that no stored image row accounts for.
@@ -329,15 +454,23 @@ class Storage:
 
 
 def init_app(app: Flask) -> None:
-    """Make the app's Storage on ATELIER_DATA_DIR (creating the folder) and register it."""
-    files = Storage(Path(app.config["ATELIER_DATA_DIR"]))
-    files.root.mkdir(parents=True, exist_ok=True)
-    app.extensions[EXTENSION] = files
+    """Make the app's Storage: the data folder (ATELIER_DATA_DIR, created) and the backend
+    ATELIER_STORAGE_URL names, checked with one cheap call (ConfigError naming the setting)."""
+    root = Path(app.config["ATELIER_DATA_DIR"])
+    root.mkdir(parents=True, exist_ok=True)
+    blobs = blobstore.open_store(app.config.get("ATELIER_STORAGE_URL"), root, app.config)
+    blobs.check()
+    spool_mb = app.config.get("ATELIER_STORAGE_SPOOL_MB") or 0
+    app.extensions[EXTENSION] = Storage(root, blobs, int(spool_mb * 1024 * 1024))
 
 
 def current(app: Flask | None = None) -> Storage:
     """The Storage of `app`, else of the current app."""
     return (app if app is not None else current_app).extensions[EXTENSION]
+
+
+def _content_type_of(name: str) -> str | None:
+    return CONTENT_TYPES.get(name.rsplit(".", 1)[-1]) if "." in name else None
 
 
 def inspect_image(data: bytes) -> tuple[str, int, int]:
@@ -468,33 +601,6 @@ def _webp(image: PILImage.Image) -> bytes:
     # method 2 encodes about 3x faster than 4 for a few percent more bytes (bench/images.py).
     image.save(out, "WEBP", quality=80, method=2)
     return out.getvalue()
-
-
-def write_atomically(target: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename over the target, fsync the folder.
-
-    The file is 0600 (mkstemp's mode, kept by the rename) and a new folder 0700: whatever the
-    umask, nobody but the service user reads another user's images."""
-    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, target)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    _fsync_directory(target.parent)
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def files_in_use(names: Iterable[str]) -> set[str]:

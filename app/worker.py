@@ -326,13 +326,13 @@ def _submit(claim: jobs.Claim, client: AsyncProvider, settings: WorkerSettings) 
 def _generate(claim: jobs.Claim, client: SyncProvider, settings: WorkerSettings) -> None:
     try:
         inputs = _input_images(claim, settings)
-    except OSError as error:
-        # Nothing was sent: an input file is gone from the data folder (restored badly?).
+    except (OSError, storage.StorageUnavailable) as error:
+        # Nothing was sent: an input file is gone (restored badly?) or storage is failing.
         jobs.mark_failed(
             claim,
             "input_missing",
-            f"An input image of this job cannot be read from the data folder ({error.strerror}); "
-            "nothing was sent.",
+            f"An input image of this job cannot be read from storage "
+            f"({getattr(error, 'strerror', None) or error}); nothing was sent.",
         )
         return
     jobs.mark_submitting(claim)
@@ -433,12 +433,13 @@ def _store_slots(
             continue
         try:
             with LeaseKeeper(claim, settings):
-                stored = settings.storage.store_image(client.fetch_image(slot))
-                # Beside the untouched original, before its row commits (files alone rebuild).
-                settings.storage.write_sidecar(
-                    stored.sha256,
-                    claim.job_id,
+                # A download spooled while storage failed is not fetched again.
+                data = settings.storage.spooled(claim.job_id, slot.index)
+                stored = jobs.store_downloaded(
+                    claim,
+                    settings.storage,
                     slot.index,
+                    data if data is not None else client.fetch_image(slot),
                     pngmeta.image_metadata(claim, slot, inputs),
                 )
         except ProviderError as error:
@@ -446,6 +447,10 @@ def _store_slots(
             jobs.record_missing_image(claim, slot, ImageStatus.FAILED, error.code, error.message)
         except storage.ImageRejected as error:
             jobs.record_missing_image(claim, slot, ImageStatus.FAILED, "bad_image", str(error))
+        except storage.StorageUnavailable as error:
+            jobs.record_missing_image(
+                claim, slot, ImageStatus.FAILED, jobs.STORAGE_FAILING, str(error)
+            )
         else:
             crash_point("after_rename")
             jobs.record_stored_image(claim, slot, stored)

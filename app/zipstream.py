@@ -89,7 +89,7 @@ def stream_zip(members: Iterable[Member]) -> Iterator[bytes]:
             if member.make is not None:
                 try:  # made before its header is written: a damaged file leaves no torn member
                     member = Member(member.name, member.modified, data=member.make())
-                except ValueError:
+                except (ValueError, FileNotFoundError):  # damaged, or removed meanwhile
                     continue
             info = zipfile.ZipInfo(member.name, date_time=_zip_time(member.modified))
             info.compress_type = member.compress_type
@@ -131,26 +131,25 @@ def image_archive(
     is itself one of the archived images is not stored twice, its entry names that file.
 
     Everything is read from the rows here, before the first byte is sent, so the stream that
-    follows reads files only and needs no database session. Images whose file is gone are left
-    out (of the manifest too), as are inputs whose file is gone (their entry says `file: null`).
+    follows reads stored objects only and needs no database session. Images whose file is gone
+    are left out (of the manifest too), as are inputs whose file is gone (their entry says
+    `file: null`).
     """
     members: list[Member] = []
     manifest: list[dict[str, Any]] = []
     # Archive names by SHA-256, so an input and an output with the same bytes are one file.
     archived: dict[str, str] = {}
     present = [
-        image
-        for image in images
-        if image.file_name is not None and files.path(image.file_name).is_file()
+        image for image in images if image.file_name is not None and files.exists(image.file_name)
     ]
     for image in present:
         archived.setdefault(image.sha256 or "", image_file_name(image))
     for image in present:
         assert image.file_name is not None
-        path = files.path(image.file_name)
+        file_name = image.file_name
         name = image_file_name(image)
         job = image.job
-        members.append(Member(name=name, modified=image.created_at, path=path))
+        members.append(Member(name=name, modified=image.created_at, **_source(files, file_name)))
         copy_name = None
         if with_prompt:
             copy_name = f"{WITH_PROMPT_FOLDER}/{with_prompt_file_name(image)}"
@@ -158,17 +157,22 @@ def image_archive(
                 Member(
                     name=copy_name,
                     modified=image.created_at,
-                    make=_copy_maker(path, pngmeta.row_metadata(job, image)),
+                    make=_copy_maker(files, file_name, pngmeta.row_metadata(job, image)),
                 )
             )
         inputs = []
         for item in job.inputs:
             archive_name = archived.get(item.sha256)
-            input_path = files.path(item.file_name)
-            if archive_name is None and input_path.is_file():
+            if archive_name is None and files.exists(item.file_name):
                 archive_name = input_file_name(item.sha256, item.file_name)
                 archived[item.sha256] = archive_name
-                members.append(Member(name=archive_name, modified=job.created_at, path=input_path))
+                members.append(
+                    Member(
+                        name=archive_name,
+                        modified=job.created_at,
+                        **_source(files, item.file_name),
+                    )
+                )
             inputs.append(
                 {
                     "role": item.role,
@@ -212,8 +216,17 @@ def image_archive(
     return stream_zip(members)
 
 
-def _copy_maker(path: Path, metadata: dict[str, Any]) -> Callable[[], bytes]:
-    return lambda: pngmeta.embed_copy(path.read_bytes(), metadata)
+def _copy_maker(files: storage.Storage, name: str, metadata: dict[str, Any]) -> Callable[[], bytes]:
+    return lambda: pngmeta.embed_copy(files.read(name), metadata)
+
+
+def _source(files: storage.Storage, name: str) -> dict[str, Any]:
+    """Where a member's bytes come from: the file, read in chunks (the data folder), or the
+    object, read when the member is written (one in memory at a time)."""
+    path = files.local_path(name)
+    if path is not None:
+        return {"path": path}
+    return {"make": lambda: files.read(name)}
 
 
 def _zip_time(moment: datetime) -> tuple[int, int, int, int, int, int]:

@@ -9,11 +9,14 @@ browsers may keep them for a year without asking again.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from flask import abort, request, send_file, url_for
+from flask import abort, current_app, request, send_file, url_for
 from werkzeug.wrappers import Response
 
 from app import library, storage
@@ -38,10 +41,32 @@ def content_url(image: Image, size: int | None = None, *, download: bool = False
     return url_for("files.content", name=name, **({"download": "1"} if download else {}))
 
 
+def send_stored(name: str, **options: Any) -> Response:
+    """send_file for a stored object, with the same headers on every backend: the file itself
+    in the data folder (ranges, Last-Modified from its time), or the object's bytes and time
+    from an object store (read whole: images are a few MB at most). 404 when it is gone, 503
+    when the storage service is failing."""
+    files = storage.current()
+    path = files.local_path(name)
+    if path is not None:
+        if not path.is_file():
+            abort(404, "There is no such file.")
+        return send_file(path, **options)
+    try:
+        data, modified = files.blobs.get_with_time(name)
+    except FileNotFoundError:
+        abort(404, "There is no such file.")
+    except storage.StorageUnavailable as error:
+        current_app.logger.warning("%s not served: %s", name, error)
+        abort(503, "Image storage is failing; try again in a moment.")
+    modified_at = datetime.fromtimestamp(modified, UTC) if modified else None
+    return send_file(io.BytesIO(data), last_modified=modified_at, **options)
+
+
 def send_content(name: str, allowed: Callable[[Image], bool]) -> Response:
     """Serve the content-addressed file `name` if an image the viewer may see has it.
 
-    The name only selects a database row (a digest and a size); the path on disk comes from
+    The name only selects a database row (a digest and a size); the stored object comes from
     that row. Files are private to their viewer: no shared cache may keep them.
     """
     match = CONTENT_NAME.fullmatch(name)
@@ -54,12 +79,9 @@ def send_content(name: str, allowed: Callable[[Image], bool]) -> Response:
     stored_name = getattr(image, THUMBNAIL_COLUMNS[size]) if size else image.file_name
     if stored_name is None or (extension and Path(stored_name).suffix != f".{extension}"):
         abort(404, "There is no such file.")
-    path = storage.current().path(stored_name)
-    if not path.is_file():
-        abort(404, "There is no such file.")
     download = bool(extension) and request.args.get("download") == "1"
-    response = send_file(
-        path,
+    response = send_stored(
+        stored_name,
         mimetype="image/webp" if size else image.content_type,
         conditional=True,
         etag=f"{digest}-{size}" if size else digest,

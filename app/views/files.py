@@ -21,17 +21,17 @@ WebP, with `nosniff`: nothing uploaded is served as something a browser could ru
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
-from flask import Blueprint, abort, current_app, send_file
+from flask import Blueprint, abort, current_app
 from flask.blueprints import BlueprintSetupState
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from app import library, pngmeta, storage
-from app.models import Image, Job, JobInput, JobStatus, db
-from app.views.content_files import send_content
+from app.models import Image, ImageStatus, Job, JobInput, JobStatus, db
+from app.views.content_files import send_content, send_stored
 from app.zipstream import image_file_name, with_prompt_file_name
 
 bp = Blueprint("files", __name__, url_prefix="/files")
@@ -50,9 +50,9 @@ def thumbnail(image_id: int) -> Response:
 @bp.get("/images/<int:image_id>/original")
 def original(image_id: int) -> Response:
     """*Download original*: the stored file, exactly the bytes the provider delivered."""
-    path, image = _image_file(image_id, thumbnail=False)
+    name, image = _image_file(image_id, thumbnail=False)
     return _send_revalidated(
-        path,
+        name,
         mimetype=image.content_type,
         etag=image.sha256,
         download_name=image_file_name(image),
@@ -64,9 +64,16 @@ def original(image_id: int) -> Response:
 def with_prompt(image_id: int) -> Response:
     """*Download with prompt*: a modified copy carrying the prompt and job parameters (its
     Content Credentials no longer validate); made on request, never stored."""
-    path, image = _image_file(image_id, thumbnail=False)
+    name, image = _image_file(image_id, thumbnail=False)
     try:
-        data = pngmeta.embed_copy(path.read_bytes(), pngmeta.row_metadata(image.job, image))
+        original_bytes = storage.current().read(name)
+    except FileNotFoundError:
+        abort(404, f"There is no image {image_id}.")
+    except storage.StorageUnavailable as error:
+        current_app.logger.warning("image %s: not read (%s)", image_id, error)
+        abort(503, "Image storage is failing; try again in a moment.")
+    try:
+        data = pngmeta.embed_copy(original_bytes, pngmeta.row_metadata(image.job, image))
     except ValueError as error:  # the stored file is damaged (verify reports it)
         current_app.logger.warning("image %s: no copy with prompt (%s)", image_id, error)
         abort(409, "This image's file is damaged; `flask atelier verify` says more.")
@@ -93,8 +100,8 @@ def job_preview(job_id: int) -> Response:
     job = db.session.scalar(select(Job).where(Job.id == job_id))
     if job is None or job.preview_name is None or job.status != JobStatus.RUNNING:
         abort(404, "This job has no preview.")
-    path = _stored_path(job.preview_name)
-    response = send_file(path, mimetype=_content_type(path), conditional=False, max_age=0)
+    name = job.preview_name
+    response = send_stored(name, mimetype=_content_type(name), conditional=False, max_age=0)
     # A new frame replaces the file under the same name: never keep one.
     return _private(response, "no-store")
 
@@ -113,21 +120,25 @@ def content(name: str) -> Response:
     return send_content(name, lambda _image: True)
 
 
-def _image_file(image_id: int, *, thumbnail: bool) -> tuple[Path, Image]:
-    """The path and row of an image the viewer may see (its thumbnail's path); 404 otherwise."""
-    found = library.image_file(image_id, thumbnail=thumbnail)
-    if found is None:
+def _image_file(image_id: int, *, thumbnail: bool) -> tuple[str, Image]:
+    """The stored name and row of an image the viewer may see (its thumbnail's name); 404
+    otherwise (looked up by id only, never by a name from the request)."""
+    image = library.get_image(image_id)
+    name = None
+    if image is not None and image.status == ImageStatus.STORED:
+        name = image.thumbnail_name if thumbnail else image.file_name
+    if image is None or name is None:
         abort(404, f"There is no image {image_id}.")
-    return found
+    return name, image
 
 
 def _send_by_id(image_id: int, *, thumbnail: bool) -> Response:
-    path, image = _image_file(image_id, thumbnail=thumbnail)
+    name, image = _image_file(image_id, thumbnail=thumbnail)
     return _send_revalidated(
-        path,
+        name,
         mimetype="image/webp" if thumbnail else image.content_type,
         etag=f"{image.sha256}{'-t' if thumbnail else ''}",
-        download_name=f"atelier-{image.job_id}-{image.index + 1}{path.suffix}",
+        download_name=f"atelier-{image.job_id}-{image.index + 1}{PurePosixPath(name).suffix}",
     )
 
 
@@ -138,22 +149,25 @@ def _send_input(input_id: int, *, thumbnail: bool) -> Response:
     )
     if item is None:
         abort(404, f"There is no input {input_id}.")
-    path = _stored_path(item.thumbnail_name if thumbnail else item.file_name)
+    name = item.thumbnail_name if thumbnail else item.file_name
+    if name is None:
+        abort(404, "There is no such file.")
+    suffix = PurePosixPath(name).suffix
     return _send_revalidated(
-        path,
-        mimetype=_content_type(path),
+        name,
+        mimetype=_content_type(name),
         etag=f"{item.sha256}{'-t' if thumbnail else ''}",
-        download_name=f"atelier-{item.job_id}-{item.role}-{item.position + 1}{path.suffix}",
+        download_name=f"atelier-{item.job_id}-{item.role}-{item.position + 1}{suffix}",
     )
 
 
 def _send_revalidated(
-    path: Path, *, mimetype: str, etag: str, download_name: str, as_attachment: bool = False
+    name: str, *, mimetype: str, etag: str, download_name: str, as_attachment: bool = False
 ) -> Response:
     """A stored file found by an id. Ids can be reused after a delete, so the browser
     revalidates (a cheap 304 via the ETag)."""
-    response = send_file(
-        path,
+    response = send_stored(
+        name,
         mimetype=mimetype,
         as_attachment=as_attachment,
         download_name=download_name,
@@ -172,18 +186,9 @@ def _private(response: Response, cache: str) -> Response:
     return response
 
 
-def _stored_path(name: str | None) -> Path:
-    if name is None:
-        abort(404, "There is no such file.")
-    path = storage.current().path(name)
-    if not path.is_file():
-        abort(404, "There is no such file.")
-    return path
-
-
-def _content_type(path: Path) -> str:
+def _content_type(name: str) -> str:
     """The type a stored file is sent as, from its name: only the three image types."""
-    content_type: Any = storage.CONTENT_TYPES.get(path.suffix.lstrip("."))
+    content_type: Any = storage.CONTENT_TYPES.get(PurePosixPath(name).suffix.lstrip("."))
     if content_type is None:
         abort(404, "There is no such file.")
     return content_type
