@@ -52,7 +52,8 @@ def viewer(page: Page):
 
 
 def thumb(page: Page, image_id: int):
-    return page.locator(f"#gallery-grid a.thumb[href^='/images/{image_id}']").first
+    # By its id attribute: an href prefix would also match /images/10 for image 1.
+    return page.locator(f"#gallery-grid a.thumb[data-image-id='{image_id}']")
 
 
 def shown_src(page: Page) -> str:
@@ -158,7 +159,7 @@ def test_escape_closes_and_returns_focus_to_the_cell_with_the_scroll_unchanged(
 
         expect(viewer(page)).to_be_hidden()
         assert page.evaluate("window.scrollY") == before
-        assert target.evaluate("a => a === document.activeElement")
+        expect(target).to_be_focused()
 
 
 def test_arrow_keys_and_buttons_move_through_the_cells_in_order(page, images):
@@ -185,7 +186,7 @@ def test_arrow_keys_and_buttons_move_through_the_cells_in_order(page, images):
 
     # Closing after moving puts focus on the cell of the image shown.
     page.keyboard.press("Escape")
-    assert thumb(page, images[-1]).evaluate("a => a === document.activeElement")
+    expect(thumb(page, images[-1])).to_be_focused()
 
 
 def test_z_toggles_actual_pixels_which_pan_by_dragging(page, images):
@@ -306,7 +307,7 @@ def test_compare_shows_three_ticked_images_side_by_side(page, images):
 
     page.keyboard.press("Escape")
     expect(viewer(page)).to_be_hidden()
-    assert compare.evaluate("b => b === document.activeElement")
+    expect(compare).to_be_focused()
 
 
 def test_compare_slider_by_mouse_and_keyboard(page, images):
