@@ -17,6 +17,7 @@ import socket
 import socketserver
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -510,3 +511,15 @@ def post(client, url: str, data: dict | None = None, *, htmx: bool = False, toke
 def cells(page: str) -> list[int]:
     """The image ids of the grid cells in a page or partial, in order."""
     return [int(n) for n in re.findall(r'<li class="cell[^"]*" id="image-(\d+)"', page)]
+
+
+def flask_db(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """`flask db ARGS` in a subprocess on the data folder `tmp_path` (a database of its own)."""
+    env = {**os.environ, "ATELIER_DATA_DIR": str(tmp_path), "ATELIER_WORKER_THREADS": "0"}
+    database_url = database_url_for(tmp_path, migrated=False)  # None on SQLite: the file
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "db", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip

@@ -20,8 +20,7 @@ from app.emulator.content_credentials import GENERATOR, ContentSigner, Ingredien
 from app.library import GalleryFilters
 from app.models import Image, db
 from app.validation import ValidationError
-from tests.helpers import database_url_for, wait_for_job
-from tests.test_migrations import flask_db
+from tests.helpers import database_url_for, flask_db, wait_for_job
 
 MIME_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 

@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 from sqlalchemy import create_engine, inspect
 
-from tests.helpers import ROOT, database_url_for
-
-
-def flask_db(tmp_path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ATELIER_DATA_DIR": str(tmp_path), "ATELIER_WORKER_THREADS": "0"}
-    database_url = database_url_for(tmp_path, migrated=False)  # None on SQLite: the file
-    if database_url is not None:
-        env["DATABASE_URL"] = database_url
-    return subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "app", "db", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+from tests.helpers import database_url_for, flask_db
 
 
 def tables(tmp_path) -> set[str]:

@@ -31,7 +31,7 @@ from app.cli import cli
 from app.models import Image, Job, JobInput, db, write_transaction
 from tests.helpers import EMULATOR_KEY, OWNER_PASSWORD, app_with_owners, csrf_token, signed_in
 from tests.independent_azure import KEY as INDEPENDENT_KEY
-from tests.test_originals import (  # noqa: F401  (fixtures)
+from tests.originals_helpers import (  # noqa: F401  (fixtures)
     GPT,
     app,
     azure,
