@@ -205,10 +205,8 @@ def memory_child(image_dir: Path) -> None:
         stored = []
         for slot in slots:
             stored.append(
-                storage.Storage(data_dir).store_image(
-                    fetcher.fetch(slot),
-                    {"atelier": 1, "job_id": 1, "index": slot.index, "prompt": "bench"},
-                )
+                # Originals are stored as delivered (their parameters go to a sidecar).
+                storage.Storage(data_dir).store_image(fetcher.fetch(slot))
             )
         seconds = time.perf_counter() - started
         print(
