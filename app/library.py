@@ -12,13 +12,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, or_, select, tuple_
 from sqlalchemy.orm import contains_eager, selectinload
 
-from app import search, storage
+from app import search
 from app.models import Collection, CollectionImage, Image, ImageStatus, Job, JobStatus, db
 from app.parsing import parse_id, parse_whole_number
 from app.validation import ValidationError
@@ -405,20 +404,6 @@ def sibling_images(
         .limit(1)
     )
     return newer, older
-
-
-def image_file(image_id: int, *, thumbnail: bool) -> tuple[Path, Image] | None:
-    """The file behind a stored image (looked up by id only, never by a path from a request)."""
-    image = get_image(image_id)
-    if image is None or image.status != ImageStatus.STORED:
-        return None
-    name = image.thumbnail_name if thumbnail else image.file_name
-    if name is None:
-        return None
-    path = storage.current().path(name)
-    if not path.is_file():
-        return None
-    return path, image
 
 
 def images_by_ids(ids: Sequence[int], *, live_only: bool = True) -> list[Image]:
