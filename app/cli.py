@@ -14,7 +14,7 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
 
-from app import backup, consistency, curation, logs, repair, setup, storage
+from app import backup, consistency, curation, logs, repair, setup, storage, storage_migrate
 from app.auth import accounts, tokens
 from app.models import User, db, write_transaction
 from app.validation import ValidationError
@@ -168,6 +168,38 @@ def restore_command(src: Path, force: bool) -> None:
             f"The backup's schema revision is {result.manifest['schema_revision']}, this "
             f"version's is {result.current_revision}: run `flask db upgrade`."
         )
+
+
+# --- storage ------------------------------------------------------------------------------------
+
+
+@cli.group("storage")
+def storage_group() -> None:
+    """Where the library's objects live (ATELIER_STORAGE_URL)."""
+
+
+@storage_group.command("migrate")
+@click.option(
+    "--to",
+    "target_url",
+    required=True,
+    metavar="URL",
+    help="file: (the data folder), az://CONTAINER/PREFIX or s3://BUCKET/PREFIX, with "
+    "credentials from the same variables as ATELIER_STORAGE_URL.",
+)
+def storage_migrate_command(target_url: str) -> None:
+    """Copy every image, thumbnail, edit input and sidecar to URL, verifying each, then record
+    URL in the database as the library's storage: from then on every instance must run with
+    ATELIER_STORAGE_URL=URL. Resumable: run it again after an interruption. The source is
+    never deleted. Exit status 1 when an object is damaged, missing or failed (no switch)."""
+    try:
+        report = storage_migrate.migrate(storage.current(), target_url, progress=_progress)
+    except storage_migrate.MigrationRefused as error:
+        raise click.ClickException(str(error)) from None
+    for line in report.lines():
+        click.echo(line)
+    if not report.switched:
+        click.get_current_context().exit(1)
 
 
 # --- accounts -----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ cut or the OOM killer) the first time it reaches that point. Unset, `crash_point
                     written, no row names them yet
     repair_committed            ... the rows name the restored original, the old file is there
     repair_thumbnails_removed   ... the old thumbnails are gone, the old original is not
+    migrate_copy    `storage migrate`: a few objects are copied to the target, the rest not
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ POINTS = (
     "repair_written",
     "repair_committed",
     "repair_thumbnails_removed",
+    "migrate_copy",
 )
 
 

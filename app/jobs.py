@@ -188,6 +188,10 @@ def create_job(
             # Counted in the same write transaction as the insert, so two requests at once
             # cannot both take the last image of a quota.
             _lock_owner_limits(session, owner_id)
+            if job.inputs:
+                # Its inputs' rows name objects: never commit them into a store the library
+                # was moved away from (app.storage_migrate's switch).
+                storage.check_location(session)
             used = limits.limits_for(owner, now)
             refused = limits.refusal(used, request.n, estimated_cost or 0.0, now)
             if refused is not None:
@@ -593,6 +597,11 @@ def record_missing_image(
 
 def _record_image(claim: Claim, image: Image) -> None:
     with write_transaction() as session:
+        if image.file_name:
+            # The row names an object: read where the library lives in this very transaction
+            # (FOR SHARE on PostgreSQL), so it commits before `storage migrate` switches (which
+            # then copies its objects) or not at all. StorageMoved: nothing is committed.
+            storage.check_location(session)
         _fenced_update_in(session, claim, lease_expires_at=_lease_until())
         image.owner_id = session.scalar(select(Job.owner_id).where(Job.id == claim.job_id))
         session.add(image)
@@ -732,6 +741,9 @@ def store_downloaded(
             stored = files.store_image(data)
             # Beside the untouched original, before its row commits (objects alone rebuild).
             files.write_sidecar(stored.sha256, claim.job_id, index, metadata)
+            # Moved by `storage migrate`? Then wait here like during an outage (the row's own
+            # commit checks again, under a lock, in _record_image).
+            _check_location_now()
         except storage.StorageUnavailable as error:
             remaining = (claim.deadline_at - utcnow()).total_seconds()
             kept = files.spool(claim.job_id, index, data)
@@ -761,6 +773,15 @@ def store_downloaded(
         if noted:
             _fenced_update(claim, error_code=None, error_message=None)
         return stored
+
+
+def _check_location_now() -> None:
+    """StorageMoved when the library was moved away from this instance's storage (a plain
+    primary-key read, its transaction ended at once)."""
+    try:
+        storage.check_location(db.session, lock=False)
+    finally:
+        db.session.commit()
 
 
 def _wake_worker() -> None:

@@ -4,8 +4,9 @@ Owns: the `db` extension, the declarative base with a constraint naming conventi
 migrations are stable), the SQLite connection settings, `write_transaction()`, and the tables:
 `jobs` (one prompt sent to a provider), `job_inputs` (the images and mask an edit sends),
 `images` (one slot of a job's result), collections, `data_versions` (the page caches'
-versions on PostgreSQL, moved by app.coordination), and the accounts side (`users`, their
-sign-in sessions, API tokens, share links, login attempts).
+versions on PostgreSQL, moved by app.coordination), `library_settings` (where the library's
+objects live once `flask atelier storage migrate` has moved them), and the accounts side
+(`users`, their sign-in sessions, API tokens, share links, login attempts).
 Status changes happen only in `app.jobs`; accounts are managed by `app.auth`.
 """
 
@@ -388,6 +389,20 @@ class DataVersions(db.Model):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     library_version: Mapped[int] = mapped_column(BigInteger, default=0)
     data_version: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class LibrarySetting(db.Model):
+    """A setting of the library itself, kept in the database so every instance sees one value.
+
+    `storage_url`: where the library's objects live once `flask atelier storage migrate` has
+    moved them (app.storage checks it at start-up and app.jobs before an image row commits);
+    no row, or NULL, means never migrated: the configured ATELIER_STORAGE_URL is trusted."""
+
+    __tablename__ = "library_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 def configure_engine(engine: Engine) -> None:

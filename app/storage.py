@@ -14,8 +14,17 @@ their path relative to the library (the data folder, or the container/bucket's p
     write_preview / remove_preview, remove_unused_files, spool / spooled / unspool
     root (the data folder), is_local, location (the folder or the storage URL, for reports)
 Errors: StorageUnavailable (unreachable, 403, 5xx, timeout, a failed check: retry later),
-ObjectMissing, ImageRejected; init_app raises ConfigError naming the setting when the
-container/bucket or the credentials are wrong (one cheap call at start-up).
+StorageMoved (a StorageUnavailable: the library was moved elsewhere), ObjectMissing,
+ImageRejected; init_app raises ConfigError naming the setting when the container/bucket or the
+credentials are wrong (one cheap call at start-up), or when the database records that
+`flask atelier storage migrate` moved the library somewhere other than ATELIER_STORAGE_URL.
+
+Where the library lives: once `flask atelier storage migrate` has copied every object, the
+database's `library_settings` row `storage_url` names the new place (`record_location`). Every
+instance compares it with its own ATELIER_STORAGE_URL (`normalized_url`): at start-up
+(ConfigError naming both), and in the very transaction that commits a row naming an object
+(`check_location`, one primary-key read), so an instance still running with the old URL never
+commits a row pointing into the old store after the switch. No row: never migrated.
 
 Layout (the same names in every backend):
     images/<sha[:2]>/<sha256>.<ext>         the provider's image, exactly the bytes it delivered
@@ -62,6 +71,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import warnings
@@ -72,7 +82,10 @@ from typing import Any
 
 from flask import Flask, current_app
 from PIL import Image as PILImage
-from sqlalchemy import select
+from sqlalchemy import create_engine, inspect, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from app import blobstore, credentials, pngmeta
 from app.auth import scoping
@@ -81,7 +94,10 @@ from app.blobstore import (  # noqa: F401  (re-exported: callers catch these thr
     StorageUnavailable,
     write_atomically,
 )
-from app.models import Image, Job, JobInput, JobStatus, db
+from app.config import ConfigError
+from app.models import Image, Job, JobInput, JobStatus, LibrarySetting, db, utcnow
+
+log = logging.getLogger(__name__)
 
 # Formats the image APIs produce; anything else is refused before it reaches the disk.
 FORMATS = {
@@ -130,6 +146,12 @@ EXTENSION = "atelier_storage"  # the app.extensions key of the app's Storage
 
 class ImageRejected(ValueError):
     """The bytes are not an acceptable image; nothing was written."""
+
+
+class StorageMoved(StorageUnavailable):
+    """`flask atelier storage migrate` moved the library's objects elsewhere: this instance's
+    ATELIER_STORAGE_URL is out of date. Nothing was committed; it waits (as during an outage)
+    until it is restarted with the new URL."""
 
 
 @dataclass(frozen=True)
@@ -455,13 +477,117 @@ class Storage:
 
 def init_app(app: Flask) -> None:
     """Make the app's Storage: the data folder (ATELIER_DATA_DIR, created) and the backend
-    ATELIER_STORAGE_URL names, checked with one cheap call (ConfigError naming the setting)."""
+    ATELIER_STORAGE_URL names, checked with one cheap call (ConfigError naming the setting),
+    after checking that the database does not record the library as moved elsewhere."""
     root = Path(app.config["ATELIER_DATA_DIR"])
     root.mkdir(parents=True, exist_ok=True)
-    blobs = blobstore.open_store(app.config.get("ATELIER_STORAGE_URL"), root, app.config)
+    configured = app.config.get("ATELIER_STORAGE_URL")
+    recorded = _recorded_at_start_up(app.config.get("DATABASE_URL"))
+    if recorded is not None and recorded[0] != normalized_url(configured):
+        raise ConfigError(moved_message(recorded[0], recorded[1], configured))
+    blobs = blobstore.open_store(configured, root, app.config)
     blobs.check()
     spool_mb = app.config.get("ATELIER_STORAGE_SPOOL_MB") or 0
     app.extensions[EXTENSION] = Storage(root, blobs, int(spool_mb * 1024 * 1024))
+
+
+# --- where the library lives (flask atelier storage migrate) --------------------------------
+
+STORAGE_URL_KEY = "storage_url"  # the library_settings row migrate writes
+
+
+def normalized_url(url: str | None) -> str:
+    """A storage URL in one spelling: "file:" for the data folder (unset, file:, file://),
+    else scheme://NAME or scheme://NAME/PREFIX without stray slashes."""
+    if not url or url.strip() in ("file:", "file://"):
+        return "file:"
+    scheme, _, rest = url.strip().partition("://")
+    name, _, prefix = rest.strip("/").partition("/")
+    prefix = prefix.strip("/")
+    return f"{scheme.lower()}://{name}/{prefix}" if prefix else f"{scheme.lower()}://{name}"
+
+
+def moved_message(recorded: str, when: Any, configured: str | None) -> str:
+    """What an instance configured with `configured` is told when the library is elsewhere."""
+    date = f" on {when:%Y-%m-%d %H:%M} UTC" if when is not None else ""
+    return (
+        f"The library's images were moved to {recorded} by `flask atelier storage migrate`"
+        f"{date}, but ATELIER_STORAGE_URL is {normalized_url(configured)}; set "
+        f"ATELIER_STORAGE_URL={recorded} (with that storage's credentials) on every instance."
+    )
+
+
+def recorded_location(session: Any, *, lock: str | None = None) -> tuple[str, Any] | None:
+    """(normalized URL, when) that migrate recorded, or None when the library never moved.
+
+    `lock`: "share" (a row about to commit, PostgreSQL FOR SHARE: migrate's switch waits for
+    it, and it waits for the switch) or "update" (the switch itself). SQLite has no row locks:
+    its writes are serialized, which gives the same order."""
+    statement = select(LibrarySetting.value, LibrarySetting.updated_at).where(
+        LibrarySetting.key == STORAGE_URL_KEY
+    )
+    if lock == "share":
+        statement = statement.with_for_update(read=True)
+    elif lock == "update":
+        statement = statement.with_for_update()
+    row = session.execute(statement).first()
+    if row is None or not row.value:
+        return None
+    return row.value, row.updated_at
+
+
+def check_location(session: Any, configured: str | None = None, *, lock: bool = True) -> None:
+    """Raise StorageMoved unless the library's objects live where this app writes them.
+
+    Call it inside the write transaction that commits a row naming an object (one primary-key
+    read, FOR SHARE on PostgreSQL): a switch committed before it is seen, one that is not yet
+    committed waits until this transaction ends, and then copies the row's objects too.
+    `lock=False`: a plain read, for an early look before the upload is final."""
+    if configured is None:
+        configured = current_app.config.get("ATELIER_STORAGE_URL")
+    recorded = recorded_location(session, lock="share" if lock else None)
+    if recorded is not None and recorded[0] != normalized_url(configured):
+        raise StorageMoved(moved_message(recorded[0], recorded[1], configured))
+
+
+def record_location(session: Any, url: str) -> None:
+    """Record (in the caller's transaction) that the library's objects now live at `url`."""
+    row = session.get(LibrarySetting, STORAGE_URL_KEY)
+    if row is None:
+        session.add(
+            LibrarySetting(key=STORAGE_URL_KEY, value=normalized_url(url), updated_at=utcnow())
+        )
+    else:
+        row.value, row.updated_at = normalized_url(url), utcnow()
+
+
+def _recorded_at_start_up(database_url: str | None) -> tuple[str, Any] | None:
+    """The recorded location, read before the app's own engine exists (storage starts first).
+
+    A database that does not exist yet, or has no library_settings table (not migrated yet),
+    has recorded nothing. One that cannot be reached is not checked here (a log line): the
+    check before every commit (`check_location`) still keeps rows out of the wrong store."""
+    if not database_url:
+        return None
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and (
+        not url.database or url.database == ":memory:" or not Path(url.database).is_file()
+    ):
+        return None
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            if not inspect(connection).has_table(LibrarySetting.__tablename__):
+                return None
+            return recorded_location(connection)
+    except SQLAlchemyError as error:
+        log.warning(
+            "the database could not be read at start-up to check the library's location (%s)",
+            str(error).splitlines()[0],
+        )
+        return None
+    finally:
+        engine.dispose()
 
 
 def current(app: Flask | None = None) -> Storage:
