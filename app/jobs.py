@@ -13,6 +13,7 @@ under the job's lease and removed whenever the job ends, is canceled or deleted.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -560,21 +561,54 @@ def recorded_image_indexes(job_id: int) -> set[int]:
 
 
 def record_stored_image(claim: Claim, slot: ImageSlot, stored: storage.StoredImage) -> None:
-    _record_image(
-        claim,
-        Image(
-            job_id=claim.job_id,
-            index=slot.index,
-            status=ImageStatus.STORED,
-            **storage.file_columns(stored),
-            placeholder=stored.placeholder,
-            revised_prompt=slot.revised_prompt,
-            filter_results=slot.filter_results,
-            # Content Credentials, read at store time from the provider's exact bytes.
-            **stored.credentials,
-        ),
-    )
+    """Commit the row of a stored image. StorageMoved when `storage migrate` switched the
+    library elsewhere after the upload's own check (store_downloaded): then nothing commits,
+    the download goes to the local spool and the job says why; the step ends and the job is
+    taken up again when its lease expires (the spooled bytes are used then)."""
+    try:
+        _record_image(
+            claim,
+            Image(
+                job_id=claim.job_id,
+                index=slot.index,
+                status=ImageStatus.STORED,
+                **storage.file_columns(stored),
+                placeholder=stored.placeholder,
+                revised_prompt=slot.revised_prompt,
+                filter_results=slot.filter_results,
+                # Content Credentials, read at store time from the provider's exact bytes.
+                **stored.credentials,
+            ),
+        )
+    except storage.StorageMoved as error:
+        _hold_back(claim, slot.index, stored, error)
+        raise
     metrics.image_saved()
+
+
+def _hold_back(
+    claim: Claim, index: int, stored: storage.StoredImage, error: storage.StorageMoved
+) -> None:
+    """Keep an image whose row may not commit (the library moved) in the local spool, read
+    back from the store it was uploaded to (migrate never deletes it), and note why on the
+    job, as store_downloaded does during an outage."""
+    files = storage.current()
+    try:
+        kept = files.spool(claim.job_id, index, files.read(stored.file_name))
+    except (OSError, storage.StorageUnavailable):
+        kept = False
+    where = (
+        "the downloaded image is kept in the local spool"
+        if kept
+        else f"the image stays in the old storage as {stored.file_name}"
+    )
+    # A job canceled or taken over meanwhile (LeaseLost) has nothing to be told.
+    with contextlib.suppress(LeaseLost):
+        _fenced_update(
+            claim,
+            error_code=STORAGE_FAILING,
+            error_message=f"Storage is failing ({error}); {where}.",
+        )
 
 
 def record_missing_image(

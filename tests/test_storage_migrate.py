@@ -10,6 +10,8 @@ import io
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from sqlalchemy import select
 
 from app import jobs, storage
 from app.config import ConfigError
-from app.models import Image, JobInput, LibrarySetting, db, write_transaction
+from app.models import Image, Job, JobInput, LibrarySetting, db, write_transaction
 from tests.edit_helpers import EDITOR, png
 from tests.helpers import (
     EMULATOR_KEY,
@@ -363,6 +365,11 @@ def test_an_image_row_never_commits_once_the_switch_is_recorded(app_factory, bac
             run_ready(app)
     with app.app_context():
         assert db.session.scalars(select(Image).where(Image.job_id == job_id)).all() == []
+        job = db.session.get(Job, job_id)
+        assert job.status == "running" and job.error_code == jobs.STORAGE_FAILING
+        assert f"set ATELIER_STORAGE_URL={target.url()}" in job.error_message
+        assert "kept in the local spool" in job.error_message
+    assert storage.current(app).spool_files() == [f"{job_id}-0.bin"]
 
 
 def test_an_edit_uploaded_to_an_instance_on_the_old_url_is_not_committed(app_factory, backends):
@@ -380,3 +387,44 @@ def test_an_edit_uploaded_to_an_instance_on_the_old_url_is_not_committed(app_fac
         )
     with app.app_context():
         assert db.session.scalars(select(JobInput)).all() == []
+
+
+def test_a_row_committing_during_the_switch_waits_for_it_and_then_stores_nothing(
+    app_factory, backends, monkeypatch
+):
+    """While migrate holds the location row (its last pass), a commit that names an object
+    waits for the switch (PostgreSQL: FOR SHARE against FOR UPDATE; SQLite: one writer at a
+    time) and then sees the new place, instead of committing into the old one unseen."""
+    target = backends("azure")
+    app = app_factory(**target.settings(ATELIER_STORAGE_URL=""))
+    real = storage.record_location
+    switching = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def slow_switch(session: Any, url: str) -> None:
+        switching.set()
+        time.sleep(1)  # the other commit is waiting now
+        real(session, url)
+
+    def commit_meanwhile() -> None:
+        switching.wait(30)
+        started = time.monotonic()
+        with app.app_context():
+            try:
+                with write_transaction() as session:
+                    storage.check_location(session, "file:")
+            except storage.StorageMoved as error:
+                outcome["error"] = error
+            finally:
+                db.session.remove()
+        outcome["waited"] = time.monotonic() - started
+
+    monkeypatch.setattr(storage, "record_location", slow_switch)
+    thread = threading.Thread(target=commit_meanwhile)
+    thread.start()
+    result = run_migrate(app, target.url())
+    thread.join(30)
+
+    assert result.exit_code == 0, result.output
+    assert outcome["waited"] > 0.5
+    assert f"moved to {target.url()}" in str(outcome["error"])
