@@ -20,7 +20,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from app import jobs, storage
+from app import jobs, storage, storage_migrate
 from app.config import ConfigError
 from app.models import Image, Job, JobInput, LibrarySetting, db, write_transaction
 from tests.edit_helpers import EDITOR, png
@@ -159,7 +159,7 @@ def library_names(store: Any) -> list[str]:
     ("source_kind", "target_kind"), [("file", "azure"), ("azure", "s3"), ("s3", "file")]
 )
 def test_migrate_copies_every_object_and_the_app_on_the_new_url_serves_the_same_bytes(
-    app_factory, backends, restarted, source_kind, target_kind
+    app_factory, backends, restarted, monkeypatch, source_kind, target_kind
 ):
     source = backends(source_kind) if source_kind != "file" else None
     target = backends(target_kind) if target_kind != "file" else None
@@ -171,9 +171,15 @@ def test_migrate_copies_every_object_and_the_app_on_the_new_url_serves_the_same_
     source_names = library_names(storage.current(app).blobs)
     assert len(rows) == 4 and len(source_names) >= 3 * 4 + 3
 
+    monkeypatch.setattr(storage_migrate, "PROGRESS_EVERY", 5)
+
     result = run_migrate(app, url_of(target))
 
     assert result.exit_code == 0, result.output
+    progress = [line for line in result.output.splitlines() if "looked at" in line]
+    assert progress[0].startswith("5 object(s) looked at: 5 copied (")
+    assert progress[1].startswith("10 object(s) looked at: 10 copied (")
+    assert len(progress) == len(source_names) // 5
     assert f"Copied {len(source_names)} object(s)" in result.output
     assert "0 damaged, 0 missing, 0 failed" in result.output
     assert "was not changed or deleted" in result.output
