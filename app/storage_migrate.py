@@ -55,8 +55,9 @@ class MigrationRefused(Exception):
 
 @dataclass
 class MigrationReport:
-    source: str
+    source: str  # normalized URLs
     target: str
+    source_location: str = ""  # the data folder's path, or the source URL
     copied: int = 0
     already_there: int = 0
     bytes_copied: int = 0
@@ -87,17 +88,18 @@ class MigrationReport:
             )
         else:
             found.append(
-                "Not switched: the library still lives in "
-                f"{self.source}. Fix what is listed (`flask atelier verify` says more) and run "
-                "the same command again; it continues where it stopped."
+                f"Not switched: the library still lives in {self.source}. Fix what is listed "
+                "(`flask atelier verify` names the images concerned: restore their files from "
+                "a backup, or delete those images) and run the same command again; it "
+                "continues where it stopped."
             )
         found.append(
-            f"The source ({self.source}) was not changed or deleted. Once every instance runs "
-            "with the new URL and `flask atelier verify` is clean, remove it yourself "
-            "(the data folder's images/, thumbs/ and sidecars/, or the old container/bucket "
-            "prefix)."
+            f"The source ({self.source_location}) was not changed or deleted. Once every "
+            "instance runs with the new URL and `flask atelier verify` is clean, remove its "
+            "images/, thumbs/ and sidecars/ yourself (the folders, or the objects under the "
+            "container's/bucket's prefix) when you no longer want a copy to go back to."
             if self.switched
-            else f"The source ({self.source}) was not changed or deleted."
+            else f"The source ({self.source_location}) was not changed or deleted."
         )
         return found
 
@@ -108,7 +110,9 @@ def open_target(url: str, root: Path, settings: Any) -> blobstore.BlobStore:
         target = blobstore.open_store(url, root, settings)
         target.check()
     except ConfigError as error:
-        raise MigrationRefused(f"--to {url}: {error}") from None
+        # The backends name the setting they read the URL from; here it came from --to.
+        message = str(error).replace("ATELIER_STORAGE_URL", "--to")
+        raise MigrationRefused(f"The target {url} cannot be used: {message}") from None
     return target
 
 
@@ -131,7 +135,10 @@ def migrate(
         )
     target = open_target(target_url, files.root, config)
     _ensure_location_row()
-    copier = _Copier(files.blobs, target, MigrationReport(source_url, target_norm), progress)
+    report = MigrationReport(source_url, target_norm, files.location)
+    copier = _Copier(files.blobs, target, report, progress)
+    if progress is not None:
+        progress(f"Copying the library from {files.location} to {target_norm} ...")
 
     # Pass 1: everything the source holds.
     for prefix in PREFIXES:
@@ -151,7 +158,6 @@ def migrate(
                 "was recorded."
             )
         copier.copy_all(_names_in_rows())
-        report = copier.report
         if report.clean:
             storage.record_location(session, target_norm)
             report.switched = True
