@@ -20,7 +20,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from app import jobs, storage, storage_migrate
+from app import consistency, jobs, storage, storage_migrate
 from app.config import ConfigError
 from app.models import Image, Job, JobInput, LibrarySetting, db, write_transaction
 from tests.edit_helpers import EDITOR, png
@@ -28,6 +28,7 @@ from tests.helpers import (
     EMULATOR_KEY,
     ROOT,
     database_url_for,
+    free_port,
     generate,
     make_app,
     run_ready,
@@ -189,6 +190,8 @@ def test_migrate_copies_every_object_and_the_app_on_the_new_url_serves_the_same_
     )
     assert library_names(storage.current(moved).blobs) == source_names
     assert library_of(moved) == (rows, served)
+    with moved.app_context():
+        assert consistency.verify(storage.current()).clean
     assert library_names(storage.current(app).blobs) == source_names  # the source stays
 
 
@@ -275,7 +278,9 @@ def test_an_original_missing_from_the_source_stops_the_switch(app_factory, backe
     assert recorded(app) is None
 
 
-@pytest.mark.parametrize("fault", ["wrong container", "bad credentials", "unreachable"])
+@pytest.mark.parametrize(
+    "fault", ["wrong container", "bad credentials", "unreachable", "unknown scheme"]
+)
 def test_a_bad_target_is_a_clear_error_and_nothing_is_recorded(app_factory, backends, fault):
     if fault == "wrong container":
         target = backends("azure")
@@ -286,9 +291,11 @@ def test_a_bad_target_is_a_clear_error_and_nothing_is_recorded(app_factory, back
         bad = azurite_connection_string(target.port, key="YmFkIGtleQ==")
         settings = target.settings(ATELIER_STORAGE_URL="", AZURE_STORAGE_CONNECTION_STRING=bad)
         url, expected = target.url(), "AZURE_STORAGE_CONNECTION_STRING: Azure Blob Storage refused"
+    elif fault == "unknown scheme":
+        target = backends("s3")
+        settings = target.settings(ATELIER_STORAGE_URL="")
+        url, expected = "ftp://somewhere/lib", "--to='ftp://somewhere/lib': use file:"
     else:
-        from tests.helpers import free_port
-
         target = backends("s3")
         closed = f"http://127.0.0.1:{free_port()}"
         settings = target.settings(ATELIER_STORAGE_URL="", AWS_ENDPOINT_URL=closed)
@@ -299,7 +306,8 @@ def test_a_bad_target_is_a_clear_error_and_nothing_is_recorded(app_factory, back
     result = run_migrate(app, url)
 
     assert result.exit_code == 1
-    assert f"--to {url}:" in result.output and expected in result.output, result.output
+    assert f"The target {url} cannot be used: " in result.output, result.output
+    assert expected in result.output, result.output
     assert recorded(app) is None
     assert target.names() == []
 
