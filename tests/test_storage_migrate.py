@@ -442,3 +442,24 @@ def test_a_row_committing_during_the_switch_waits_for_it_and_then_stores_nothing
     assert result.exit_code == 0, result.output
     assert outcome["waited"] > 0.5
     assert f"moved to {target.url()}" in str(outcome["error"])
+
+
+def test_a_migration_that_lost_the_race_to_another_one_records_nothing(
+    app_factory, backends, monkeypatch
+):
+    target = backends("azure")
+    app = app_factory(**target.settings(ATELIER_STORAGE_URL=""))
+    real = storage_migrate._names_in_rows
+
+    def another_migration_finishes_meanwhile() -> set[str]:
+        with write_transaction() as session:
+            storage.record_location(session, "s3://elsewhere/lib")
+        return real()
+
+    monkeypatch.setattr(storage_migrate, "_names_in_rows", another_migration_finishes_meanwhile)
+
+    result = run_migrate(app, target.url())
+
+    assert result.exit_code == 1
+    assert "Another migration moved the library to s3://elsewhere/lib meanwhile" in result.output
+    assert recorded(app) == "s3://elsewhere/lib"
