@@ -126,11 +126,10 @@ class StorageProbe:
                 ).start()
         answered = pending.wait(STORAGE_CHECK_TIMEOUT_SECONDS)
         with self._lock:
-            if not answered and self._pending is pending:
+            if self._answer is None or (not answered and self._pending is pending):
                 # Remembered like any answer: scrapes in the next seconds do not each wait.
                 log.warning("readiness: the storage service did not answer in time")
                 self._answer = (TIMED_OUT, time.monotonic())
-            assert self._answer is not None
             return self._answer[0]
 
     def _check(self, pending: threading.Event) -> None:
