@@ -153,8 +153,9 @@ class StorageProbe:
 def storage_reason(error: Exception, blobs: blobstore.BlobStore) -> str:
     """A short reason for /readyz from what `check()` raised: no URL, account or secret.
 
-    app.blobstore's check() raises ConfigError with a sentence naming the setting; these are
-    the cases it distinguishes (tests/test_storage_operations.py checks each on real servers)."""
+    app.blobstore's check() raises ConfigError with a sentence naming the setting: these are
+    the cases its sentences distinguish (tests/test_storage_operations.py sees unreachable,
+    missing and refused on real servers, so a reworded sentence fails there)."""
     text = str(error).lower()
     bucket = "bucket" if isinstance(blobs, blobstore.S3Store) else "container"
     if "does not exist" in text:

@@ -17,6 +17,7 @@ import pytest
 from flask import Flask
 
 from app import blobstore, consistency, metrics, storage, storage_stats
+from app.config import ConfigError
 from app.models import Image, Job, db
 from tests.edit_helpers import png
 from tests.helpers import generate, submit
@@ -231,6 +232,24 @@ def test_readyz_says_the_credentials_are_refused(
     assert (status, parts["storage"]) == (503, "credentials refused")
     assert wrong_key not in body
     no_secret_in(body, object_store, object_store.port)
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ("ATELIER_STORAGE_URL: S3 answered HTTP 503 for bucket 'b'.", "answered HTTP 503"),
+        (
+            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY: no S3 credentials were found",
+            "no credentials",
+        ),
+        ("something no sentence of check() says", "failing"),
+    ],
+)
+def test_the_other_storage_answers_have_short_reasons_too(tmp_path, message, reason):
+    store = blobstore.open_store("s3://b/p", tmp_path, {"AWS_REGION": "us-east-1"})
+    assert metrics.storage_reason(ConfigError(message), store) == reason
+    unavailable = blobstore.StorageUnavailable("S3 (s3://b/p) failed: something odd")
+    assert metrics.storage_reason(unavailable, store) == "unavailable"
 
 
 def test_readyz_has_no_storage_part_on_the_data_folder(idle_app):
