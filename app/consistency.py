@@ -135,6 +135,7 @@ class VerifyReport:
     spool_leftovers: dict[str, str] = field(default_factory=dict)
     spool_removed: dict[str, str] = field(default_factory=dict)
     spool_kept: dict[str, str] = field(default_factory=dict)
+    spool_extensions: dict[str, str] = field(default_factory=dict, repr=False)  # images' formats
     # image id -> (file_name, the missing thumbnails' names), for readable lines.
     file_names: dict[int, tuple[str | None, str | None]] = field(default_factory=dict, repr=False)
 
@@ -250,19 +251,27 @@ class VerifyReport:
             else:
                 lines.append(f"Spool leftover: {path} ({why}).")
         kept = [path for path in self.spool_leftovers if path not in self.spool_removed]
-        if kept:
-            lines.append(
-                "A spool leftover is a downloaded image exactly as the provider delivered it "
-                "(PNG, JPEG or WebP). "
-                + (
-                    "Those kept may be the only copy: copy each out of the data folder "
-                    "(e.g. `cp DATA/.spool/12-0.bin job-12-image-0.png`, the extension its "
-                    "format's), then delete it from .spool/."
-                    if self.repair
-                    else "--repair removes those whose bytes are stored and named by a row, "
-                    "and keeps the others."
-                )
+        if not kept:
+            return lines
+        line = (
+            "A spool leftover is a downloaded image exactly as the provider delivered it "
+            "(PNG, JPEG or WebP). "
+        )
+        if not self.repair:
+            line += (
+                "--repair removes those whose bytes are stored and named by a row, and keeps "
+                "the others."
             )
+        else:
+            example = next((path for path in kept if path in self.spool_extensions), kept[0])
+            extension = self.spool_extensions.get(example, "png")
+            stem = example.rsplit("/", 1)[-1].removesuffix(".bin")
+            line += (
+                "Those kept may be the only copy: copy each out of the data folder under a name "
+                f"with its format's extension (e.g. `cp DATA/{example} image-{stem}.{extension}`), "
+                "then delete it from .spool/."
+            )
+        lines.append(line)
         return lines
 
     def _file(self, image_id: int) -> str | None:
@@ -552,8 +561,11 @@ def _repair_spool(files: storage.Storage, report: VerifyReport) -> None:
             report.spool_kept[path] = f"it is not an image Atelier stores ({error})"
             continue
         name = storage.original_name(digest, image_format)
+        report.spool_extensions[path] = storage.FORMATS[image_format][0]
         if _existing_file(files, name) is None:
-            report.spool_kept[path] = f"no stored object holds its bytes (sha256 {digest})"
+            report.spool_kept[path] = (
+                f"no stored object holds its bytes (a {image_format} image, sha256 {digest})"
+            )
         elif _sha256_of(files, name) != digest:
             report.spool_kept[path] = f"the object at {name} no longer holds these bytes"
         else:

@@ -398,9 +398,10 @@ def test_a_leftover_of_a_failed_job_that_is_not_stored_is_kept_with_how_to_recov
     assert f"Spool leftover: {path} (job {job_id} failed without storing image 0): kept" in (
         result.output
     )
-    assert "cp DATA/.spool/" in result.output
+    assert f"`cp DATA/{path} image-{job_id}-0.png`" in result.output
     assert report.spool_kept == {
-        path: f"no stored object holds its bytes (sha256 {hashlib.sha256(data).hexdigest()})"
+        path: "no stored object holds its bytes "
+        f"(a PNG image, sha256 {hashlib.sha256(data).hexdigest()})"
     }
     assert spool_path(app, job_id).read_bytes() == data
 
