@@ -14,6 +14,15 @@ of anything), moves other stray files aside into `orphans/<UTC timestamp>/` (not
 ever deleted) and regenerates missing thumbnails from intact originals; a row is only changed
 by that repair of originals.
 
+The spool: a download whose upload to the object store failed waits in the data folder's
+`.spool/<job id>-<index>.bin` until the upload succeeds. One whose job is still queued or
+running is normal (the worker uploads it when storage answers again). Any other is a leftover:
+its image row is already stored, or its job is final (the upload kept failing until the
+deadline) or gone. A repair removes a leftover only when its bytes are safe elsewhere: the
+object at its content address exists, hashes to the same sha256, and some row names it (an
+object no row names is an orphan that the same repair sets aside). The others stay, named with
+how to recover them: they may be the only copy of an image the provider was paid for.
+
 "No row references" means no row of any owner: files are content-addressed, so two owners'
 identical images share files, and every read here sees all owners' rows (`scoping.ALL_OWNERS`)
 even if it ever runs inside a signed-in request.
@@ -41,6 +50,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import re
 import time
 from collections.abc import Container
 from dataclasses import dataclass, field
@@ -68,6 +78,8 @@ from app.models import (
 
 SCANNED_FOLDERS = ("images", "thumbs")
 ORPHANS_FOLDER = "orphans"
+# What app.storage.Storage.spool names a waiting download: <job id>-<index>.bin.
+SPOOL_NAME = re.compile(r"(?P<job_id>[0-9]{1,18})-(?P<index>[0-9]{1,9})\.bin")
 DEFAULT_GRACE_SECONDS = 900
 METADATA_VERSION = 1
 # What a rebuilt job takes from its first image's metadata, besides its times.
@@ -116,6 +128,14 @@ class VerifyReport:
     # and those whose missing thumbnails a repair regenerated.
     input_problems: dict[int, str] = field(default_factory=dict)
     regenerated_input_thumbnails: list[int] = field(default_factory=list)
+    # The spool (names relative to the data folder, ".spool/12-0.bin"): downloads whose job is
+    # still waiting for their upload (normal), leftovers (name -> why), and with repair=True
+    # those removed (name -> the object that holds their bytes) or kept (name -> why).
+    spool_waiting: list[str] = field(default_factory=list)
+    spool_leftovers: dict[str, str] = field(default_factory=dict)
+    spool_removed: dict[str, str] = field(default_factory=dict)
+    spool_kept: dict[str, str] = field(default_factory=dict)
+    spool_extensions: dict[str, str] = field(default_factory=dict, repr=False)  # images' formats
     # image id -> (file_name, the missing thumbnails' names), for readable lines.
     file_names: dict[int, tuple[str | None, str | None]] = field(default_factory=dict, repr=False)
 
@@ -137,6 +157,7 @@ class VerifyReport:
             + len(self.missing_sidecars)
             + len(self.credential_mismatches)
             + len(set(self.stale_previews) - set(self.removed_previews))
+            + len(set(self.spool_leftovers) - set(self.spool_removed))
         )
 
     @property
@@ -196,6 +217,7 @@ class VerifyReport:
         for path in self.stale_previews:
             done = ": removed" if path in self.removed_previews else ""
             lines.append(f"Preview of a job that is not running with it: {path}{done}.")
+        lines += self._spool_lines()
         for path in self.recent_files:
             lines.append(
                 f"Left alone (younger than {self.grace_seconds} s, may be a write in progress): "
@@ -211,6 +233,45 @@ class VerifyReport:
         else:
             hint = "" if self.repair else " Run with --repair to fix what can be fixed."
             lines.append(f"{self.remaining_problems} problem(s) remain.{hint}")
+        return lines
+
+    def _spool_lines(self) -> list[str]:
+        lines = [
+            f"Waiting for its upload (normal while storage fails; the worker uploads it): {path}."
+            for path in self.spool_waiting
+        ]
+        for path, why in self.spool_leftovers.items():
+            if path in self.spool_removed:
+                lines.append(
+                    f"Spool leftover: {path} ({why}): removed, its bytes are stored as "
+                    f"{self.spool_removed[path]}."
+                )
+            elif path in self.spool_kept:
+                lines.append(f"Spool leftover: {path} ({why}): kept, {self.spool_kept[path]}.")
+            else:
+                lines.append(f"Spool leftover: {path} ({why}).")
+        kept = [path for path in self.spool_leftovers if path not in self.spool_removed]
+        if not kept:
+            return lines
+        line = (
+            "A spool leftover is a downloaded image exactly as the provider delivered it "
+            "(PNG, JPEG or WebP). "
+        )
+        if not self.repair:
+            line += (
+                "--repair removes those whose bytes are stored and named by a row, and keeps "
+                "the others."
+            )
+        else:
+            example = next((path for path in kept if path in self.spool_extensions), kept[0])
+            extension = self.spool_extensions.get(example, "png")
+            stem = example.rsplit("/", 1)[-1].removesuffix(".bin")
+            line += (
+                "Those kept may be the only copy: copy each out of the data folder under a name "
+                f"with its format's extension (e.g. `cp DATA/{example} image-{stem}.{extension}`), "
+                "then delete it from .spool/."
+            )
+        lines.append(line)
         return lines
 
     def _file(self, image_id: int) -> str | None:
@@ -287,8 +348,10 @@ def verify(
     _check_inputs(files, input_rows, digests, report)
     _check_sidecars(files, rows, threshold, report)
     _check_previews(files, threshold, report)
+    _check_spool(files, report)
     _check_credentials(files, rows, intact_originals, report)
     if repair:
+        _repair_spool(files, report)
         _move_aside(files, report)
         _remove_stale_previews(files, threshold, report)
         _regenerate_thumbnails(files, rows, intact_originals, report)
@@ -433,6 +496,90 @@ def _check_previews(files: storage.Storage, threshold: float, report: VerifyRepo
     for item in previews:
         report.files_checked += 1
         _sort_file(item, live, threshold, report, report.stale_previews)
+
+
+def _check_spool(files: storage.Storage, report: VerifyReport) -> None:
+    """Sort the spooled downloads: waiting (the job is queued or running and has no stored row
+    at that index) or leftovers (stored already, or the job is final or gone)."""
+    spooled: dict[str, tuple[int, int] | None] = {}
+    for base in files.spool_files():
+        match = SPOOL_NAME.fullmatch(base)
+        spooled[f"{storage.SPOOL}/{base}"] = (
+            (int(match["job_id"]), int(match["index"])) if match is not None else None
+        )
+    if not spooled:
+        return
+    job_ids = {found[0] for found in spooled.values() if found is not None}
+    statuses = dict(
+        db.session.execute(
+            select(Job.id, Job.status)
+            .where(Job.id.in_(job_ids))
+            .execution_options(**scoping.ALL_OWNERS)
+        ).all()
+    )
+    stored = {
+        (row.job_id, row.index): row.id
+        for row in db.session.execute(
+            select(Image.id, Image.job_id, Image.index)
+            .where(Image.job_id.in_(job_ids), Image.status == ImageStatus.STORED)
+            .execution_options(**scoping.ALL_OWNERS)
+        )
+    }
+    db.session.commit()
+    for path, found in spooled.items():
+        if found is None:
+            report.spool_leftovers[path] = "not a name the worker spools under"
+            continue
+        job_id, index = found
+        if found in stored:
+            report.spool_leftovers[path] = f"image {stored[found]} of job {job_id} is stored"
+        elif job_id not in statuses:
+            report.spool_leftovers[path] = f"job {job_id} is gone"
+        elif statuses[job_id] in JobStatus.FINAL:
+            report.spool_leftovers[path] = (
+                f"job {job_id} {statuses[job_id]} without storing image {index}"
+            )
+        else:
+            report.spool_waiting.append(path)
+
+
+def _repair_spool(files: storage.Storage, report: VerifyReport) -> None:
+    """Remove each spool leftover whose bytes are stored at their content address (same
+    sha256) and named by a row, so no verify will set that object aside; keep the others,
+    saying why."""
+    safe: dict[str, str] = {}  # spool path -> the object holding its bytes
+    for path in list(report.spool_leftovers):
+        try:
+            data = (files.root / path).read_bytes()
+        except FileNotFoundError:  # removed since the scan: nothing left to decide
+            del report.spool_leftovers[path]
+            continue
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            image_format, _, _ = storage.inspect_image(data)
+        except storage.ImageRejected as error:
+            report.spool_kept[path] = f"it is not an image Atelier stores ({error})"
+            continue
+        name = storage.original_name(digest, image_format)
+        report.spool_extensions[path] = storage.FORMATS[image_format][0]
+        if _existing_file(files, name) is None:
+            report.spool_kept[path] = (
+                f"no stored object holds its bytes (a {image_format} image, sha256 {digest})"
+            )
+        elif _sha256_of(files, name) != digest:
+            report.spool_kept[path] = f"the object at {name} no longer holds these bytes"
+        else:
+            safe[path] = name
+    named = _referenced_among(list(safe.values()))
+    for path, name in safe.items():
+        if name not in named:
+            report.spool_kept[path] = (
+                f"its bytes are stored as {name}, but no row names that object (an orphan, "
+                "set aside by --repair)"
+            )
+            continue
+        (files.root / path).unlink(missing_ok=True)
+        report.spool_removed[path] = name
 
 
 def _sort_file(

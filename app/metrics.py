@@ -2,26 +2,38 @@
 
 Gauges (jobs by status, queue depth, stored images) are read from the database at scrape time,
 so every process reports the same values. Counters and the duration histogram count what *this
-process* did since it started (jobs it finished, failures it recorded, images it saved): with
+process* did since it started (jobs it finished, failures it recorded, images it saved, bytes
+moved to and from storage and the storage calls that failed, from app.storage_stats): with
 several worker processes, scrape each one and sum. They are recorded through small hooks in
-`app.jobs`; a hook never lets a metrics problem disturb the job it is counting.
+`app.jobs`; a hook never lets a metrics problem disturb the job it is counting. The spool
+gauges describe this machine's data folder (downloads waiting for their upload), so each
+instance reports its own.
+
+Readiness with an object store (ATELIER_STORAGE_URL) also asks the storage service
+(`StorageProbe`): one cheap call, answered within STORAGE_CHECK_TIMEOUT_SECONDS and remembered
+for STORAGE_CHECK_TTL_SECONDS, so frequent scrapes from several load balancers do not each hit
+the service, and a hung service cannot hang /readyz.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 import tempfile
 import threading
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import current_app
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from app import storage
+from app import blobstore, storage, storage_stats
+from app.config import ConfigError
 from app.models import Image, ImageStatus, Job, JobStatus, db, utcnow
 
 log = logging.getLogger(__name__)
@@ -33,18 +45,29 @@ DURATION_BUCKETS = (1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 
 
 OK = "ok"
 NOT_RUNNING_HERE = "not running here"
+# The storage service's answer is remembered this long; a check that takes longer than the
+# timeout reads as "timed out" (it goes on in the background, and its answer replaces that one).
+STORAGE_CHECK_TTL_SECONDS = 5.0
+STORAGE_CHECK_TIMEOUT_SECONDS = 2.0
+TIMED_OUT = "timed out"
+PROBE_KEY = "atelier_storage_probe"
+# Operations app.storage_stats counts errors for; the current backend's are always rendered
+# (0 until one fails), so a rate() alert has a series from the start.
+STORAGE_OPERATIONS = ("put", "get", "stat", "delete", "list", "check", "sign")
 
 
 # --- readiness ----------------------------------------------------------------------------------
 
 
 def readiness() -> tuple[bool, dict[str, str]]:
-    """(ready, {"database", "images", "worker"}): each "ok" or what is wrong, never a secret."""
-    parts = {
-        "database": _database_state(),
-        "images": _images_state(storage.current().root),
-        "worker": _worker_state(),
-    }
+    """(ready, {"database", "images", ["storage",] "worker"}): each "ok" or what is wrong, never
+    a secret. "images" is the data folder (the spool, uploads and SQLite live there whatever
+    the backend); "storage" is there with an object store only."""
+    files = storage.current()
+    parts = {"database": _database_state(), "images": _images_state(files.root)}
+    if not files.is_local:
+        parts["storage"] = _storage_probe(files.blobs).state()
+    parts["worker"] = _worker_state()
     return all(state in (OK, NOT_RUNNING_HERE) for state in parts.values()), parts
 
 
@@ -68,6 +91,85 @@ def _images_state(data_dir: Path) -> str:
         log.warning("readiness: the image folder is not writable (%s)", error.strerror)
         return "not writable"
     return OK
+
+
+def _storage_probe(blobs: blobstore.BlobStore) -> StorageProbe:
+    probe = current_app.extensions.get(PROBE_KEY)
+    if probe is None or probe.blobs is not blobs:
+        # (Two first requests at once may each make one: harmless, the last one stays.)
+        probe = current_app.extensions[PROBE_KEY] = StorageProbe(blobs)
+    return probe
+
+
+class StorageProbe:
+    """Asks the storage service whether it is usable (`blobs.check()`), at most once per
+    STORAGE_CHECK_TTL_SECONDS, never keeping a request waiting longer than
+    STORAGE_CHECK_TIMEOUT_SECONDS. Thread-safe: one check runs at a time, in its own daemon
+    thread, and every request waiting meanwhile shares its answer."""
+
+    def __init__(self, blobs: blobstore.BlobStore) -> None:
+        self.blobs = blobs
+        self._lock = threading.Lock()
+        self._answer: tuple[str, float] | None = None  # (state, time.monotonic() it was set)
+        self._pending: threading.Event | None = None  # set when the running check answers
+
+    def state(self) -> str:
+        with self._lock:
+            answer = self._answer
+            if answer is not None and time.monotonic() - answer[1] < STORAGE_CHECK_TTL_SECONDS:
+                return answer[0]
+            pending = self._pending
+            if pending is None:
+                pending = self._pending = threading.Event()
+                threading.Thread(
+                    target=self._check, args=(pending,), name="atelier-storage-check", daemon=True
+                ).start()
+        answered = pending.wait(STORAGE_CHECK_TIMEOUT_SECONDS)
+        with self._lock:
+            if self._answer is None or (not answered and self._pending is pending):
+                # Remembered like any answer: scrapes in the next seconds do not each wait.
+                log.warning("readiness: the storage service did not answer in time")
+                self._answer = (TIMED_OUT, time.monotonic())
+            return self._answer[0]
+
+    def _check(self, pending: threading.Event) -> None:
+        try:
+            self.blobs.check()
+            state = OK
+        except (ConfigError, blobstore.StorageUnavailable) as error:
+            state = storage_reason(error, self.blobs)
+            # The full message goes to the log only (app.logs redacts the storage secrets).
+            log.warning("readiness: storage is %s (%s)", state, error)
+        except Exception:  # a readiness check reports, it never raises
+            state = "failing"
+            log.warning("readiness: the storage check failed unexpectedly", exc_info=True)
+        with self._lock:
+            self._answer = (state, time.monotonic())
+            if self._pending is pending:
+                self._pending = None
+        pending.set()
+
+
+def storage_reason(error: Exception, blobs: blobstore.BlobStore) -> str:
+    """A short reason for /readyz from what `check()` raised: no URL, account or secret.
+
+    app.blobstore's check() raises ConfigError with a sentence naming the setting: these are
+    the cases its sentences distinguish (tests/test_storage_operations.py sees unreachable,
+    missing and refused on real servers, so a reworded sentence fails there)."""
+    text = str(error).lower()
+    bucket = "bucket" if isinstance(blobs, blobstore.S3Store) else "container"
+    if "does not exist" in text:
+        return f"{bucket} missing"
+    if "no s3 credentials" in text:
+        return "no credentials"
+    if "refused the credentials" in text:
+        return "credentials refused"
+    if "cannot be reached" in text or "timed out" in text or "timeout" in text:
+        return "unreachable"
+    status = re.search(r"(?:answered|http) (\d{3})\b", text)
+    if status is not None:
+        return f"answered HTTP {status[1]}"
+    return "unavailable" if isinstance(error, blobstore.StorageUnavailable) else "failing"
 
 
 def _worker_state() -> str:
@@ -179,6 +281,10 @@ def render() -> str:
     )
     db.session.rollback()
     counts = recorder().snapshot()
+    files = storage.current()
+    spool_files, spool_bytes = spool_usage(files)
+    moved = storage_stats.snapshot()
+    backend = backend_kind(files.blobs)
 
     out: list[str] = []
     _family(out, "atelier_jobs", "gauge", "Jobs in the database, by status.")
@@ -225,7 +331,76 @@ def render() -> str:
         count, total = counts["duration_totals"][status]
         out.append(_sample("atelier_job_duration_seconds_sum", {"status": status}, total))
         out.append(_sample("atelier_job_duration_seconds_count", {"status": status}, count))
+    _storage_families(out, backend, moved, spool_files, spool_bytes)
     return "\n".join(out) + "\n"
+
+
+def _storage_families(
+    out: list[str],
+    backend: str,
+    moved: dict[str, dict[tuple[str, str], int]],
+    spool_files: int,
+    spool_bytes: int,
+) -> None:
+    # The current backend's series exist from the start (0); any other backend this process
+    # touched (a `storage migrate` copies between two) shows once it counted something.
+    transferred = {(backend, direction): 0 for direction in storage_stats.DIRECTIONS}
+    transferred.update(moved["bytes"])
+    _family(
+        out,
+        "atelier_storage_bytes_total",
+        "counter",
+        "Bytes this process moved to (written) and from (read) image storage since it started, "
+        "by backend (file, az, s3).",
+    )
+    for (kind, direction), value in sorted(transferred.items()):
+        out.append(
+            _sample("atelier_storage_bytes_total", {"backend": kind, "direction": direction}, value)
+        )
+    failed = {(backend, operation): 0 for operation in STORAGE_OPERATIONS}
+    failed.update(moved["errors"])
+    _family(
+        out,
+        "atelier_storage_errors_total",
+        "counter",
+        "Storage calls of this process that failed since it started (unreachable, timed out, "
+        "refused, or stored something other than what was sent), by backend and operation.",
+    )
+    for (kind, operation), value in sorted(failed.items()):
+        labels = {"backend": kind, "operation": operation}
+        out.append(_sample("atelier_storage_errors_total", labels, value))
+    _family(
+        out,
+        "atelier_storage_spool_files",
+        "gauge",
+        "Downloaded images waiting in this machine's spool for their upload to storage.",
+    )
+    out.append(_sample("atelier_storage_spool_files", {}, spool_files))
+    _family(
+        out,
+        "atelier_storage_spool_bytes",
+        "gauge",
+        "Bytes of the downloads waiting in this machine's spool (ATELIER_STORAGE_SPOOL_MB bounds "
+        "it).",
+    )
+    out.append(_sample("atelier_storage_spool_bytes", {}, spool_bytes))
+
+
+def backend_kind(blobs: blobstore.BlobStore) -> str:
+    """The backend label app.storage_stats counts under: "file", "az" or "s3"."""
+    return "file" if blobs.local else urlsplit(blobs.url).scheme
+
+
+def spool_usage(files: storage.Storage) -> tuple[int, int]:
+    """(files, bytes) in the data folder's spool of downloads waiting for their upload."""
+    count = size = 0
+    for name in files.spool_files():
+        try:
+            size += (files.root / storage.SPOOL / name).stat().st_size
+        except FileNotFoundError:  # uploaded (unspooled) since it was listed
+            continue
+        count += 1
+    return count, size
 
 
 def _family(out: list[str], name: str, kind: str, help_text: str) -> None:

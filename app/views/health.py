@@ -1,8 +1,10 @@
 """Operations endpoints: /healthz (liveness), /readyz (readiness) and /metrics (Prometheus).
 
 /healthz answers as long as the process serves requests; /readyz also checks the database, the
-image folder and (where this process runs them) the worker threads, so a load balancer sends
-traffic only to processes that can do their work.
+data folder, the object store when ATELIER_STORAGE_URL names one (its answer cached for a few
+seconds: app.metrics.StorageProbe) and (where this process runs them) the worker threads, so a
+load balancer sends traffic only to processes that can do their work. Every part is "ok" or a
+short reason, never a URL or a secret.
 """
 
 from __future__ import annotations
