@@ -32,7 +32,8 @@ cli = AppGroup("atelier", help="Atelier maintenance commands.")
     help="First restore originals stored by earlier versions to the provider's bytes and write "
     "missing sidecars (as repair-originals does); then move stray and stale temporary files to "
     "orphans/<timestamp>/ (never deleted; in object storage, ATELIER_STORAGE_URL, unreferenced "
-    "objects older than the grace period are deleted) and regenerate missing thumbnails. Rows "
+    "objects older than the grace period are deleted), regenerate missing thumbnails and remove "
+    "spool leftovers whose bytes are stored (same sha256, named by a row). Rows "
     "whose original is missing or no longer matches its sha256 are only reported.",
 )
 @click.option(
