@@ -80,6 +80,8 @@ SCANNED_FOLDERS = ("images", "thumbs")
 ORPHANS_FOLDER = "orphans"
 # What app.storage.Storage.spool names a waiting download: <job id>-<index>.bin.
 SPOOL_NAME = re.compile(r"(?P<job_id>[0-9]{1,18})-(?P<index>[0-9]{1,9})\.bin")
+# What app.storage.Storage.set_spool_aside renames a deleted job's waiting download to.
+SPOOL_ASIDE_NAME = re.compile(r"(?P<job_id>[0-9]{1,18})-(?P<index>[0-9]{1,9})\.deleted-[0-9]+\.bin")
 DEFAULT_GRACE_SECONDS = 900
 METADATA_VERSION = 1
 # What a rebuilt job takes from its first image's metadata, besides its times.
@@ -528,7 +530,12 @@ def _check_spool(files: storage.Storage, report: VerifyReport) -> None:
     db.session.commit()
     for path, found in spooled.items():
         if found is None:
-            report.spool_leftovers[path] = "not a name the worker spools under"
+            aside = SPOOL_ASIDE_NAME.fullmatch(path.rsplit("/", 1)[-1])
+            report.spool_leftovers[path] = (
+                f"job {aside['job_id']} was deleted while image {aside['index']} waited"
+                if aside is not None
+                else "not a name the worker spools under"
+            )
             continue
         job_id, index = found
         if found in stored:

@@ -399,6 +399,7 @@ def delete_job(job_id: int) -> None:
     files = storage.current()
     files.remove_unused_files(names)
     files.remove_preview(job_id)
+    files.set_spool_aside(job_id)
     logs.job_event(log, job_id, "deleted", None)
 
 

@@ -74,6 +74,7 @@ import json
 import logging
 import os
 import re
+import time
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -396,6 +397,20 @@ class Storage:
 
     def unspool(self, job_id: int, index: int) -> None:
         self._spool_path(job_id, index).unlink(missing_ok=True)
+
+    def set_spool_aside(self, job_id: int) -> list[str]:
+        """Rename a deleted job's spooled downloads out of the way (`<id>-<i>.deleted-<ns>.bin`):
+        on SQLite a new job may get the same id, and must not take them for its own. They stay
+        (they may be the only copy of an image) as leftovers `verify` reports."""
+        folder = self.root / SPOOL
+        moved = []
+        for path in sorted(folder.glob(f"{job_id}-*.bin")) if folder.is_dir() else []:
+            if not re.fullmatch(rf"{job_id}-\d+\.bin", path.name):
+                continue
+            target = path.with_name(f"{path.stem}.deleted-{time.time_ns()}.bin")
+            path.rename(target)
+            moved.append(target.name)
+        return moved
 
     def spool_files(self) -> list[str]:
         folder = self.root / SPOOL

@@ -470,6 +470,27 @@ def test_spool_files_that_are_not_images_or_not_the_workers_names_are_kept(app):
     assert report.spool_removed == {}
 
 
+def test_deleting_a_job_sets_its_spooled_download_aside_for_verify(app):
+    # On SQLite a deleted job's id can be given to the next job: its spooled download must not
+    # be taken for the new job's, nor lost.
+    job_id = submit(app.test_client(), prompt="a deleted heron", size="256x256")["id"]
+    set_status(app, job_id, "failed")
+    data = png(color=(5, 6, 7))
+    files = storage.current(app)
+    files.spool(job_id, 0, data)
+
+    assert app.test_client().delete(f"/api/jobs/{job_id}").status_code == 204
+
+    assert files.spooled(job_id, 0) is None
+    [aside] = files.spool_files()
+    assert aside.startswith(f"{job_id}-0.deleted-")
+    assert (files.root / storage.SPOOL / aside).read_bytes() == data
+    report = verify(app, repair=True)
+    path = f".spool/{aside}"
+    assert report.spool_leftovers == {path: f"job {job_id} was deleted while image 0 waited"}
+    assert report.spool_kept[path].startswith("no stored object holds its bytes")
+
+
 # --- verify: the spool on object storage --------------------------------------------------------
 
 
