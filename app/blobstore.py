@@ -379,7 +379,7 @@ class AzureStore:
             "get",
             self.container.download_blob,
             self.prefix + name,
-            offset=start or None,
+            offset=start if start or length is not None else None,
             length=length,
         )
         properties = downloader.properties

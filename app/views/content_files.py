@@ -14,7 +14,7 @@ import time
 import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
@@ -97,14 +97,16 @@ def send_stored(
         if not path.is_file():
             abort(404, "There is no such file.")
         return _finish(send_file(path, **options), cache_control, disposition)
+    # As send_file names a file sent from a path (its own name) when no name is given.
+    options["download_name"] = download_name or PurePosixPath(name).name
     if conditional and etag and _unchanged(etag):
         # The browser holds these bytes (the ETag names them): no storage call at all.
         response = _object_response(EMPTY_BODY, None, None, **options)
         return _finish(response, cache_control, disposition)
     try:
         if redirect_cache is not None and current_app.config["ATELIER_STORAGE_REDIRECT"] == "on":
-            if disposition is None and download_name is not None:
-                disposition = content_disposition(download_name, as_attachment)
+            if disposition is None:
+                disposition = content_disposition(options["download_name"], as_attachment)
             return _redirect(name, SignedResponse(mimetype, disposition, IMMUTABLE), redirect_cache)
         if request.method == "GET" and not any(h in request.headers for h in NEEDS_METADATA):
             stream = files.blobs.open(name)
