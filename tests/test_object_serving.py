@@ -396,6 +396,10 @@ def test_a_signed_azure_url_opens_only_its_object_only_for_reading_and_expires(
     )
     assert requests.delete(location, timeout=10).status_code == 403
     assert backend.store().get(name)[:4] == b"\x89PNG"  # unchanged
+    # The response's type is fixed by the signature too.
+    assert "rsct=image/png" in location
+    html = location.replace("rsct=image/png", "rsct=text/html")
+    assert requests.get(html, timeout=10).status_code == 403
 
     store = storage.current(app).blobs
     response = blobstore.SignedResponse("image/png")
@@ -494,6 +498,19 @@ def test_another_users_image_is_404_never_a_redirect(app_factory, object_store):
     for url in image_urls(image):
         assert alice.get(url).status_code == 302, url
         with bob.get(url) as refused:
+            assert refused.status_code == 404, url
+            assert "Location" not in refused.headers
+    # Names that are not quite a stored file's: 404, never a redirect.
+    sha = image["sha256"]
+    for url in (
+        f"/files/{sha}.jpg",
+        f"/files/{sha.upper()}.png",
+        f"/files/{sha}-128.webp",
+        f"/files/{sha[:-1]}.png",
+        "/files/images/999999",
+        "/files/inputs/999999",
+    ):
+        with alice.get(url) as refused:
             assert refused.status_code == 404, url
             assert "Location" not in refused.headers
     # Signed out: sent to sign in, never to storage.
