@@ -136,8 +136,12 @@ def _finish(response: Response, cache_control: str, disposition: str | None) -> 
 
 
 def _unchanged(etag: str) -> bool:
-    """Whether the request's If-None-Match names `etag` (and nothing asks more than that)."""
-    if "If-None-Match" not in request.headers or any(h in request.headers for h in NEEDS_METADATA):
+    """Whether the request's If-None-Match names `etag` (and nothing asks more than that).
+
+    A browser sends If-Modified-Since beside it; with If-None-Match present it does not count
+    (RFC 9110 13.1.3), so it needs no object time."""
+    asks_more = ("Range", "If-Match", "If-Unmodified-Since", "If-Range")
+    if "If-None-Match" not in request.headers or any(h in request.headers for h in asks_more):
         return False
     return not is_resource_modified(request.environ, etag=etag)
 
