@@ -338,6 +338,21 @@ def test_redirects_lead_to_the_exact_bytes_with_the_right_headers(redirect_app, 
         assert served.headers["Cache-Control"] == "private, max-age=31536000, immutable"
 
 
+def test_signed_urls_repeat_within_a_five_minute_slot_and_expire_on_its_grid(object_store):
+    urls = blobstore.SignedUrls(object_store.store())
+    response = blobstore.SignedResponse("image/png", "inline; filename=a.png")
+    grid = blobstore.SIGNED_URL_GRID_SECONDS
+    slot_start = (time.time() // grid + 1) * grid  # the next slot, so none of it has passed
+    first, lifetime = urls.get("images/aa/a.png", response, now=slot_start + 1)
+    assert lifetime == blobstore.SIGNED_URL_LIFETIME_SECONDS - 1
+    again, lifetime = urls.get("images/aa/a.png", response, now=slot_start + grid - 1)
+    assert again == first and lifetime == blobstore.SIGNED_URL_LIFETIME_SECONDS - grid + 1
+    other_type = urls.get("images/aa/a.png", blobstore.SignedResponse("image/webp"), slot_start)
+    other_name = urls.get("images/aa/b.png", response, now=slot_start)
+    next_slot = urls.get("images/aa/a.png", response, now=slot_start + grid)
+    assert len({first, other_type[0], other_name[0], next_slot[0]}) == 4
+
+
 def test_redirect_mode_answers_a_conditional_request_before_signing(app_factory, object_store):
     relay = Relay(object_store.port)
     app = app_factory(ATELIER_STORAGE_REDIRECT="on", **object_store.settings(port=relay.port))
