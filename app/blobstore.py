@@ -19,6 +19,17 @@ Failures are sorted in two: `ObjectMissing` (a FileNotFoundError: there is no su
 and `StorageUnavailable` (unreachable, timed out, refused with 403 or a 5xx, or a check that
 failed): the caller waits and retries (app.jobs.store_downloaded). `check()` makes one cheap
 call at start-up and raises ConfigError naming the setting that is wrong.
+
+Serving (app.views.content_files): `open` gives an object's size, time and its bytes as a
+chunk iterator (optionally one byte range) without holding it in memory; `sign` makes a
+short-lived read-only URL of one object (Azure: a SAS; S3: a presigned GET), with the response's
+Content-Type, Content-Disposition and Cache-Control fixed by the signature; `signed_url` aligns
+its expiry to a grid so the same URL comes back for minutes (browser caches keep working).
+
+Every backend counts what it moves and every failure it raises in app.storage_stats (backend
+"file", "az" or "s3"): a completed put counts its bytes "written", a completed get and each
+chunk of a streamed read count "read", each StorageUnavailable (and each failed check) counts
+an error under its operation (put, get, stat, delete, list, check, sign).
 """
 
 from __future__ import annotations
@@ -28,13 +39,16 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from datetime import datetime
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from app import storage_stats
 from app.config import ConfigError
 
 TEMP_PREFIX = ".tmp-"
@@ -43,6 +57,15 @@ TEMP_PREFIX = ".tmp-"
 CONNECT_TIMEOUT_SECONDS = 5
 READ_TIMEOUT_SECONDS = 30
 CALL_ATTEMPTS = 2
+# Streamed reads: the size of each piece held in memory at a time.
+STREAM_CHUNK_BYTES = 1024 * 1024
+# Signed URLs (ATELIER_STORAGE_REDIRECT): each expires on a 5-minute grid point 10 to 15 minutes
+# ahead, so every request within one 5-minute slot gets the same URL (the browser's cache
+# keeps it), long enough for a slow page to load its images, short enough that a leaked URL
+# is soon worthless.
+SIGNED_URL_GRID_SECONDS = 300
+SIGNED_URL_LIFETIME_SECONDS = 900
+SIGNED_URLS_CACHED = 4096
 
 
 class StorageUnavailable(Exception):
@@ -61,19 +84,45 @@ class StoredObject:
     modified: float  # POSIX time of the last write
 
 
+@dataclass
+class ObjectStream:
+    """An object being read: its whole size and time, and `chunks` of the bytes from `start`
+    (`length` of them). Close it when done (the service's connection goes back to the pool)."""
+
+    size: int
+    modified: float
+    start: int
+    length: int
+    chunks: Iterator[bytes]
+    close: Callable[[], None] = field(default=lambda: None)
+
+
+@dataclass(frozen=True)
+class SignedResponse:
+    """The headers a signed URL's answer carries, fixed by its signature."""
+
+    content_type: str
+    disposition: str | None = None
+    cache_control: str | None = None
+
+
 class BlobStore(Protocol):
     """The few operations Atelier needs from a place that keeps objects."""
 
     url: str  # for reports: the folder or the container/bucket and prefix
     local: bool  # True for the data folder (files there have paths)
+    kind: str  # app.storage_stats' backend label: file, az or s3
 
     def put(self, name: str, data: bytes, content_type: str | None = None) -> None: ...
     def get(self, name: str) -> bytes: ...
     def get_with_time(self, name: str) -> tuple[bytes, float]: ...
     def stat(self, name: str) -> StoredObject | None: ...
+    def open(self, name: str, start: int = 0, length: int | None = None) -> ObjectStream: ...
     def delete(self, name: str) -> None: ...
     def list(self, prefix: str) -> Iterator[StoredObject]: ...
     def check(self) -> None: ...
+    def sign(self, name: str, response: SignedResponse, expiry: datetime) -> str: ...
+    def signed_origin(self) -> str: ...
 
 
 def _md5(data: bytes) -> bytes:
@@ -98,6 +147,7 @@ class LocalStore:
     """Files under the data folder, written atomically (temp file, fsync, rename, fsync dir)."""
 
     local = True
+    kind = "file"
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -113,12 +163,42 @@ class LocalStore:
 
     def put(self, name: str, data: bytes, content_type: str | None = None) -> None:
         write_atomically(self.path(name), data)
+        storage_stats.count_bytes("file", "written", len(data))
 
     def get(self, name: str) -> bytes:
         try:
-            return self.path(name).read_bytes()
+            data = self.path(name).read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError, ValueError):
             raise ObjectMissing(name) from None
+        storage_stats.count_bytes("file", "read", len(data))
+        return data
+
+    def open(self, name: str, start: int = 0, length: int | None = None) -> ObjectStream:
+        try:
+            handle = self.path(name).open("rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, ValueError):
+            raise ObjectMissing(name) from None
+        status = os.fstat(handle.fileno())
+        start = min(start, status.st_size)
+        length = status.st_size - start if length is None else min(length, status.st_size - start)
+        handle.seek(start)
+
+        def chunks() -> Iterator[bytes]:
+            left = length
+            while left > 0 and (piece := handle.read(min(STREAM_CHUNK_BYTES, left))):
+                left -= len(piece)
+                storage_stats.count_bytes("file", "read", len(piece))
+                yield piece
+
+        return ObjectStream(status.st_size, status.st_mtime, start, length, chunks(), handle.close)
+
+    def sign(self, name: str, response: SignedResponse, expiry: datetime) -> str:
+        raise ConfigError(
+            "ATELIER_STORAGE_REDIRECT=on needs an object store: the data folder has no signed URLs."
+        )
+
+    def signed_origin(self) -> str:
+        return self.sign("", SignedResponse(""), datetime.now(UTC))
 
     def get_with_time(self, name: str) -> tuple[bytes, float]:
         data = self.get(name)
@@ -181,6 +261,7 @@ class AzureStore:
     """Block blobs in one container (azure-storage-blob), under a prefix."""
 
     local = False
+    kind = "az"
 
     def __init__(self, url: str, settings: Mapping[str, Any]) -> None:
         from azure.storage.blob import BlobServiceClient
@@ -192,6 +273,10 @@ class AzureStore:
             "read_timeout": READ_TIMEOUT_SECONDS,
             "retry_total": CALL_ATTEMPTS - 1,
             "retry_backoff_factor": 0.2,
+            # A streamed read holds one piece of this size at a time (the SDK's default first
+            # piece is 32 MiB: the whole of any image).
+            "max_single_get_size": STREAM_CHUNK_BYTES * 4,
+            "max_chunk_get_size": STREAM_CHUNK_BYTES * 4,
         }
         connection_string = settings.get("AZURE_STORAGE_CONNECTION_STRING")
         account_url = settings.get("AZURE_STORAGE_ACCOUNT_URL")
@@ -219,9 +304,13 @@ class AzureStore:
                 "ATELIER_STORAGE_URL is az://... but neither AZURE_STORAGE_CONNECTION_STRING nor "
                 "AZURE_STORAGE_ACCOUNT_URL is set."
             )
+        self.service = service
         self.container = service.get_container_client(self.container_name)
+        self._delegation_lock = threading.Lock()
+        self._delegation_key: Any = None
+        self._delegation_expiry = datetime.min.replace(tzinfo=UTC)
 
-    def _call(self, action: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, operation: str, action: Any, *args: Any, **kwargs: Any) -> Any:
         from azure.core.exceptions import AzureError, ResourceNotFoundError
 
         try:
@@ -229,6 +318,7 @@ class AzureStore:
         except ResourceNotFoundError:
             raise ObjectMissing(args[0] if args else "") from None
         except AzureError as error:
+            storage_stats.count_error(self.kind, operation)
             status = getattr(error, "status_code", None)
             raise StorageUnavailable(
                 f"Azure Blob Storage ({self.url}) failed"
@@ -243,6 +333,7 @@ class AzureStore:
         # validate_content sends the transactional Content-MD5, which the service checks
         # against the body it received; content_md5 keeps it as the blob's property.
         self._call(
+            "put",
             self.container.upload_blob,
             key,
             data,
@@ -251,7 +342,7 @@ class AzureStore:
             metadata={"sha256": sha},
             content_settings=ContentSettings(content_type=content_type, content_md5=md5),
         )
-        properties = self._call(self.container.get_blob_client(key).get_blob_properties)
+        properties = self._call("put", self.container.get_blob_client(key).get_blob_properties)
         stored_md5 = properties.content_settings.content_md5
         if (
             properties.size != len(data)
@@ -260,24 +351,61 @@ class AzureStore:
         ):
             # A damaged blob must not stay under a content address: remove it.
             with contextlib.suppress(StorageUnavailable, ObjectMissing):
-                self._call(self.container.delete_blob, key)
+                self._call("delete", self.container.delete_blob, key)
+            storage_stats.count_error(self.kind, "put")
             raise StorageUnavailable(
                 f"Azure Blob Storage stored {name} as {properties.size} bytes with other "
                 f"checksums than the {len(data)} bytes sent."
             )
+        storage_stats.count_bytes(self.kind, "written", len(data))
 
     def get(self, name: str) -> bytes:
         return self.get_with_time(name)[0]
 
     def get_with_time(self, name: str) -> tuple[bytes, float]:
-        downloader = self._call(self.container.download_blob, self.prefix + name)
-        data = self._call(downloader.readall)
+        downloader = self._call("get", self.container.download_blob, self.prefix + name)
+        data = self._call("get", downloader.readall)
+        storage_stats.count_bytes(self.kind, "read", len(data))
         return data, _timestamp(downloader.properties.last_modified)
+
+    def open(self, name: str, start: int = 0, length: int | None = None) -> ObjectStream:
+        """The object's bytes from `start` (`length` of them, else to its end), as chunks."""
+        if length == 0:  # the service refuses an empty range: an empty read needs no call
+            found = self.stat(name)
+            if found is None:
+                raise ObjectMissing(name)
+            return ObjectStream(found.size, found.modified, start, 0, iter(()))
+        downloader = self._call(
+            "get",
+            self.container.download_blob,
+            self.prefix + name,
+            offset=start if start or length is not None else None,
+            length=length,
+        )
+        properties = downloader.properties
+        # Guess: for a ranged download the SDK reports the range's size as properties.size and
+        # the whole blob's in content_range ("bytes START-END/TOTAL").
+        size = _total_from_content_range(properties.content_range) or downloader.size
+        return ObjectStream(
+            size,
+            _timestamp(properties.last_modified),
+            start,
+            downloader.size,
+            self._counted(downloader.chunks()),
+        )
+
+    def _counted(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        while True:
+            piece = self._call("get", next, chunks, None)
+            if piece is None:
+                return
+            storage_stats.count_bytes(self.kind, "read", len(piece))
+            yield piece
 
     def stat(self, name: str) -> StoredObject | None:
         try:
             properties = self._call(
-                self.container.get_blob_client(self.prefix + name).get_blob_properties
+                "stat", self.container.get_blob_client(self.prefix + name).get_blob_properties
             )
         except ObjectMissing:
             return None
@@ -285,10 +413,12 @@ class AzureStore:
 
     def delete(self, name: str) -> None:
         with contextlib.suppress(ObjectMissing):
-            self._call(self.container.delete_blob, self.prefix + name)
+            self._call("delete", self.container.delete_blob, self.prefix + name)
 
     def list(self, prefix: str) -> Iterator[StoredObject]:
-        listing = self._call(self.container.list_blobs, name_starts_with=self.prefix + prefix)
+        listing = self._call(
+            "list", self.container.list_blobs, name_starts_with=self.prefix + prefix
+        )
         found = [
             StoredObject(blob.name[len(self.prefix) :], blob.size, _timestamp(blob.last_modified))
             for blob in self._iterate(listing)
@@ -296,7 +426,65 @@ class AzureStore:
         yield from sorted(found, key=lambda item: item.name)
 
     def _iterate(self, listing: Any) -> list[Any]:
-        return self._call(list, listing)
+        return self._call("list", list, listing)
+
+    def sign(self, name: str, response: SignedResponse, expiry: datetime) -> str:
+        """A read-only SAS URL of this one blob until `expiry`. With a connection string it is
+        signed with the account key; with DefaultAzureCredential, with a user delegation key
+        (fetched once, renewed a day later)."""
+        from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+
+        credential = self.service.credential
+        account_key = getattr(credential, "account_key", None)
+        signing: dict[str, Any] = (
+            {"account_key": account_key}
+            if account_key
+            else {"user_delegation_key": self._user_delegation_key(expiry)}
+        )
+        blob = self.container.get_blob_client(self.prefix + name)
+        # No start time: a SAS without one is valid at once whatever the service's clock says,
+        # and the URL then depends only on the (grid-aligned) expiry.
+        token = generate_blob_sas(
+            self.service.account_name,
+            self.container_name,
+            self.prefix + name,
+            permission=BlobSasPermissions(read=True),
+            expiry=expiry,
+            content_type=response.content_type,
+            content_disposition=response.disposition,
+            cache_control=response.cache_control,
+            **signing,
+        )
+        return f"{blob.url}?{token}"
+
+    def _user_delegation_key(self, expiry: datetime) -> Any:
+        """The cached user delegation key (valid a day), fetched again when it would expire
+        before `expiry`. Guess: the identity needs the "Storage Blob Delegator" role (or
+        Storage Blob Data Reader/Contributor, which include the action)."""
+        with self._delegation_lock:
+            if self._delegation_key is None or self._delegation_expiry <= expiry:
+                now = datetime.now(UTC)
+                # Guess: a key may be asked to start a little in the past, against clock skew.
+                key_expiry = now + timedelta(days=1)
+                self._delegation_key = self._call(
+                    "sign",
+                    self.service.get_user_delegation_key,
+                    now - timedelta(minutes=15),
+                    key_expiry,
+                )
+                self._delegation_expiry = key_expiry
+            return self._delegation_key
+
+    def signed_origin(self) -> str:
+        if self.credential_setting == "AZURE_STORAGE_CONNECTION_STRING" and not getattr(
+            self.service.credential, "account_key", None
+        ):
+            raise ConfigError(
+                "ATELIER_STORAGE_REDIRECT=on signs URLs with the storage account key: "
+                "AZURE_STORAGE_CONNECTION_STRING must hold an AccountKey (or use "
+                "AZURE_STORAGE_ACCOUNT_URL with DefaultAzureCredential for user delegation SAS)."
+            )
+        return _origin(self.container.url)
 
     def check(self) -> None:
         from azure.core.exceptions import (
@@ -309,11 +497,13 @@ class AzureStore:
         try:
             self.container.get_container_properties()
         except ResourceNotFoundError:
+            storage_stats.count_error(self.kind, "check")
             raise ConfigError(
                 f"ATELIER_STORAGE_URL: the container {self.container_name!r} does not exist in "
                 "this storage account (create it, or fix the name)."
             ) from None
         except (ClientAuthenticationError, HttpResponseError) as error:
+            storage_stats.count_error(self.kind, "check")
             if isinstance(error, ClientAuthenticationError) or error.status_code in (401, 403):
                 raise ConfigError(
                     f"{self.credential_setting}: Azure Blob Storage refused the credentials "
@@ -324,6 +514,7 @@ class AzureStore:
                 f"container {self.container_name!r} ({_first_line(error)})."
             ) from None
         except AzureError as error:
+            storage_stats.count_error(self.kind, "check")
             raise ConfigError(
                 f"ATELIER_STORAGE_URL: Azure Blob Storage cannot be reached for "
                 f"{self.url} ({_first_line(error)})."
@@ -337,6 +528,7 @@ class S3Store:
     """Objects in one bucket (boto3), under a prefix."""
 
     local = False
+    kind = "s3"
 
     def __init__(self, url: str, settings: Mapping[str, Any]) -> None:
         import boto3
@@ -353,6 +545,9 @@ class S3Store:
             # understood by every S3-compatible server.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
+            # Presigned URLs too with SigV4 (older botocore signed them with SigV2 in
+            # us-east-1, which newer regions refuse).
+            signature_version="s3v4",
             # Guess: S3-compatible servers on their own endpoint (MinIO, moto, Ceph) want
             # path-style URLs; AWS itself works with either.
             s3={"addressing_style": "path" if endpoint else "auto"},
@@ -365,7 +560,7 @@ class S3Store:
         )
         self.client = session.client("s3", endpoint_url=endpoint, config=config)
 
-    def _call(self, action: Any, **kwargs: Any) -> Any:
+    def _call(self, operation: str, action: Any, **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -374,11 +569,13 @@ class S3Store:
             code = str(error.response.get("Error", {}).get("Code", ""))
             if code in ("NoSuchKey", "404", "NotFound"):
                 raise ObjectMissing(kwargs.get("Key", "")) from None
+            storage_stats.count_error(self.kind, operation)
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             raise StorageUnavailable(
                 f"S3 ({self.url}) failed with HTTP {status} {code}: {_first_line(error)}"
             ) from None
         except BotoCoreError as error:
+            storage_stats.count_error(self.kind, operation)
             raise StorageUnavailable(f"S3 ({self.url}) failed: {_first_line(error)}") from None
 
     def put(self, name: str, data: bytes, content_type: str | None = None) -> None:
@@ -386,6 +583,7 @@ class S3Store:
         key = self.prefix + name
         extra = {"ContentType": content_type} if content_type else {}
         self._call(
+            "put",
             self.client.put_object,
             Bucket=self.bucket,
             Key=key,
@@ -394,7 +592,7 @@ class S3Store:
             Metadata={"sha256": sha},
             **extra,
         )
-        head = self._call(self.client.head_object, Bucket=self.bucket, Key=key)
+        head = self._call("put", self.client.head_object, Bucket=self.bucket, Key=key)
         etag = str(head.get("ETag", "")).strip('"')
         # A multipart or SSE-KMS ETag is not an MD5 (it has a dash or differs in form): then
         # the size and the sha256 metadata are what is compared.
@@ -406,28 +604,69 @@ class S3Store:
         ):
             # A damaged object must not stay under a content address: remove it.
             with contextlib.suppress(StorageUnavailable, ObjectMissing):
-                self._call(self.client.delete_object, Bucket=self.bucket, Key=key)
+                self._call("delete", self.client.delete_object, Bucket=self.bucket, Key=key)
+            storage_stats.count_error(self.kind, "put")
             raise StorageUnavailable(
                 f"S3 stored {name} as {head.get('ContentLength')} bytes with other checksums "
                 f"than the {len(data)} bytes sent."
             )
+        storage_stats.count_bytes(self.kind, "written", len(data))
 
     def get(self, name: str) -> bytes:
         return self.get_with_time(name)[0]
 
     def get_with_time(self, name: str) -> tuple[bytes, float]:
-        answer = self._call(self.client.get_object, Bucket=self.bucket, Key=self.prefix + name)
-        return self._call(answer["Body"].read), _timestamp(answer.get("LastModified"))
+        answer = self._call(
+            "get", self.client.get_object, Bucket=self.bucket, Key=self.prefix + name
+        )
+        data = self._call("get", answer["Body"].read)
+        storage_stats.count_bytes(self.kind, "read", len(data))
+        return data, _timestamp(answer.get("LastModified"))
+
+    def open(self, name: str, start: int = 0, length: int | None = None) -> ObjectStream:
+        """The object's bytes from `start` (`length` of them, else to its end), as chunks."""
+        if length == 0:  # an empty range is not a valid Range header: no call needed
+            found = self.stat(name)
+            if found is None:
+                raise ObjectMissing(name)
+            return ObjectStream(found.size, found.modified, start, 0, iter(()))
+        extra = {}
+        if start or length is not None:
+            end = "" if length is None else str(start + length - 1)
+            extra["Range"] = f"bytes={start}-{end}"
+        answer = self._call(
+            "get", self.client.get_object, Bucket=self.bucket, Key=self.prefix + name, **extra
+        )
+        body = answer["Body"]
+        size = _total_from_content_range(answer.get("ContentRange")) or answer["ContentLength"]
+        return ObjectStream(
+            size,
+            _timestamp(answer.get("LastModified")),
+            start,
+            answer["ContentLength"],
+            self._counted(body.iter_chunks(STREAM_CHUNK_BYTES)),
+            body.close,
+        )
+
+    def _counted(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        while True:
+            piece = self._call("get", lambda: next(chunks, None))
+            if piece is None:
+                return
+            storage_stats.count_bytes(self.kind, "read", len(piece))
+            yield piece
 
     def stat(self, name: str) -> StoredObject | None:
         try:
-            head = self._call(self.client.head_object, Bucket=self.bucket, Key=self.prefix + name)
+            head = self._call(
+                "stat", self.client.head_object, Bucket=self.bucket, Key=self.prefix + name
+            )
         except ObjectMissing:
             return None
         return StoredObject(name, head["ContentLength"], head["LastModified"].timestamp())
 
     def delete(self, name: str) -> None:
-        self._call(self.client.delete_object, Bucket=self.bucket, Key=self.prefix + name)
+        self._call("delete", self.client.delete_object, Bucket=self.bucket, Key=self.prefix + name)
 
     def list(self, prefix: str) -> Iterator[StoredObject]:
         found: list[StoredObject] = []
@@ -435,6 +674,7 @@ class S3Store:
         while True:
             extra = {"ContinuationToken": token} if token else {}
             page = self._call(
+                "list",
                 self.client.list_objects_v2,
                 Bucket=self.bucket,
                 Prefix=self.prefix + prefix,
@@ -453,17 +693,44 @@ class S3Store:
             token = page.get("NextContinuationToken")
         yield from sorted(found, key=lambda item: item.name)
 
+    def sign(self, name: str, response: SignedResponse, expiry: datetime) -> str:
+        """A presigned GET of this one object, valid until `expiry` (at least one second:
+        SigV4 counts from the moment of signing)."""
+        params = {
+            "Bucket": self.bucket,
+            "Key": self.prefix + name,
+            "ResponseContentType": response.content_type,
+        }
+        if response.disposition:
+            params["ResponseContentDisposition"] = response.disposition
+        if response.cache_control:
+            params["ResponseCacheControl"] = response.cache_control
+        seconds = max(1, int((expiry - datetime.now(UTC)).total_seconds()))
+        return self._call(
+            "sign",
+            self.client.generate_presigned_url,
+            ClientMethod="get_object",
+            Params=params,
+            ExpiresIn=seconds,
+        )
+
+    def signed_origin(self) -> str:
+        # Presigning is local (no call): the origin of a URL for any key is that of them all.
+        return _origin(self.sign("origin", SignedResponse("image/png"), datetime.now(UTC)))
+
     def check(self) -> None:
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except NoCredentialsError:
+            storage_stats.count_error(self.kind, "check")
             raise ConfigError(
                 "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY: no S3 credentials were found "
                 f"for bucket {self.bucket!r}."
             ) from None
         except ClientError as error:
+            storage_stats.count_error(self.kind, "check")
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if status in (401, 403):
                 raise ConfigError(
@@ -479,6 +746,7 @@ class S3Store:
                 f"ATELIER_STORAGE_URL: S3 answered HTTP {status} for bucket {self.bucket!r}."
             ) from None
         except BotoCoreError as error:
+            storage_stats.count_error(self.kind, "check")
             raise ConfigError(
                 f"ATELIER_STORAGE_URL / AWS_ENDPOINT_URL: S3 cannot be reached for {self.url} "
                 f"({_first_line(error)})."
@@ -492,6 +760,54 @@ def _first_line(error: BaseException) -> str:
 
 def _timestamp(value: datetime | None) -> float:
     return value.timestamp() if value is not None else 0.0
+
+
+def _total_from_content_range(value: str | None) -> int | None:
+    """TOTAL of a Content-Range "bytes START-END/TOTAL" (None when absent or unknown)."""
+    if not value or "/" not in value:
+        return None
+    total = value.rsplit("/", 1)[1].strip()
+    return int(total) if total.isdigit() else None
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+# --- signed URLs --------------------------------------------------------------------------------
+
+
+class SignedUrls:
+    """Signed URLs of one store, the same URL for every request of one grid slot.
+
+    Each expires at the grid point SIGNED_URL_LIFETIME_SECONDS after the start of the current
+    SIGNED_URL_GRID_SECONDS slot (10 to 15 minutes ahead). Azure's SAS is a pure function of
+    its fields, so it would repeat anyway; a SigV4 presigned URL carries its signing second, so
+    the URLs of the current slot are kept here (bounded) to hand the same one out again."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._slot = -1
+        self._urls: dict[tuple[str, SignedResponse], str] = {}
+
+    def get(self, name: str, response: SignedResponse, now: float | None = None) -> tuple[str, int]:
+        """(URL, seconds it stays valid) for `name`; StorageUnavailable when signing fails."""
+        now = time.time() if now is None else now
+        slot = int(now // SIGNED_URL_GRID_SECONDS)
+        expires_at = slot * SIGNED_URL_GRID_SECONDS + SIGNED_URL_LIFETIME_SECONDS
+        key = (name, response)
+        with self._lock:
+            if slot != self._slot:
+                self._slot, self._urls = slot, {}
+            url = self._urls.get(key)
+        if url is None:
+            url = self.store.sign(name, response, datetime.fromtimestamp(expires_at, UTC))
+            with self._lock:
+                if self._slot == slot and len(self._urls) < SIGNED_URLS_CACHED:
+                    self._urls[key] = url
+        return url, int(expires_at - now)
 
 
 def open_store(url: str | None, root: Path, settings: Mapping[str, Any]) -> BlobStore:

@@ -121,6 +121,14 @@ SETTINGS: tuple[Setting, ...] = (
         float,
     ),
     Setting(
+        "ATELIER_STORAGE_REDIRECT",
+        "off",
+        "With az:// or s3:// storage: on answers each image request (after Atelier's own "
+        "checks) with a redirect to a read-only signed URL of that one object, valid 10-15 "
+        "minutes (Azure SAS / S3 presigned), so image bytes go straight from storage to the "
+        "browser; off streams them through Atelier.",
+    ),
+    Setting(
         "AZURE_STORAGE_CONNECTION_STRING",
         None,
         "For az:// storage: the storage account's connection string (portal → Access keys).",
@@ -458,11 +466,23 @@ def load_settings(environ: Mapping[str, str], instance_path: str) -> dict[str, A
         raise ConfigError(f"ATELIER_TEST_CRASH_AT must be one of {', '.join(POINTS)}.")
     if settings["ATELIER_LEASE_SECONDS"] < 1:
         raise ConfigError("ATELIER_LEASE_SECONDS must be at least 1.")
-    for name in ("ATELIER_AUTH", "ATELIER_HTTPS", "ATELIER_SAFETY_IDENTIFIER"):
+    for name in (
+        "ATELIER_AUTH",
+        "ATELIER_HTTPS",
+        "ATELIER_SAFETY_IDENTIFIER",
+        "ATELIER_STORAGE_REDIRECT",
+    ):
         value = settings[name].lower()
         if value not in ("on", "off"):
             raise ConfigError(f"{name} must be on or off (got {settings[name]!r}).")
         settings[name] = value
+    if settings["ATELIER_STORAGE_REDIRECT"] == "on" and is_data_folder(
+        settings["ATELIER_STORAGE_URL"]
+    ):
+        raise ConfigError(
+            "ATELIER_STORAGE_REDIRECT=on needs an object store (ATELIER_STORAGE_URL=az://... or "
+            "s3://...): files in the data folder have no signed URLs. Set it to off."
+        )
     if settings["ATELIER_MAX_REQUEST_MB"] < 1:
         raise ConfigError("ATELIER_MAX_REQUEST_MB must be at least 1.")
     if settings["ATELIER_SESSION_HOURS"] < 1:
@@ -507,6 +527,11 @@ def trust_anchors_pem(path: str) -> str:
                 f"X.509 certificate ({error})."
             ) from None
     return "\n".join(block.decode("ascii", "replace") for block in blocks) + "\n"
+
+
+def is_data_folder(storage_url: str | None) -> bool:
+    """Whether ATELIER_STORAGE_URL names the data folder (file:, or unset)."""
+    return not storage_url or storage_url in ("file:", "file://")
 
 
 def _azure_identity_installed() -> bool:

@@ -3,6 +3,8 @@ to expose (ASVS 14.4, 3.4, 50.3).
 
 The Content-Security-Policy allows only Atelier's own scripts, styles and images: no inline
 code, no eval (htmx is configured in base.html to need neither), no framing by other sites.
+With ATELIER_STORAGE_REDIRECT=on, images may also come from the storage service's origin (the
+signed URLs image requests redirect to), and from nowhere else.
 
 Requests must name a host Atelier serves: a page on `evil.example` whose DNS name is made to
 point at 127.0.0.1 (DNS rebinding) is "same-origin" to the browser, but its requests say
@@ -24,19 +26,26 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 log = logging.getLogger(__name__)
 
-CONTENT_SECURITY_POLICY = "; ".join(
-    (
-        "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data:",
-        "connect-src 'self'",
-        "object-src 'none'",
-        "base-uri 'self'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
+
+def content_security_policy(image_origins: Sequence[str] = ()) -> str:
+    """The policy, with `image_origins` (the storage service's, in redirect mode) allowed for
+    images only."""
+    return "; ".join(
+        (
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            " ".join(("img-src 'self' data:", *image_origins)),
+            "connect-src 'self'",
+            "object-src 'none'",
+            "base-uri 'self'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        )
     )
-)
+
+
+CONTENT_SECURITY_POLICY = content_security_policy()
 HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
@@ -70,6 +79,17 @@ def init_app(app: Flask) -> None:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     # Until a run command says where it listens (serve_on), the loopback names only.
     app.config["ATELIER_ALLOWED_HOSTS"] = allowed_hosts(app.config)
+    app.config["ATELIER_CSP"] = content_security_policy(image_origins(app))
+
+
+def image_origins(app: Flask) -> tuple[str, ...]:
+    """Where images come from besides Atelier: with ATELIER_STORAGE_REDIRECT=on, the storage
+    service's origin, which the signed URLs point at (ConfigError when the store cannot sign)."""
+    if app.config.get("ATELIER_STORAGE_REDIRECT") != "on":
+        return ()
+    from app import storage  # the storage extension is made before this one (app.create_app)
+
+    return (storage.current(app).blobs.signed_origin(),)
 
 
 def allowed_hosts(
@@ -150,6 +170,9 @@ def serve_on(app: Flask, hosts: Sequence[str], *, announce: bool = False) -> Non
 
 
 def add_headers(response: Response) -> Response:
+    # The app's own policy (with the storage origin in redirect mode), unless a view set one.
+    policy = current_app.config.get("ATELIER_CSP", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("Content-Security-Policy", policy)
     for name, value in HEADERS.items():
         response.headers.setdefault(name, value)
     if request.path.startswith("/s/"):

@@ -17,6 +17,10 @@ An edit's inputs (`/files/inputs/<id>`, `/files/inputs/<id>/thumb`) are found th
 so only a viewer who may see the job gets them. A running job's latest partial frame is
 `/jobs/<id>/preview`. Every file is sent as the type its stored name says, only ever PNG, JPEG or
 WebP, with `nosniff`: nothing uploaded is served as something a browser could run.
+
+With ATELIER_STORAGE_REDIRECT=on (object stores), every file here but the job preview and
+*Download with prompt* (which Atelier makes) is answered, after the same lookup and scoping,
+with a redirect to a short-lived signed URL of that one object (app.views.content_files).
 """
 
 from __future__ import annotations
@@ -101,9 +105,15 @@ def job_preview(job_id: int) -> Response:
     if job is None or job.preview_name is None or job.status != JobStatus.RUNNING:
         abort(404, "This job has no preview.")
     name = job.preview_name
-    response = send_stored(name, mimetype=_content_type(name), conditional=False, max_age=0)
-    # A new frame replaces the file under the same name: never keep one.
-    return _private(response, "no-store")
+    # A new frame replaces the file under the same name: never keep one. Always sent by
+    # Atelier, in both storage modes (a signed URL would outlive the frame).
+    return send_stored(
+        name,
+        mimetype=_content_type(name),
+        conditional=False,
+        max_age=0,
+        cache_control="private, no-store",
+    )
 
 
 @bp.record_once
@@ -166,7 +176,7 @@ def _send_revalidated(
 ) -> Response:
     """A stored file found by an id. Ids can be reused after a delete, so the browser
     revalidates (a cheap 304 via the ETag)."""
-    response = send_stored(
+    return send_stored(
         name,
         mimetype=mimetype,
         as_attachment=as_attachment,
@@ -174,8 +184,10 @@ def _send_revalidated(
         conditional=True,
         etag=etag,
         max_age=0,
+        cache_control="private, no-cache",
+        # An id can name other bytes after a purge: the redirect is asked for again each time.
+        redirect_cache="private, no-cache",
     )
-    return _private(response, "no-cache")
 
 
 def _private(response: Response, cache: str) -> Response:

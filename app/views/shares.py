@@ -3,7 +3,9 @@
 `/s/<token>` needs no sign-in. The token is 32 random characters (192 bits), stored only as a
 SHA-256 hash; a revoked or expired link answers 404, like a link that never existed. While a
 share page is served, queries are scoped to the link's owner and every file is checked to
-belong to the shared image or collection, so a link never opens anything else.
+belong to the shared image or collection, so a link never opens anything else. With
+ATELIER_STORAGE_REDIRECT=on a file the link may open is answered, after those checks, with a
+redirect to a short-lived signed URL of that one object (app.views.content_files.send_stored).
 """
 
 from __future__ import annotations
