@@ -272,7 +272,11 @@ class AzureStore:
             "connection_timeout": CONNECT_TIMEOUT_SECONDS,
             "read_timeout": READ_TIMEOUT_SECONDS,
             "retry_total": CALL_ATTEMPTS - 1,
-            "retry_backoff_factor": 0.2,
+            # azure-storage-blob's ExponentialRetry ignores retry_backoff_factor: its own
+            # defaults wait 15 s + up to 3 s of jitter before the retry.
+            "initial_backoff": 0.2,
+            "increment_base": 1,
+            "random_jitter_range": 0.2,
             # A streamed read holds one piece of this size at a time (the SDK's default first
             # piece is 32 MiB: the whole of any image).
             "max_single_get_size": STREAM_CHUNK_BYTES * 4,

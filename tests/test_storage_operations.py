@@ -305,6 +305,20 @@ def test_metrics_label_an_object_stores_series_with_its_backend(
     assert not [line for line in lines if 'backend="file"' in line]
 
 
+def test_a_job_on_object_storage_counts_its_bytes(app_factory, object_store, fresh_stats):
+    app = app_factory(**object_store.settings())
+    client = app.test_client()
+    job = generate(client, prompt="a counted heron", size="256x256")
+    assert job["status"] == "succeeded"
+    kind = "az" if object_store.kind == "azure" else "s3"
+    stored = sum(item.size for item in object_store.store().list(""))
+    prefix = f'atelier_storage_bytes_total{{backend="{kind}",direction='
+    assert f'{prefix}"written"}} {stored}' in metric_lines(app)
+    original = client.get(f"/files/images/{job['images'][0]['id']}/original").get_data()
+    read = next(line for line in metric_lines(app) if line.startswith(f'{prefix}"read"}}'))
+    assert int(read.rsplit(" ", 1)[1]) >= len(original)
+
+
 def test_metrics_show_the_spooled_downloads_waiting_for_upload(idle_app):
     assert "atelier_storage_spool_files 0" in metric_lines(idle_app)
     files = storage.current(idle_app)
