@@ -1,4 +1,5 @@
-"""What every benchmark shares: timing, median and p95, ratios, tables, the machine description.
+"""What every benchmark shares: timing, median and p95, ratios, tables, the machine description,
+and Azurite (`Azurite`: Azure Blob Storage in memory on loopback, for runs on object storage).
 
 Cases that are compared with each other are measured side by side (round robin, one request of
 each in turn), so a noisy neighbour slows them all alike and their ratio stays meaningful.
