@@ -64,7 +64,7 @@ format: $(VENV)/.dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(VENV)/.dev chromium
+bench: $(VENV)/.dev chromium azurite
 	$(BIN)/python -m bench.gallery
 	$(BIN)/python -m bench.web
 	$(BIN)/python -m bench.pipeline

@@ -11,12 +11,18 @@ image drawing does not share the app's GIL), over loopback:
 2. Single-job overhead: C = 1, one job at a time; submit-to-final minus L. Target median < 100 ms.
 3. Asynchronous DALL-E 2 API (retry-after P): how long after the operation completed
    (created + L, from the emulator's state file) the job was final. Target max < P.
+4. Object storage: runs 1 and 2 again with the images in Azure Blob Storage
+   (ATELIER_STORAGE_URL=az://..., on an Azurite this benchmark starts from .node/, `make
+   azurite`), each right after the same run on the data folder, so both see the same machine.
+   Target: the throughput wall time within 1.2x of the data folder's at every C (issue #17).
+   The single-job overhead on Azurite is printed beside the data folder's.
 
-The CPU seconds of the app process and of the emulator process during each run are printed,
-so a miss caused by 2 saturated cores shows as such.
+The CPU seconds of the app process, the emulator process and Azurite during each run are
+printed, so a miss caused by 2 saturated cores shows as such.
 
     python -m bench.pipeline                      # 200 jobs, C = 8 and 20, L = 2 s
     python -m bench.pipeline --jobs 40 --threads 20 --single 5 --async-jobs 5   # quick
+    python -m bench.pipeline --storage local      # the data folder only (no Azurite)
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +47,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench.runner import (
+    Azurite,
     Stats,
     bench_app,
     elapsed_ms,
@@ -48,6 +55,7 @@ from bench.runner import (
     mark,
     print_machine,
     print_table,
+    process_cpu_seconds,
     ratio,
 )
 
@@ -59,6 +67,7 @@ FINAL = ("succeeded", "failed", "canceled")
 # Targets from the issue.
 THROUGHPUT_RATIO = 1.10
 SINGLE_OVERHEAD_MS = 100.0
+STORAGE_RATIO = 1.20  # object storage's throughput wall time vs the data folder's
 
 
 # --- the emulator and the app --------------------------------------------------------------
@@ -99,8 +108,7 @@ class Emulator:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the emulator process so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -143,13 +151,22 @@ def own_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def build_app(data_dir: Path, emulator: Emulator, threads: int, asynchronous: bool) -> Any:
-    """The real app on a fresh data folder, pointed at the emulator as if it were Azure."""
+def build_app(
+    data_dir: Path,
+    emulator: Emulator,
+    threads: int,
+    asynchronous: bool,
+    storage: Mapping[str, str] | None = None,
+) -> Any:
+    """The real app on a fresh data folder, pointed at the emulator as if it were Azure; its
+    images in the data folder, or where `storage` (ATELIER_STORAGE_URL and its credentials)
+    says."""
     config: dict[str, Any] = {
         "ATELIER_DATA_DIR": str(data_dir),
         "ATELIER_WORKER_THREADS": threads,
         "AZURE_OPENAI_ENDPOINT": emulator.url,
         "AZURE_OPENAI_API_KEY": emulator.key,
+        **(storage or {}),
     }
     if asynchronous:
         config["AZURE_OPENAI_ASYNC_DALLE2"] = "on"
@@ -239,11 +256,20 @@ def wait_final(app: Any, ids: Sequence[int], timeout: float, interval: float) ->
 
 
 class Running:
-    """An app with its worker threads started on a fresh data folder; stopped on exit."""
+    """An app with its worker threads started on a fresh data folder (and a fresh Azurite
+    container when one is given); stopped on exit."""
 
-    def __init__(self, emulator: Emulator, threads: int, asynchronous: bool = False) -> None:
+    def __init__(
+        self,
+        emulator: Emulator,
+        threads: int,
+        asynchronous: bool = False,
+        azurite: Azurite | None = None,
+    ) -> None:
         self.data_dir = Path(tempfile.mkdtemp(prefix="atelier-bench-pipeline-"))
-        self.app = build_app(self.data_dir, emulator, threads, asynchronous)
+        self.azurite = azurite
+        self.storage = azurite.container() if azurite is not None else None
+        self.app = build_app(self.data_dir, emulator, threads, asynchronous, self.storage)
         self.client = self.app.test_client()
         self.provider = provider_id(self.app)
         self.worker: Any = None
@@ -263,6 +289,8 @@ class Running:
             db.session.remove()
             db.engine.dispose()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self.azurite is not None and self.storage is not None:
+            self.azurite.drop(self.storage)
 
 
 # --- the measurements ----------------------------------------------------------------------
@@ -283,19 +311,29 @@ class Throughput:
     emulator_cpu: float
     machine_cpu: float  # every process's, including other programs running meanwhile
     pool_full: int  # connections discarded because the client's pool was full
+    storage: str = "folder"  # "folder" or "azurite"
+    storage_cpu: float = 0.0  # Azurite's, when the images went there
 
     @property
     def ideal(self) -> float:
         return math.ceil(self.jobs / self.threads) * self.latency
 
 
-def throughput(emulator: Emulator, jobs: int, threads: int, latency: float) -> Throughput:
-    with Running(emulator, threads) as run:
+def throughput(
+    emulator: Emulator,
+    jobs: int,
+    threads: int,
+    latency: float,
+    azurite: Azurite | None = None,
+) -> Throughput:
+    """`jobs` jobs at `threads` worker threads, images in the data folder or on `azurite`."""
+    with Running(emulator, threads, azurite=azurite) as run:
         # One untimed job first: connections, templates, first-query costs.
         warm = submit(run.client, run.provider, "warm-up: a quiet harbour", SIZE)
         wait_final(run.app, [warm], 60, 0.05)
         cpu_app, cpu_emulator = own_cpu_seconds(), emulator.cpu_seconds()
         cpu_machine = machine_busy_seconds()
+        cpu_storage = azurite.cpu_seconds() if azurite is not None else 0.0
         pool_full = POOL_FULL.count
         started = time.time()
         ids = [
@@ -310,6 +348,7 @@ def throughput(emulator: Emulator, jobs: int, threads: int, latency: float) -> T
         app_cpu = own_cpu_seconds() - cpu_app
         emulator_cpu = emulator.cpu_seconds() - cpu_emulator
         machine_cpu = machine_busy_seconds() - cpu_machine
+        storage_cpu = azurite.cpu_seconds() - cpu_storage if azurite is not None else 0.0
         pool_full = POOL_FULL.count - pool_full
         times = job_times(run.app, ids)
     ends = [t.finished for t in times if t.finished is not None]
@@ -334,6 +373,8 @@ def throughput(emulator: Emulator, jobs: int, threads: int, latency: float) -> T
         emulator_cpu=emulator_cpu,
         machine_cpu=machine_cpu,
         pool_full=pool_full,
+        storage="azurite" if azurite is not None else "folder",
+        storage_cpu=storage_cpu,
     )
 
 
@@ -345,9 +386,11 @@ class Single:
     failures: int
 
 
-def single_jobs(emulator: Emulator, count: int, latency: float) -> Single:
+def single_jobs(
+    emulator: Emulator, count: int, latency: float, azurite: Azurite | None = None
+) -> Single:
     overhead, claims, after, failures = [], [], [], 0
-    with Running(emulator, 1) as run:
+    with Running(emulator, 1, azurite=azurite) as run:
         for index in range(count + 2):  # the first two are warm-ups
             before = time.time()
             job_id = submit(
@@ -424,17 +467,34 @@ def run(argv: Sequence[str] | None = None) -> int:
         f"{options.jobs} jobs per throughput run, C = {', '.join(map(str, options.threads))}"
     )
     print_machine()
+    azurite: Azurite | None = None
+    if options.storage == "both":
+        if Azurite.available():
+            azurite = Azurite()
+            print(f"Object storage: Azurite on 127.0.0.1:{azurite.port} (in memory), az://")
+        else:
+            print("Object storage: not measured, Azurite is not installed (run `make azurite`).")
     print()
 
     emulator = Emulator(options.latency, options.poll_interval)
+    results: list[Throughput] = []
+    az_results: list[Throughput] = []
+    az_single: Single | None = None
     try:
-        results = [
-            throughput(emulator, options.jobs, threads, options.latency)
-            for threads in options.threads
-        ]
+        # Side by side: each run on Azurite right after the same run on the data folder.
+        for threads in options.threads:
+            results.append(throughput(emulator, options.jobs, threads, options.latency))
+            if azurite is not None:
+                az_results.append(
+                    throughput(emulator, options.jobs, threads, options.latency, azurite)
+                )
         single = single_jobs(emulator, options.single, options.latency)
+        if azurite is not None:
+            az_single = single_jobs(emulator, options.single, options.latency, azurite)
     finally:
         emulator.stop()
+        if azurite is not None:
+            azurite.stop()
     async_result = async_jobs(
         options.latency, options.poll_interval, options.async_jobs, options.async_spacing
     )
@@ -480,17 +540,49 @@ def run(argv: Sequence[str] | None = None) -> int:
             mark(ok),
         ]
     )
+    for local, remote in zip(results, az_results, strict=True):
+        ok = None
+        if local.wall is not None and remote.wall is not None:
+            ok = remote.wall / local.wall <= STORAGE_RATIO
+        if not ok:
+            missed.append(f"Azurite vs data folder C={remote.threads}")
+        rows.append(
+            [
+                f"4. Azurite vs data folder, {remote.jobs} jobs, C={remote.threads}: wall",
+                f"{_seconds(remote.wall)} / {_seconds(local.wall)}",
+                f"{ratio(remote.wall, local.wall):.3f}x" if remote.wall and local.wall else "-",
+                f"<= {STORAGE_RATIO:.2f}x",
+                mark(ok),
+            ]
+        )
+    if az_single is not None:
+        extra = (
+            az_single.overhead.median - single.overhead.median
+            if az_single.overhead and single.overhead
+            else None
+        )
+        rows.append(
+            [
+                "5. Single job (C=1) submit-to-final - L on Azurite / data folder",
+                f"median {fmt_ms(az_single.overhead.median if az_single.overhead else None)}"
+                f" / {fmt_ms(single.overhead.median if single.overhead else None)} ms",
+                f"+{fmt_ms(extra)} ms per job",
+                "(information)",
+                mark(None),
+            ]
+        )
     print_table(["Measurement", "Value", "Ratio / spread", "Target", "Result"], rows)
     print("Targets missed: " + (", ".join(missed) if missed else "none"))
 
     print("\nThroughput runs in detail (per job = finished - created; claim = started - created):")
     detail = []
-    for result in results:
+    for result in sorted([*results, *az_results], key=lambda r: (r.threads, r.storage != "folder")):
         cores = len(os.sched_getaffinity(0))
         wall = result.wall or float("nan")
+        ours = result.app_cpu + result.emulator_cpu + result.storage_cpu
         detail.append(
             [
-                f"C={result.threads}",
+                f"C={result.threads} {result.storage}",
                 f"{result.succeeded}/{result.jobs}",
                 f"{result.submit_seconds:.2f}",
                 fmt_ms(result.per_job.median if result.per_job else None),
@@ -499,8 +591,9 @@ def run(argv: Sequence[str] | None = None) -> int:
                 fmt_ms(result.claim_delay.p95 if result.claim_delay else None),
                 f"{result.app_cpu:.1f}",
                 f"{result.emulator_cpu:.1f}",
-                f"{(result.app_cpu + result.emulator_cpu) / (wall * cores) * 100:.0f}%",
-                f"{max(0.0, result.machine_cpu - result.app_cpu - result.emulator_cpu):.1f}",
+                f"{result.storage_cpu:.1f}",
+                f"{ours / (wall * cores) * 100:.0f}%",
+                f"{max(0.0, result.machine_cpu - ours):.1f}",
                 result.pool_full,
                 ", ".join(f"{k} x{v}" for k, v in result.failures.items()) or "-",
             ]
@@ -516,28 +609,31 @@ def run(argv: Sequence[str] | None = None) -> int:
             "p95",
             "App CPU s",
             "Emulator CPU s",
+            "Azurite CPU s",
             "CPU use",
             "Others' CPU s",
             "Pool full",
             "Failures",
         ],
         detail,
-        align="lrrrrrrrrrrrl",
+        align="lrrrrrrrrrrrrl",
     )
     print(
-        "CPU use = (app + emulator CPU seconds) / (wall x usable cores), measured from the first "
+        "CPU use = (app + emulator + Azurite CPU seconds) / (wall x usable cores), measured from "
+        "the first "
         "submission to the last job's end.\nOthers' CPU s: what other programs on the machine "
         "used meanwhile (non-zero means the numbers are disturbed).\nPool full: urllib3 "
         "'Connection pool is full, discarding connection' warnings (requests' default pool "
         "keeps 10 connections per host)."
     )
-    if single.claim_delay and single.after_generation:
-        print(
-            f"\nSingle job breakdown (median / p95 ms): claim delay "
-            f"{single.claim_delay.median:.1f} / {single.claim_delay.p95:.1f}; started -> final "
-            f"minus L {single.after_generation.median:.1f} / {single.after_generation.p95:.1f}"
-            + (f"; {single.failures} failed" if single.failures else "")
-        )
+    for label, one in (("", single), (" on Azurite", az_single)):
+        if one is not None and one.claim_delay and one.after_generation:
+            print(
+                f"\nSingle job breakdown{label} (median / p95 ms): claim delay "
+                f"{one.claim_delay.median:.1f} / {one.claim_delay.p95:.1f}; started -> final "
+                f"minus L {one.after_generation.median:.1f} / {one.after_generation.p95:.1f}"
+                + (f"; {one.failures} failed" if one.failures else "")
+            )
     if async_result.failures:
         print(f"Async failures: {async_result.failures}")
     if lag:
@@ -546,6 +642,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         )
     print(f"\nTotal run time: {elapsed_ms(run_started) / 1000:.1f} s")
     return 0
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value:.2f} s" if value is not None else "timeout"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -566,6 +666,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--async-jobs", type=int, default=20, help="jobs on the async API")
     parser.add_argument(
         "--async-spacing", type=float, default=0.25, help="seconds between async submissions"
+    )
+    parser.add_argument(
+        "--storage",
+        choices=("both", "local"),
+        default="both",
+        help="both: runs 1 and 2 on the data folder and again on Azurite, side by side "
+        "(default); local: the data folder only",
     )
     return parser.parse_args(argv)
 

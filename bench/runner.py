@@ -1,4 +1,5 @@
-"""What every benchmark shares: timing, median and p95, ratios, tables, the machine description.
+"""What every benchmark shares: timing, median and p95, ratios, tables, the machine description,
+and Azurite (`Azurite`: Azure Blob Storage in memory on loopback, for runs on object storage).
 
 Cases that are compared with each other are measured side by side (round robin, one request of
 each in turn), so a noisy neighbour slows them all alike and their ratio stays meaningful.
@@ -9,8 +10,12 @@ from __future__ import annotations
 import math
 import os
 import platform
+import shutil
+import socket
 import sqlite3
 import statistics
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -195,3 +200,95 @@ def bench_app(config: Mapping[str, Any], *, migrate: bool = True) -> Any:
         finally:
             logging.disable(logging.NOTSET)
     return app
+
+
+# --- Azurite: Azure Blob Storage on loopback, for the benchmarks that compare storage ----------
+
+ROOT = Path(__file__).resolve().parent.parent
+AZURITE = ROOT / ".node" / "node_modules" / ".bin" / "azurite-blob"  # `make azurite`
+# Azurite's fixed development account (documented by Microsoft, not a secret); the tests use the
+# same (tests/objstore_servers.py, which does not import bench: importing bench sets open mode).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Azurite:
+    """`azurite-blob` in memory on 127.0.0.1 (from .node/), as its own process; `available()`
+    says whether it is installed. `container()` makes a fresh, empty container and returns the
+    app settings that point at it."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.workspace = Path(tempfile.mkdtemp(prefix="atelier-bench-azurite-"))
+        self.log = (self.workspace / "azurite.log").open("wb")
+        self.process = subprocess.Popen(
+            [str(AZURITE), "--inMemoryPersistence", "--blobHost", "127.0.0.1",
+             "--blobPort", str(self.port), "--skipApiVersionCheck", "--loose"],
+            cwd=self.workspace, stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    break
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise SystemExit(f"Azurite did not start (log: {self.workspace}).") from None
+                time.sleep(0.1)
+        self.connection_string = (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+            f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{self.port}/{AZURITE_ACCOUNT};"
+        )
+        self._containers = 0
+
+    @staticmethod
+    def available() -> bool:
+        return AZURITE.exists()
+
+    def container(self) -> dict[str, str]:
+        from azure.storage.blob import BlobServiceClient
+
+        self._containers += 1
+        name = f"bench{self._containers}"
+        service = BlobServiceClient.from_connection_string(self.connection_string)
+        service.create_container(name)
+        return {
+            "ATELIER_STORAGE_URL": f"az://{name}/library",
+            "AZURE_STORAGE_CONNECTION_STRING": self.connection_string,
+        }
+
+    def drop(self, settings: dict[str, str]) -> None:
+        """Delete a container made by `container()` (Azurite keeps everything in memory)."""
+        from azure.storage.blob import BlobServiceClient
+
+        name = settings["ATELIER_STORAGE_URL"].removeprefix("az://").split("/", 1)[0]
+        BlobServiceClient.from_connection_string(self.connection_string).delete_container(name)
+
+    def cpu_seconds(self) -> float:
+        return process_cpu_seconds(self.process.pid)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(2)
+            except subprocess.TimeoutExpired:  # waiting on kept-alive connections; in memory
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        shutil.rmtree(self.workspace, ignore_errors=True)

@@ -144,6 +144,32 @@ def wait_until(base: str, job_id: int, predicate, timeout: float = 20) -> dict:
         time.sleep(0.05)
 
 
+def wait_all_final(base: str, ids: list[int], timeout: float) -> dict[int, dict]:
+    """The API's view of every job once all are final (succeeded, failed or canceled)."""
+    deadline = time.monotonic() + timeout
+    with requests.Session() as session:
+        while True:
+            jobs = {job_id: session.get(f"{base}/api/jobs/{job_id}", timeout=10).json()
+                    for job_id in ids}  # fmt: skip
+            if all(job["status"] in ("succeeded", "failed", "canceled") for job in jobs.values()):
+                return jobs
+            stuck = sorted({job["status"] for job in jobs.values()})
+            assert time.monotonic() < deadline, f"jobs stuck: {stuck}"
+            time.sleep(0.5)
+
+
+def flask_command(
+    env: dict[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    """Run `flask --app app <args>` as its own process in `env` (an instance's environment);
+    its output (stdout and stderr together) is in `.stdout`."""
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", *args],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+
+
 def logs_of(folder: Path) -> str:
     """Everything the processes of a test wrote to their logs (*.log in `folder`)."""
     return "".join(path.read_text(errors="replace") for path in folder.glob("*.log"))
