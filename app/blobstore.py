@@ -9,11 +9,14 @@ writes), `az://CONTAINER/PREFIX` (`AzureStore`, azure-storage-blob) and `s3://BU
 What `put` guarantees on every backend: when it returns, the whole object is stored and was
 checked. The local backend writes a temporary file, fsyncs and renames it. The object backends
 send the bytes with their MD5 (Content-MD5, which both services verify before they accept the
-upload, so a torn or altered body is refused) and the sha256 as metadata, then read the
-object's properties back and compare its size, its MD5 (Azure: the stored Content-MD5; S3:
-the ETag, which is the MD5 of a single-part upload without SSE-KMS) and the sha256 metadata.
-A mismatch deletes the damaged object and raises `StorageUnavailable`, so the row that would
-point at it never commits.
+upload, so a torn or altered body is refused) and the sha256 as metadata in one request, and
+compare the MD5 the service answers with (Azure: the stored Content-MD5; S3: the ETag, which is
+the MD5 of a single-part upload without SSE-KMS): the stored bytes are then the bytes sent, so
+their size and sha256 are too, without reading the object back. A mismatch deletes the damaged
+object and raises `StorageUnavailable`, so the row that would point at it never commits.
+`put(..., if_absent=True)` keeps an object already stored under the name (content addressing:
+it holds the same bytes) and answers False: one conditional request (Azure: If-None-Match: *)
+instead of a look and a write.
 
 Failures are sorted in two: `ObjectMissing` (a FileNotFoundError: there is no such object)
 and `StorageUnavailable` (unreachable, timed out, refused with 403 or a 5xx, or a check that
@@ -82,6 +85,9 @@ class StoredObject:
     name: str  # relative to the store (the data folder or the bucket's prefix)
     size: int
     modified: float  # POSIX time of the last write
+    # The sha256 `put` stored beside an object as metadata (object stores' `stat` only; None
+    # for a file, a listing, or an object Atelier did not write).
+    sha256: str | None = None
 
 
 @dataclass
@@ -113,7 +119,9 @@ class BlobStore(Protocol):
     local: bool  # True for the data folder (files there have paths)
     kind: str  # app.storage_stats' backend label: file, az or s3
 
-    def put(self, name: str, data: bytes, content_type: str | None = None) -> None: ...
+    def put(
+        self, name: str, data: bytes, content_type: str | None = None, *, if_absent: bool = False
+    ) -> bool: ...
     def get(self, name: str) -> bytes: ...
     def get_with_time(self, name: str) -> tuple[bytes, float]: ...
     def stat(self, name: str) -> StoredObject | None: ...
@@ -161,9 +169,17 @@ class LocalStore:
             raise ValueError(f"{name!r} is outside the data folder")
         return path
 
-    def put(self, name: str, data: bytes, content_type: str | None = None) -> None:
-        write_atomically(self.path(name), data)
+    def put(
+        self, name: str, data: bytes, content_type: str | None = None, *, if_absent: bool = False
+    ) -> bool:
+        """Write `name`; with `if_absent`, a file of that size already there is kept (a
+        content-addressed name holds the same bytes) and False is returned."""
+        path = self.path(name)
+        if if_absent and path.is_file() and path.stat().st_size == len(data):
+            return False
+        write_atomically(path, data)
         storage_stats.count_bytes("file", "written", len(data))
+        return True
 
     def get(self, name: str) -> bytes:
         try:
@@ -281,6 +297,9 @@ class AzureStore:
             # piece is 32 MiB: the whole of any image).
             "max_single_get_size": STREAM_CHUNK_BYTES * 4,
             "max_chunk_get_size": STREAM_CHUNK_BYTES * 4,
+            # One pooled connection per thread that may call at once (worker and request
+            # threads): the default pool keeps 10 and opens and drops one for every call beyond.
+            "transport": _pooled_transport(_pool_size(settings)),
         }
         connection_string = settings.get("AZURE_STORAGE_CONNECTION_STRING")
         account_url = settings.get("AZURE_STORAGE_ACCOUNT_URL")
@@ -315,12 +334,14 @@ class AzureStore:
         self._delegation_expiry = datetime.min.replace(tzinfo=UTC)
 
     def _call(self, operation: str, action: Any, *args: Any, **kwargs: Any) -> Any:
-        from azure.core.exceptions import AzureError, ResourceNotFoundError
+        from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 
         try:
             return action(*args, **kwargs)
         except ResourceNotFoundError:
             raise ObjectMissing(args[0] if args else "") from None
+        except ResourceExistsError:
+            raise _Exists from None
         except AzureError as error:
             storage_stats.count_error(self.kind, operation)
             status = getattr(error, "status_code", None)
@@ -329,39 +350,40 @@ class AzureStore:
                 f"{f' with HTTP {status}' if status else ''}: {_first_line(error)}"
             ) from None
 
-    def put(self, name: str, data: bytes, content_type: str | None = None) -> None:
+    def put(
+        self, name: str, data: bytes, content_type: str | None = None, *, if_absent: bool = False
+    ) -> bool:
+        """One Put Blob. The service checks the body against the transactional Content-MD5
+        (validate_content) before it stores anything and answers with the stored blob's MD5,
+        compared here. `if_absent`: If-None-Match: *; an existing blob is kept, False."""
         from azure.storage.blob import ContentSettings
 
         md5, sha = _md5(data), hashlib.sha256(data).hexdigest()
         key = self.prefix + name
-        # validate_content sends the transactional Content-MD5, which the service checks
-        # against the body it received; content_md5 keeps it as the blob's property.
-        self._call(
-            "put",
-            self.container.upload_blob,
-            key,
-            data,
-            overwrite=True,
-            validate_content=True,
-            metadata={"sha256": sha},
-            content_settings=ContentSettings(content_type=content_type, content_md5=md5),
-        )
-        properties = self._call("put", self.container.get_blob_client(key).get_blob_properties)
-        stored_md5 = properties.content_settings.content_md5
-        if (
-            properties.size != len(data)
-            or (stored_md5 is not None and bytes(stored_md5) != md5)
-            or (properties.metadata or {}).get("sha256") != sha
-        ):
+        try:
+            answer = self._call(
+                "put",
+                self.container.get_blob_client(key).upload_blob,
+                data,
+                overwrite=not if_absent,
+                validate_content=True,
+                metadata={"sha256": sha},
+                content_settings=ContentSettings(content_type=content_type, content_md5=md5),
+            )
+        except _Exists:
+            return False
+        stored_md5 = answer.get("content_md5")
+        if stored_md5 is not None and bytes(stored_md5) != md5:
             # A damaged blob must not stay under a content address: remove it.
             with contextlib.suppress(StorageUnavailable, ObjectMissing):
                 self._call("delete", self.container.delete_blob, key)
             storage_stats.count_error(self.kind, "put")
             raise StorageUnavailable(
-                f"Azure Blob Storage stored {name} as {properties.size} bytes with other "
-                f"checksums than the {len(data)} bytes sent."
+                f"Azure Blob Storage stored {name} with another MD5 than the "
+                f"{len(data)} bytes sent."
             )
         storage_stats.count_bytes(self.kind, "written", len(data))
+        return True
 
     def get(self, name: str) -> bytes:
         return self.get_with_time(name)[0]
@@ -413,7 +435,12 @@ class AzureStore:
             )
         except ObjectMissing:
             return None
-        return StoredObject(name, properties.size, properties.last_modified.timestamp())
+        return StoredObject(
+            name,
+            properties.size,
+            properties.last_modified.timestamp(),
+            (properties.metadata or {}).get("sha256"),
+        )
 
     def delete(self, name: str) -> None:
         with contextlib.suppress(ObjectMissing):
@@ -555,6 +582,8 @@ class S3Store:
             # Guess: S3-compatible servers on their own endpoint (MinIO, moto, Ceph) want
             # path-style URLs; AWS itself works with either.
             s3={"addressing_style": "path" if endpoint else "auto"},
+            # One pooled connection per thread that may call at once (default 10).
+            max_pool_connections=_pool_size(settings),
         )
         session = boto3.session.Session(
             aws_access_key_id=settings.get("AWS_ACCESS_KEY_ID") or None,
@@ -582,11 +611,18 @@ class S3Store:
             storage_stats.count_error(self.kind, operation)
             raise StorageUnavailable(f"S3 ({self.url}) failed: {_first_line(error)}") from None
 
-    def put(self, name: str, data: bytes, content_type: str | None = None) -> None:
+    def put(
+        self, name: str, data: bytes, content_type: str | None = None, *, if_absent: bool = False
+    ) -> bool:
+        """One PutObject with Content-MD5 (which the service checks before it stores); the
+        answer's ETag is compared with the MD5. `if_absent`: a HEAD first (Guess: not every
+        S3-compatible server honours If-None-Match on PUT); an existing object is kept, False."""
+        if if_absent and self.stat(name) is not None:
+            return False
         md5, sha = _md5(data), hashlib.sha256(data).hexdigest()
         key = self.prefix + name
         extra = {"ContentType": content_type} if content_type else {}
-        self._call(
+        answer = self._call(
             "put",
             self.client.put_object,
             Bucket=self.bucket,
@@ -596,25 +632,20 @@ class S3Store:
             Metadata={"sha256": sha},
             **extra,
         )
-        head = self._call("put", self.client.head_object, Bucket=self.bucket, Key=key)
-        etag = str(head.get("ETag", "")).strip('"')
-        # A multipart or SSE-KMS ETag is not an MD5 (it has a dash or differs in form): then
-        # the size and the sha256 metadata are what is compared.
+        etag = str(answer.get("ETag", "")).strip('"')
+        # An SSE-KMS ETag is not an MD5 (it differs in form): then the service's own
+        # Content-MD5 check is what vouches for the body.
         md5_etag = len(etag) == 32 and "-" not in etag
-        if (
-            head.get("ContentLength") != len(data)
-            or (md5_etag and etag != md5.hex())
-            or head.get("Metadata", {}).get("sha256") != sha
-        ):
+        if md5_etag and etag != md5.hex():
             # A damaged object must not stay under a content address: remove it.
             with contextlib.suppress(StorageUnavailable, ObjectMissing):
                 self._call("delete", self.client.delete_object, Bucket=self.bucket, Key=key)
             storage_stats.count_error(self.kind, "put")
             raise StorageUnavailable(
-                f"S3 stored {name} as {head.get('ContentLength')} bytes with other checksums "
-                f"than the {len(data)} bytes sent."
+                f"S3 stored {name} with another MD5 than the {len(data)} bytes sent."
             )
         storage_stats.count_bytes(self.kind, "written", len(data))
+        return True
 
     def get(self, name: str) -> bytes:
         return self.get_with_time(name)[0]
@@ -667,7 +698,12 @@ class S3Store:
             )
         except ObjectMissing:
             return None
-        return StoredObject(name, head["ContentLength"], head["LastModified"].timestamp())
+        return StoredObject(
+            name,
+            head["ContentLength"],
+            head["LastModified"].timestamp(),
+            (head.get("Metadata") or {}).get("sha256"),
+        )
 
     def delete(self, name: str) -> None:
         self._call("delete", self.client.delete_object, Bucket=self.bucket, Key=self.prefix + name)
@@ -755,6 +791,30 @@ class S3Store:
                 f"ATELIER_STORAGE_URL / AWS_ENDPOINT_URL: S3 cannot be reached for {self.url} "
                 f"({_first_line(error)})."
             ) from None
+
+
+class _Exists(Exception):
+    """A put with if_absent found the object there already."""
+
+
+def _pool_size(settings: Mapping[str, Any]) -> int:
+    """Connections to keep per storage host: one per worker thread, and room for requests."""
+    threads = settings.get("ATELIER_WORKER_THREADS") or os.environ.get("ATELIER_WORKER_THREADS")
+    try:
+        return max(10, int(threads or 0) + 10)
+    except ValueError:
+        return 10
+
+
+def _pooled_transport(size: int) -> Any:
+    import requests
+    from azure.core.pipeline.transport import RequestsTransport
+    from requests.adapters import HTTPAdapter
+
+    session = requests.Session()
+    for scheme in ("http://", "https://"):
+        session.mount(scheme, HTTPAdapter(pool_connections=4, pool_maxsize=size))
+    return RequestsTransport(session=session, session_owner=True)
 
 
 def _first_line(error: BaseException) -> str:

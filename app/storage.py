@@ -312,16 +312,14 @@ class Storage:
         bytes stored are the bytes that were uploaded and will be sent)."""
         data, digest = prepared.data, prepared.sha256
         thumbnail_name, thumbnail_large_name = thumbnail_names(digest)
-        # Content addressing makes a repeated store (a retried download) a no-op.
-        found = self.stat(prepared.file_name)
-        if found is None or found.size != len(data):
-            self.write(prepared.file_name, data, prepared.content_type)
+        # Content addressing makes a repeated store (a retried download) a no-op: a name that
+        # exists holds these bytes. One request per object on an object store, no HEAD first.
+        self.blobs.put(prepared.file_name, data, prepared.content_type, if_absent=True)
         for name, thumbnail_data in (
             (thumbnail_name, prepared.thumbnails.small),
             (thumbnail_large_name, prepared.thumbnails.large),
         ):
-            if not self.exists(name):
-                self.write(name, thumbnail_data, "image/webp")
+            self.blobs.put(name, thumbnail_data, "image/webp", if_absent=True)
         return described(
             digest,
             len(data),
@@ -423,11 +421,11 @@ class Storage:
         original has this sha256. The same content is not written again: False then."""
         name = sidecar_name(sha256, job_id, index)
         data = (pngmeta.dumps(metadata) + "\n").encode("utf-8")
-        try:
-            if self.read(name) == data:
-                return False
-        except FileNotFoundError:
-            pass
+        # A new image's sidecar is new: one conditional write; only an existing one is read.
+        if self.blobs.put(name, data, "application/json", if_absent=True):
+            return True
+        if self.read(name) == data:
+            return False
         self.write(name, data, "application/json")
         return True
 

@@ -245,22 +245,13 @@ class _Copier:
 def _stored_sha256(store: blobstore.BlobStore, name: str, size: int) -> str | None:
     """The sha256 of the object `name` in `store` if it is `size` bytes long, else None.
 
-    The object backends keep the sha256 `put` checked as metadata (one HEAD call); an object
+    The object backends keep the sha256 `put` checked as metadata (`stat`: one HEAD); an object
     without it (not written by Atelier) is read and hashed. A local file is hashed."""
     found = store.stat(name)
     if found is None or found.size != size:
         return None
-    metadata: dict[str, str] = {}
-    if isinstance(store, blobstore.AzureStore):
-        properties = store._call(
-            store.container.get_blob_client(store.prefix + name).get_blob_properties
-        )
-        metadata = dict(properties.metadata or {})
-    elif isinstance(store, blobstore.S3Store):
-        head = store._call(store.client.head_object, Bucket=store.bucket, Key=store.prefix + name)
-        metadata = dict(head.get("Metadata") or {})
-    if metadata.get("sha256"):
-        return metadata["sha256"]
+    if found.sha256:
+        return found.sha256
     try:
         return hashlib.sha256(store.get(name)).hexdigest()
     except blobstore.ObjectMissing:
