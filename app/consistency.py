@@ -213,7 +213,12 @@ class VerifyReport:
         ):
             for path in paths:
                 if path in self.moved:
-                    lines.append(f"{label}: {path}: moved to {self.archive_dir}/{path}.")
+                    where = (
+                        f"moved to {self.archive_dir}/{path}"
+                        if self.archive_dir
+                        else "deleted from the object store"
+                    )
+                    lines.append(f"{label}: {path}: {where}.")
                 else:
                     lines.append(f"{label}: {path}.")
         for path in self.stale_previews:

@@ -106,6 +106,8 @@ def configure_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # Werkzeug's own access line repeats each request with its query string; ours replaces it.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # azure-core logs each storage request and response (headers included) at INFO.
+    logging.getLogger("azure").setLevel(logging.WARNING)
 
 
 def event(logger: logging.Logger, message: str, name: str, **fields: Any) -> None:

@@ -8,14 +8,13 @@ processes on one SQLite file)."""
 from __future__ import annotations
 
 import signal
-import time
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
 from tests.helpers import free_port, on_postgresql
-from tests.processes import logs_of, submits
+from tests.processes import logs_of, submits, wait_all_final
 
 JOBS = 100
 
@@ -29,19 +28,6 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture
 def emulator_latency() -> str:
     return "0.2"
-
-
-def wait_all_final(base: str, ids: list[int], timeout: float) -> dict[int, dict]:
-    deadline = time.monotonic() + timeout
-    with requests.Session() as session:
-        while True:
-            jobs = {job_id: session.get(f"{base}/api/jobs/{job_id}", timeout=10).json()
-                    for job_id in ids}  # fmt: skip
-            if all(job["status"] in ("succeeded", "failed", "canceled") for job in jobs.values()):
-                return jobs
-            stuck = sorted({job["status"] for job in jobs.values()})
-            assert time.monotonic() < deadline, f"jobs stuck: {stuck}"
-            time.sleep(0.5)
 
 
 def test_two_app_instances_and_a_worker_share_one_queue_and_image_folder(
