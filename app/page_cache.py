@@ -35,6 +35,12 @@ The rules:
 - A card's ETag is a digest of its key, the session's CSRF token (a stored card must not
   outlive its session) and a time slot (nor the token's time limit), signed with the app's
   secret key, so nobody can guess the tag of a card they were never shown.
+- Waiting for the data version to move (`wait_for_data_change`, the job cards' watch,
+  app.views.polling): one thread per process and app looks at the version every
+  `WATCH_POLL_S` while some request waits (and not otherwise), and wakes the waiters when it
+  has moved; a write committed by this process wakes it at once. So a write by any process or
+  instance reaches a waiting request within about `WATCH_POLL_S`, whatever the number of
+  waiters: they cost no CPU while they wait.
 """
 
 from __future__ import annotations
@@ -74,6 +80,13 @@ PAGES_KEPT = 64
 CARDS_KEPT = 256
 # Card states of polled jobs, so repeat polls between writes need no query.
 STATES_KEPT = 1024
+# How often a process looks at the data version while requests wait for it to move; a write
+# by another process (the worker of another gunicorn process, another instance) is seen this
+# late at most. 40 reads of a small file (or of memory, on PostgreSQL) a second cost nothing
+# measurable.
+WATCH_POLL_S = 0.025
+# The watching thread stops after this long without waiters (the next waiter starts it again).
+WATCH_IDLE_S = 2.0
 
 _READ_ONLY = re.compile(
     r"\s*(SELECT|PRAGMA|SAVEPOINT|RELEASE|ROLLBACK|BEGIN|COMMIT|SHOW|SET|EXPLAIN)\b",
@@ -127,6 +140,78 @@ class LRU:
             self._items.clear()
 
 
+class VersionWatch:
+    """Wakes requests waiting for the data version to move: one thread reads the version every
+    `WATCH_POLL_S` while anyone waits, and notifies them all when it has changed."""
+
+    def __init__(self, app: Flask) -> None:
+        self._app = app
+        self._changed = threading.Condition()
+        self._poke = threading.Event()
+        self._waiters = 0
+        self._seen: str | None = None  # the version the thread read last
+        self._reads = 0  # how many times it has read it
+        self._thread: threading.Thread | None = None
+
+    @property
+    def waiters(self) -> int:
+        return self._waiters
+
+    def wait(self, version: str, timeout: float) -> bool:
+        """Whether the data version moved away from `version` within `timeout` seconds. Only a
+        read made after this call started counts (an older one may predate `version`)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            self._waiters += 1
+            self._start()
+            first = self._reads + 1
+            try:
+                while not (self._reads >= first and self._seen != version):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._changed.wait(left)
+                return True
+            finally:
+                self._waiters -= 1
+
+    def poke(self) -> None:
+        """This process has just moved the version: read it now, not at the next tick."""
+        self._poke.set()
+
+    def _start(self) -> None:
+        """Called with the lock held."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._run, name="atelier-version-watch", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        idle_since: float | None = None
+        while True:
+            try:
+                with self._app.app_context():
+                    seen = data_version()
+                    db.session.remove()  # PostgreSQL without its listener read the row
+            except Exception:  # noqa: BLE001 - a failed read must not end the watch
+                log.exception("could not read the data version")
+                seen = self._seen
+            with self._changed:
+                self._seen = seen
+                self._reads += 1
+                self._changed.notify_all()
+                if self._waiters:
+                    idle_since = None
+                elif idle_since is None:
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since > WATCH_IDLE_S:
+                    self._thread = None
+                    return
+            self._poke.wait(WATCH_POLL_S)
+            self._poke.clear()
+
+
 @dataclass
 class PageCache:
     """One app's kept values, and where its versions live: the folder holding its version files
@@ -137,6 +222,7 @@ class PageCache:
     pages: LRU = field(default_factory=lambda: LRU(PAGES_KEPT))
     cards: LRU = field(default_factory=lambda: LRU(CARDS_KEPT))
     states: LRU = field(default_factory=lambda: LRU(STATES_KEPT))
+    watch: VersionWatch | None = None
 
     def note_write(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         """Remember, on the connection, which versions its writes are to move."""
@@ -160,6 +246,8 @@ class PageCache:
                 bump_version(path)
             except OSError as error:  # e.g. a test's data folder, already deleted
                 log.warning("could not write the version file %s: %s", path, error)
+        if pending and self.watch is not None:
+            self.watch.poke()
 
     def bump_in_transaction(self, conn: Any) -> None:
         """PostgreSQL: as a writing transaction commits, move its versions inside it."""
@@ -188,11 +276,14 @@ class PageCache:
             )
         if pending or bumped:
             self.coordinator.read_back(dbapi_connection)
+            if self.watch is not None:
+                self.watch.poke()
 
 
 def init_app(app: Flask) -> None:
     """Give the app its caches and watch its engine (and no other) for writes."""
     kept = PageCache(data_dir=str(storage.current(app).root), coordinator=coordination.for_app(app))
+    kept.watch = VersionWatch(app)
     app.extensions["page_cache"] = kept
     with app.app_context():
         engine = db.engine
@@ -272,6 +363,14 @@ def data_version() -> str:
     if coordinator is not None:
         return str(coordinator.versions(db.session())[1])
     return _read_version(DATA_VERSION_FILE)
+
+
+def wait_for_data_change(version: str, timeout: float) -> bool:
+    """Whether the data version moved away from `version` within `timeout` seconds. The caller
+    must hold no database connection (end its read transaction first): it may wait long."""
+    watch = caches().watch
+    assert watch is not None
+    return watch.wait(version, timeout)
 
 
 def bump_version(path: str | Path) -> None:

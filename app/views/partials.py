@@ -1,4 +1,5 @@
-"""HTML fragments for htmx, each at its own URL. Pages include the same templates."""
+"""HTML fragments for htmx, each at its own URL (pages include the same templates), and the job
+cards' watch (app.views.polling)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from flask import (
     Blueprint,
     abort,
     g,
+    jsonify,
     make_response,
     render_template,
     request,
@@ -19,33 +21,60 @@ from app.auth import sessions
 from app.models import utcnow
 from app.views import display, polling
 from app.views.forms import PromptForm
+from app.views.helpers import api_error
 
 bp = Blueprint("partials", __name__, url_prefix="/partials")
 
 
 @bp.get("/jobs/<int:job_id>")
 def job_card(job_id: int) -> Response:
-    """The job's card. A repeat poll whose ETag still matches gets 304 Not Modified: at most one
-    narrow query (none when nothing was written since the last poll), no render. Browsers keep
-    the card (`private, no-cache`: stored, always revalidated) and hand the stored copy to htmx
-    on a 304, so the card swaps in again and polls on; the final card has no trigger, so
-    polling stops."""
+    """The job's card. A repeat poll whose ETag still matches gets 304 Not Modified, decided
+    before any query or render: the viewer's card state is kept per data version (a query only
+    after a write), the delay and the ETag are arithmetic and one HMAC. Browsers keep the card
+    (`private, no-cache`: stored, always revalidated) and hand the stored copy to htmx on a
+    304, so the card swaps in again and polls on; the final card has no trigger, so polling
+    stops."""
     state = _card_state(job_id)
     if state is None:
         abort(404, f"There is no job {job_id}.")
     created_at, shown = state
     age = (utcnow() - created_at).total_seconds()
-    delay = polling.delay_for(age, polling.expected_finish(job_id))
-    key = page_cache.key(shown, str(delay))
+    watched = request.headers.get(polling.WATCHED_HEADER) == "1"
+    delay = polling.card_delay(age, job_id, watched)
+    key = page_cache.key(job_id, shown, str(delay))
     etag = page_cache.etag(key)
     if request.if_none_match.contains(etag):
         response = make_response("", 304)
     else:
-        response = make_response(page_cache.with_csrf(_rendered_card(job_id, key, delay)))
+        digest = polling.state_digest(job_id, shown)
+        response = make_response(
+            page_cache.with_csrf(_rendered_card(job_id, key, delay, digest))
+        )
         etag = page_cache.etag(key)  # a new session has the card's CSRF token only now
     response.set_etag(etag)
     response.headers["Cache-Control"] = "private, no-cache"
     return response
+
+
+@bp.get("/jobs/watch")
+def watch_cards() -> Response | tuple[Response, int]:
+    """Wait until one of the named cards shows something else than the database holds, and
+    name it (`changed`), or up to `polling.WATCH_S` with nothing to name; `retry_ms` > 0 when
+    no slot was free (poll meanwhile). Only the viewer's own jobs ever count as changed."""
+    try:
+        cards = polling.parse_cards(request.args.get("cards", ""))
+    except polling.BadWatch as error:
+        return api_error(400, "bad_watch", str(error), field="cards")
+    changed = polling.watch(cards, _shown, page_cache.end_read_transaction)
+    retry_ms = polling.BUSY_RETRY_MS if changed is None else 0
+    response = jsonify({"changed": changed or [], "retry_ms": retry_ms})
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _shown(job_id: int) -> str | None:
+    state = _card_state(job_id)
+    return None if state is None else state[1]
 
 
 def _card_state(job_id: int) -> tuple[datetime, str] | None:
@@ -63,7 +92,7 @@ def _card_state(job_id: int) -> tuple[datetime, str] | None:
     return page_cache.caches().states.get_or_make((job_id, version, owner), query)
 
 
-def _rendered_card(job_id: int, key: tuple[str, ...], delay: int) -> str:
+def _rendered_card(job_id: int, key: tuple[str, ...], delay: int, digest: str) -> str:
     """The card for this state, rendered once (with a CSRF placeholder)."""
 
     def render() -> str:
@@ -76,6 +105,7 @@ def _rendered_card(job_id: int, key: tuple[str, ...], delay: int) -> str:
             job=job,
             wait_reasons=limits.wait_reasons([job]),
             poll_ms=delay,
+            watch_state=digest,
             csrf_token=page_cache.placeholder_token,
         )
 
