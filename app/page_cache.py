@@ -53,7 +53,7 @@ import re
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,6 +151,7 @@ class VersionWatch:
         self._waiters = 0
         self._seen: str | None = None  # the version the thread read last
         self._reads = 0  # how many times it has read it
+        self._versions: Counter[str] = Counter()  # the versions waiters wait to move away from
         self._thread: threading.Thread | None = None
 
     @property
@@ -163,6 +164,7 @@ class VersionWatch:
         deadline = time.monotonic() + timeout
         with self._changed:
             self._waiters += 1
+            self._versions[version] += 1
             self._start()
             first = self._reads + 1
             try:
@@ -174,6 +176,9 @@ class VersionWatch:
                 return True
             finally:
                 self._waiters -= 1
+                self._versions[version] -= 1
+                if not self._versions[version]:
+                    del self._versions[version]
 
     def poke(self) -> None:
         """This process has just moved the version: read it now, not at the next tick."""
@@ -198,9 +203,12 @@ class VersionWatch:
                 log.exception("could not read the data version")
                 seen = self._seen
             with self._changed:
+                # Only when some waiter has news: waking them all on every read would cost
+                # 40 wake-ups a second each.
+                if seen != self._seen or any(v != seen for v in self._versions):
+                    self._changed.notify_all()
                 self._seen = seen
                 self._reads += 1
-                self._changed.notify_all()
                 if self._waiters:
                     idle_since = None
                 elif idle_since is None:

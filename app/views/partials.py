@@ -3,6 +3,7 @@ cards' watch (app.views.polling)."""
 
 from __future__ import annotations
 
+import socket
 from datetime import datetime
 
 from flask import (
@@ -47,9 +48,7 @@ def job_card(job_id: int) -> Response:
         response = make_response("", 304)
     else:
         digest = polling.state_digest(job_id, shown)
-        response = make_response(
-            page_cache.with_csrf(_rendered_card(job_id, key, delay, digest))
-        )
+        response = make_response(page_cache.with_csrf(_rendered_card(job_id, key, delay, digest)))
         etag = page_cache.etag(key)  # a new session has the card's CSRF token only now
     response.set_etag(etag)
     response.headers["Cache-Control"] = "private, no-cache"
@@ -65,11 +64,26 @@ def watch_cards() -> Response | tuple[Response, int]:
         cards = polling.parse_cards(request.args.get("cards", ""))
     except polling.BadWatch as error:
         return api_error(400, "bad_watch", str(error), field="cards")
-    changed = polling.watch(cards, _shown, page_cache.end_read_transaction)
+    changed = polling.watch(cards, _shown, page_cache.end_read_transaction, _client_gone)
     retry_ms = polling.BUSY_RETRY_MS if changed is None else 0
     response = jsonify({"changed": changed or [], "retry_ms": retry_ms})
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _client_gone() -> bool:
+    """Whether the client has closed the connection of this request (a peek at the socket the
+    server hands the app, gunicorn's or Werkzeug's; False when there is none or it cannot be
+    peeked at, such as a TLS socket: the watch then ends by its timeout)."""
+    sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
+    if sock is None:
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError, ValueError):
+        return False
+    except OSError:
+        return True
 
 
 def _shown(job_id: int) -> str | None:

@@ -75,6 +75,8 @@ BUSY_RETRY_MS = 2000
 # (app.gunicorn_conf sets ATELIER_WATCH_SLOTS from its threads; `python -m app` has a thread
 # per request).
 DEFAULT_WATCH_SLOTS = 64
+# How often a waiting watch looks whether its page is still there.
+GONE_CHECK_S = 2.0
 # A watched card's own polls: only a safety net (the watch tells it when to look).
 WATCHED_MS = 30_000
 WATCHED_HEADER = "X-Atelier-Watched"
@@ -116,12 +118,15 @@ def watch(
     cards: dict[int, str],
     shown: Callable[[int], str | None],
     end_reads: Callable[[], None],
+    gone: Callable[[], bool],
     timeout: float = WATCH_S,
 ) -> list[int] | None:
     """The ids of the cards whose state now differs from the digest the page sent, as soon as
-    there is one; [] after `timeout` without any; None when no slot is free (the page polls).
-    `shown(job_id)` is what the card shows now (one query per job and data version);
-    `end_reads()` releases the database before each wait."""
+    there is one; [] after `timeout` without any, or once the page has hung up (`gone()`,
+    looked at every `GONE_CHECK_S`: a page that names new cards drops its watch, and the slot
+    must not stay taken); None when no slot is free (the page polls). `shown(job_id)` is what
+    the card shows now (one query per job and data version); `end_reads()` releases the
+    database before each wait."""
     slots = _state(current_app).slots
     if not slots.acquire(blocking=False):
         return None
@@ -137,9 +142,12 @@ def watch(
             if changed:
                 return changed
             end_reads()
-            left = deadline - time.monotonic()
-            if left <= 0 or not page_cache.wait_for_data_change(version, left):
-                return []
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or gone():
+                    return []
+                if page_cache.wait_for_data_change(version, min(left, GONE_CHECK_S)):
+                    break
     finally:
         slots.release()
 
