@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 import statistics
 import threading
@@ -71,9 +72,8 @@ KNOWN_JOBS = 4096
 WATCH_S = 20.0
 MAX_WATCHED_CARDS = 50
 BUSY_RETRY_MS = 2000
-# Requests that may wait at once per process when the server does not say
-# (app.gunicorn_conf sets ATELIER_WATCH_SLOTS from its threads; `python -m app` has a thread
-# per request).
+# Requests that may wait at once per process when the server does not say (app.gunicorn_conf
+# sets it beside its request threads; `python -m app` has a thread per request).
 DEFAULT_WATCH_SLOTS = 64
 # How often a waiting watch looks whether its page is still there.
 GONE_CHECK_S = 2.0
@@ -119,19 +119,19 @@ def watch(
     shown: Callable[[int], str | None],
     end_reads: Callable[[], None],
     gone: Callable[[], bool],
-    timeout: float = WATCH_S,
+    timeout: float | None = None,
 ) -> list[int] | None:
     """The ids of the cards whose state now differs from the digest the page sent, as soon as
-    there is one; [] after `timeout` without any, or once the page has hung up (`gone()`,
-    looked at every `GONE_CHECK_S`: a page that names new cards drops its watch, and the slot
-    must not stay taken); None when no slot is free (the page polls). `shown(job_id)` is what
-    the card shows now (one query per job and data version); `end_reads()` releases the
-    database before each wait."""
+    there is one; [] after `timeout` (default `WATCH_S`) without any, or once the page has
+    hung up (`gone()`, looked at every `GONE_CHECK_S`: a page that names new cards drops its
+    watch, and the slot must not stay taken); None when no slot is free (the page polls).
+    `shown(job_id)` is what the card shows now (one query per job and data version);
+    `end_reads()` releases the database before each wait."""
     slots = _state(current_app).slots
     if not slots.acquire(blocking=False):
         return None
     try:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (WATCH_S if timeout is None else timeout)
         while True:
             version = page_cache.data_version()  # before the states: they are at least this new
             changed = [
@@ -153,7 +153,11 @@ def watch(
 
 
 def watch_slots(app: Flask | None = None) -> int:
-    return int((app or current_app).config.get("ATELIER_WATCH_SLOTS", DEFAULT_WATCH_SLOTS))
+    """Watches that may wait at once in this process: as app.gunicorn_conf set it, else
+    ATELIER_WATCH_SLOTS from the environment (`python -m app`), else the default."""
+    config = (app or current_app).config
+    raw = config.get("ATELIER_WATCH_SLOTS", os.environ.get("ATELIER_WATCH_SLOTS"))
+    return DEFAULT_WATCH_SLOTS if raw in (None, "") else int(raw)
 
 
 def card_delay(age: float, job_id: int, watched: bool) -> int:
