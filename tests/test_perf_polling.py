@@ -22,7 +22,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, expect
 
-from app import jobs
+from app import jobs, page_cache
 from app.views import polling
 from tests.browser import serve_app
 from tests.helpers import OWNER_PASSWORD, app_with_owners, csrf_token, signed_in
@@ -251,3 +251,24 @@ def test_without_a_free_slot_a_watch_answers_at_once_and_the_page_polls(app_fact
     answer = client.get(f"/partials/jobs/watch?cards={job_id}.{state}")
     assert answer.get_json() == {"changed": [], "retry_ms": polling.BUSY_RETRY_MS}
     assert time.monotonic() - started < 1
+
+
+def test_a_version_moved_by_another_process_wakes_a_waiting_request(idle_app):
+    """Another process (a second gunicorn worker, the CLI) moves the version file without this
+    process knowing: the watch thread still sees it within a few of its 25 ms looks."""
+    with idle_app.app_context():
+        version = page_cache.data_version()
+        folder = page_cache.caches().data_dir
+
+    def other_process_writes() -> None:
+        time.sleep(0.3)
+        page_cache.bump_version(Path(folder) / page_cache.DATA_VERSION_FILE)
+
+    threading.Thread(target=other_process_writes).start()
+    started = time.monotonic()
+    with idle_app.app_context():
+        assert page_cache.wait_for_data_change(version, timeout=10)
+        assert page_cache.data_version() != version
+    assert time.monotonic() - started < 3
+    with idle_app.app_context():  # nothing moves it now: the wait ends at its timeout
+        assert not page_cache.wait_for_data_change(page_cache.data_version(), timeout=0.3)
