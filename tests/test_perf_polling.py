@@ -191,7 +191,10 @@ def test_a_watched_card_asks_only_for_the_safety_net(owners_app):
     watched = alice.get(f"/partials/jobs/{job_id}", headers={"X-Atelier-Watched": "1"})
     unwatched = alice.get(f"/partials/jobs/{job_id}")
     assert 'hx-trigger="load delay:30s, atelier-changed"' in watched.get_data(as_text=True)
-    assert 'hx-trigger="load delay:1s, atelier-changed"' in unwatched.get_data(as_text=True)
+    # The schedule by age: 1 s while younger than a second, then 5 s (a busy machine is slow).
+    assert re.search(
+        r'hx-trigger="load delay:(1|5)s, atelier-changed"', unwatched.get_data(as_text=True)
+    )
     assert watched.headers["ETag"] != unwatched.headers["ETag"]
 
 
