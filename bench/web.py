@@ -14,16 +14,16 @@ jobs inserted directly (nothing runs them: ATELIER_WORKER_THREADS=0), then serve
    Throughput cases are measured round robin (bare, partial, gallery, bare, ...), each for
    `--duration` seconds by a separate load process (`--clients` threads, each with its own
    keep-alive connection); ratios are of the medians of the rounds.
-3. Polling cost: `--tabs` simulated tabs following a running job's card for `--poll-seconds`
-   as Chromium with static/prompt.js does: the page's card, then the watch (a long poll,
-   app.views.polling) naming the card and its state; when the watch names the card, the tab
-   fetches it (`X-Atelier-Watched: 1`, revalidating with its ETag), and it also follows the
-   card's safety-net `hx-trigger` delay. Measured for a young job (< 20 s old), one that moves
-   twice during the measurement (phase, then finished: each tab's delay from the change to
-   having the new card is reported, target < 300 ms median) and one older than 120 s; and, for
-   reference, the cards polling alone (the fallback without a free watch slot: the schedule by
-   age and the fast window). The server's CPU time (utime + stime of the gunicorn master and
-   workers, /proc/<pid>/stat) over wall time, next to the idle server's; target: < 5% of one
+3. Polling cost: `--tabs` simulated tabs following a running job's card for `--poll-seconds` as
+   Chromium with static/prompt.js does: the page's card, then the watch (a long poll,
+   app.views.polling) naming the card and its state; when the watch names the card, the tab swaps in
+   the new card from its answer, and it also follows the card's safety-net `hx-trigger` delay
+   (fetching it with `X-Atelier-Watched: 1`, revalidating with its ETag). Measured for a young job
+   (< 20 s old), one that moves twice during the measurement (phase, then finished: each tab's delay
+   from the change to having the new card is reported, target < 300 ms median) and one older than
+   120 s; and, for reference, the cards polling alone (the fallback without a free watch slot: the
+   schedule by age and the fast window). The server's CPU time (utime + stime of the gunicorn master
+   and workers, /proc/<pid>/stat) over wall time, next to the idle server's; target: < 5% of one
    core for 100 tabs.
 4. Start-up: launch to the first 200 from /healthz, `python -m app` and gunicorn, median of
    `--starts`; target < 1.5 s.
@@ -298,6 +298,13 @@ def watch_tabs(
                 answer = json.loads(body) if code == 200 else {"changed": [], "retry_ms": 1000}
                 count(code, busy=bool(answer["retry_ms"]))
                 watched = not answer["retry_ms"]
+                card = answer.get("cards", {}).get(job_id)
+                if card is not None:  # the new card came with the news: swap it in
+                    with lock:
+                        if changed_at:
+                            seen_after.append(time.perf_counter() - changed_at[-1])
+                    kept = card.encode()
+                    break
                 fetch = bool(answer["changed"]) or time.perf_counter() >= due
                 if not fetch and answer["retry_ms"]:  # no slot free: poll meanwhile
                     left = max(0.0, due - time.perf_counter())
@@ -305,6 +312,8 @@ def watch_tabs(
                     fetch = time.perf_counter() >= due
             if stop.is_set():
                 break
+            if not fetch:
+                continue  # swapped in from the watch's answer
             headers = {"If-None-Match": etag} if etag else {}
             if watched:
                 headers["X-Atelier-Watched"] = "1"

@@ -2,9 +2,9 @@
 //
 // The job cards' watch (app.views.polling): while the page shows running jobs and is visible,
 // one long-poll request at a time names every running card and the state it shows
-// (data-watch-state); the server answers when one of them changed, and the page fetches just
-// that card (htmx trigger `atelier-changed`), so an image shows within a few hundred
-// milliseconds of being stored. Card requests say `X-Atelier-Watched: 1` while the watch
+// (data-watch-state); the server answers when one of them changed, with that card's new HTML,
+// which the page swaps in (or, without it, fetches the card: htmx trigger `atelier-changed`),
+// so an image shows within a few hundred milliseconds of being stored. Card requests say `X-Atelier-Watched: 1` while the watch
 // works, and the server then asks the cards only for a slow safety-net poll; when the watch
 // fails or the server has no slot free, cards poll on their own schedule again.
 //
@@ -106,7 +106,13 @@
         retryMs = RETRY_MS;
         (body.changed || []).forEach(function (id) {
           var card = document.getElementById("job-" + id);
-          if (card && window.htmx) window.htmx.trigger(card, "atelier-changed");
+          if (!card || !window.htmx) return;
+          var html = body.cards && body.cards[id];
+          if (html) {
+            window.htmx.swap(card, html, { swapStyle: "outerHTML" });
+          } else {
+            window.htmx.trigger(card, "atelier-changed"); // its own URL says why not (404)
+          }
         });
         // Changed cards restart the watch once they are swapped in (htmx:load below; a watch
         // started before would name their old state and return at once); the timer is in

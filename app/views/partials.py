@@ -58,17 +58,36 @@ def job_card(job_id: int) -> Response:
 @bp.get("/jobs/watch")
 def watch_cards() -> Response | tuple[Response, int]:
     """Wait until one of the named cards shows something else than the database holds, and
-    name it (`changed`), or up to `polling.WATCH_S` with nothing to name; `retry_ms` > 0 when
-    no slot was free (poll meanwhile). Only the viewer's own jobs ever count as changed."""
+    name it (`changed`) with its new card (`cards`: job id -> HTML, as the card's own URL
+    would answer a watched page; none for a job that is gone or not the viewer's, whose own
+    URL answers 404), or up to `polling.WATCH_S` with nothing to name; `retry_ms` > 0 when no
+    slot was free (poll meanwhile). Sending the card saves each watching tab a request per
+    change."""
     try:
         cards = polling.parse_cards(request.args.get("cards", ""))
     except polling.BadWatch as error:
         return api_error(400, "bad_watch", str(error), field="cards")
     changed = polling.watch(cards, _shown, page_cache.end_read_transaction, _client_gone)
     retry_ms = polling.BUSY_RETRY_MS if changed is None else 0
-    response = jsonify({"changed": changed or [], "retry_ms": retry_ms})
+    body = {"changed": changed or [], "cards": _watched_cards(changed or []), "retry_ms": retry_ms}
+    response = jsonify(body)
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _watched_cards(job_ids: list[int]) -> dict[str, str]:
+    """The current cards of these jobs, as a watched page asks for them (shared renders)."""
+    cards = {}
+    for job_id in job_ids:
+        state = _card_state(job_id)
+        if state is None:
+            continue
+        created_at, shown = state
+        delay = polling.card_delay((utcnow() - created_at).total_seconds(), job_id, True)
+        key = page_cache.key(job_id, shown, str(delay))
+        digest = polling.state_digest(job_id, shown)
+        cards[str(job_id)] = page_cache.with_csrf(_rendered_card(job_id, key, delay, digest))
+    return cards
 
 
 def _client_gone() -> bool:

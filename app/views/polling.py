@@ -4,20 +4,19 @@ Two channels, so an image is on screen within a few hundred milliseconds of bein
 every job (a fresh install's first jobs and slower-than-usual ones included), while 100 tabs
 watching jobs stay under 5 % of a core (`bench.web`, `bench.flow`):
 
-- The watch (push, by long poll): a page with running jobs (static/prompt.js) sends one
-  `GET /partials/jobs/watch?cards=<id>.<state>,...` naming each card it shows and the digest
-  of the state it shows (`state_digest`, carried by the card). The request returns as soon as
-  one of those cards shows something else than what the database holds now (its id is in
-  `changed`; the page then fetches that card), or after `WATCH_S` with nothing changed; the
-  page then watches again. While it waits it holds no database connection and costs no CPU:
-  it sleeps until the data version moves (app.page_cache.wait_for_data_change, which sees
-  any process's writes within 25 ms), then compares the cards' states again (one narrow query
-  per job and data version, shared by every tab). Auth is that of the cards: states are read
-  with the viewer's owner filter, so another user's job looks like no job at all, and a digest
-  names a state only for this viewer (HMAC with the secret key). Each process lets at most
-  `watch_slots()` requests wait at once (each holds a server thread: app.gunicorn_conf sizes
-  them); beyond that a watch answers at once with `retry_ms`, and the page falls back to
-  polling.
+- The watch (push, by long poll): a page with running jobs (static/prompt.js) sends one `GET
+  /partials/jobs/watch?cards=<id>.<state>,...` naming each card it shows and the digest of the state
+  it shows (`state_digest`, carried by the card). The request returns as soon as one of those cards
+  shows something else than what the database holds now (its id is in `changed`, with its new card,
+  which the page swaps in), or after `WATCH_S` with nothing changed; the page then watches again.
+  While it waits it holds no database connection and costs no CPU: it sleeps until the data version
+  moves (app.page_cache.wait_for_data_change, which sees any process's writes within 25 ms), then
+  compares the cards' states again (one narrow query per job and data version, shared by every tab).
+  Auth is that of the cards: states are read with the viewer's owner filter, so another user's job
+  looks like no job at all, and a digest names a state only for this viewer (HMAC with the secret
+  key). Each process lets at most `watch_slots()` requests wait at once (each holds a server thread:
+  app.gunicorn_conf sizes them); beyond that a watch answers at once with `retry_ms`, and the page
+  falls back to polling.
 - Polling, by the card's own `hx-trigger` delay: on a watched page (the request says so with
   `X-Atelier-Watched`) only a safety net every `WATCHED_MS`. Unwatched (no JavaScript watch,
   no free slot), a slow schedule by the job's age, and four times a second in a short window
