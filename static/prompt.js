@@ -59,15 +59,18 @@
 
   // --- the job cards' watch ----------------------------------------------------------------
 
+  var MAX_CARDS = 50; // app.views.polling.MAX_WATCHED_CARDS: more cards poll on their own
   var RETRY_MS = 1000; // after a failed watch, doubling up to MAX_RETRY_MS
   var MAX_RETRY_MS = 10000;
   var watch = null; // {controller, names}: the watch in flight
-  var healthy = false; // the last watch worked: cards need only their safety-net poll
+  var healthy = false; // the last watch worked: its cards need only their safety-net poll
+  var watched = {}; // the element ids of the cards the watch names
   var retryMs = RETRY_MS;
   var timer = null;
 
   function runningCards() {
-    return Array.prototype.slice.call(document.querySelectorAll(".job-card[data-watch-url]"));
+    var all = document.querySelectorAll(".job-card[data-watch-url]");
+    return Array.prototype.slice.call(all, 0, MAX_CARDS);
   }
 
   function names(cards) {
@@ -92,6 +95,8 @@
     if (!cards.length || document.hidden) return;
     var current = { controller: new AbortController(), names: wanted };
     watch = current;
+    watched = {};
+    cards.forEach(function (card) { watched[card.id] = true; });
     var url = cards[0].getAttribute("data-watch-url") + "?cards=" + encodeURIComponent(wanted);
     fetch(url, { credentials: "same-origin", signal: current.controller.signal,
                  headers: { "Accept": "application/json" } })
@@ -115,8 +120,8 @@
           }
         });
         // Changed cards restart the watch once they are swapped in (htmx:load below; a watch
-        // started before would name their old state and return at once); the timer is in
-        // case a fetch fails.
+        // started before would name their old state and return at once); the timer is for a
+        // card fetched instead, should that fetch fail.
         var changed = body.changed && body.changed.length;
         later(body.retry_ms || (changed ? RETRY_MS : 0));
       })
@@ -131,7 +136,7 @@
 
   document.addEventListener("htmx:configRequest", function (event) {
     var elt = event.detail.elt;
-    if (healthy && elt && elt.matches && elt.matches(".job-card[data-watch-url]")) {
+    if (healthy && elt && watched[elt.id] && elt.matches(".job-card[data-watch-url]")) {
       event.detail.headers["X-Atelier-Watched"] = "1";
     }
   });

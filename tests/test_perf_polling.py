@@ -73,8 +73,8 @@ def test_a_watched_card_shows_a_late_change_at_once_then_stops(browser: Browser,
             page.goto(f"{base}/jobs/{job_id}")
             card = page.locator(f"#job-{job_id}")
             expect(card).to_contain_text("Queued")
-            # The first watch fetches the card once (the page's copy names no state); then the
-            # card asks only for the safety net, and the page's watch waits.
+            # The first watch answers at once with the card (the page's copy names no state),
+            # which asks only for the safety net; then the page's watch waits.
             expect(card).to_have_attribute("hx-trigger", "load delay:30s, atelier-changed")
             expect(card).to_have_attribute("data-watch-state", re.compile("^[0-9a-f]{16}$"))
             time.sleep(3)  # older than the 1 s a new card used to wait before its first poll
