@@ -109,7 +109,13 @@
         watch = null;
         healthy = !body.retry_ms;
         retryMs = RETRY_MS;
-        (body.changed || []).forEach(function (id) {
+        var changed = body.changed || [];
+        // The next watch: once the changed cards are swapped in (each swap's htmx:load below
+        // sets the timer to 0 again: a watch started before would name their old state and
+        // return at once), else now; a card that must be fetched instead has RETRY_MS.
+        // Set before the swaps, which happen right here.
+        later(body.retry_ms || (changed.length ? RETRY_MS : 0));
+        changed.forEach(function (id) {
           var card = document.getElementById("job-" + id);
           if (!card || !window.htmx) return;
           var html = body.cards && body.cards[id];
@@ -119,11 +125,6 @@
             window.htmx.trigger(card, "atelier-changed"); // its own URL says why not (404)
           }
         });
-        // Changed cards restart the watch once they are swapped in (htmx:load below; a watch
-        // started before would name their old state and return at once); the timer is for a
-        // card fetched instead, should that fetch fail.
-        var changed = body.changed && body.changed.length;
-        later(body.retry_ms || (changed ? RETRY_MS : 0));
       })
       .catch(function () {
         if (watch !== current) return; // aborted for a newer watch

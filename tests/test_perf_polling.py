@@ -98,6 +98,29 @@ def test_a_watched_card_shows_a_late_change_at_once_then_stops(browser: Browser,
             context.close()
 
 
+def test_a_change_right_after_the_card_came_is_shown_at_once(browser: Browser, tmp_path):
+    """The page watches again as soon as a changed card is swapped in, not a second later."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with serve_app(data_dir, ATELIER_WORKER_THREADS="0") as base:
+        job_id = queued_job(base)
+        context = browser.new_context()
+        page = context.new_page()
+        try:
+            page.goto(f"{base}/jobs/{job_id}")
+            card = page.locator(f"#job-{job_id}")
+            # The first watch's answer (the card with its state) has just been swapped in.
+            expect(card).to_have_attribute("data-watch-state", re.compile("^[0-9a-f]{16}$"))
+            canceled = requests.post(f"{base}/api/jobs/{job_id}/cancel", timeout=10)
+            done = time.monotonic()
+            assert canceled.status_code == 200, canceled.text
+            expect(card).to_contain_text("Canceled", timeout=5_000)
+            shown_after = time.monotonic() - done
+            assert shown_after < 0.7, f"the change showed {shown_after:.2f} s after it was made"
+        finally:
+            context.close()
+
+
 def test_without_a_watch_slot_a_card_polls_on_through_304s_and_stops_when_final(
     browser: Browser, tmp_path
 ):
