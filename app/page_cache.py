@@ -110,6 +110,7 @@ class LRU:
         self.size = size
         self._items: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
+        self._making: dict[Hashable, threading.Lock] = {}  # keys being made, one maker each
 
     def get(self, key: Hashable) -> Any:
         """The kept value, or None."""
@@ -127,13 +128,27 @@ class LRU:
                 self._items.popitem(last=False)
 
     def get_or_make(self, key: Hashable, make: Callable[[], T | None]) -> T | None:
-        """The kept value, else `make()`, kept unless None. The lock is not held while making:
-        two requests may both make a missing value, and the last one is kept."""
+        """The kept value, else `make()`, kept unless None. One request makes a missing value
+        while the others asking for the same key wait for it (a watch wakes 100 tabs at once:
+        one query and one render, not 100, and not 100 pooled connections at once); the LRU's
+        own lock is not held while making."""
         value = self.get(key)
-        if value is None:
-            value = make()
+        if value is not None:
+            return value
+        with self._lock:
+            making = self._making.setdefault(key, threading.Lock())
+        with making:
+            value = self.get(key)
             if value is not None:
-                self.put(key, value)
+                return value
+            try:
+                value = make()
+                if value is not None:
+                    self.put(key, value)
+            finally:
+                with self._lock:
+                    if self._making.get(key) is making:
+                        del self._making[key]
         return value
 
     def clear(self) -> None:

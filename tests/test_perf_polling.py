@@ -302,3 +302,30 @@ def test_a_version_moved_by_another_process_wakes_a_waiting_request(idle_app):
     assert time.monotonic() - started < 3
     with idle_app.app_context():  # nothing moves it now: the wait ends at its timeout
         assert not page_cache.wait_for_data_change(page_cache.data_version(), timeout=0.3)
+
+
+def test_many_requests_missing_one_kept_value_make_it_once():
+    """A watch wakes every tab at once: they must not each query and render (nor each take a
+    pooled connection, which ran the pool dry and timed requests out)."""
+    kept = page_cache.LRU(8)
+    made: list[int] = []
+
+    def make() -> str:
+        made.append(1)
+        time.sleep(0.2)
+        return "card"
+
+    results: list[str | None] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(kept.get_or_make("key", make)))
+        for _ in range(20)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == ["card"] * 20
+    assert made == [1]
+    # A value that is not kept (None) is made again by the next request, as before.
+    assert kept.get_or_make("gone", lambda: None) is None
+    assert kept.get_or_make("gone", lambda: "now") == "now"
