@@ -15,6 +15,7 @@ from flask import (
     render_template,
     request,
 )
+from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Response
 
 from app import jobs, library, limits, page_cache
@@ -86,7 +87,10 @@ def _watched_cards(job_ids: list[int]) -> dict[str, str]:
         delay = polling.card_delay((utcnow() - created_at).total_seconds(), job_id, True)
         key = page_cache.key(job_id, shown, str(delay))
         digest = polling.state_digest(job_id, shown)
-        cards[str(job_id)] = page_cache.with_csrf(_rendered_card(job_id, key, delay, digest))
+        try:
+            cards[str(job_id)] = page_cache.with_csrf(_rendered_card(job_id, key, delay, digest))
+        except NotFound:  # deleted since: the page fetches the card, and learns it is gone
+            continue
     return cards
 
 
