@@ -329,3 +329,16 @@ def test_many_requests_missing_one_kept_value_make_it_once():
     # A value that is not kept (None) is made again by the next request, as before.
     assert kept.get_or_make("gone", lambda: None) is None
     assert kept.get_or_make("gone", lambda: "now") == "now"
+
+
+def test_a_card_deleted_while_the_watch_renders_it_is_left_to_the_page(owners_app, monkeypatch):
+    """The job went between reading its state and loading it: the watch still answers, without
+    that card (the page fetches it and gets the 404), instead of failing as a whole."""
+    from app.views import partials
+
+    job_id = alice_job(owners_app)
+    alice = signed_in(owners_app, "alice", OWNER_PASSWORD)
+    monkeypatch.setattr(partials.jobs, "get_job", lambda job_id: None)
+    answer = alice.get(f"/partials/jobs/watch?cards={job_id}.")
+    assert answer.status_code == 200
+    assert answer.get_json() == {"changed": [job_id], "cards": {}, "retry_ms": 0}
