@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ from tests.helpers import OWNER_PASSWORD, app_with_owners, csrf_token, signed_in
 POLL = re.compile(r"path=/partials/jobs/(\d+) status=(\d+)")
 WATCH = re.compile(r"path=/partials/jobs/watch status=(\d+)")
 STATE = re.compile(r'data-watch-state="([0-9a-f]+)"')
+WATCH_SPAN = re.compile(r"ts=(\S+) .*path=/partials/jobs/watch status=200 duration_ms=([0-9.]+)")
 
 
 def card_polls(data_dir: Path, job_id: int) -> list[int]:
@@ -41,6 +43,15 @@ def card_polls(data_dir: Path, job_id: int) -> list[int]:
 def watches(data_dir: Path) -> list[int]:
     """Statuses of the watch requests answered so far."""
     return [int(status) for status in WATCH.findall((data_dir / "server.log").read_text())]
+
+
+def watch_spans(data_dir: Path) -> list[tuple[float, float]]:
+    """(start, end) in epoch seconds of each watch request answered so far, from the log."""
+    spans = []
+    for stamp, duration in WATCH_SPAN.findall((data_dir / "server.log").read_text()):
+        end = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+        spans.append((end - float(duration) / 1000, end))
+    return spans
 
 
 def wait_for_polls(data_dir: Path, job_id: int, count: int, timeout: float) -> list[int]:
@@ -116,7 +127,11 @@ def test_a_change_right_after_the_card_came_is_shown_at_once(browser: Browser, t
             assert canceled.status_code == 200, canceled.text
             expect(card).to_contain_text("Canceled", timeout=5_000)
             shown_after = time.monotonic() - done
-            assert shown_after < 0.7, f"the change showed {shown_after:.2f} s after it was made"
+            assert shown_after < 1.5, f"the change showed {shown_after:.2f} s after it was made"
+            # The decisive figure, free of the machine's load: the second watch was sent as
+            # soon as the first one's card was swapped in (it used to wait 1 s).
+            first, second = watch_spans(data_dir)[:2]
+            assert second[0] - first[1] < 0.5, (first, second)
         finally:
             context.close()
 
