@@ -11,6 +11,12 @@ Environment (besides Atelier's own settings):
                          0.0.0.0:5000)
     ATELIER_WEB_WORKERS  gunicorn worker processes (default 2)
     ATELIER_WEB_THREADS  request threads per worker process (default 4)
+    ATELIER_WATCH_SLOTS  job-card watches (long polls, app.views.polling) that may wait at once
+                         per worker process (default 128): each open page with running jobs
+                         holds one. gunicorn gets this many threads more than
+                         ATELIER_WEB_THREADS, and a waiting watch may use only those, so
+                         waiting pages never take the threads ordinary requests need. A
+                         sleeping thread costs no CPU and little memory.
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ WORKER_STOP_SECONDS = 10.0
 wsgi_app = "app:create_app()"
 bind = [os.environ.get("ATELIER_BIND", "127.0.0.1:8000")]
 workers = int(os.environ.get("ATELIER_WEB_WORKERS", "2"))
-threads = int(os.environ.get("ATELIER_WEB_THREADS", "4"))
+request_threads = int(os.environ.get("ATELIER_WEB_THREADS", "4"))
+watch_slots = int(os.environ.get("ATELIER_WATCH_SLOTS", "128"))
+threads = request_threads + watch_slots
 worker_class = "gthread"
 # Room for in-flight requests plus the background threads' current step (worker_exit below).
 graceful_timeout = 45
@@ -73,6 +81,7 @@ def post_worker_init(worker: Any) -> None:
     # worker.wsgi is what wsgi_app built in this process: the Flask app. It answers to the
     # host names of the addresses gunicorn listens on (before serving any request).
     security.serve_on(worker.wsgi, setup.bind_hosts(list(worker.cfg.bind)))
+    worker.wsgi.config["ATELIER_WATCH_SLOTS"] = watch_slots
     worker.atelier_background = start_background(worker.wsgi)
 
 

@@ -35,10 +35,17 @@ The rules:
 - A card's ETag is a digest of its key, the session's CSRF token (a stored card must not
   outlive its session) and a time slot (nor the token's time limit), signed with the app's
   secret key, so nobody can guess the tag of a card they were never shown.
+- Waiting for the data version to move (`wait_for_data_change`, the job cards' watch,
+  app.views.polling): one thread per process and app looks at the version every
+  `WATCH_POLL_S` while some request waits (and not otherwise), and wakes the waiters when it
+  has moved; a write committed by this process wakes it at once. So a write by any process or
+  instance reaches a waiting request within about `WATCH_POLL_S`, whatever the number of
+  waiters: they cost no CPU while they wait.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -47,7 +54,7 @@ import re
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +81,13 @@ PAGES_KEPT = 64
 CARDS_KEPT = 256
 # Card states of polled jobs, so repeat polls between writes need no query.
 STATES_KEPT = 1024
+# How often a process looks at the data version while requests wait for it to move; a write
+# by another process (the worker of another gunicorn process, another instance) is seen this
+# late at most. 40 reads of a small file (or of memory, on PostgreSQL) a second cost nothing
+# measurable.
+WATCH_POLL_S = 0.025
+# The watching thread stops after this long without waiters (the next waiter starts it again).
+WATCH_IDLE_S = 2.0
 
 _READ_ONLY = re.compile(
     r"\s*(SELECT|PRAGMA|SAVEPOINT|RELEASE|ROLLBACK|BEGIN|COMMIT|SHOW|SET|EXPLAIN)\b",
@@ -96,6 +110,7 @@ class LRU:
         self.size = size
         self._items: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
+        self._making: dict[Hashable, threading.Lock] = {}  # keys being made, one maker each
 
     def get(self, key: Hashable) -> Any:
         """The kept value, or None."""
@@ -113,18 +128,130 @@ class LRU:
                 self._items.popitem(last=False)
 
     def get_or_make(self, key: Hashable, make: Callable[[], T | None]) -> T | None:
-        """The kept value, else `make()`, kept unless None. The lock is not held while making:
-        two requests may both make a missing value, and the last one is kept."""
+        """The kept value, else `make()`, kept unless None. One request makes a missing value
+        while the others asking for the same key wait for it (a watch wakes 100 tabs at once:
+        one query and one render, not 100, and not 100 pooled connections at once); the LRU's
+        own lock is not held while making."""
         value = self.get(key)
-        if value is None:
-            value = make()
+        if value is not None:
+            return value
+        with self._lock:
+            making = self._making.setdefault(key, threading.Lock())
+        with making:
+            value = self.get(key)
             if value is not None:
-                self.put(key, value)
+                return value
+            try:
+                value = make()
+                if value is not None:
+                    self.put(key, value)
+            finally:
+                with self._lock:
+                    if self._making.get(key) is making:
+                        del self._making[key]
         return value
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+
+
+class VersionWatch:
+    """Wakes requests waiting for the data version to move: one thread reads the version every
+    `WATCH_POLL_S` while anyone waits, and notifies them all when it has changed."""
+
+    def __init__(self, app: Flask) -> None:
+        self._app = app
+        self._changed = threading.Condition()
+        # Held while nobody has poked: the thread waits to acquire it (a bare lock's timed
+        # wait costs half of an Event's, and this wait runs 40 times a second).
+        self._poke = threading.Lock()
+        self._poke.acquire()
+        self._waiters = 0
+        self._seen: str | None = None  # the version the thread read last
+        self._reads = 0  # how many times it has read it
+        self._versions: Counter[str] = Counter()  # the versions waiters wait to move away from
+        self._thread: threading.Thread | None = None
+
+    @property
+    def waiters(self) -> int:
+        return self._waiters
+
+    def wait(self, version: str, timeout: float) -> bool:
+        """Whether the data version moved away from `version` within `timeout` seconds. Only a
+        read made after this call started counts (an older one may predate `version`)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            self._waiters += 1
+            self._versions[version] += 1
+            self._start()
+            first = self._reads + 1
+            try:
+                while not (self._reads >= first and self._seen != version):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._changed.wait(left)
+                return True
+            finally:
+                self._waiters -= 1
+                self._versions[version] -= 1
+                if not self._versions[version]:
+                    del self._versions[version]
+
+    def poke(self) -> None:
+        """This process has just moved the version: read it now, not at the next tick."""
+        with contextlib.suppress(RuntimeError):  # already poked
+            self._poke.release()
+
+    def _start(self) -> None:
+        """Called with the lock held."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._run, name="atelier-version-watch", daemon=True
+            )
+            self._thread.start()
+
+    def _peek(self) -> str:
+        """The data version, as cheaply as it can be had: this runs 40 times a second, and an
+        app context and session would cost ten times the read. SQLite: the file, read
+        directly; PostgreSQL: the listener's counter in memory, or the row while it is not
+        listening."""
+        kept: PageCache = self._app.extensions["page_cache"]
+        coordinator = kept.coordinator
+        if coordinator is None:
+            return _read_file_version(os.path.join(kept.data_dir, DATA_VERSION_FILE))
+        if coordinator.listening:
+            return str(coordinator.data)
+        with self._app.app_context():
+            try:
+                return data_version()
+            finally:
+                db.session.remove()
+
+    def _run(self) -> None:
+        idle_since: float | None = None
+        while True:
+            try:
+                seen = self._peek()
+            except Exception:  # noqa: BLE001 - a failed read must not end the watch
+                log.exception("could not read the data version")
+                seen = self._seen
+            with self._changed:
+                # Only when some waiter has news: waking them all on every read would cost
+                # 40 wake-ups a second each.
+                if seen != self._seen or any(v != seen for v in self._versions):
+                    self._changed.notify_all()
+                self._seen = seen
+                self._reads += 1
+                if self._waiters:
+                    idle_since = None
+                elif idle_since is None:
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since > WATCH_IDLE_S:
+                    self._thread = None
+                    return
+            self._poke.acquire(True, WATCH_POLL_S)
 
 
 @dataclass
@@ -137,6 +264,7 @@ class PageCache:
     pages: LRU = field(default_factory=lambda: LRU(PAGES_KEPT))
     cards: LRU = field(default_factory=lambda: LRU(CARDS_KEPT))
     states: LRU = field(default_factory=lambda: LRU(STATES_KEPT))
+    watch: VersionWatch | None = None
 
     def note_write(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         """Remember, on the connection, which versions its writes are to move."""
@@ -160,6 +288,8 @@ class PageCache:
                 bump_version(path)
             except OSError as error:  # e.g. a test's data folder, already deleted
                 log.warning("could not write the version file %s: %s", path, error)
+        if pending and self.watch is not None:
+            self.watch.poke()
 
     def bump_in_transaction(self, conn: Any) -> None:
         """PostgreSQL: as a writing transaction commits, move its versions inside it."""
@@ -188,11 +318,14 @@ class PageCache:
             )
         if pending or bumped:
             self.coordinator.read_back(dbapi_connection)
+            if self.watch is not None:
+                self.watch.poke()
 
 
 def init_app(app: Flask) -> None:
     """Give the app its caches and watch its engine (and no other) for writes."""
     kept = PageCache(data_dir=str(storage.current(app).root), coordinator=coordination.for_app(app))
+    kept.watch = VersionWatch(app)
     app.extensions["page_cache"] = kept
     with app.app_context():
         engine = db.engine
@@ -274,6 +407,14 @@ def data_version() -> str:
     return _read_version(DATA_VERSION_FILE)
 
 
+def wait_for_data_change(version: str, timeout: float) -> bool:
+    """Whether the data version moved away from `version` within `timeout` seconds. The caller
+    must hold no database connection (end its read transaction first): it may wait long."""
+    watch = caches().watch
+    assert watch is not None
+    return watch.wait(version, timeout)
+
+
 def bump_version(path: str | Path) -> None:
     """A new random version, written over the old one in place (every version has the same
     length). Workers commit often, so this is one small write, not a new file and a rename. A
@@ -297,9 +438,12 @@ def changes_gallery(statement: str) -> bool:
 
 
 def _read_version(name: str) -> str:
-    """The version in this file of the data folder ("0" before the first write). Plain os
-    calls: this runs on every poll, and pathlib's would cost more than the read."""
-    path = os.path.join(caches().data_dir, name)
+    """The version in this file of the data folder ("0" before the first write)."""
+    return _read_file_version(os.path.join(caches().data_dir, name))
+
+
+def _read_file_version(path: str) -> str:
+    """Plain os calls: this runs on every poll, and pathlib's would cost more than the read."""
     try:
         descriptor = os.open(path, os.O_RDONLY)
     except FileNotFoundError:

@@ -1,7 +1,8 @@
 """HTTP views: thin blueprints that parse, call one domain function and render one template.
 
 pages     full HTML pages, plain forms that work without JavaScript (POST, then 303)
-partials  HTML fragments with their own URLs, requested by htmx (job cards, the prompt form)
+partials  HTML fragments with their own URLs, requested by htmx (job cards, the prompt form), and
+          the job cards' watch (a long poll, app.views.polling)
 api       the JSON API under /api
 gallery   the image grid, favourites, collections, the trash and ZIP downloads
 files     image and thumbnail files, found through their image rows

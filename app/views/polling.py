@@ -1,25 +1,46 @@
-"""When a job's card asks for news: its polling schedule (issue #18, point 1).
+"""When a job's card asks for news, and the watch that tells it at once (issue #18, point 1).
 
-A card polls on a slow schedule by the job's age, and four times a second in a short window
-around the moment the job is expected to finish: the median time recent jobs of the same
-provider and model took from creation to finish. So an image is on screen within about a
-quarter of a second of being stored when the provider is as fast as usual, while 100 tabs
-watching a job still cost little (`bench.web`): 250 ms polls all the time would cost each tab
-four requests a second. Without enough history (a new install, a new model) only the slow
-schedule applies. Repeat polls of an unchanged card are 304s (app.views.partials).
+Two channels, so an image is on screen within a few hundred milliseconds of being stored, for
+every job (a fresh install's first jobs and slower-than-usual ones included), while 100 tabs
+watching jobs stay under 5 % of a core (`bench.web`, `bench.flow`):
+
+- The watch (push, by long poll): a page with running jobs (static/prompt.js) sends one `GET
+  /partials/jobs/watch?cards=<id>.<state>,...` naming each card it shows and the digest of the state
+  it shows (`state_digest`, carried by the card). The request returns as soon as one of those cards
+  shows something else than what the database holds now (its id is in `changed`, with its new card,
+  which the page swaps in), or after `WATCH_S` with nothing changed; the page then watches again.
+  While it waits it holds no database connection and costs no CPU: it sleeps until the data version
+  moves (app.page_cache.wait_for_data_change, which sees any process's writes within 25 ms), then
+  compares the cards' states again (one narrow query per job and data version, shared by every tab).
+  Auth is that of the cards: states are read with the viewer's owner filter, so another user's job
+  looks like no job at all, and a digest names a state only for this viewer (HMAC with the secret
+  key). Each process lets at most `watch_slots()` requests wait at once (each holds a server thread:
+  app.gunicorn_conf sizes them); beyond that a watch answers at once with `retry_ms`, and the page
+  falls back to polling.
+- Polling, by the card's own `hx-trigger` delay: on a watched page (the request says so with
+  `X-Atelier-Watched`) only a safety net every `WATCHED_MS`. Unwatched (no JavaScript watch,
+  no free slot), a slow schedule by the job's age, and four times a second in a short window
+  around the moment the job is expected to finish: the median time recent jobs of the same
+  provider and model took from creation to finish (none without enough history). Repeat
+  polls of an unchanged card are 304s (app.views.partials).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
+import re
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask, current_app, g
 from sqlalchemy import select
 
-from app import page_cache
+from app import page_cache, parsing
 from app.models import Job, JobStatus, db
 
 # The slow schedule, by the job's age: (younger than, seconds) -> milliseconds. A new card
@@ -43,6 +64,106 @@ MIN_HISTORY = 3
 HISTORY_TTL_S = 30.0
 # Jobs whose provider and model are remembered per process (they never change).
 KNOWN_JOBS = 4096
+
+# The watch: how long one request waits for a change before the page asks again (well under
+# the 60 s a reverse proxy usually allows a response), the most cards one watch may name, and
+# how long a page waits before watching again when no slot was free.
+WATCH_S = 20.0
+MAX_WATCHED_CARDS = 50
+BUSY_RETRY_MS = 2000
+# Requests that may wait at once per process when the server does not say (app.gunicorn_conf
+# sets it beside its request threads; `python -m app` has a thread per request).
+DEFAULT_WATCH_SLOTS = 64
+# How often a waiting watch looks whether its page is still there.
+GONE_CHECK_S = 2.0
+# A watched card's own polls: only a safety net (the watch tells it when to look).
+WATCHED_MS = 30_000
+WATCHED_HEADER = "X-Atelier-Watched"
+# `cards`: "<job id>.<state digest>" pairs, comma-separated; a digest may be empty (a card
+# rendered by a full page carries none, so the first watch fetches it once).
+_CARD = re.compile(r"([0-9]{1,10})\.([0-9a-f]{0,32})")
+DIGEST_CHARS = 16
+
+
+class BadWatch(ValueError):
+    """A watch request that names its cards wrongly (the message says how)."""
+
+
+def parse_cards(raw: str) -> dict[int, str]:
+    """The cards a watch names: job id -> the digest of the state the page shows."""
+    parts = [part for part in raw.split(",") if part]
+    if not parts:
+        raise BadWatch("Name at least one card: cards=<job id>.<state>,...")
+    if len(parts) > MAX_WATCHED_CARDS:
+        raise BadWatch(f"A watch may name at most {MAX_WATCHED_CARDS} cards.")
+    cards: dict[int, str] = {}
+    for part in parts:
+        found = _CARD.fullmatch(part)
+        if found is None or parsing.parse_id(found.group(1)) is None:
+            raise BadWatch(f"{part[:40]!r} is not <job id>.<state>.")
+        cards[int(found.group(1))] = found.group(2)
+    return cards
+
+
+def state_digest(job_id: int, shown: str | None) -> str:
+    """The digest of what a job's card shows for this viewer (None: no such job, or not
+    theirs), signed with the secret key: a page echoes it in its watch."""
+    material = repr((g.get("viewer_key", ""), job_id, shown))
+    secret = str(current_app.secret_key or "").encode()
+    return hmac.new(secret, material.encode(), hashlib.sha256).hexdigest()[:DIGEST_CHARS]
+
+
+def watch(
+    cards: dict[int, str],
+    shown: Callable[[int], str | None],
+    end_reads: Callable[[], None],
+    gone: Callable[[], bool],
+    timeout: float | None = None,
+) -> list[int] | None:
+    """The ids of the cards whose state now differs from the digest the page sent, as soon as
+    there is one; [] after `timeout` (default `WATCH_S`) without any, or once the page has
+    hung up (`gone()`, looked at every `GONE_CHECK_S`: a page that names new cards drops its
+    watch, and the slot must not stay taken); None when no slot is free (the page polls).
+    `shown(job_id)` is what the card shows now (one query per job and data version);
+    `end_reads()` releases the database before each wait."""
+    slots = _state(current_app).slots
+    if not slots.acquire(blocking=False):
+        return None
+    try:
+        deadline = time.monotonic() + (WATCH_S if timeout is None else timeout)
+        while True:
+            version = page_cache.data_version()  # before the states: they are at least this new
+            changed = [
+                job_id
+                for job_id, digest in cards.items()
+                if not hmac.compare_digest(state_digest(job_id, shown(job_id)), digest)
+            ]
+            if changed:
+                return changed
+            end_reads()
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or gone():
+                    return []
+                if page_cache.wait_for_data_change(version, min(left, GONE_CHECK_S)):
+                    break
+    finally:
+        slots.release()
+
+
+def watch_slots(app: Flask | None = None) -> int:
+    """Watches that may wait at once in this process: as app.gunicorn_conf set it, else
+    ATELIER_WATCH_SLOTS from the environment (`python -m app`), else the default."""
+    config = (app or current_app).config
+    raw = config.get("ATELIER_WATCH_SLOTS", os.environ.get("ATELIER_WATCH_SLOTS"))
+    return DEFAULT_WATCH_SLOTS if raw in (None, "") else int(raw)
+
+
+def card_delay(age: float, job_id: int, watched: bool) -> int:
+    """The delay a card asks for: the safety net on a watched page, else the schedule."""
+    if watched:
+        return WATCHED_MS
+    return delay_for(age, expected_finish(job_id))
 
 
 def delay_for(age: float, expected: float | None = None) -> int:
@@ -115,8 +236,9 @@ def expected_for(provider: str, model: str, app: Flask | None = None) -> float |
 
 
 class _State:
-    def __init__(self) -> None:
+    def __init__(self, slots: int) -> None:
         self.lock = threading.Lock()
+        self.slots = threading.BoundedSemaphore(max(slots, 1)) if slots > 0 else _NoSlots()
         self.targets: dict[int, tuple[str, str]] = {}
         self.expected: dict[tuple[str, str], tuple[float, str, float | None]] = {}
 
@@ -125,5 +247,15 @@ def _state(app: Flask) -> _State:
     """Per app (tests run several apps in one process, on different databases)."""
     state: Any = app.extensions.get("atelier_polling")
     if state is None:
-        state = app.extensions.setdefault("atelier_polling", _State())
+        state = app.extensions.setdefault("atelier_polling", _State(watch_slots(app)))
     return state
+
+
+class _NoSlots:
+    """ATELIER_WATCH_SLOTS=0: no request ever waits (every page polls)."""
+
+    def acquire(self, blocking: bool = True) -> bool:
+        return False
+
+    def release(self) -> None:
+        raise AssertionError("never acquired")
