@@ -160,7 +160,8 @@ def test_active_job_card_polls_and_final_card_does_not(client):
     final = client.get(f"/partials/jobs/{job_id}").get_data(as_text=True)
 
     assert f'hx-get="/partials/jobs/{job_id}"' in active
-    assert 'hx-trigger="load delay:1s"' in active  # no history yet: the slow schedule
+    # No history yet: the slow schedule (and the page's watch, app.views.polling).
+    assert 'hx-trigger="load delay:1s, atelier-changed"' in active
     assert "hx-trigger" not in final.split("<form")[0]
     assert "hx-get" not in final
     assert "/files/thumbs/" in final
@@ -189,7 +190,7 @@ def test_a_card_polls_four_times_a_second_around_the_expected_finish(idle_app):
             job.created_at = utcnow() - timedelta(seconds=age)
             db.session.commit()
         card = client.get(f"/partials/jobs/{job_id}").get_data(as_text=True)
-        found = re.search(r'hx-trigger="load delay:([^"]+)"', card)
+        found = re.search(r'hx-trigger="load delay:([^",]+), atelier-changed"', card)
         assert found, card
         return found.group(1)
 
