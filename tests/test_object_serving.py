@@ -29,8 +29,7 @@ from app.auth import accounts
 from app.config import ConfigError
 from app.models import Image, Job, JobStatus, db
 from app.security import CONTENT_SECURITY_POLICY
-from tests.browser import (  # noqa: F401  (browser: a fixture)
-    browser,
+from tests.browser import (
     checked_page,
     finished_job,
     serve_app,
@@ -629,7 +628,7 @@ def test_redirect_settings_are_checked_at_start_up(tmp_path, object_store):
 
 
 def test_a_gallery_in_redirect_mode_shows_its_images_in_chromium(
-    browser,  # noqa: F811
+    browser,
     object_store,
     tmp_path,
 ):
