@@ -248,7 +248,6 @@ class Coordinator:
                 )
             finally:
                 self._listening_pid = 0
-                self._close()
             stop.wait(delay)
             backoff = min(delay * 2, max(MAX_BACKOFF, self.min_backoff))
 
@@ -259,7 +258,19 @@ class Coordinator:
         connection = psycopg.connect(
             self.url, autocommit=True, connect_timeout=5, application_name=APPLICATION_NAME
         )
+        # This thread's own connection, closed by this thread whatever happens: a listener
+        # started again while a stopped one is still finishing (stop, then a reader's
+        # ensure_listening) must neither close the other's connection nor drop its own open.
         self._connection = connection
+        try:
+            self._listen_on(connection, stop)
+        finally:
+            if self._connection is connection:
+                self._connection = None
+            with contextlib.suppress(Exception):  # already broken
+                connection.close()
+
+    def _listen_on(self, connection: Any, stop: threading.Event) -> None:
         connection.execute(f"LISTEN {VERSIONS_CHANNEL}")
         connection.execute(f"LISTEN {JOBS_CHANNEL}")
         # Listening first, then reading: a commit after the read is notified, one before it
@@ -291,12 +302,6 @@ class Coordinator:
             self.notifications += 1
         elif channel == JOBS_CHANNEL:
             self._wake_workers("notified")
-
-    def _close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            with contextlib.suppress(Exception):  # already broken
-                connection.close()
 
     def backend_pid(self) -> int | None:
         """The listener connection's server process id (tests terminate it), or None."""

@@ -172,6 +172,7 @@ class VersionWatch:
         self._reads = 0  # how many times it has read it
         self._versions: Counter[str] = Counter()  # the versions waiters wait to move away from
         self._thread: threading.Thread | None = None
+        self._stopping = False  # the engine was disposed: end the thread (the next wait restarts)
 
     @property
     def waiters(self) -> int:
@@ -204,8 +205,21 @@ class VersionWatch:
         with contextlib.suppress(RuntimeError):  # already poked
             self._poke.release()
 
+    def stop(self) -> None:
+        """The app's engine was disposed (shutdown, a test's end): end the thread now rather
+        than let it read through a disposed engine (which would open a connection, and on
+        PostgreSQL start the listener again). Waiting requests keep waiting for their timeout;
+        the next wait starts a new thread."""
+        with self._changed:
+            self._stopping = True
+            thread = self._thread
+        self.poke()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=1)
+
     def _start(self) -> None:
         """Called with the lock held."""
+        self._stopping = False
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(
                 target=self._run, name="atelier-version-watch", daemon=True
@@ -232,6 +246,10 @@ class VersionWatch:
     def _run(self) -> None:
         idle_since: float | None = None
         while True:
+            with self._changed:
+                if self._stopping:
+                    self._thread = None
+                    return
             try:
                 seen = self._peek()
             except Exception:  # noqa: BLE001 - a failed read must not end the watch
@@ -330,6 +348,9 @@ def init_app(app: Flask) -> None:
     with app.app_context():
         engine = db.engine
     event.listen(engine, "before_cursor_execute", kept.note_write)
+    # Before the coordinator stops (insert): a read by the watch in between would start its
+    # listener again.
+    event.listen(engine, "engine_disposed", lambda _engine: kept.watch.stop(), insert=True)
     if kept.coordinator is None:
         event.listen(engine, "checkin", kept.bump_files)
     else:

@@ -22,11 +22,13 @@ from pathlib import Path
 import pytest
 import requests
 from playwright.sync_api import Browser, expect
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
 
-from app import jobs, page_cache
+from app import coordination, jobs, page_cache
 from app.views import polling
 from tests.browser import serve_app
-from tests.helpers import OWNER_PASSWORD, app_with_owners, csrf_token, signed_in
+from tests.helpers import OWNER_PASSWORD, app_with_owners, csrf_token, on_postgresql, signed_in
 
 POLL = re.compile(r"path=/partials/jobs/(\d+) status=(\d+)")
 WATCH = re.compile(r"path=/partials/jobs/watch status=(\d+)")
@@ -299,15 +301,22 @@ def test_without_a_free_slot_a_watch_answers_at_once_and_the_page_polls(app_fact
 
 
 def test_a_version_moved_by_another_process_wakes_a_waiting_request(idle_app):
-    """Another process (a second gunicorn worker, the CLI) moves the version file without this
-    process knowing: the watch thread still sees it within a few of its 25 ms looks."""
+    """Another process (a second gunicorn worker, the CLI, another instance) moves the version
+    without this process knowing: SQLite's version file, or PostgreSQL's row with its NOTIFY
+    (sent on a connection of its own). The watch thread still sees it within a few of its 25 ms
+    looks."""
     with idle_app.app_context():
         version = page_cache.data_version()
         folder = page_cache.caches().data_dir
+    database = create_engine(idle_app.config["SQLALCHEMY_DATABASE_URI"], poolclass=NullPool)
 
     def other_process_writes() -> None:
         time.sleep(0.3)
-        page_cache.bump_version(Path(folder) / page_cache.DATA_VERSION_FILE)
+        if on_postgresql():
+            with database.begin() as connection:
+                connection.exec_driver_sql(coordination._BUMP, (0,))
+        else:
+            page_cache.bump_version(Path(folder) / page_cache.DATA_VERSION_FILE)
 
     threading.Thread(target=other_process_writes).start()
     started = time.monotonic()
