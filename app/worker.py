@@ -188,8 +188,14 @@ class Worker:
 
     def idle(self, seconds: float) -> str:
         """Wait up to `seconds` or until woken; why it ended (also kept in `last_wake`)."""
+        if self._stopping.is_set():
+            self.last_wake = "stopping"
+            return self.last_wake
         woken = self._wake.wait(seconds)
-        self._wake.clear()
+        # Once stopping, the wake-up stays set for every thread: one that clears it must not
+        # leave another (still finishing a step) to sleep a whole idle wait before it stops.
+        if not self._stopping.is_set():
+            self._wake.clear()
         self.last_wake = self._wake_reason if woken else "timeout"
         return self.last_wake
 
