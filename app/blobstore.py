@@ -417,16 +417,8 @@ class AzureStore:
             _timestamp(properties.last_modified),
             start,
             downloader.size,
-            self._counted(downloader.chunks()),
+            _counted(self, downloader.chunks()),
         )
-
-    def _counted(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
-        while True:
-            piece = self._call("get", next, chunks, None)
-            if piece is None:
-                return
-            storage_stats.count_bytes(self.kind, "read", len(piece))
-            yield piece
 
     def stat(self, name: str) -> StoredObject | None:
         try:
@@ -679,17 +671,9 @@ class S3Store:
             _timestamp(answer.get("LastModified")),
             start,
             answer["ContentLength"],
-            self._counted(body.iter_chunks(STREAM_CHUNK_BYTES)),
+            _counted(self, body.iter_chunks(STREAM_CHUNK_BYTES)),
             body.close,
         )
-
-    def _counted(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
-        while True:
-            piece = self._call("get", lambda: next(chunks, None))
-            if piece is None:
-                return
-            storage_stats.count_bytes(self.kind, "read", len(piece))
-            yield piece
 
     def stat(self, name: str) -> StoredObject | None:
         try:
@@ -815,6 +799,17 @@ def _pooled_transport(size: int) -> Any:
     for scheme in ("http://", "https://"):
         session.mount(scheme, HTTPAdapter(pool_connections=4, pool_maxsize=size))
     return RequestsTransport(session=session, session_owner=True)
+
+
+def _counted(store: AzureStore | S3Store, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """A streamed read's pieces, each counted as read; a failing service mid-stream raises
+    StorageUnavailable (counted as a failed get) like any other call."""
+    while True:
+        piece = store._call("get", lambda: next(chunks, None))
+        if piece is None:
+            return
+        storage_stats.count_bytes(store.kind, "read", len(piece))
+        yield piece
 
 
 def _first_line(error: BaseException) -> str:
