@@ -144,6 +144,20 @@ def wait_until(base: str, job_id: int, predicate, timeout: float = 20) -> dict:
         time.sleep(0.05)
 
 
+def submit_round_robin(bases: list[str], prompt: str, count: int) -> list[int]:
+    """Submit `count` jobs through the JSON API, the i-th to instance `bases[i % len(bases)]`
+    (prompt "<prompt> <i>", 256x256); their ids, in order."""
+    with requests.Session() as session:
+        return [
+            session.post(
+                f"{bases[i % len(bases)]}/api/jobs",
+                json={"prompt": f"{prompt} {i}", "size": "256x256"},
+                timeout=10,
+            ).json()["id"]
+            for i in range(count)
+        ]
+
+
 def wait_all_final(base: str, ids: list[int], timeout: float) -> dict[int, dict]:
     """The API's view of every job once all are final (succeeded, failed or canceled)."""
     deadline = time.monotonic() + timeout

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.helpers import free_port, on_postgresql
-from tests.processes import logs_of, submits, wait_all_final
+from tests.processes import logs_of, submit_round_robin, submits, wait_all_final
 
 JOBS = 100
 
@@ -38,15 +38,7 @@ def test_two_app_instances_and_a_worker_share_one_queue_and_image_folder(
     worker = start_worker_process()
     bases = [first, second]
 
-    with requests.Session() as session:
-        ids = [
-            session.post(
-                f"{bases[i % 2]}/api/jobs",
-                json={"prompt": f"shared job {i}", "size": "256x256"},
-                timeout=10,
-            ).json()["id"]
-            for i in range(JOBS)
-        ]
+    ids = submit_round_robin(bases, "shared job", JOBS)
     jobs = wait_all_final(first, ids, timeout=180)
 
     assert [jobs[job_id]["status"] for job_id in ids] == ["succeeded"] * JOBS

@@ -34,6 +34,7 @@ from tests.processes import (
     flask_command,
     generation_requests,
     logs_of,
+    submit_round_robin,
     submits,
     wait_all_final,
 )
@@ -93,15 +94,7 @@ def test_two_instances_on_separate_folders_share_only_the_database_and_object_st
     _, second = start_app(port=free_port(), ATELIER_DATA_DIR=str(data_b), **settings)
     bases = [first, second]
 
-    with requests.Session() as session:
-        ids = [
-            session.post(
-                f"{bases[i % 2]}/api/jobs",
-                json={"prompt": f"scaled-out job {i}", "size": "256x256"},
-                timeout=10,
-            ).json()["id"]
-            for i in range(JOBS)
-        ]
+    ids = submit_round_robin(bases, "scaled-out job", JOBS)
     jobs = wait_all_final(first, ids, timeout=120)
 
     assert [jobs[job_id]["status"] for job_id in ids] == ["succeeded"] * JOBS
