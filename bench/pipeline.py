@@ -57,6 +57,7 @@ from bench.runner import (
     print_table,
     process_cpu_seconds,
     ratio,
+    stop_process,
 )
 
 DEPLOYMENT = "gpt-image-1"
@@ -111,13 +112,7 @@ class Emulator:
         return process_cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, grace=10)
 
 
 def machine_busy_seconds() -> float:

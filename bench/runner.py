@@ -220,6 +220,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen, grace: float) -> None:
+    """SIGTERM a child process, SIGKILL it when it has not ended after `grace` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU time of a running process so far (from /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -283,12 +294,7 @@ class Azurite:
         return process_cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(2)
-            except subprocess.TimeoutExpired:  # waiting on kept-alive connections; in memory
-                self.process.kill()
-                self.process.wait()
+        # It waits on kept-alive connections; there is nothing on disk to save.
+        stop_process(self.process, grace=2)
         self.log.close()
         shutil.rmtree(self.workspace, ignore_errors=True)
