@@ -118,6 +118,9 @@ class Job(db.Model):
         Index("ix_jobs_created_at_id", "created_at", "id"),
         Index("ix_jobs_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_jobs_owner_id_created_at_id", "owner_id", "created_at", "id"),
+        # The recent finished jobs of one provider and model (app.views.polling's expected
+        # finish): without it, a model with little history scanned the whole table.
+        Index("ix_jobs_provider_model_status_id", "provider", "model", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
