@@ -719,14 +719,18 @@ def make_thumbnails(data: bytes) -> Thumbnails:
     with PILImage.open(io.BytesIO(data), formats=list(FORMATS)) as image:
         # A JPEG can decode straight at a reduced scale, much faster than full size.
         image.draft("RGB", (THUMBNAIL_LARGE_SIZE, THUMBNAIL_LARGE_SIZE))
-        image = image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB")
-        large = image.copy()
+        mode = "RGBA" if image.mode in ("RGBA", "LA", "P", "PA") else "RGB"
+        if image.mode not in ("RGB", "RGBA", "L", "LA"):  # resampling a palette is NEAREST
+            image = image.convert(mode)
+        # Reduced in place before anything copies the full-size pixels: a convert() and a
+        # copy() of a 1024x1024 image cost as much as the reduction (issue #18, bench.pipeline).
         # reducing_gap: a cheap box reduction first, then LANCZOS (half the time, same look).
-        large.thumbnail(
+        image.thumbnail(
             (THUMBNAIL_LARGE_SIZE, THUMBNAIL_LARGE_SIZE),
             PILImage.Resampling.LANCZOS,
             reducing_gap=1.0,
         )
+        large = image.convert(mode)  # a copy that outlives the file
     small = large.copy()
     small.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), PILImage.Resampling.LANCZOS)
     red, green, blue = small.convert("RGB").resize((1, 1), PILImage.Resampling.BOX).getpixel((0, 0))

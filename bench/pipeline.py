@@ -535,7 +535,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             mark(ok),
         ]
     )
-    for local, remote in zip(results, az_results, strict=True):
+    for local, remote in zip(results if az_results else [], az_results, strict=True):
         ok = None
         if local.wall is not None and remote.wall is not None:
             ok = remote.wall / local.wall <= STORAGE_RATIO

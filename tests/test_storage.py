@@ -190,3 +190,51 @@ def test_thumbnails_come_in_two_sizes_with_a_placeholder_colour(tmp_path):
             sizes.append(thumbnail.size)
     assert sizes == [(256, 171), (512, 341)]
     assert re.fullmatch(r"#[0-9a-f]{6}", stored.placeholder)
+
+
+def _fine_checkerboard(mode: str) -> Image.Image:
+    """1024x683 of alternating black and white pixels, in `mode` (translucent with alpha)."""
+    grey = Image.new("L", (1024, 683))
+    grey.putdata([255 * ((x + y) % 2) for y in range(683) for x in range(1024)])
+    if mode == "P":
+        return grey.convert("RGB").quantize(colors=2)
+    if mode == "I;16":
+        return grey.point(lambda value: value * 257, "I").convert("I;16")
+    image = grey.convert(mode)
+    if "A" in mode:
+        image.putalpha(200)
+    return image
+
+
+@pytest.mark.parametrize(
+    ("mode", "image_format", "alpha"),
+    [
+        ("RGB", "PNG", False),
+        ("RGBA", "PNG", True),
+        ("L", "PNG", False),
+        ("LA", "PNG", True),
+        ("P", "PNG", True),  # a palette PNG decodes as P (and keeps transparency as RGBA)
+        ("I;16", "PNG", False),
+        ("1", "PNG", False),
+        ("CMYK", "JPEG", False),
+        ("RGB", "WEBP", False),
+    ],
+)
+def test_thumbnails_of_every_pixel_mode_are_smooth_reductions(tmp_path, mode, image_format, alpha):
+    """Whatever the mode, both thumbnails keep the aspect ratio and are resampled, not picked
+    pixel by pixel: a 1-pixel checkerboard reduces to grey (a palette resized as it is would
+    stay black and white)."""
+    out = io.BytesIO()
+    _fine_checkerboard(mode).save(out, image_format, **({"quality": 95} if mode == "CMYK" else {}))
+    stored = Storage(tmp_path).store_image(out.getvalue())
+
+    sizes = []
+    for name in (stored.thumbnail_name, stored.thumbnail_large_name):
+        with Image.open(tmp_path / name) as thumbnail:
+            assert thumbnail.format == "WEBP"
+            sizes.append(thumbnail.size)
+            assert (thumbnail.mode == "RGBA") == alpha or mode == "P"
+            low, high = thumbnail.convert("L").getextrema()
+            assert 60 < low <= high < 195, (name, low, high)
+    assert sizes == [(256, 171), (512, 342)]
+    assert 0x60 < int(stored.placeholder[1:3], 16) < 0xA0
