@@ -476,12 +476,21 @@ class Server:
 
     def stop(self, sig: int = signal.SIGINT) -> None:
         if self.process.poll() is None:
+            workers = children(self.process.pid)
             self.process.send_signal(sig)
             try:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+            # A gthread worker signalled while it hands a request to its thread pool can hang
+            # in its quit handler (CPython issue #121649); gunicorn would SIGKILL it after its
+            # graceful timeout, but not once the master itself was killed: no orphan may keep
+            # running into the next measurement.
+            for pid in workers:
+                with contextlib.suppress(OSError):
+                    if b"gunicorn" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        os.kill(pid, signal.SIGKILL)
 
     def tail(self, lines: int = 15) -> str:
         try:
