@@ -104,6 +104,7 @@ class Coordinator:
         self._stop = threading.Event()
         self._table_ready = False
         self._job_callbacks: list[Callable[[str], None]] = []
+        self._data_callbacks: list[Callable[[], None]] = []
         self._connection: Any = None
 
     # --- readers --------------------------------------------------------------------------
@@ -126,7 +127,21 @@ class Coordinator:
     def merge(self, library: int, data: int) -> None:
         with self._lock:
             self.library = max(self.library, int(library))
+            moved = int(data) > self.data
             self.data = max(self.data, int(data))
+            callbacks = list(self._data_callbacks) if moved else []
+        for callback in callbacks:
+            callback()
+
+    def on_data(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` whenever the data version moves (the cards' watch sleeps until
+        then instead of looking 40 times a second)."""
+        with self._lock:
+            self._data_callbacks.append(callback)
+
+    def off_data(self, callback: Callable[[], None]) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._data_callbacks.remove(callback)
 
     # --- writers (raw DBAPI connections, from the engine's events) -----------------------
 

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import threading
 import time
 from datetime import datetime
@@ -310,6 +311,20 @@ def test_without_a_free_slot_a_watch_answers_at_once_and_the_page_polls(app_fact
     assert time.monotonic() - started < 1
 
 
+def move_data_version(app) -> None:
+    """Move the data version as another process would, without this one knowing: SQLite's
+    version file, or PostgreSQL's row with its NOTIFY (on a connection of its own)."""
+    if on_postgresql():
+        database = create_engine(app.config["SQLALCHEMY_DATABASE_URI"], poolclass=NullPool)
+        with database.begin() as connection:
+            connection.exec_driver_sql(coordination._BUMP, (0,))
+        database.dispose()
+    else:
+        with app.app_context():
+            folder = page_cache.caches().data_dir
+        page_cache.bump_version(Path(folder) / page_cache.DATA_VERSION_FILE)
+
+
 def test_a_version_moved_by_another_process_wakes_a_waiting_request(idle_app):
     """Another process (a second gunicorn worker, the CLI, another instance) moves the version
     without this process knowing: SQLite's version file, or PostgreSQL's row with its NOTIFY
@@ -317,16 +332,10 @@ def test_a_version_moved_by_another_process_wakes_a_waiting_request(idle_app):
     looks."""
     with idle_app.app_context():
         version = page_cache.data_version()
-        folder = page_cache.caches().data_dir
-    database = create_engine(idle_app.config["SQLALCHEMY_DATABASE_URI"], poolclass=NullPool)
 
     def other_process_writes() -> None:
         time.sleep(0.3)
-        if on_postgresql():
-            with database.begin() as connection:
-                connection.exec_driver_sql(coordination._BUMP, (0,))
-        else:
-            page_cache.bump_version(Path(folder) / page_cache.DATA_VERSION_FILE)
+        move_data_version(idle_app)
 
     threading.Thread(target=other_process_writes).start()
     started = time.monotonic()
@@ -336,6 +345,136 @@ def test_a_version_moved_by_another_process_wakes_a_waiting_request(idle_app):
     assert time.monotonic() - started < 3
     with idle_app.app_context():  # nothing moves it now: the wait ends at its timeout
         assert not page_cache.wait_for_data_change(page_cache.data_version(), timeout=0.3)
+
+
+def test_a_waiter_whose_client_hung_up_is_woken_by_the_watch_thread_alone(idle_app):
+    """Hang-up checks are asked by the version watch's thread, every GONE_CHECK_S, for all
+    waiters at once (a timed wake-up per waiter cost 1 % of a core for 100 tabs); only the
+    waiter whose client is gone stops waiting."""
+    asked_from: set[str] = set()
+    hung_up = threading.Event()
+
+    def gone() -> bool:
+        asked_from.add(threading.current_thread().name)
+        return hung_up.is_set()
+
+    results: dict[str, tuple[bool, float]] = {}
+
+    def wait(name: str, check) -> None:
+        with idle_app.app_context():
+            started = time.monotonic()
+            moved = page_cache.wait_for_data_change(page_cache.data_version(), 20, check)
+            results[name] = (moved, time.monotonic() - started)
+
+    waiters = [
+        threading.Thread(target=wait, args=("gone", gone)),
+        threading.Thread(target=wait, args=("staying", lambda: False)),
+    ]
+    for waiter in waiters:
+        waiter.start()
+    time.sleep(0.3)
+    hung_up.set()
+    waiters[0].join(timeout=page_cache.GONE_CHECK_S + 5)
+    assert results.get("gone") is not None, "the hung-up waiter was not woken"
+    moved, waited = results["gone"]
+    assert not moved and waited < page_cache.GONE_CHECK_S + 3
+    assert asked_from == {"atelier-version-watch"}
+    assert "staying" not in results  # still waiting: nothing moved, its client is there
+    move_data_version(idle_app)  # a write by another process ends the other wait
+    waiters[1].join(timeout=10)
+    assert results["staying"][0] is True
+
+
+def test_a_watch_whose_page_hung_up_gives_its_slot_back(tmp_path):
+    """One watch slot: a page that closes its watch (it names new cards, or the tab closed)
+    must not keep the slot until the watch's 20 s are up."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with serve_app(data_dir, ATELIER_WORKER_THREADS="0", ATELIER_WATCH_SLOTS="1") as base:
+        job_id = queued_job(base)
+        state = STATE.search(requests.get(f"{base}/partials/jobs/{job_id}", timeout=10).text)
+        assert state is not None
+        path = f"/partials/jobs/watch?cards={job_id}.{state.group(1)}"
+        host, port = base.removeprefix("http://").split(":")
+        page = socket.create_connection((host, int(port)), timeout=10)
+        page.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        # Until a probe is told "no slot free", the page's watch may not have taken it yet
+        # (a probe that takes it is itself a watch that hangs up, at its read timeout).
+        assert until_admitted(base + path, admitted=False), "the page's watch never waited"
+        page.close()  # the page hangs up
+        assert until_admitted(base + path, admitted=True), "the hung-up watch kept its slot"
+
+
+def until_admitted(url: str, admitted: bool) -> bool:
+    """Probe the watch until one probe is (admitted) or is not (told to poll) let in to wait,
+    giving up after GONE_CHECK_S and then some. A busy answer comes at once; an admitted
+    watch answers only after a change or WATCH_S, so no answer within a second means in."""
+    deadline = time.monotonic() + page_cache.GONE_CHECK_S + 15
+    while time.monotonic() < deadline:
+        try:
+            let_in = requests.get(url, timeout=(5, 1)).json()["retry_ms"] == 0
+        except requests.ReadTimeout:
+            let_in = True
+        if let_in == admitted:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_waiting_watch_is_told_of_writes_instead_of_looking(idle_app):
+    """Told by the kernel (SQLite's version file) or by the listener (PostgreSQL), the watch
+    thread reads the version only when it may have moved, and at each hang-up check: not 40
+    times a second. A write by another process still reaches a waiter at once."""
+    with idle_app.app_context():
+        watch = page_cache.caches().watch
+        if on_postgresql():  # the listener is what tells: let it connect first
+            page_cache.data_version()
+            deadline = time.monotonic() + 10
+            while not page_cache.caches().coordinator.listening:
+                assert time.monotonic() < deadline, "the listener never connected"
+                time.sleep(0.05)
+    result: list[bool] = []
+
+    def wait() -> None:
+        with idle_app.app_context():
+            result.append(page_cache.wait_for_data_change(page_cache.data_version(), 20))
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.5)
+    reads = watch._reads
+    time.sleep(1.5)
+    assert watch._reads - reads <= 2, "the watch thread is looking instead of being told"
+    started = time.monotonic()
+    move_data_version(idle_app)
+    waiter.join(timeout=10)
+    assert result == [True]
+    assert time.monotonic() - started < 1
+
+
+def test_without_inotify_the_watch_looks_every_tick(idle_app, monkeypatch):
+    """Where the kernel cannot tell (macOS, no inotify left), the thread looks at the file
+    every WATCH_POLL_S and still sees another process's write."""
+    if on_postgresql():
+        pytest.skip("SQLite's version file; PostgreSQL's listener is tested above")
+    monkeypatch.setattr(page_cache.file_watch.FileWatch, "open", classmethod(lambda cls, p: None))
+    with idle_app.app_context():
+        watch = page_cache.caches().watch
+    result: list[bool] = []
+
+    def wait() -> None:
+        with idle_app.app_context():
+            result.append(page_cache.wait_for_data_change(page_cache.data_version(), 20))
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.5)
+    reads = watch._reads
+    time.sleep(0.5)
+    assert watch._reads - reads >= 5
+    move_data_version(idle_app)
+    waiter.join(timeout=10)
+    assert result == [True]
 
 
 def test_many_requests_missing_one_kept_value_make_it_once():

@@ -4,6 +4,7 @@ cards' watch (app.views.polling)."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from datetime import datetime
 
 from flask import (
@@ -68,7 +69,7 @@ def watch_cards() -> Response | tuple[Response, int]:
         cards = polling.parse_cards(request.args.get("cards", ""))
     except polling.BadWatch as error:
         return api_error(400, "bad_watch", str(error), field="cards")
-    changed = polling.watch(cards, _shown, page_cache.end_read_transaction, _client_gone)
+    changed = polling.watch(cards, _shown, page_cache.end_read_transaction, _hang_up_check())
     retry_ms = polling.BUSY_RETRY_MS if changed is None else 0
     body = {"changed": changed or [], "cards": _watched_cards(changed or []), "retry_ms": retry_ms}
     response = jsonify(body)
@@ -94,19 +95,24 @@ def _watched_cards(job_ids: list[int]) -> dict[str, str]:
     return cards
 
 
-def _client_gone() -> bool:
-    """Whether the client has closed the connection of this request (a peek at the socket the
-    server hands the app, gunicorn's or Werkzeug's; False when there is none or it cannot be
-    peeked at, such as a TLS socket: the watch then ends by its timeout)."""
+def _hang_up_check() -> Callable[[], bool]:
+    """Whether the client has closed the connection of this request: a peek at the socket the
+    server hands the app, gunicorn's or Werkzeug's, bound now so that another thread may ask
+    (False when there is none or it cannot be peeked at, such as a TLS socket: the watch then
+    ends by its timeout)."""
     sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
-    if sock is None:
-        return False
-    try:
-        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except (BlockingIOError, InterruptedError, ValueError):
-        return False
-    except OSError:
-        return True
+
+    def gone() -> bool:
+        if sock is None:
+            return False
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError, ValueError):
+            return False
+        except OSError:
+            return True
+
+    return gone
 
 
 def _shown(job_id: int) -> str | None:

@@ -74,8 +74,6 @@ BUSY_RETRY_MS = 2000
 # Requests that may wait at once per process when the server does not say (app.gunicorn_conf
 # sets it beside its request threads; `python -m app` has a thread per request).
 DEFAULT_WATCH_SLOTS = 64
-# How often a waiting watch looks whether its page is still there.
-GONE_CHECK_S = 2.0
 # A watched card's own polls: only a safety net (the watch tells it when to look).
 WATCHED_MS = 30_000
 WATCHED_HEADER = "X-Atelier-Watched"
@@ -122,8 +120,9 @@ def watch(
 ) -> list[int] | None:
     """The ids of the cards whose state now differs from the digest the page sent, as soon as
     there is one; [] after `timeout` (default `WATCH_S`) without any, or once the page has
-    hung up (`gone()`, looked at every `GONE_CHECK_S`: a page that names new cards drops its
-    watch, and the slot must not stay taken); None when no slot is free (the page polls).
+    hung up (`gone()`, asked every `page_cache.GONE_CHECK_S` from the version watch's thread:
+    a page that names new cards drops its watch, and the slot must not stay taken); None when
+    no slot is free (the page polls).
     `shown(job_id)` is what the card shows now (one query per job and data version);
     `end_reads()` releases the database before each wait."""
     slots = _state(current_app).slots
@@ -141,12 +140,9 @@ def watch(
             if changed:
                 return changed
             end_reads()
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0 or gone():
-                    return []
-                if page_cache.wait_for_data_change(version, min(left, GONE_CHECK_S)):
-                    break
+            left = deadline - time.monotonic()
+            if left <= 0 or not page_cache.wait_for_data_change(version, left, gone):
+                return []
     finally:
         slots.release()
 
