@@ -14,6 +14,7 @@ under the job's lease and removed whenever the job ends, is canceled or deleted.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import time
@@ -24,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import and_, case, delete, exists, func, literal, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased, joinedload, selectinload
 
@@ -430,6 +431,31 @@ def claim_due_job() -> Claim | None:
     """
     now = utcnow()
     cap = current_app.config["ATELIER_MAX_CONCURRENT_JOBS"]
+    postgres = db.engine.dialect.name == "postgresql"
+    token = uuid.uuid4().hex
+    with write_transaction() as session:
+        if postgres and cap:
+            # Read committed would let two claimers both see "cap - 1 running" and both start a
+            # job; taking turns (a claim is one short UPDATE) keeps the cap exact.
+            session.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
+        row = session.execute(
+            _claim_statement(cap, postgres),
+            {"now": now, "token": token, "lease_until": _lease_until()},
+        ).one_or_none()
+    if row is None:
+        return None
+    values = dict(row._mapping)
+    # A dict of the claim's own, never None.
+    values["options"] = dict(values["options"] or {})
+    return Claim(token=token, **values)
+
+
+@functools.cache
+def _claim_statement(cap: int, postgres: bool) -> Any:
+    """The claim's UPDATE ... RETURNING, built once per cap and dialect (building it cost a
+    worker about as much as running it: bench.pipeline); `now`, `token` and `lease_until` are
+    bound at each execution."""
+    now = bindparam("now", type_=UTCDateTime())
     candidate = aliased(Job, name="candidate")
     paused = exists(
         select(ProviderPause.provider).where(
@@ -461,37 +487,23 @@ def claim_due_job() -> Claim | None:
         .order_by(candidate.next_attempt_at, candidate.id)
         .limit(1)
     )
-    postgres = db.engine.dialect.name == "postgresql"
     if postgres:
         # Concurrent claimers skip a row another transaction is claiming instead of waiting
         # for it and then matching nothing (SQLite needs nothing: BEGIN IMMEDIATE serialises).
         due = due.with_for_update(skip_locked=True)
-    due = due.scalar_subquery()
-    token = uuid.uuid4().hex
-    with write_transaction() as session:
-        if postgres and cap:
-            # Read committed would let two claimers both see "cap - 1 running" and both start a
-            # job; taking turns (a claim is one short UPDATE) keeps the cap exact.
-            session.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
-        row = session.execute(
-            update(Job)
-            .where(Job.id == due)
-            .values(
-                status=JobStatus.RUNNING,
-                lease_token=token,
-                lease_expires_at=_lease_until(),
-                claims=Job.claims + 1,
-                started_at=db.func.coalesce(Job.started_at, literal(now, UTCDateTime())),
-            )
-            .returning(*_CLAIM_COLUMNS)
-            .execution_options(synchronize_session=False)
-        ).one_or_none()
-    if row is None:
-        return None
-    values = dict(row._mapping)
-    # A dict of the claim's own, never None.
-    values["options"] = dict(values["options"] or {})
-    return Claim(token=token, **values)
+    return (
+        update(Job)
+        .where(Job.id == due.scalar_subquery())
+        .values(
+            status=JobStatus.RUNNING,
+            lease_token=bindparam("token"),
+            lease_expires_at=bindparam("lease_until", type_=UTCDateTime()),
+            claims=Job.claims + 1,
+            started_at=db.func.coalesce(Job.started_at, now),
+        )
+        .returning(*_CLAIM_COLUMNS)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _fenced_update(claim: Claim, **values: Any) -> None:
