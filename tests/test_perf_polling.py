@@ -421,6 +421,20 @@ def until_admitted(url: str, admitted: bool) -> bool:
     return False
 
 
+def waiting_thread(app) -> tuple[threading.Thread, list[bool]]:
+    """A started thread waiting up to 20 s for the data version to move; its list gets
+    whether it did."""
+    result: list[bool] = []
+
+    def wait() -> None:
+        with app.app_context():
+            result.append(page_cache.wait_for_data_change(page_cache.data_version(), 20))
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    return waiter, result
+
+
 def test_a_waiting_watch_is_told_of_writes_instead_of_looking(idle_app):
     """Told by the kernel (SQLite's version file) or by the listener (PostgreSQL), the watch
     thread reads the version only when it may have moved, and at each hang-up check: not 40
@@ -433,14 +447,7 @@ def test_a_waiting_watch_is_told_of_writes_instead_of_looking(idle_app):
             while not page_cache.caches().coordinator.listening:
                 assert time.monotonic() < deadline, "the listener never connected"
                 time.sleep(0.05)
-    result: list[bool] = []
-
-    def wait() -> None:
-        with idle_app.app_context():
-            result.append(page_cache.wait_for_data_change(page_cache.data_version(), 20))
-
-    waiter = threading.Thread(target=wait)
-    waiter.start()
+    waiter, result = waiting_thread(idle_app)
     time.sleep(0.5)
     reads = watch._reads
     time.sleep(1.5)
@@ -460,14 +467,7 @@ def test_without_inotify_the_watch_looks_every_tick(idle_app, monkeypatch):
     monkeypatch.setattr(page_cache.file_watch.FileWatch, "open", classmethod(lambda cls, p: None))
     with idle_app.app_context():
         watch = page_cache.caches().watch
-    result: list[bool] = []
-
-    def wait() -> None:
-        with idle_app.app_context():
-            result.append(page_cache.wait_for_data_change(page_cache.data_version(), 20))
-
-    waiter = threading.Thread(target=wait)
-    waiter.start()
+    waiter, result = waiting_thread(idle_app)
     time.sleep(0.5)
     reads = watch._reads
     time.sleep(0.5)
