@@ -33,6 +33,7 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
+from sqlalchemy import update
 from sqlalchemy.engine import make_url
 from werkzeug.serving import make_server
 
@@ -292,6 +293,18 @@ def emulator_counts(server: EmulatorServer) -> dict[str, int]:
 def emulator_log(server: EmulatorServer) -> list[dict[str, Any]]:
     """The requests the emulator has received since its last reset, in the order they arrived."""
     return requests.get(server.url + "_emulator/requests", timeout=5).json()["requests"]
+
+
+def age_job(app: Flask, job_id: int, minutes: float = 10) -> None:
+    """Make a job `minutes` old: its card's polling delay (part of the card's ETag) then stays
+    the same for every poll of a test, however slowly the machine runs (a young job's delay
+    changes at ages of a second or so)."""
+    with app.app_context(), write_transaction() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(created_at=utcnow() - timedelta(minutes=minutes))
+        )
 
 
 def csrf_token(client: FlaskClient, path: str = "/") -> str:
