@@ -11,6 +11,7 @@ import math
 import os
 import platform
 import shutil
+import signal
 import socket
 import sqlite3
 import statistics
@@ -220,10 +221,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def stop_process(process: subprocess.Popen, grace: float) -> None:
-    """SIGTERM a child process, SIGKILL it when it has not ended after `grace` seconds."""
+def stop_process(
+    process: subprocess.Popen, grace: float, sig: signal.Signals = signal.SIGTERM
+) -> None:
+    """Signal a child process (SIGTERM unless told), SIGKILL it when it has not ended after
+    `grace` seconds."""
     if process.poll() is None:
-        process.terminate()
+        process.send_signal(sig)
         try:
             process.wait(grace)
         except subprocess.TimeoutExpired:

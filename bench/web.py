@@ -64,6 +64,7 @@ from bench.runner import (
     print_machine,
     print_table,
     ratio,
+    stop_process,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -474,15 +475,10 @@ class Server:
             total += (int(fields[11]) + int(fields[12])) / CLK_TCK
         return total
 
-    def stop(self, sig: int = signal.SIGINT) -> None:
+    def stop(self, sig: signal.Signals = signal.SIGINT) -> None:
         if self.process.poll() is None:
             workers = children(self.process.pid)
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process, grace=15, sig=sig)
             # A gthread worker signalled while it hands a request to its thread pool can hang
             # in its quit handler (CPython issue #121649); gunicorn would SIGKILL it after its
             # graceful timeout, but not once the master itself was killed: no orphan may keep
