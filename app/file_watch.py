@@ -79,7 +79,7 @@ class FileWatch:
         return bool(ready)
 
     def wake(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):  # a full pipe is awake already
+        with contextlib.suppress(OSError):  # a full pipe (BlockingIOError) is awake already
             os.write(self._wake_write, b"\0")
 
     def close(self) -> None:

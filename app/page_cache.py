@@ -179,8 +179,7 @@ class VersionWatch:
         self._seen: str | None = None  # the version the thread read last
         self._reads = 0  # how many times it has read it
         self._versions: Counter[str] = Counter()  # the versions waiters wait to move away from
-        # Waiters with a hang-up check: their check, and whether it has said gone.
-        self._checked: dict[int, list[Any]] = {}
+        self._checked: set[_HangUpCheck] = set()  # waiters that can tell their client hung up
         self._thread: threading.Thread | None = None
         self._stopping = False  # the engine was disposed: end the thread (the next wait restarts)
         self._notifier: file_watch.FileWatch | None = None  # SQLite: told of the file's writes
@@ -195,18 +194,18 @@ class VersionWatch:
         early once `gone()` says so (the watching thread asks it every `GONE_CHECK_S`, from
         its own thread: it must not need the request's context)."""
         deadline = time.monotonic() + timeout
-        check = [gone, False]
+        check = _HangUpCheck(gone) if gone is not None else None
         with self._changed:
             self._waiters += 1
             self._versions[version] += 1
-            if gone is not None:
-                self._checked[id(check)] = check
+            if check is not None:
+                self._checked.add(check)
             self._start()
             first = self._reads + 1
             try:
                 while not (self._reads >= first and self._seen != version):
                     left = deadline - time.monotonic()
-                    if left <= 0 or check[1]:
+                    if left <= 0 or (check is not None and check.hung_up):
                         return False
                     self._changed.wait(left)
                 return True
@@ -215,7 +214,8 @@ class VersionWatch:
                 self._versions[version] -= 1
                 if not self._versions[version]:
                     del self._versions[version]
-                self._checked.pop(id(check), None)
+                if check is not None:
+                    self._checked.discard(check)
 
     def poke(self) -> None:
         """The version has moved (this process wrote, or PostgreSQL's listener heard of it):
@@ -268,12 +268,12 @@ class VersionWatch:
         """Ask each waiter's hang-up check (outside the lock: a check may take a moment);
         whether some waiter's client is gone."""
         with self._changed:
-            checks = list(self._checked.values())
+            checks = list(self._checked)
         hung_up = False
         for check in checks:
             try:
-                if not check[1] and check[0]():
-                    check[1] = hung_up = True
+                if not check.hung_up and check.gone():
+                    check.hung_up = hung_up = True
             except Exception:  # noqa: BLE001 - a failing check only leaves its waiter waiting
                 log.exception("a watch's hang-up check failed")
         return hung_up
@@ -342,6 +342,12 @@ class VersionWatch:
                     self._thread = None
                     return
             self._sleep(next_gone_check)
+
+
+@dataclass(eq=False)  # one per waiting request, kept in a set by identity
+class _HangUpCheck:
+    gone: Callable[[], bool]  # whether the waiter's client has hung up
+    hung_up: bool = False  # what it said last: the waiter stops waiting
 
 
 @dataclass
