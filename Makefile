@@ -52,8 +52,8 @@ AZURITE_VERSION := 3.37.0
 azurite: .node/.azurite-$(AZURITE_VERSION)
 
 # The two passes run side by side (most tests wait on servers, browsers and sleeps: together they
-# took 15 minutes on 2 cores instead of 18 one after the other); make prints each pass's output
-# when that pass ends, and fails if either does. `make test-sqlite` runs one of them.
+# took 15-17 minutes on 2 cores instead of 18-19.5 one after the other); make prints each pass's
+# output when that pass ends, and fails if either does. `make test-sqlite` runs one of them.
 test: $(VENV)/.dev chromium azurite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
