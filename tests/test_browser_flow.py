@@ -118,6 +118,8 @@ def test_the_share_page_copy_button_copies_the_link(browser: Browser, signed_in_
         page.locator("#password").fill(PASSWORD)
         page.locator("#password").press("Enter")
         expect(page.locator("#prompt")).to_be_visible()
+        # Visible comes before the page's scripts have run: Ctrl+Enter is theirs to handle.
+        page.wait_for_load_state("load")
         page.locator("#prompt").fill("a harbour in fog")
         page.locator("#prompt").press("Control+Enter")
         image = page.locator("#job-list .job-card .thumbs a").first
